@@ -1,0 +1,127 @@
+"""Messages between the service and the node agents: plain, JSON-safe values.
+
+This is the only module of ``workers`` that ``queue_service`` imports. Every
+message carries ``job_id`` and ``attempt``; the attempt number is the fencing
+token: an agent acts on and reports about exactly one attempt, and the
+service refuses reports whose attempt is not the job's current one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def _from(cls, data: dict[str, Any]):
+    names = cls.__dataclass_fields__.keys()
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything an agent needs to start one attempt of one job, and nothing more."""
+
+    job_id: str
+    attempt: int
+    node_name: str
+    command: list[str]
+    image: str | None = None  # None: run as a bare process on the host
+    env: dict[str, str] = field(default_factory=dict)
+    gpu_uuids: list[str] = field(default_factory=list)  # "GPU-…" or "MIG-…" (device order)
+    blocks: int | None = None  # MPS share in % of SMs, for block jobs
+    gpu_memory_mib: int | None = None  # MPS pinned memory limit, for block jobs
+    cpus: float | None = None
+    memory_mib: int | None = None
+    time_limit_s: int | None = None
+    grace_s: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LaunchSpec":
+        return _from(cls, data)
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Stop one attempt: SIGTERM, ``grace_s`` to exit, then SIGKILL."""
+
+    job_id: str
+    attempt: int
+    node_name: str
+    grace_s: float = 10.0
+    reason: str = "cancelled"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StopRequest":
+        return _from(cls, data)
+
+
+@dataclass(frozen=True)
+class MigDeviceInfo:
+    """One MIG device (GPU instance + compute instance) as NVML reports it."""
+
+    uuid: str  # "MIG-…"
+    profile: str  # profile name, e.g. "3g.40gb"
+    profile_id: int  # NVML GPU instance profile id (smi ID), e.g. 9
+    start: int  # placement start (memory slice)
+    size: int  # placement size (memory slices)
+    memory_mib: int
+    sm_count: int
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One physical GPU as a probe (NVML or simulation) reports it."""
+
+    uuid: str  # "GPU-…"
+    index: int
+    name: str  # NVML's name, e.g. "NVIDIA H100 80GB HBM3"
+    model: str  # catalogue key when known (e.g. "h100-80gb"), else the name
+    memory_mib: int
+    sm_count: int
+    mig_enabled: bool = False
+    mig_devices: list[MigDeviceInfo] = field(default_factory=list)
+    nvlink_peers: list[int] = field(default_factory=list)
+    pci_bus_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GpuInfo":
+        mig = [_from(MigDeviceInfo, m) for m in data.get("mig_devices", [])]
+        return _from(cls, {**data, "mig_devices": mig})
+
+
+@dataclass(frozen=True)
+class NodeInventory:
+    """What an agent registers: the host and its GPUs."""
+
+    node_name: str
+    hostname: str
+    boot_id: str
+    cpus: int
+    memory_mib: int
+    gpus: list[GpuInfo] = field(default_factory=list)
+    gpu_source: str = "none"  # "nvml", "simulated" or "none"
+    gpu_note: str = ""  # why there are no GPUs, when there are none
+    runtimes: list[str] = field(default_factory=lambda: ["process"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NodeInventory":
+        gpus = [GpuInfo.from_dict(g) for g in data.get("gpus", [])]
+        return _from(cls, {**data, "gpus": gpus})
+
+
+def node_queue_name(node_name: str) -> str:
+    """The dramatiq queue a node's agent consumes (dramatiq queue names allow [A-Za-z0-9_.-])."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node_name)
+    return f"gpuq.node.{safe}"

@@ -1,0 +1,1 @@
+"""Runtimes: how an agent starts, watches and stops one attempt (docker, process)."""

@@ -1,0 +1,77 @@
+"""The runtime protocol: the I/O seam between the agent and what runs jobs.
+
+An agent owns log files and the bookkeeping; a runtime only starts, watches,
+stops, lists and cleans up. Handles are strings the runtime understands (a
+pid for ``process``, a container id for ``docker``) and must survive an agent
+restart where the runtime allows it (``adopt``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from workers.messages import LaunchSpec
+
+
+class ExitReason(StrEnum):
+    """Why an attempt ended."""
+
+    EXITED = "exited"  # the command returned (exit code 0 or not)
+    TIMED_OUT = "timed_out"  # time limit reached, stopped by the agent
+    STOPPED = "stopped"  # stopped on request (cancel, preemption, reclaim)
+    OOM_KILLED = "oom_killed"  # the memory limit was hit
+    START_FAILED = "start_failed"  # could not start (bad image, missing binary)
+    LOST = "lost"  # the runtime no longer knows it
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How an attempt ended."""
+
+    exit_code: int | None
+    reason: ExitReason
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A running attempt found by ``Runtime.adopt`` after an agent restart."""
+
+    job_id: str
+    attempt: int
+    handle: str
+
+
+class RuntimeError_(Exception):
+    """Base of runtime failures."""
+
+
+class LaunchError(RuntimeError_):
+    """The attempt could not be started; the message says why."""
+
+
+class Runtime(Protocol):
+    """Starts, watches and stops attempts on one node."""
+
+    name: str
+
+    def launch(self, spec: LaunchSpec, *, stdout_path: Path, stderr_path: Path) -> str:
+        """Start the attempt and return its handle; raise ``LaunchError`` if it cannot start."""
+
+    def wait(self, handle: str, timeout_s: float | None = None) -> ExitStatus | None:
+        """Block up to ``timeout_s`` for the attempt to end; None if still running."""
+
+    def stop(self, handle: str, *, grace_s: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``; returns once it is gone."""
+
+    def collect_logs(self, handle: str, *, stdout_path: Path, stderr_path: Path) -> None:
+        """Bring the attempt's output up to date in the two files (no-op if it writes there itself)."""
+
+    def cleanup(self, handle: str) -> None:
+        """Free what is left of the attempt (remove a container); idempotent."""
+
+    def adopt(self, node_name: str) -> list[Adopted]:
+        """Attempts of this node still running under this runtime (re-adoption after a restart)."""
