@@ -1,0 +1,105 @@
+"""MIG placement geometry: layouts, free slots and validation.
+
+A MIG GPU instance occupies the memory slices ``start .. start + size - 1``
+(size = the profile's ``memory_slices``). A layout is valid when every
+instance's profile exists on the model, its start is one of the profile's
+allowed starts, no profile is used more than ``max_count`` times, and the
+memory ranges are pairwise disjoint (GPU-FACTS.md §1). Compute slices never
+exceed the model's total in a valid layout, because every allowed placement
+of the real geometry respects it; we check it anyway.
+
+Occupancy is a bitmask of memory slices (bit ``i`` set = slice ``i`` taken):
+a profile fits at ``start`` when ``mask & span(start, size) == 0``. The
+bitmask form is what :mod:`partitioner.kernels` uses too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from partitioner.catalog import GpuModel, MigProfile, lookup_model
+
+__all__ = [
+    "count_new_instances",
+    "free_starts",
+    "layout_mask",
+    "span_mask",
+    "validate_layout",
+]
+
+
+def span_mask(start: int, size: int) -> int:
+    """Bitmask of the memory slices ``start .. start + size - 1``."""
+    return ((1 << size) - 1) << start
+
+
+def layout_mask(model: GpuModel, layout: Iterable[tuple[str, int]]) -> int:
+    """Occupied memory-slice mask of a layout (unknown profiles are skipped)."""
+    mask = 0
+    for name, start in layout:
+        profile = model.mig_profile(name)
+        if profile is not None:
+            mask |= span_mask(start, profile.memory_slices)
+    return mask
+
+
+def free_starts(profile: MigProfile, mask: int) -> list[int]:
+    """Allowed starts of ``profile`` whose memory slices are all free in ``mask``."""
+    return [s for s in profile.starts if mask & span_mask(s, profile.memory_slices) == 0]
+
+
+def count_new_instances(profile: MigProfile, mask: int, existing: int = 0) -> int:
+    """How many more instances of ``profile`` fit in ``mask`` (greedy, lowest start first).
+
+    Greedy is optimal here: every profile's starts are aligned to its size,
+    so taking the lowest free start never blocks two later ones.
+    ``existing`` instances of the profile already count against ``max_count``.
+    """
+    count = 0
+    room = profile.max_count - existing
+    for start in profile.starts:
+        if count >= room:
+            break
+        span = span_mask(start, profile.memory_slices)
+        if mask & span == 0:
+            mask |= span
+            count += 1
+    return count
+
+
+def validate_layout(model_key: str, layout: Sequence[tuple[str, int]]) -> list[str]:
+    """Reasons the MIG ``layout`` ((profile, start) pairs) is invalid on ``model_key``; empty if valid."""
+    model = lookup_model(model_key)
+    if model is None:
+        return [f"unknown GPU model {model_key!r}"]
+    if not model.mig_capable:
+        return [f"{model.key} is not MIG-capable"]
+    reasons: list[str] = []
+    counts: dict[int, int] = {}
+    owners: dict[int, str] = {}  # memory slice -> "profile@start" holding it
+    compute = 0
+    for name, start in layout:
+        profile = model.mig_profile(name)
+        if profile is None:
+            reasons.append(f"unknown MIG profile {name!r} on {model.key}")
+            continue
+        label = f"{profile.name}@{start}"
+        if start not in profile.starts:
+            allowed = ", ".join(map(str, profile.starts))
+            reasons.append(f"{label}: bad start slot {start} (allowed: {allowed})")
+            continue
+        counts[profile.profile_id] = counts.get(profile.profile_id, 0) + 1
+        if counts[profile.profile_id] == profile.max_count + 1:
+            reasons.append(f"too many {profile.name}: at most {profile.max_count} per GPU")
+        compute += profile.compute_slices
+        clashes: dict[str, list[int]] = {}
+        for s in range(start, start + profile.memory_slices):
+            if s in owners:
+                clashes.setdefault(owners[s], []).append(s)
+            else:
+                owners[s] = label
+        for other, slices in clashes.items():
+            reasons.append(f"{label} overlaps {other}: overlapping memory slices {slices[0]}-{slices[-1]}")
+    if compute > model.compute_slices and not reasons:
+        reasons.append(f"uses {compute} compute slices; {model.key} has {model.compute_slices}")
+    return reasons
