@@ -34,6 +34,8 @@ class LaunchSpec:
     memory_mib: int | None = None
     time_limit_s: int | None = None
     grace_s: float = 10.0
+    replica: int = 0  # gang member index (0 for a single job)
+    replicas: int = 1  # gang size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +54,7 @@ class StopRequest:
     node_name: str
     grace_s: float = 10.0
     reason: str = "cancelled"
+    replica: int | None = None  # None: every replica of the attempt on this node
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
