@@ -1,0 +1,418 @@
+"""The Docker runtime: one attempt = one container, limited to exactly what was allocated.
+
+Errors (all :class:`~workers.runtime.base.RuntimeError_`)::
+
+    RuntimeError_
+    ├── LaunchError        the attempt could not start (bad image, reserved env, MPS down)
+    ├── DockerUnavailable  the engine does not answer
+    └── DockerError        the engine refused an operation
+
+Docker SDK exceptions never leave this module.
+
+What every container gets (see :func:`container_config`):
+
+* ``command`` = the job's argv (a list, never a shell string); the image's
+  ENTRYPOINT is kept, exactly as ``docker run IMAGE ARGV…`` would;
+* CPU (``nano_cpus``), memory (``mem_limit`` = ``memswap_limit``: no swap),
+  ``pids_limit``; every capability dropped, ``no-new-privileges``, not
+  privileged, ``network_mode="none"`` by default, an init process (so SIGTERM
+  reaches the job and zombies are reaped), no restart policy, no auto-remove
+  (the exit state must survive until the agent has read it), no mounts at
+  all except an MPS daemon's pipe and shm directories — never the Docker socket;
+* labels ``gpuq.job``, ``gpuq.attempt``, ``gpuq.node`` (re-adoption) and a
+  deterministic name ``gpuq-<job>-a<attempt>`` (a re-delivered launch finds
+  the container it already made instead of starting a second one).
+
+GPU environment, and why:
+
+* GPUs are granted only by a device request for the allocated UUIDs
+  (``GPU-…`` or ``MIG-…``). ``NVIDIA_VISIBLE_DEVICES`` is always set by us:
+  to the same UUIDs for GPU jobs, to ``void`` for jobs without GPUs. CUDA
+  base images bake ``NVIDIA_VISIBLE_DEVICES=all`` into their ENV, and on
+  hosts whose default runtime is ``nvidia`` that variable alone exposes every
+  GPU; a container's env overrides the image's, and ``void`` makes the NVIDIA
+  runtime behave like runc (no GPUs, no driver libraries).
+* ``CUDA_VISIBLE_DEVICES`` is set to the allocated UUIDs, comma-joined in
+  allocation order (``""`` without GPUs). Inside the container the devices
+  are re-indexed from 0 by the container runtime, so host indices are
+  meaningless there; UUIDs name the same devices on both sides, keep the
+  job's device order equal to the allocation order (CUDA orders devices as
+  listed), and match the ``CUDA_VISIBLE_DEVICES=<uuid>`` an MPS daemon runs
+  with. CUDA accepts ``GPU-…`` and (11.1+) ``MIG-…`` UUIDs there.
+* Block jobs (``spec.blocks``) run as MPS clients of their GPU's daemon:
+  its pipe dir is bound at the same path, its shm dir at ``/dev/shm``, and
+  ``CUDA_MPS_PIPE_DIRECTORY``, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=<blocks>``
+  and ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT="0=<gpu_memory_mib>M"`` are set
+  (device 0: the daemon sees only its own device).
+* User env may not set ``NVIDIA_*``, ``CUDA_VISIBLE_DEVICES``, ``CUDA_MPS_*``,
+  ``LD_PRELOAD`` or ``GPUQ_*`` (GPU-FACTS §4): such a spec is refused with
+  ``LaunchError`` (the API refuses it first; this is the last line).
+
+Jobs also see ``GPUQ_JOB_ID``, ``GPUQ_ATTEMPT``, ``GPUQ_NODE`` and their limits
+as ``GPUQ_CPUS``, ``GPUQ_MEMORY_MIB``, ``GPUQ_GPU_UUIDS``, ``GPUQ_BLOCKS``,
+``GPUQ_GPU_MEMORY_MIB``, ``GPUQ_TIME_LIMIT_S`` (see :func:`job_env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from workers.gpu.mps import MpsControl, MpsDaemon, MpsError, mps_client_env
+from workers.messages import LaunchSpec
+from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, RuntimeError_
+
+__all__ = [
+    "DockerError",
+    "DockerRuntime",
+    "DockerUnavailable",
+    "RESERVED_ENV_PREFIXES",
+    "container_config",
+    "container_name",
+    "job_env",
+]
+
+LABEL_JOB = "gpuq.job"
+LABEL_ATTEMPT = "gpuq.attempt"
+LABEL_NODE = "gpuq.node"
+
+# Env names a job may not set: they choose devices, MPS shares or inject code.
+RESERVED_ENV_NAMES = frozenset({"CUDA_VISIBLE_DEVICES", "LD_PRELOAD"})
+RESERVED_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_")
+
+_RUNNING_STATES = frozenset({"running", "restarting", "paused", "removing"})
+
+
+class DockerUnavailable(RuntimeError_):
+    """The Docker engine does not answer (not running, socket missing, timeout)."""
+
+
+class DockerError(RuntimeError_):
+    """The Docker engine refused or failed an operation."""
+
+
+def container_name(spec: LaunchSpec) -> str:
+    """``gpuq-<job>-a<attempt>``: unique per attempt, so a re-sent launch is idempotent."""
+    job = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.job_id)
+    return f"gpuq-{job}-a{spec.attempt}"
+
+
+def job_env(spec: LaunchSpec) -> dict[str, str]:
+    """The ``GPUQ_*`` variables telling a job who it is and what it was given."""
+    env = {
+        "GPUQ_JOB_ID": spec.job_id,
+        "GPUQ_ATTEMPT": str(spec.attempt),
+        "GPUQ_NODE": spec.node_name,
+        "GPUQ_GPU_UUIDS": ",".join(spec.gpu_uuids),
+    }
+    if spec.cpus is not None:
+        env["GPUQ_CPUS"] = f"{spec.cpus:g}"
+    if spec.memory_mib is not None:
+        env["GPUQ_MEMORY_MIB"] = str(spec.memory_mib)
+    if spec.blocks is not None:
+        env["GPUQ_BLOCKS"] = str(spec.blocks)
+    if spec.gpu_memory_mib is not None:
+        env["GPUQ_GPU_MEMORY_MIB"] = str(spec.gpu_memory_mib)
+    if spec.time_limit_s is not None:
+        env["GPUQ_TIME_LIMIT_S"] = str(spec.time_limit_s)
+    return env
+
+
+def _check_user_env(env: dict[str, str]) -> None:
+    for name in env:
+        if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+            raise LaunchError(f"env {name} is reserved: gpuq sets devices, MPS shares and GPUQ_* itself")
+
+
+def container_config(
+    spec: LaunchSpec,
+    *,
+    network_mode: str = "none",
+    pids_limit: int = 4096,
+    init: bool = True,
+    mps_daemon: MpsDaemon | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.create`` for ``spec`` (pure: no I/O).
+
+    ``mps_daemon`` is required for block jobs (``spec.blocks`` set) and is the
+    daemon of the job's one GPU / MIG device. Raises ``LaunchError`` for specs
+    no container may be made from.
+    """
+    from docker.types import DeviceRequest  # the SDK's value type; no I/O
+
+    if not spec.image:
+        raise LaunchError("the docker runtime needs an image (spec.image is empty)")
+    if not spec.command or isinstance(spec.command, str):
+        raise LaunchError("command must be a non-empty argv list, never a shell string")
+    _check_user_env(spec.env)
+
+    uuids = list(spec.gpu_uuids)
+    env: dict[str, str] = {**spec.env, **job_env(spec)}
+    env["NVIDIA_VISIBLE_DEVICES"] = ",".join(uuids) if uuids else "void"
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(uuids)
+
+    volumes: dict[str, dict[str, str]] = {}
+    if spec.blocks is not None:
+        if len(uuids) != 1:
+            raise LaunchError(f"a block job runs on exactly one GPU or MIG device, got {len(uuids)}")
+        if mps_daemon is None or mps_daemon.uuid != uuids[0]:
+            raise LaunchError(f"block job needs the MPS daemon of {uuids[0]}")
+        if not spec.gpu_memory_mib:
+            raise LaunchError("a block job needs gpu_memory_mib (its MPS memory cap)")
+        try:
+            env.update(mps_client_env(mps_daemon, blocks=spec.blocks, memory_mib=spec.gpu_memory_mib))
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
+        volumes[str(mps_daemon.pipe_dir)] = {"bind": str(mps_daemon.pipe_dir), "mode": "rw"}
+        volumes[str(mps_daemon.shm_dir)] = {"bind": "/dev/shm", "mode": "rw"}
+
+    config: dict[str, Any] = {
+        "image": spec.image,
+        "command": list(spec.command),
+        "name": container_name(spec),
+        "environment": env,
+        "labels": {LABEL_JOB: spec.job_id, LABEL_ATTEMPT: str(spec.attempt), LABEL_NODE: spec.node_name},
+        "detach": True,
+        "network_mode": network_mode,
+        "pids_limit": pids_limit,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "privileged": False,
+        "init": init,
+        "volumes": volumes,
+        "device_requests": [DeviceRequest(device_ids=uuids, capabilities=[["gpu"]])] if uuids else [],
+    }
+    if spec.cpus is not None:
+        config["nano_cpus"] = int(round(spec.cpus * 1e9))
+    if spec.memory_mib is not None:
+        limit = f"{int(spec.memory_mib)}m"
+        config["mem_limit"] = limit
+        config["memswap_limit"] = limit  # equal to mem_limit: no swap on top of the limit
+    return config
+
+
+@contextlib.contextmanager
+def _docker_errors(action: str) -> Iterator[None]:
+    """Turn the SDK's and requests' exceptions into this module's typed errors."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except RuntimeError_:
+        raise
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise DockerUnavailable(f"{action}: Docker engine not reachable ({exc.__class__.__name__})") from None
+    except docker.errors.APIError as exc:
+        raise DockerError(f"{action}: {exc.explanation or exc}") from None
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailable(f"{action}: {exc}") from None
+
+
+class DockerRuntime:
+    """Runs attempts as Docker containers (see the module docstring for what each gets)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        client: Any = None,
+        network_mode: str = "none",
+        pids_limit: int = 4096,
+        mps_root: Path | None = None,
+        mps: MpsControl | None = None,
+        init: bool = True,
+        pull_timeout_s: float = 600.0,
+    ) -> None:
+        self._client = client
+        self.network_mode = network_mode
+        self.pids_limit = pids_limit
+        self.init = init
+        self.pull_timeout_s = pull_timeout_s
+        self.mps = mps if mps is not None else (MpsControl(root=mps_root) if mps_root is not None else None)
+        # Handles this runtime stopped on request, so wait() reports STOPPED
+        # rather than a plain exit; after an agent restart the agent knows.
+        self._stopped: set[str] = set()
+
+    @property
+    def client(self) -> Any:
+        """The Docker client, made on first use (so constructing never touches the engine)."""
+        if self._client is None:
+            import docker
+
+            with _docker_errors("connect"):
+                self._client = docker.from_env()
+        return self._client
+
+    # -- launch -----------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec, *, stdout_path: Path, stderr_path: Path) -> str:
+        """Create and start the attempt's container; return its id (idempotent per attempt)."""
+        import docker.errors
+
+        mps_daemon = self._mps_daemon(spec)
+        config = container_config(
+            spec, network_mode=self.network_mode, pids_limit=self.pids_limit, init=self.init, mps_daemon=mps_daemon
+        )
+        self._ensure_image(spec.image or "")
+        with _docker_errors(f"launch {config['name']}"):
+            try:
+                container = self.client.containers.create(**config)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: the name exists, i.e. this attempt was launched before
+                    raise LaunchError(f"cannot create container for {spec.job_id}/{spec.attempt}: {exc.explanation or exc}") from None
+                container = self._existing(config["name"], spec)
+            if container.status == "created":
+                try:
+                    container.start()
+                except docker.errors.APIError as exc:
+                    # e.g. the argv[0] is not in the image: the container exists
+                    # but cannot run; drop it so a retry starts clean.
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(force=True)
+                    raise LaunchError(f"cannot start {spec.job_id}/{spec.attempt}: {exc.explanation or exc}") from None
+            return container.id
+
+    def _existing(self, name: str, spec: LaunchSpec) -> Any:
+        container = self.client.containers.get(name)
+        labels = container.labels or {}
+        if labels.get(LABEL_JOB) != spec.job_id or labels.get(LABEL_ATTEMPT) != str(spec.attempt):
+            raise LaunchError(f"container name {name} is taken by a container that is not this attempt")
+        return container
+
+    def _mps_daemon(self, spec: LaunchSpec) -> MpsDaemon | None:
+        if spec.blocks is None:
+            return None
+        if self.mps is None:
+            raise LaunchError("block job on a runtime without MPS control (mps_root not configured)")
+        if len(spec.gpu_uuids) != 1:
+            raise LaunchError(f"a block job runs on exactly one GPU or MIG device, got {len(spec.gpu_uuids)}")
+        try:
+            return self.mps.ensure_started(spec.gpu_uuids[0])
+        except MpsError as exc:
+            raise LaunchError(f"MPS daemon for {spec.gpu_uuids[0]} unavailable: {exc}") from None
+
+    def _ensure_image(self, image: str) -> None:
+        """Use the local image, else pull it once; any failure is a fast ``LaunchError``."""
+        import docker.errors
+
+        with _docker_errors(f"image {image}"):
+            try:
+                self.client.images.get(image)
+                return
+            except docker.errors.ImageNotFound:
+                pass
+            except docker.errors.APIError as exc:  # e.g. an invalid reference
+                raise LaunchError(f"bad image {image!r}: {exc.explanation or exc}") from None
+            try:
+                self.client.images.pull(image)
+            except (docker.errors.APIError, docker.errors.DockerException) as exc:
+                message = getattr(exc, "explanation", None) or str(exc)
+                raise LaunchError(f"image {image!r} not found locally and pull failed: {message}") from None
+
+    # -- watch, stop, logs, cleanup ----------------------------------------
+
+    def wait(self, handle: str, timeout_s: float | None = None) -> ExitStatus | None:
+        """Block up to ``timeout_s`` (None: until it ends) for the container to exit.
+
+        The exit is read from the container's state, not from the wait call,
+        so it is the same after an agent or engine restart (GPU-FACTS §4).
+        """
+        import docker.errors
+        import requests.exceptions
+
+        if timeout_s is None or timeout_s > 0:
+            try:
+                self.client.api.wait(handle, timeout=timeout_s)
+            except requests.exceptions.RequestException:
+                pass  # read timeout: still running (inspect below tells, or raises if the engine is gone)
+            except docker.errors.DockerException:
+                pass  # e.g. 404: inspect below reports LOST
+        with _docker_errors(f"inspect {handle[:12]}"):
+            try:
+                state = self.client.api.inspect_container(handle)["State"]
+            except docker.errors.NotFound:
+                return ExitStatus(None, ExitReason.LOST, f"container {handle[:12]} is gone")
+        return self._exit_status(handle, state)
+
+    def _exit_status(self, handle: str, state: dict[str, Any]) -> ExitStatus | None:
+        status = state.get("Status", "")
+        if status == "created":
+            # launch() starts what it creates before returning, so a created
+            # container seen here is one whose start never happened.
+            return ExitStatus(None, ExitReason.START_FAILED, state.get("Error") or "created but never started")
+        if status in _RUNNING_STATES:
+            return None
+        code = state.get("ExitCode")
+        if state.get("OOMKilled"):
+            return ExitStatus(code, ExitReason.OOM_KILLED, "killed by the kernel: memory limit reached")
+        if state.get("Error"):
+            return ExitStatus(code, ExitReason.START_FAILED, state["Error"])
+        if handle in self._stopped:
+            return ExitStatus(code, ExitReason.STOPPED, "stopped on request")
+        return ExitStatus(code, ExitReason.EXITED, "")
+
+    def stop(self, handle: str, *, grace_s: float) -> None:
+        """SIGTERM, SIGKILL after ``grace_s`` (whole seconds, rounded up); returns once stopped."""
+        import docker.errors
+
+        self._stopped.add(handle)
+        with _docker_errors(f"stop {handle[:12]}"):
+            try:
+                self.client.api.stop(handle, timeout=max(0, math.ceil(grace_s)))
+            except docker.errors.NotFound:
+                return
+
+    def collect_logs(self, handle: str, *, stdout_path: Path, stderr_path: Path) -> None:
+        """Rewrite the two files with the container's whole stdout and stderr."""
+        import docker.errors
+
+        with _docker_errors(f"logs {handle[:12]}"):
+            try:
+                out = self.client.api.logs(handle, stdout=True, stderr=False)
+                err = self.client.api.logs(handle, stdout=False, stderr=True)
+            except docker.errors.NotFound:
+                return  # removed already: the files hold what was collected before
+        Path(stdout_path).write_bytes(out)
+        Path(stderr_path).write_bytes(err)
+
+    def cleanup(self, handle: str) -> None:
+        """Remove the container (forcefully); already gone is fine."""
+        import docker.errors
+
+        self._stopped.discard(handle)
+        with _docker_errors(f"remove {handle[:12]}"):
+            try:
+                self.client.api.remove_container(handle, force=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 and "in progress" in str(exc.explanation or ""):
+                    return  # a concurrent cleanup is removing it
+                raise
+
+    def adopt(self, node_name: str) -> list[Adopted]:
+        """Every gpuq container of ``node_name`` still on this engine, running or exited.
+
+        Exited ones are returned too: ``cleanup`` removes a container only
+        after its exit and logs were collected, so one still present holds an
+        exit nobody has reported yet. The agent calls ``wait`` on each handle
+        (it returns at once for those) and reports, then cleans up.
+        """
+        with _docker_errors("list containers"):
+            found = self.client.api.containers(all=True, filters={"label": [f"{LABEL_NODE}={node_name}"]})
+        adopted = []
+        for item in found:
+            labels = item.get("Labels") or {}
+            try:
+                attempt = int(labels.get(LABEL_ATTEMPT, ""))
+            except ValueError:
+                continue  # not ours to interpret
+            if LABEL_JOB in labels:
+                adopted.append(Adopted(job_id=labels[LABEL_JOB], attempt=attempt, handle=item["Id"]))
+        return adopted
