@@ -19,9 +19,10 @@ What every container gets (see :func:`container_config`):
   reaches the job and zombies are reaped), no restart policy, no auto-remove
   (the exit state must survive until the agent has read it), no mounts at
   all except an MPS daemon's pipe and shm directories — never the Docker socket;
-* labels ``gpuq.job``, ``gpuq.attempt``, ``gpuq.node`` (re-adoption) and a
-  deterministic name ``gpuq-<job>-a<attempt>`` (a re-delivered launch finds
-  the container it already made instead of starting a second one).
+* labels ``gpuq.job``, ``gpuq.attempt``, ``gpuq.node``, ``gpuq.replica``
+  (re-adoption) and a deterministic name ``gpuq-<job>-a<attempt>-r<replica>``
+  (a re-delivered launch finds the container it already made instead of
+  starting a second one).
 
 GPU environment, and why:
 
@@ -48,7 +49,8 @@ GPU environment, and why:
   ``LD_PRELOAD`` or ``GPUQ_*`` (GPU-FACTS §4): such a spec is refused with
   ``LaunchError`` (the API refuses it first; this is the last line).
 
-Jobs also see ``GPUQ_JOB_ID``, ``GPUQ_ATTEMPT``, ``GPUQ_NODE`` and their limits
+Jobs also see ``GPUQ_JOB_ID``, ``GPUQ_ATTEMPT``, ``GPUQ_NODE``, ``GPUQ_REPLICA``,
+``GPUQ_REPLICAS`` and their limits
 as ``GPUQ_CPUS``, ``GPUQ_MEMORY_MIB``, ``GPUQ_GPU_UUIDS``, ``GPUQ_BLOCKS``,
 ``GPUQ_GPU_MEMORY_MIB``, ``GPUQ_TIME_LIMIT_S`` (see :func:`job_env`).
 """
@@ -79,10 +81,15 @@ __all__ = [
 LABEL_JOB = "gpuq.job"
 LABEL_ATTEMPT = "gpuq.attempt"
 LABEL_NODE = "gpuq.node"
+LABEL_REPLICA = "gpuq.replica"  # gang member index; two members of one gang may share a node
 
 # Env names a job may not set: they choose devices, MPS shares or inject code.
 RESERVED_ENV_NAMES = frozenset({"CUDA_VISIBLE_DEVICES", "LD_PRELOAD"})
 RESERVED_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_")
+
+# With an init process (tini) as PID 1, an argv[0] that cannot be executed
+# is not a start error from the engine but tini exiting 127 with a FATAL line.
+_INIT_EXEC_FAILED = 127
 
 _RUNNING_STATES = frozenset({"running", "restarting", "paused", "removing"})
 
@@ -96,9 +103,9 @@ class DockerError(RuntimeError_):
 
 
 def container_name(spec: LaunchSpec) -> str:
-    """``gpuq-<job>-a<attempt>``: unique per attempt, so a re-sent launch is idempotent."""
+    """``gpuq-<job>-a<attempt>-r<replica>``: unique per gang member of an attempt, so a re-sent launch is idempotent."""
     job = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.job_id)
-    return f"gpuq-{job}-a{spec.attempt}"
+    return f"gpuq-{job}-a{spec.attempt}-r{spec.replica}"
 
 
 def job_env(spec: LaunchSpec) -> dict[str, str]:
@@ -107,6 +114,8 @@ def job_env(spec: LaunchSpec) -> dict[str, str]:
         "GPUQ_JOB_ID": spec.job_id,
         "GPUQ_ATTEMPT": str(spec.attempt),
         "GPUQ_NODE": spec.node_name,
+        "GPUQ_REPLICA": str(spec.replica),
+        "GPUQ_REPLICAS": str(spec.replicas),
         "GPUQ_GPU_UUIDS": ",".join(spec.gpu_uuids),
     }
     if spec.cpus is not None:
@@ -175,7 +184,12 @@ def container_config(
         "command": list(spec.command),
         "name": container_name(spec),
         "environment": env,
-        "labels": {LABEL_JOB: spec.job_id, LABEL_ATTEMPT: str(spec.attempt), LABEL_NODE: spec.node_name},
+        "labels": {
+            LABEL_JOB: spec.job_id,
+            LABEL_ATTEMPT: str(spec.attempt),
+            LABEL_NODE: spec.node_name,
+            LABEL_REPLICA: str(spec.replica),
+        },
         "detach": True,
         "network_mode": network_mode,
         "pids_limit": pids_limit,
@@ -281,7 +295,7 @@ class DockerRuntime:
     def _existing(self, name: str, spec: LaunchSpec) -> Any:
         container = self.client.containers.get(name)
         labels = container.labels or {}
-        if labels.get(LABEL_JOB) != spec.job_id or labels.get(LABEL_ATTEMPT) != str(spec.attempt):
+        if labels.get(LABEL_JOB) != spec.job_id or labels.get(LABEL_ATTEMPT) != str(spec.attempt):  # name sanitising can collide
             raise LaunchError(f"container name {name} is taken by a container that is not this attempt")
         return container
 
@@ -355,7 +369,24 @@ class DockerRuntime:
             return ExitStatus(code, ExitReason.START_FAILED, state["Error"])
         if handle in self._stopped:
             return ExitStatus(code, ExitReason.STOPPED, "stopped on request")
+        if code == _INIT_EXEC_FAILED and self.init:
+            failure = self._init_exec_failure(handle)
+            if failure:
+                return ExitStatus(code, ExitReason.START_FAILED, failure)
         return ExitStatus(code, ExitReason.EXITED, "")
+
+    def _init_exec_failure(self, handle: str) -> str:
+        """tini's own "exec … failed" line, if the job's argv[0] could not be run."""
+        import docker.errors
+
+        try:
+            tail = self.client.api.logs(handle, stdout=False, stderr=True, tail=5)
+        except docker.errors.DockerException:
+            return ""
+        for line in tail.decode(errors="replace").splitlines():
+            if "[FATAL tini" in line and "exec " in line:
+                return line.strip()
+        return ""
 
     def stop(self, handle: str, *, grace_s: float) -> None:
         """SIGTERM, SIGKILL after ``grace_s`` (whole seconds, rounded up); returns once stopped."""

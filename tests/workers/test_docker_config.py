@@ -1,0 +1,118 @@
+"""container_config: the arguments a container gets, checked without an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workers.gpu.mps import MpsDaemon
+from workers.messages import LaunchSpec
+from workers.runtime.base import LaunchError
+from workers.runtime.docker import container_config, container_name
+
+GPU_A = "GPU-11111111-2222-3333-4444-555555555555"
+GPU_B = "GPU-66666666-7777-8888-9999-000000000000"
+MIG_A = "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+def spec(**kw) -> LaunchSpec:
+    base = dict(job_id="j-1", attempt=2, node_name="node-a", command=["python", "train.py"], image="img:1")
+    return LaunchSpec(**{**base, **kw})
+
+
+def daemon(uuid: str) -> MpsDaemon:
+    root = Path("/var/lib/gpuq/mps") / uuid
+    return MpsDaemon(uuid=uuid, pipe_dir=root / "pipe", log_dir=root / "log", shm_dir=root / "shm")
+
+
+def test_hardening_and_limits():
+    cfg = container_config(spec(cpus=1.5, memory_mib=512), pids_limit=256)
+    assert cfg["nano_cpus"] == 1_500_000_000
+    assert cfg["mem_limit"] == cfg["memswap_limit"] == "512m"
+    assert cfg["pids_limit"] == 256
+    assert cfg["cap_drop"] == ["ALL"]
+    assert cfg["security_opt"] == ["no-new-privileges"]
+    assert cfg["privileged"] is False
+    assert cfg["network_mode"] == "none"
+    assert cfg["volumes"] == {}
+    assert "restart_policy" not in cfg and "auto_remove" not in cfg
+    assert cfg["command"] == ["python", "train.py"]
+    assert cfg["labels"] == {"gpuq.job": "j-1", "gpuq.attempt": "2", "gpuq.node": "node-a", "gpuq.replica": "0"}
+
+
+def test_no_gpus_means_no_device_request_and_void():
+    cfg = container_config(spec())
+    assert cfg["device_requests"] == []
+    assert cfg["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert cfg["environment"]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+@pytest.mark.parametrize("uuids", [[GPU_A], [GPU_B, GPU_A], [MIG_A]])
+def test_gpus_only_through_device_requests_by_uuid(uuids):
+    cfg = container_config(spec(gpu_uuids=uuids))
+    (req,) = cfg["device_requests"]
+    assert req["DeviceIDs"] == uuids  # allocation order kept
+    assert req["Capabilities"] == [["gpu"]]
+    assert req.get("Count", 0) == 0  # never "all"
+    assert cfg["environment"]["NVIDIA_VISIBLE_DEVICES"] == ",".join(uuids)
+    assert cfg["environment"]["CUDA_VISIBLE_DEVICES"] == ",".join(uuids)
+    assert cfg["environment"]["GPUQ_GPU_UUIDS"] == ",".join(uuids)
+
+
+def test_block_job_mounts_mps_and_sets_share():
+    d = daemon(GPU_A)
+    cfg = container_config(spec(gpu_uuids=[GPU_A], blocks=25, gpu_memory_mib=2048), mps_daemon=d)
+    env = cfg["environment"]
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == str(d.pipe_dir)
+    assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "25"
+    assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=2048M"
+    assert cfg["volumes"] == {
+        str(d.pipe_dir): {"bind": str(d.pipe_dir), "mode": "rw"},
+        str(d.shm_dir): {"bind": "/dev/shm", "mode": "rw"},
+    }
+    assert not any("docker.sock" in path for path in cfg["volumes"])
+
+
+@pytest.mark.parametrize(
+    "kw, mps, message",
+    [
+        (dict(gpu_uuids=[GPU_A], blocks=25, gpu_memory_mib=1024), None, "MPS daemon"),
+        (dict(gpu_uuids=[GPU_A, GPU_B], blocks=25, gpu_memory_mib=1024), GPU_A, "exactly one"),
+        (dict(gpu_uuids=[GPU_A], blocks=25), GPU_A, "gpu_memory_mib"),
+        (dict(gpu_uuids=[GPU_A], blocks=101, gpu_memory_mib=1024), GPU_A, "1..100"),
+        (dict(gpu_uuids=[GPU_A], blocks=10, gpu_memory_mib=1024), GPU_B, "MPS daemon"),
+    ],
+)
+def test_bad_block_specs_refused(kw, mps, message):
+    with pytest.raises(LaunchError, match=message):
+        container_config(spec(**kw), mps_daemon=daemon(mps) if mps else None)
+
+
+@pytest.mark.parametrize(
+    "name", ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VISIBLE_DEVICES", "CUDA_MPS_PIPE_DIRECTORY", "LD_PRELOAD", "GPUQ_JOB_ID"]
+)
+def test_reserved_env_refused(name):
+    with pytest.raises(LaunchError, match=name):
+        container_config(spec(env={name: "all"}))
+
+
+def test_user_env_passed_through():
+    cfg = container_config(spec(env={"SEED": "7", "CUDA_LAUNCH_BLOCKING": "1"}))
+    assert cfg["environment"]["SEED"] == "7"
+    assert cfg["environment"]["CUDA_LAUNCH_BLOCKING"] == "1"
+
+
+@pytest.mark.parametrize("command", [[], "python train.py"])
+def test_command_must_be_argv(command):
+    with pytest.raises(LaunchError, match="argv"):
+        container_config(spec(command=command))
+
+
+def test_image_required():
+    with pytest.raises(LaunchError, match="image"):
+        container_config(spec(image=None))
+
+
+def test_name_is_per_attempt_and_replica_and_safe():
+    assert container_name(spec(job_id="a/b c", attempt=3, replica=1)) == "gpuq-a_b_c-a3-r1"
