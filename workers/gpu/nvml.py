@@ -14,13 +14,25 @@ PCI bus id. A call a GPU does not support leaves that field at its default.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from workers.messages import GpuInfo, MigDeviceInfo
 
-__all__ = ["ProbeResult", "ProcessSample", "load_nvml", "probe", "read_mig_devices", "sample_utilization"]
+__all__ = [
+    "NvmlUnavailable",
+    "ProbeResult",
+    "ProcessSample",
+    "load_nvml",
+    "nvml_session",
+    "probe",
+    "profile_table",
+    "read_mig_devices",
+    "sample_utilization",
+]
 
 MIB = 1024 * 1024
 
@@ -84,6 +96,17 @@ def _shutdown(nvml: Any) -> None:
         nvml.nvmlShutdown()
     except nvml.NVMLError:
         pass  # nothing useful to do about a failing shutdown
+
+
+@contextlib.contextmanager
+def nvml_session(nvml: Any = None) -> Iterator[Any]:
+    """``nvmlInit`` … ``nvmlShutdown`` around a block; yields the module. Raises ``NvmlUnavailable``."""
+    nvml = load_nvml(nvml)
+    _init(nvml)
+    try:
+        yield nvml
+    finally:
+        _shutdown(nvml)
 
 
 def probe(nvml: Any = None) -> ProbeResult:
@@ -167,7 +190,7 @@ def _nvlink_peers(nvml: Any, handle: Any, bus_ids: list[str | None]) -> list[int
     return sorted(peers)
 
 
-def _profile_table(nvml: Any, handle: Any) -> dict[int, Any]:
+def profile_table(nvml: Any, handle: Any) -> dict[int, Any]:
     """GI profile id (smi ID) -> NVML's profile info, for the profiles this GPU supports."""
     table = {}
     for const in range(nvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
@@ -187,7 +210,7 @@ def _profile_name(info: Any) -> str:
 
 def read_mig_devices(nvml: Any, handle: Any) -> list[MigDeviceInfo]:
     """The MIG devices (GI + CI) of the GPU ``handle``, in NVML's index order (NVML initialised)."""
-    profiles = _profile_table(nvml, handle)
+    profiles = profile_table(nvml, handle)
     devices = []
     for index in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
         try:
