@@ -179,7 +179,7 @@ def arrival_order(trace: Trace, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarray] | None = None,
-               tie_weight: float = GPUQ_TIE_WEIGHT) -> dict:
+               tie_weight: float = GPUQ_TIE_WEIGHT, variant: int = 0) -> dict:
     """One replay of ``trace`` under ``policy`` for ``seed``; returns the figures of that run."""
     from partitioner.kernels.replay import replay
 
@@ -193,7 +193,7 @@ def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarra
         trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, node_order,
         trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks], trace.task_models[tasks],
         shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"],
-        POLICY_IDS[policy], seed, tie_weight, out_node, out_gpu,
+        POLICY_IDS[policy], seed, tie_weight, variant, out_node, out_gpu,
     )
     seconds = time.perf_counter() - started
     return summarize(trace, tasks, out_node, seconds)

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# dramatiq actor names: the service sends by name, agents declare the actors.
+LAUNCH_ACTOR = "gpuq_launch_attempt"
+STOP_ACTOR = "gpuq_stop_attempt"
+
 
 def _from(cls, data: dict[str, Any]):
     names = cls.__dataclass_fields__.keys()

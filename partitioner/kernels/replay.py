@@ -45,12 +45,37 @@ def shape_fragment(cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ng
 
 
 @njit(cache=True)
-def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p):
+def packed_fragment(cpu_after, units, idle, allowed, sh_cpu, sh_milli, sh_ngpu):
+    """gpuq's fragment: idle share that repeated tasks of one shape could not use.
+
+    ``units`` = sum over GPUs of ⌊free / share⌋; CPU bounds how many such tasks
+    still fit too, so idle GPUs on a node whose CPU is nearly gone count as
+    fragment (FGD counts them only once the CPU drops below one task's need).
+    """
+    if sh_ngpu == 0 or not allowed:
+        return idle
+    fit = units // sh_ngpu
+    if sh_cpu > 0:
+        by_cpu = cpu_after // sh_cpu
+        if by_cpu < fit:
+            fit = by_cpu
+    return idle - fit * sh_ngpu * sh_milli
+
+
+@njit(cache=True)
+def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
     """F of node ``n`` after ``k`` GPUs go from free share ``r_old`` to ``r_new`` and CPU to ``cpu_after``."""
     idle_after = idle[n] - k * (r_old - r_new)
     total = 0.0
     for m in range(sh_p.shape[0]):
         s = sh_milli[m]
+        if packed > 0:
+            u = units[n, m]
+            if k > 0 and s > 0:
+                u += k * (r_new // s - r_old // s)
+            total += sh_p[m] * packed_fragment(cpu_after, u, idle_after, allowed[n, m], sh_cpu[m], s, sh_ngpu[m])
+            if packed == 1:
+                continue
         c = cnt[n, m]
         sm = small[n, m]
         if k > 0:
@@ -67,7 +92,7 @@ def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle, allowed, sh
 
 
 @njit(cache=True)
-def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p):
+def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
     """Recompute the caches of node ``n`` from its GPU shares."""
     total = 0
     for j in range(node_ngpu[n]):
@@ -84,7 +109,12 @@ def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allow
                 sm += r
         cnt[n, m] = c
         small[n, m] = sm
-    frag[n] = node_frag_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p)
+        u = 0
+        if sh_milli[m] > 0:
+            for j in range(node_ngpu[n]):
+                u += gpu_free[n, j] // sh_milli[m]
+        units[n, m] = u
+    frag[n] = node_frag_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
 
 
 @njit(cache=True)
@@ -100,11 +130,41 @@ def best_fit_score(cpu_after, idle_after):
 
 
 @njit(cache=True)
+def gpuq_primary(delta, variant, w=0.0):
+    if variant == 8:
+        return math.floor(w / (1.0 + math.exp(-delta / 1000.0)))
+    if variant == 12 or variant == 11:
+        return math.floor(w / (1.0 + math.exp(-delta / 1000.0)))
+    if variant == 9:
+        return math.floor(100.0 / (1.0 + math.exp(-delta / w)))
+    if variant == 1:
+        return 100.0 / (1.0 + math.exp(-delta / 1000.0))
+    if variant == 2:
+        return math.floor(200.0 / (1.0 + math.exp(-delta / 1000.0)))
+    return math.floor(100.0 / (1.0 + math.exp(-delta / 1000.0)))
+
+
+@njit(cache=True)
+def gpuq_secondary(idle_after, cpu_after, ngpu, tt, variant, w):
+    if variant == 3:
+        return -idle_after
+    if variant == 4:
+        return -cpu_after
+    if variant == 5:
+        return idle_after
+    if variant == 6:
+        return -idle_after - w * cpu_after
+    if variant == 7:
+        return cpu_after
+    return 0.0
+
+
+@njit(cache=True)
 def replay(
     node_cpu, node_mem, node_ngpu, node_model, node_order,
     task_cpu, task_mem, task_ngpu, task_milli, task_models,
     sh_cpu, sh_milli, sh_ngpu, sh_models, sh_p,
-    policy, seed, tie_weight,
+    policy, seed, tie_weight, variant,
     out_node, out_gpu,
 ):
     """Place every task in arrival order; write the chosen node (or -1) and GPU per task.
@@ -129,10 +189,14 @@ def replay(
     small = np.zeros((n_nodes, n_shapes), dtype=np.int64)
     idle = np.zeros(n_nodes, dtype=np.int64)
     frag = np.zeros(n_nodes, dtype=np.float64)
+    units = np.zeros((n_nodes, n_shapes), dtype=np.int64)
+    packed = 0
+    if policy == POLICY_GPUQ and variant >= 10:
+        packed = 1 if variant < 12 else 2
     use_frag = policy == POLICY_FGD or policy == POLICY_GPUQ
     if use_frag:
         for n in range(n_nodes):
-            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p)
+            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
     else:
         for n in range(n_nodes):
             idle[n] = node_ngpu[n] * MILLI
@@ -188,12 +252,12 @@ def replay(
                         s = best_fit_score(cpu_after, idle[n] - milli)
                         tt = -r  # tightest GPU within the node
                     else:
-                        fa = node_frag_after(n, r, r - milli, 1, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p)
+                        fa = node_frag_after(n, r, r - milli, 1, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
                         if policy == POLICY_FGD:
                             s = sigmoid_score(frag[n] - fa)
                             tt = 0.0
                         else:
-                            s = frag[n] - fa
+                            s = gpuq_primary(frag[n] - fa, variant, tie_weight)
                             tt = -r
                     if s > score or (s == score and tt > tie):
                         score = s
@@ -203,16 +267,13 @@ def replay(
                 if policy == POLICY_BEST_FIT:
                     score = best_fit_score(cpu_after, idle[n] - k * milli)
                 else:
-                    fa = node_frag_after(n, MILLI, 0, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p)
+                    fa = node_frag_after(n, MILLI, 0, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
                     if policy == POLICY_FGD:
                         score = sigmoid_score(frag[n] - fa)
                     else:
-                        score = frag[n] - fa
+                        score = gpuq_primary(frag[n] - fa, variant, tie_weight)
             if policy == POLICY_GPUQ:
-                # secondary: pack tighter nodes first (less idle share and CPU left)
-                tie = tie_weight * (tie - (idle[n] - k * milli) - cpu_after / 16.0)
-                score = score + tie
-                tie = 0.0
+                tie = gpuq_secondary(idle[n] - k * milli, cpu_after, node_ngpu[n], tie, variant, tie_weight)
             if score > best_score or (score == best_score and tie > best_tie):
                 best_score = score
                 best_tie = tie
@@ -245,6 +306,6 @@ def replay(
                     if taken == 1:
                         out_gpu[t] = j
         if use_frag:
-            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p)
+            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
         else:
             idle[n] -= k * milli

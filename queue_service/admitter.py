@@ -1,0 +1,321 @@
+"""The admitter: one at a time, it turns the pure cycle's decisions into allocations and launches.
+
+Steps of ``run_once`` (each cycle, under the admission lock):
+
+1. expire node leases;
+2. snapshot: schedulable nodes with free capacity, and the queued jobs;
+3. decide (``admission.cycle.run_cycle``, pure);
+4. persist in one transaction: job → admitted, attempt row, allocation rows
+   (the database refuses a slice held twice), wait reasons;
+5. after commit, send launch commands (a lost one is re-sent by ``reconcile``).
+
+Only one admitter runs at a time: a PostgreSQL advisory lock held for the
+cycle's transaction (a second replica's cycle skips), SQLite's single writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState, NoFit, Request
+from queue_service.admission.cycle import CycleResult, PackerFactory, run_cycle
+from queue_service.admission.snapshot import PendingJob, Snapshot
+from queue_service.db.base import utcnow
+from queue_service.db.models import Allocation, Attempt, Gpu, Job, JobState, Node, NodeStatus, Project
+from queue_service.dispatch import Dispatcher
+from queue_service.services import nodes as node_service
+from queue_service.services.convert import request_for
+from queue_service.settings import Settings
+from workers.messages import LaunchSpec, StopRequest
+
+log = logging.getLogger(__name__)
+
+ADVISORY_LOCK_KEY = 0x67707571  # "gpuq"
+RESEND_AFTER_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    admitted: int
+    waiting: int
+    duration_s: float
+    skipped: bool = False
+
+
+def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterState:
+    """The schedulable nodes (ready, not cordoned, lease valid) with their free capacity."""
+    now = utcnow()
+    nodes = session.scalars(
+        select(Node)
+        .where(Node.status == NodeStatus.READY, Node.cordoned.is_(False))
+        .where(Node.lease_expires_at >= now)
+        .order_by(Node.name)
+    ).all()
+    if not nodes:
+        return ClusterState(())
+    usage = node_service.usage(session) if include_usage else {}
+    gpus = session.scalars(
+        select(Gpu).where(Gpu.present.is_(True), Gpu.node_id.in_([n.id for n in nodes])).order_by(Gpu.index)
+    ).all()
+    by_node: dict[str, list[Gpu]] = {}
+    for gpu in gpus:
+        by_node.setdefault(gpu.node_id, []).append(gpu)
+    states = []
+    for node in nodes:
+        used = usage.get(node.id, node_service.NodeUsage())
+        gpu_states = []
+        for gpu in by_node.get(node.id, []):
+            u = used.gpus.get(gpu.uuid, node_service.GpuUsage())
+            mig = tuple(
+                MigInstance(profile=m["profile"], start=m["start"], uuid=m.get("uuid"), held=m["start"] in u.mig_held)
+                for m in gpu.mig_layout or []
+            )
+            gpu_states.append(
+                GpuState(
+                    uuid=gpu.uuid, index=gpu.index, model=gpu.model, memory_mib=gpu.memory_mib,
+                    sm_count=gpu.sm_count, mode=GpuMode(gpu.mode), held=u.held_whole,
+                    used_blocks=0 if u.held_whole else u.used_blocks, used_memory_mib=u.used_memory_mib,
+                    mig_instances=mig, nvlink_peers=tuple(gpu.nvlink_peers or ()),
+                )
+            )
+        states.append(
+            NodeState(
+                node_id=node.id, cpus_milli=node.cpus * 1000, memory_mib=node.memory_mib,
+                free_cpus_milli=node.cpus * 1000 - used.cpus_milli, free_memory_mib=node.memory_mib - used.memory_mib,
+                gpus=tuple(gpu_states),
+            )
+        )
+    return ClusterState(tuple(states))
+
+
+def feasibility_check(session: Session, packer_factory: PackerFactory) -> Callable[[Request], NoFit | None]:
+    """A check against the empty cluster: does this request fit *ever*? (None: it could.)"""
+    cluster = build_cluster(session, include_usage=False)
+
+    def check(request: Request) -> NoFit | None:
+        if not cluster.nodes:
+            return None  # nothing registered yet: hold it with a reason instead of refusing
+        decision = packer_factory(cluster).place(request)
+        return decision if isinstance(decision, NoFit) and decision.never else None
+
+    return check
+
+
+class Admitter:
+    """Runs admission cycles on demand (``wake``) and on a timer, in its own thread."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        dispatcher: Dispatcher,
+        packer_factory: PackerFactory,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.packer_factory = packer_factory
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.cycles = 0
+        self.last_report: CycleReport | None = None
+        self.is_postgres = sessions.kw["bind"].dialect.name == "postgresql"
+
+    # -- the loop -------------------------------------------------------
+    def wake(self) -> None:
+        """Ask for a cycle as soon as possible (coalesced: many wakes, one cycle)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="gpuq-admitter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        last_reconcile = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self.settings.admission_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.run_once()
+                if time.monotonic() - last_reconcile > RESEND_AFTER_S / 2:
+                    self.reconcile()
+                    last_reconcile = time.monotonic()
+            except Exception:  # noqa: BLE001 - the admitter must survive a bad cycle
+                log.exception("admission cycle failed; retrying on the next wake")
+                time.sleep(0.2)
+
+    # -- one cycle --------------------------------------------------------
+    def run_once(self) -> CycleReport:
+        """One cycle, under the admission lock."""
+        started = time.perf_counter()
+        with self._lock:
+            session = self.sessions()
+            try:
+                if self.is_postgres and not session.scalar(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY}
+                ):
+                    session.rollback()
+                    return CycleReport(0, 0, time.perf_counter() - started, skipped=True)
+                # 1. leases
+                node_service.expire_leases(session)
+                # 2. snapshot
+                snapshot, jobs = self._snapshot(session)
+                # 3. decide
+                result = run_cycle(snapshot, self.packer_factory)
+                # 4. persist
+                launches = self._persist(session, result, jobs)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+        # 5. dispatch, after the commit: an agent never hears of an uncommitted admission
+        if launches:
+            self._dispatch(launches)
+        self.cycles += 1
+        report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started)
+        self.last_report = report
+        return report
+
+    def _snapshot(self, session: Session) -> tuple[Snapshot, dict[str, Job]]:
+        cluster = build_cluster(session)
+        rows = session.execute(
+            select(Job, Project.name).join(Project, Project.id == Job.project_id).where(Job.state == JobState.QUEUED)
+        ).all()
+        jobs = {job.id: job for job, _ in rows}
+        pending = tuple(
+            PendingJob(
+                job_id=job.id, project=project, request=request_for(job), priority=job.priority,
+                submitted_at=job.submitted_at, priority_override=job.priority_override,
+                time_limit_s=job.time_limit_s,
+            )
+            for job, project in rows
+        )
+        return Snapshot(cluster=cluster, pending=pending, now=utcnow()), jobs
+
+    def _persist(self, session: Session, result: CycleResult, jobs: dict[str, Job]) -> list[LaunchSpec]:
+        now = utcnow()
+        launches: list[LaunchSpec] = []
+        node_names = dict(session.execute(select(Node.id, Node.name)).all())
+        for admission in result.admitted:
+            job = jobs[admission.job_id]
+            number = job.attempt + 1
+            # Conditional: a cancel that committed since the snapshot wins.
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.state == JobState.QUEUED, Job.attempt == job.attempt)
+                .values(state=JobState.ADMITTED, attempt=number, admitted_at=now, reason="starting")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if not claimed:
+                continue
+            session.add(Attempt(job_id=job.id, number=number, node_id=admission.placement.replicas[0].node_id,
+                                launch_sent_at=now))
+            for replica, member in enumerate(admission.placement.replicas):
+                rows = [
+                    Allocation(
+                        job_id=job.id, attempt=number, replica=replica, node_id=member.node_id, kind=s.kind.value,
+                        gpu_uuid=s.gpu_uuid, slot=s.slot, blocks=s.blocks, gpu_memory_mib=s.memory_mib,
+                        mig_profile=s.mig_profile, mig_start=s.mig_start, mig_uuid=s.mig_uuid,
+                    )
+                    for s in member.slices
+                ] or [Allocation(job_id=job.id, attempt=number, replica=replica, node_id=member.node_id, kind="cpu")]
+                rows[0].cpus_milli, rows[0].memory_mib = member.cpus_milli, member.memory_mib
+                session.add_all(rows)
+                launches.append(self.launch_spec(job, number, replica, node_names[member.node_id], rows))
+        for job_id, reason in result.waiting.items():
+            if jobs[job_id].reason != reason:
+                jobs[job_id].reason = reason
+        for job_id, reason in result.never.items():
+            held = f"cannot run on the current cluster: {reason}"
+            if jobs[job_id].reason != held:
+                jobs[job_id].reason = held
+        session.flush()
+        return launches
+
+    def launch_spec(self, job: Job, attempt: int, replica: int, node_name: str, rows: list[Allocation]) -> LaunchSpec:
+        """What the agent needs to run one replica of one attempt."""
+        klass = self.settings.priority_classes.get(job.priority_class)
+        grace_s = klass.grace_s if klass else self.settings.default_grace_s
+        blocks_row = next((r for r in rows if r.kind == "blocks"), None)
+        env = dict(job.env)
+        env.update({
+            "GPUQ_JOB_ID": job.id, "GPUQ_ATTEMPT": str(attempt),
+            "GPUQ_REPLICA": str(replica), "GPUQ_REPLICAS": str(job.replicas),
+        })
+        return LaunchSpec(
+            job_id=job.id, attempt=attempt, node_name=node_name, command=list(job.command), image=job.image,
+            env=env, gpu_uuids=[r.mig_uuid or r.gpu_uuid for r in rows if r.gpu_uuid],
+            blocks=blocks_row.blocks if blocks_row else None,
+            gpu_memory_mib=blocks_row.gpu_memory_mib if blocks_row else None,
+            cpus=job.cpus or None, memory_mib=job.memory_mib or None, time_limit_s=job.time_limit_s,
+            grace_s=grace_s, replica=replica, replicas=job.replicas,
+        )
+
+    def _dispatch(self, launches: list[LaunchSpec]) -> None:
+        for spec in launches:
+            self.dispatcher.launch(spec)
+
+    # -- reconciliation -----------------------------------------------------
+    def reconcile(self) -> int:
+        """Re-send launches and stops the database says are outstanding (lost messages delay, never lose)."""
+        cutoff = utcnow() - timedelta(seconds=RESEND_AFTER_S)
+        launches: list[LaunchSpec] = []
+        stops: list[StopRequest] = []
+        session = self.sessions()
+        try:
+            node_names = dict(session.execute(select(Node.id, Node.name)).all())
+            waiting = session.execute(
+                select(Job, Attempt)
+                .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
+                .where(Job.state == JobState.ADMITTED, Attempt.launch_sent_at < cutoff)
+            ).all()
+            for job, attempt in waiting:
+                rows = session.scalars(
+                    select(Allocation).where(Allocation.job_id == job.id, Allocation.attempt == job.attempt)
+                ).all()
+                for replica in sorted({r.replica for r in rows}):
+                    mine = [r for r in rows if r.replica == replica]
+                    if str(replica) not in (attempt.exits or {}):
+                        launches.append(self.launch_spec(job, job.attempt, replica, node_names[mine[0].node_id], mine))
+                attempt.launch_sent_at = utcnow()
+            stopping = session.execute(
+                select(Job, Attempt)
+                .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
+                .where(Job.state == JobState.RUNNING, Job.cancel_requested.is_(True), Attempt.stop_sent_at < cutoff)
+            ).all()
+            for job, attempt in stopping:
+                nodes = session.scalars(
+                    select(Allocation.node_id).where(Allocation.job_id == job.id, Allocation.attempt == job.attempt)
+                ).all()
+                for node_id in sorted(set(nodes)):
+                    stops.append(StopRequest(job.id, job.attempt, node_names[node_id], self.settings.default_grace_s))
+                attempt.stop_sent_at = utcnow()
+            session.commit()
+        finally:
+            session.close()
+        for spec in launches:
+            self.dispatcher.launch(spec)
+        for stop in stops:
+            self.dispatcher.stop(stop)
+        return len(launches) + len(stops)

@@ -1,0 +1,57 @@
+"""Typed dependencies: the service context, a transaction, the calling principal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from queue_service.auth import Principal
+from queue_service.context import ServiceContext
+from queue_service.db.models import Role
+from queue_service.services import tokens
+
+
+def get_context(request: Request) -> ServiceContext:
+    return request.app.state.ctx
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+def get_session(ctx: ContextDep) -> Iterator[Session]:
+    session = ctx.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(request: Request, ctx: ContextDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    # Authentication reads in its own short session so a 401 never holds a write lock.
+    with ctx.sessions() as session:
+        return tokens.authenticate(session, token=token.strip() or None)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_roles(*roles: Role):
+    def check(principal: CurrentPrincipal) -> Principal:
+        principal.require(*roles)
+        return principal
+
+    return Depends(check)

@@ -1,0 +1,161 @@
+"""Job bodies. Validation here is the edge: nothing malformed gets further."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names that would let a job choose its own devices or escape its MPS limits.
+FORBIDDEN_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_")
+FORBIDDEN_ENV_NAMES = frozenset({"CUDA_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH", "HIP_VISIBLE_DEVICES"})
+# A container image reference: [registry[:port]/]path[:tag][@digest].
+IMAGE_REF = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@sha256:[a-f0-9]{64})?$"
+)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ResourcesCreate(BaseModel):
+    """What each replica needs: exactly one of ``gpus``, ``mig`` or ``blocks``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: Annotated[StrictInt, Field(ge=0, le=16)] | None = None
+    mig: str | None = Field(default=None, description="a MIG profile name, e.g. 3g.40gb")
+    mig_count: Annotated[StrictInt, Field(ge=1, le=7)] = 1
+    blocks: Annotated[StrictInt, Field(ge=1, le=100, description="share of one GPU's SMs, in %")] | None = None
+    gpu_memory_mib: Annotated[StrictInt, Field(ge=1)] | None = None
+    gpu_models: list[str] = Field(default_factory=list, max_length=32)
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    memory_mib: Annotated[StrictInt, Field(ge=1, le=64 * 1024 * 1024)] | None = None
+    replicas: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> "ResourcesCreate":
+        kinds = [k for k in ("gpus", "mig", "blocks") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            named = " and ".join(kinds) if kinds else "none"
+            raise ValueError(f"give exactly one of gpus, mig or blocks (got {named})")
+        if self.blocks is not None and self.gpu_memory_mib is None:
+            raise ValueError("blocks needs gpu_memory_mib (the GPU memory the job may pin)")
+        if self.blocks is None and self.gpu_memory_mib is not None:
+            raise ValueError("gpu_memory_mib goes with blocks only (whole GPUs and MIG slices come with their memory)")
+        return self
+
+
+class JobCreate(BaseModel):
+    """A job submission."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="job", max_length=128)
+    project: str = Field(default="default", max_length=64)
+    image: str | None = Field(default=None, max_length=512)
+    command: list[Annotated[str, Field(max_length=8192)]] = Field(min_length=1, max_length=4096)
+    env: dict[str, Annotated[str, Field(max_length=32768)]] = Field(default_factory=dict, max_length=512)
+    resources: ResourcesCreate
+    priority_class: str | None = None
+    time_limit_s: Annotated[StrictInt, Field(ge=1)] | None = None
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("command must be an argv list such as [\"python\", \"train.py\"], not a shell string")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("name: letters, digits, '.', '_' and '-' only, starting with a letter or digit")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and not IMAGE_REF.match(value):
+            raise ValueError(f"{value!r} is not a valid image reference")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key in FORBIDDEN_ENV_NAMES or key.startswith(FORBIDDEN_ENV_PREFIXES):
+                raise ValueError(f"{key} is set by gpuq from the allocation and may not be overridden")
+            if "\x00" in value[key]:
+                raise ValueError(f"{key}: NUL bytes are not allowed in values")
+        return value
+
+
+class AllocationPublic(BaseModel):
+    node: str
+    replica: int
+    kind: str
+    gpu_uuid: str | None = None
+    blocks: int = 0
+    gpu_memory_mib: int = 0
+    mig_profile: str | None = None
+    mig_start: int | None = None
+    cpus_milli: int = 0
+    memory_mib: int = 0
+
+
+class ResourcesPublic(BaseModel):
+    gpus: int | None = None
+    mig: str | None = None
+    mig_count: int = 1
+    blocks: int | None = None
+    gpu_memory_mib: int | None = None
+    gpu_models: list[str] = []
+    cpus: float | None = None
+    memory_mib: int | None = None
+    replicas: int = 1
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    image: str | None
+    command: list[str]
+    env: dict[str, str]
+    resources: ResourcesPublic
+    priority_class: str
+    priority: int
+    priority_override: int | None
+    time_limit_s: int | None
+    state: str
+    reason: str
+    exit_code: int | None
+    attempt: int
+    submitted_at: datetime
+    admitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    allocation: list[AllocationPublic] = []
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+    next_cursor: str | None = None
+
+
+class LogsPublic(BaseModel):
+    job_id: str
+    attempt: int
+    stdout: str
+    stderr: str
+    stdout_offset: int
+    stderr_offset: int
+    final: bool

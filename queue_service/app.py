@@ -1,0 +1,41 @@
+"""create_app(): routers, error handlers, the admitter's lifespan."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from queue_service import __version__
+from queue_service.api import errors
+from queue_service.api.routes import admin, agent, jobs
+from queue_service.context import ServiceContext
+
+
+def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if run_admitter:
+            ctx.admitter.start()
+            ctx.admitter.wake()
+        try:
+            yield
+        finally:
+            if run_admitter:
+                ctx.admitter.stop()
+
+    app = FastAPI(
+        title="gpuq",
+        version=__version__,
+        description="A GPU batch job queue for bare-metal and Docker GPU hosts.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(jobs.router)
+    v1.include_router(admin.router)
+    v1.include_router(agent.router)
+    app.include_router(v1)
+    app.add_middleware(errors.BodyLimit, max_bytes=ctx.settings.max_body_bytes)
+    return app

@@ -1,0 +1,351 @@
+"""The ``gpuq`` command: serve, agent, submit, jobs, show, logs, cancel, admin, simulate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import httpx
+import typer
+
+from queue_service.settings import Settings
+from queue_service.sizes import parse_size_mib
+
+app = typer.Typer(help="gpuq: a GPU batch job queue for bare-metal and Docker GPU hosts.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+admin_app = typer.Typer(help="Admin commands: tokens and projects.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+project_app = typer.Typer(help="Projects.", no_args_is_help=True)
+admin_app.add_typer(token_app, name="token")
+admin_app.add_typer(project_app, name="project")
+app.add_typer(admin_app, name="admin")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+ServerOpt = Annotated[Optional[str], typer.Option("--server", help="API URL (default: GPUQ_SERVER_URL or local)")]
+TokenOpt = Annotated[Optional[str], typer.Option("--token", help="API token (default: GPUQ_TOKEN or the local admin token)")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.secho(f"gpuq: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+class Api:
+    """A thin REST client with readable errors."""
+
+    def __init__(self, server: str | None, token: str | None) -> None:
+        settings = Settings()
+        self.base = (server or settings.effective_server_url).rstrip("/")
+        self.token = token or settings.token or self._local_token(settings)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.base, headers=headers, timeout=30)
+
+    @staticmethod
+    def _local_token(settings: Settings) -> str | None:
+        from queue_service.bootstrap import ADMIN_TOKEN_FILE, read_secret
+
+        return read_secret(settings.data_dir / ADMIN_TOKEN_FILE)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            fail(f"cannot reach the gpuq server at {self.base} ({exc.__class__.__name__}); is `gpuq serve` running?")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            hint = " (set --token or GPUQ_TOKEN)" if response.status_code == 401 else ""
+            fail(f"{response.status_code}: {detail}{hint}")
+        return response.json()
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def _resources_text(r: dict) -> str:
+    if r.get("mig"):
+        return f"mig {r['mig']}" + (f" x{r['mig_count']}" if r.get("mig_count", 1) > 1 else "")
+    if r.get("blocks"):
+        return f"{r['blocks']} blocks, {r['gpu_memory_mib']} MiB"
+    gpus = r.get("gpus") or 0
+    text = f"{gpus} GPU" + ("s" if gpus != 1 else "") if gpus else "cpu only"
+    return text + (f" x{r['replicas']}" if r.get("replicas", 1) > 1 else "")
+
+
+def _print(data: Any, as_json: bool, human) -> None:  # noqa: ANN001
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        typer.echo(human(data))
+
+
+# -- server and agent -----------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="listen address")] = None,
+    port: Annotated[Optional[int], typer.Option(help="listen port")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="SQLite database, tokens, logs")] = None,
+    simulate_gpus: Annotated[Optional[str], typer.Option(help="declare GPUs, e.g. h100-80gb:2,a100-40gb:1")] = None,
+    database_url: Annotated[Optional[str], typer.Option(help="e.g. postgresql://user@host/db")] = None,
+    broker_url: Annotated[Optional[str], typer.Option(help="memory:// or redis://host:6379/0")] = None,
+    local_agent: Annotated[Optional[bool], typer.Option("--local-agent/--no-local-agent",
+                                                        help="run an agent for this host in-process")] = None,
+    node_name: Annotated[Optional[str], typer.Option(help="name of the local node")] = None,
+) -> None:
+    """Run the API, the admitter and (by default) an agent for this host, in one process."""
+    overrides = {k: v for k, v in dict(host=host, port=port, data_dir=data_dir, simulate_gpus=simulate_gpus,
+                                      database_url=database_url, broker_url=broker_url, local_agent=local_agent,
+                                      node_name=node_name).items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except Exception as exc:  # noqa: BLE001 - a settings error is the user's input
+        fail(f"bad settings: {exc}")
+    from queue_service.embedded import run_server
+
+    try:
+        run_server(settings)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def agent(
+    server: Annotated[str, typer.Option(help="the gpuq API URL")],
+    token: Annotated[str, typer.Option(help="a token with role agent", envvar="GPUQ_TOKEN")],
+    broker_url: Annotated[str, typer.Option(help="redis://host:6379/0")],
+    runtime: Annotated[str, typer.Option(help="docker or process")] = "process",
+    node_name: Annotated[Optional[str], typer.Option(help="default: the hostname")] = None,
+    simulate_gpus: Annotated[Optional[str], typer.Option(help="declare GPUs instead of NVML")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="logs and work directories")] = None,
+) -> None:
+    """Run a node agent: register this host and run what the service sends it."""
+    from queue_service.embedded import run_agent
+
+    try:
+        run_agent(server=server, token=token, broker_url=broker_url, runtime=runtime, node_name=node_name,
+                  simulate_gpus=simulate_gpus, data_dir=data_dir or Settings().data_dir / "agent")
+    except ValueError as exc:
+        fail(str(exc))
+
+
+# -- jobs -------------------------------------------------------------------------
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    gpus: Annotated[Optional[int], typer.Option(help="whole GPUs (0 = CPU only)")] = None,
+    mig: Annotated[Optional[str], typer.Option(help="a MIG profile, e.g. 3g.40gb")] = None,
+    blocks: Annotated[Optional[int], typer.Option(help="share of one GPU in 1%% blocks (1-100)")] = None,
+    gpu_memory: Annotated[Optional[str], typer.Option(help="GPU memory with --blocks, e.g. 10GiB")] = None,
+    gpu_model: Annotated[Optional[list[str]], typer.Option(help="allowed GPU model (repeatable)")] = None,
+    cpus: Annotated[Optional[float], typer.Option(help="CPU cores")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="host memory, e.g. 16GiB")] = None,
+    image: Annotated[Optional[str], typer.Option(help="container image (default: run on the host)")] = None,
+    name: Annotated[str, typer.Option(help="job name")] = "job",
+    project: Annotated[str, typer.Option(help="project")] = "default",
+    priority_class: Annotated[Optional[str], typer.Option("--priority-class", help="e.g. production, normal")] = None,
+    time_limit: Annotated[Optional[int], typer.Option("--time-limit", help="seconds")] = None,
+    env: Annotated[Optional[list[str]], typer.Option(help="NAME=VALUE (repeatable)")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a job: gpuq submit [--gpus N | --mig P | --blocks B --gpu-memory 10GiB] -- CMD ARGS..."""
+    command = list(ctx.args)
+    if not command:
+        fail("no command given: gpuq submit [options] -- CMD ARGS...")
+    resources: dict[str, Any] = {}
+    if gpus is not None:
+        resources["gpus"] = gpus
+    if mig is not None:
+        resources["mig"] = mig
+    if blocks is not None:
+        resources["blocks"] = blocks
+    try:
+        if gpu_memory is not None:
+            resources["gpu_memory_mib"] = parse_size_mib(gpu_memory)
+        if memory is not None:
+            resources["memory_mib"] = parse_size_mib(memory)
+    except ValueError as exc:
+        fail(str(exc))
+    if not any(k in resources for k in ("gpus", "mig", "blocks")):
+        resources["gpus"] = 0
+    if gpu_model:
+        resources["gpu_models"] = gpu_model
+    if cpus is not None:
+        resources["cpus"] = cpus
+    env_dict = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env wants NAME=VALUE, got {item!r}")
+        env_dict[key] = value
+    body = {"name": name, "project": project, "command": command, "env": env_dict, "resources": resources,
+            "image": image, "priority_class": priority_class, "time_limit_s": time_limit}
+    job = Api(server, token).call("POST", "/v1/jobs", json={k: v for k, v in body.items() if v is not None})
+    _print(job, as_json, lambda j: f"submitted {j['id']} ({j['state']}: {_resources_text(j['resources'])})")
+
+
+@app.command()
+def jobs(
+    project: Annotated[Optional[str], typer.Option(help="only this project")] = None,
+    state: Annotated[Optional[str], typer.Option(help="only this state")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    params = {k: v for k, v in dict(project=project, state=state, limit=limit).items() if v is not None}
+    page = Api(server, token).call("GET", "/v1/jobs", params=params)
+
+    def human(p: dict) -> str:
+        rows = [[j["id"], j["name"], j["project"], j["state"], _resources_text(j["resources"]),
+                 "" if j["exit_code"] is None else j["exit_code"], j["reason"][:60]] for j in p["data"]]
+        return _table(rows, ["id", "name", "project", "state", "resources", "exit", "reason"])
+
+    _print(page, as_json, human)
+
+
+@app.command()
+def show(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """One job in full."""
+    job = Api(server, token).call("GET", f"/v1/jobs/{job_id}")
+
+    def human(j: dict) -> str:
+        lines = [f"{k}: {j[k]}" for k in ("id", "name", "project", "state", "reason", "exit_code", "image",
+                                          "priority_class", "time_limit_s", "attempt", "submitted_at",
+                                          "admitted_at", "started_at", "finished_at")]
+        lines.insert(4, f"resources: {_resources_text(j['resources'])}")
+        lines.append(f"command: {json.dumps(j['command'])}")
+        for a in j["allocation"]:
+            what = a["kind"] if a["kind"] != "blocks" else f"{a['blocks']} blocks, {a['gpu_memory_mib']} MiB"
+            lines.append(f"allocation: node {a['node']} gpu {a['gpu_uuid'] or '-'} ({what})")
+        return "\n".join(lines)
+
+    _print(job, as_json, human)
+
+
+@app.command()
+def logs(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a job's stdout and stderr (stderr goes to stderr)."""
+    api = Api(server, token)
+    offsets = {"stdout_offset": 0, "stderr_offset": 0}
+    while True:
+        chunk = api.call("GET", f"/v1/jobs/{job_id}/logs", params=offsets)
+        if as_json and not follow:
+            typer.echo(json.dumps(chunk, indent=2))
+            return
+        sys.stdout.write(chunk["stdout"])
+        sys.stderr.write(chunk["stderr"])
+        sys.stdout.flush()
+        offsets = {"stdout_offset": chunk["stdout_offset"], "stderr_offset": chunk["stderr_offset"]}
+        if not follow or (chunk["final"] and not chunk["stdout"] and not chunk["stderr"]):
+            return
+        time.sleep(0.5)
+
+
+@app.command()
+def cancel(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Cancel a job in any non-final state."""
+    job = Api(server, token).call("POST", f"/v1/jobs/{job_id}/cancel")
+    _print(job, as_json, lambda j: f"{j['id']}: {j['state']}" + (f" ({j['reason']})" if j["reason"] else ""))
+
+
+@app.command()
+def nodes(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Nodes, GPUs and what is free."""
+    data = Api(server, token).call("GET", "/v1/nodes")
+
+    def human(ns: list) -> str:
+        rows = []
+        for n in ns:
+            rows.append([n["name"], n["status"], f"{n['cpus']} cpus", f"{n['memory_mib']} MiB", "", "", n["gpu_note"]])
+            for g in n["gpus"]:
+                rows.append(["", "", "", "", f"gpu{g['index']} {g['model']} ({g['mode']})",
+                             f"{g['free_blocks']}/100 blocks, {g['free_memory_mib']} MiB free", ""])
+        return _table(rows, ["node", "status", "cpus", "memory", "gpu", "free", "note"])
+
+    _print(data, as_json, human)
+
+
+# -- admin ------------------------------------------------------------------------
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="admin, operator, member, viewer or agent")],
+    project: Annotated[Optional[list[str]], typer.Option(help="project of a member (repeatable)")] = None,
+    name: Annotated[str, typer.Option(help="a label")] = "",
+    node_name: Annotated[Optional[str], typer.Option(help="bind an agent token to one node")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make an API token (printed once)."""
+    body = {"role": role, "name": name, "projects": project or []}
+    if node_name:
+        body["node_name"] = node_name
+    made = Api(server, token).call("POST", "/v1/tokens", json=body)
+    _print(made, as_json, lambda t: t["token"])
+
+
+@project_app.command("create")
+def project_create(
+    name: str,
+    weight: Annotated[float, typer.Option(help="fair-share weight")] = 1.0,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a project."""
+    made = Api(server, token).call("POST", "/v1/projects", json={"name": name, "weight": weight})
+    _print(made, as_json, lambda p: f"project {p['name']} created")
+
+
+@project_app.command("list")
+def project_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Projects you can see."""
+    data = Api(server, token).call("GET", "/v1/projects")
+    _print(data, as_json, lambda ps: "\n".join(p["name"] for p in ps))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def simulate(ctx: typer.Context) -> None:
+    """Replay a production trace (openb format) through the placement policies; see --help."""
+    from partitioner.simulate import cli as simulate_cli
+
+    raise typer.Exit(simulate_cli(list(ctx.args)))
+
+
+@app.command()
+def migrate(
+    database_url: Annotated[Optional[str], typer.Option(help="default: GPUQ_DATABASE_URL or the local SQLite")] = None,
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Apply database migrations."""
+    from queue_service.db.migrate import upgrade
+
+    settings = Settings(**({"database_url": database_url} if database_url else {}))
+    upgrade(settings.effective_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Everything a running service holds, built once from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from queue_service.admission.cycle import PackerFactory
+from queue_service.admitter import Admitter
+from queue_service.db.session import make_engine, make_sessionmaker
+from queue_service.dispatch import Dispatcher, make_broker
+from queue_service.settings import Settings
+
+
+def default_packer_factory() -> PackerFactory:
+    """The packer every placement goes through."""
+    from queue_service.admission.fit import FirstFitPacker
+
+    return FirstFitPacker
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    dispatcher: Dispatcher
+    admitter: Admitter
+    packer_factory: PackerFactory
+    extras: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, *, packer_factory: PackerFactory | None = None) -> "ServiceContext":
+        engine = make_engine(settings.effective_database_url)
+        sessions = make_sessionmaker(engine)
+        dispatcher = Dispatcher(make_broker(settings.broker_url))
+        packer_factory = packer_factory or default_packer_factory()
+        admitter = Admitter(sessions=sessions, settings=settings, dispatcher=dispatcher, packer_factory=packer_factory)
+        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory)

@@ -1,0 +1,225 @@
+"""Tables. Invariants the database itself keeps:
+
+- a project name, a token hash, a node name and a GPU UUID are unique;
+- no two *live* allocations (``released_at IS NULL``) hold the same
+  exclusive slot of a GPU (a whole GPU or one MIG placement): the partial
+  unique index ``uq_allocations_live_slot`` refuses the second one;
+- audit rows are only ever inserted (the API has no route that edits them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from queue_service.db.base import Base, new_id, utcnow
+
+
+class JobState(StrEnum):
+    """A job's life: queued → admitted → running → a final state."""
+
+    QUEUED = "queued"
+    ADMITTED = "admitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+LIVE_STATES = frozenset({JobState.ADMITTED, JobState.RUNNING})
+
+
+class NodeStatus(StrEnum):
+    READY = "ready"
+    DRAINING = "draining"
+    DOWN = "down"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    MEMBER = "member"
+    VIEWER = "viewer"
+    AGENT = "agent"
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    projects: Mapped[list[str]] = mapped_column(JSON, default=list)  # project names, for members
+    node_name: Mapped[str | None] = mapped_column(String(128), nullable=True)  # agents may be bound to a node
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    boot_id: Mapped[str] = mapped_column(String(64), default="")
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=NodeStatus.READY)
+    cordoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    gpu_source: Mapped[str] = mapped_column(String(16), default="none")
+    gpu_note: Mapped[str] = mapped_column(Text, default="")
+    runtimes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Gpu(Base):
+    __tablename__ = "gpus"
+
+    uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(64))
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    sm_count: Mapped[int] = mapped_column(Integer, default=0)
+    mode: Mapped[str] = mapped_column(String(16), default="exclusive")
+    mig_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    mig_layout: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    nvlink_peers: Mapped[list[int]] = mapped_column(JSON, default=list)
+    present: Mapped[bool] = mapped_column(Boolean, default=True)  # False once the node stops reporting it
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_order", "state", "submitted_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    owner_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    image: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    command: Mapped[list[str]] = mapped_column(JSON)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # resources, one row per job; replicas > 1 is a gang
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    mig_profile: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    mig_count: Mapped[int] = mapped_column(Integer, default=1)
+    blocks: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    priority_class: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer)  # the class's value at submit time
+    priority_override: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # current attempt number (fencing token)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    admitted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (Index("uq_attempts_job_number", "job_id", "number", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.ADMITTED)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    exits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # replica -> {exit_code, reason}
+    launch_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    stop_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Allocation(Base):
+    __tablename__ = "allocations"
+    __table_args__ = (
+        Index(
+            "uq_allocations_live_slot",
+            "gpu_uuid",
+            "slot",
+            unique=True,
+            sqlite_where=text("released_at IS NULL AND kind != 'blocks'"),
+            postgresql_where=text("released_at IS NULL AND kind != 'blocks'"),
+        ),
+        Index("ix_allocations_live", "released_at", "node_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    replica: Mapped[int] = mapped_column(Integer, default=0)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # gpu | mig | blocks | cpu
+    gpu_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    slot: Mapped[str] = mapped_column(String(32), default="")
+    blocks: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    mig_profile: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    mig_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mig_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cpus_milli: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class LogChunk(Base):
+    __tablename__ = "log_chunks"
+    __table_args__ = (Index("ix_log_chunks_job", "job_id", "attempt", "stream", "offset"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(16))  # stdout | stderr (".N" for gang replica N)
+    offset: Mapped[int] = mapped_column(BigInteger)  # byte offset of data in the attempt's stream
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,189 @@
+"""Composition roots: ``gpuq serve`` (API + admitter + optional local agent) and ``gpuq agent``.
+
+This is the one module of ``queue_service`` that starts ``workers`` code: it
+wires the in-process agent of the embedded default. The API, admission and
+database code never import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from queue_service.app import create_app
+from queue_service.bootstrap import prepare
+from queue_service.context import ServiceContext
+from queue_service.settings import Settings
+
+log = logging.getLogger("gpuq")
+
+
+@dataclass
+class LocalAgent:
+    agent: object
+    worker: object
+    node_name: str
+
+    def stop(self) -> None:
+        from workers.actors import unregister_agent
+
+        self.agent.shutdown(stop_jobs=True, grace_s=5.0)
+        self.worker.stop()
+        unregister_agent(self.node_name)
+
+
+def start_agent(
+    *,
+    server: str,
+    token: str,
+    broker,  # noqa: ANN001 - a dramatiq broker
+    runtime: str,
+    node_name: str | None,
+    simulate_gpus: str | None,
+    data_dir: Path,
+    heartbeat_s: float = 5.0,
+) -> LocalAgent:
+    """Build, register and start an agent and its dramatiq worker."""
+    from workers.actors import register_agent, start_worker
+    from workers.agent import Agent
+    from workers.client import ServiceClient
+    from workers.inventory import SimulationSpecError, host_inventory
+
+    if runtime == "docker":
+        from workers.runtime.docker import DockerRuntime
+
+        rt = DockerRuntime()
+    elif runtime == "process":
+        from workers.runtime.process import ProcessRuntime
+
+        rt = ProcessRuntime(work_dir=data_dir / "work")
+    else:
+        raise ValueError(f"unknown runtime {runtime!r} (docker or process)")
+    try:
+        inventory = host_inventory(node_name=node_name, simulate=simulate_gpus, runtimes=[runtime])
+    except SimulationSpecError as exc:
+        raise ValueError(str(exc)) from exc
+    client = ServiceClient(server, token)
+    agent = Agent(client=client, runtime=rt, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s)
+    register_agent(agent)
+    agent.start()
+    worker = start_worker(broker, inventory.node_name)
+    return LocalAgent(agent, worker, inventory.node_name)
+
+
+@dataclass
+class EmbeddedServer:
+    """The whole of gpuq in one process; ``start`` returns once it serves and its agent is registered."""
+
+    settings: Settings
+    ctx: ServiceContext | None = None
+    server: uvicorn.Server | None = None
+    local_agent: LocalAgent | None = None
+    admin_token_path: Path | None = None
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self) -> "EmbeddedServer":
+        settings = self.settings
+        if settings.simulate_gpus:
+            from workers.inventory import SimulationSpecError, parse_simulation
+
+            try:
+                parse_simulation(settings.simulate_gpus, node_name="check")
+            except SimulationSpecError as exc:
+                raise ValueError(str(exc)) from exc
+        self.ctx = ServiceContext.build(settings)
+        self.admin_token_path, agent_token = prepare(settings.effective_database_url, settings.data_dir,
+                                                     self.ctx.sessions)
+        app = create_app(self.ctx)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # the caller owns signals
+        self._thread = threading.Thread(target=self.server.run, name="gpuq-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ValueError(f"could not listen on {settings.host}:{settings.port}")
+            time.sleep(0.02)
+        if settings.runs_local_agent:
+            self.local_agent = start_agent(
+                server=f"http://{settings.host}:{settings.port}", token=agent_token,
+                broker=self.ctx.dispatcher.broker, runtime=settings.runtime, node_name=settings.node_name,
+                simulate_gpus=settings.simulate_gpus, data_dir=settings.data_dir / "agent",
+                heartbeat_s=settings.heartbeat_interval_s,
+            )
+        self._warm_partitioner()
+        return self
+
+    def _warm_partitioner(self) -> None:
+        """Compile (or load cached) numba kernels in the background, never blocking start-up."""
+        def warm() -> None:
+            try:
+                from partitioner import place
+
+                if hasattr(place, "warmup"):
+                    place.warmup()
+            except Exception:  # noqa: BLE001 - only a speed concern
+                log.exception("partitioner warm-up failed")
+
+        threading.Thread(target=warm, name="gpuq-warmup", daemon=True).start()
+
+    def stop(self) -> None:
+        if self.local_agent is not None:
+            self.local_agent.stop()
+        if self.server is not None:
+            self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self.ctx is not None:
+            self.ctx.engine.dispose()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def run_server(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    embedded = EmbeddedServer(settings).start()
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"gpuq serving on {url}  (API docs: {url}/docs)", flush=True)
+    print(f"database: {settings.effective_database_url}   broker: {settings.broker_url}", flush=True)
+    print(f"admin token: {embedded.admin_token_path} (mode 0600; the CLI reads it when it talks to this server)",
+          flush=True)
+    if embedded.local_agent is not None:
+        inv = embedded.local_agent.agent.inventory
+        gpus = ", ".join(f"{g.model}" for g in inv.gpus) or f"none ({inv.gpu_note})"
+        print(f"local agent: node {inv.node_name}, {inv.cpus} CPUs, GPUs: {gpus} [{inv.gpu_source}]", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        print("gpuq: shutting down", flush=True)
+        embedded.stop()
+
+
+def run_agent(*, server: str, token: str, broker_url: str, runtime: str, node_name: str | None,
+              simulate_gpus: str | None, data_dir: Path) -> None:
+    from queue_service.dispatch import make_broker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if broker_url.startswith("memory://"):
+        raise ValueError("a separate agent needs a shared broker: --broker-url redis://host:6379/0")
+    local = start_agent(server=server, token=token, broker=make_broker(broker_url), runtime=runtime,
+                        node_name=node_name, simulate_gpus=simulate_gpus, data_dir=data_dir)
+    print(f"gpuq agent for node {local.node_name} connected to {server}", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        local.stop()

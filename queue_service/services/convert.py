@@ -1,0 +1,29 @@
+"""Translations between database rows and the partitioner's plain values."""
+
+from __future__ import annotations
+
+from partitioner.catalog import lookup_model
+from partitioner.types import Request
+
+from queue_service.db.models import Job
+
+
+def model_key(name: str) -> str:
+    """The catalogue key for a user- or NVML-given model name ("H100-80GB" -> "h100-80gb")."""
+    model = lookup_model(name)
+    return model.key if model is not None else name.strip().lower()
+
+
+def request_for(job: Job) -> Request:
+    """The partitioner request for one replica of ``job``."""
+    return Request(
+        gpus=job.gpus,
+        mig_profile=job.mig_profile,
+        mig_count=job.mig_count if job.mig_profile else 1,
+        blocks=job.blocks,
+        gpu_memory_mib=job.gpu_memory_mib,
+        gpu_models=tuple(job.gpu_models or ()),
+        cpus_milli=int(round(job.cpus * 1000)),
+        memory_mib=job.memory_mib,
+        replicas=job.replicas,
+    )

@@ -1,0 +1,146 @@
+"""Nodes and their GPUs: registration, heartbeats, leases, and what is free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from partitioner.catalog import model_for_nvml
+from partitioner.types import BLOCKS_PER_GPU, GpuMode
+from queue_service.auth import Principal
+from queue_service.db.base import utcnow
+from queue_service.db.models import Allocation, Gpu, Node, NodeStatus, Role
+from queue_service.errors import Forbidden
+from workers.messages import NodeInventory
+
+
+@dataclass(slots=True)
+class GpuUsage:
+    """What live allocations hold on one GPU."""
+
+    held_whole: bool = False
+    used_blocks: int = 0
+    used_memory_mib: int = 0
+    mig_held: set[int] = field(default_factory=set)  # MIG starts held
+    jobs: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class NodeUsage:
+    cpus_milli: int = 0
+    memory_mib: int = 0
+    gpus: dict[str, GpuUsage] = field(default_factory=dict)
+
+
+def check_agent(principal: Principal, node_name: str) -> None:
+    """Agents act for their own node only (tokens bound to a node), admins for any."""
+    if principal.role is Role.ADMIN:
+        return
+    principal.require(Role.AGENT)
+    if principal.node_name is not None and principal.node_name != node_name:
+        raise Forbidden(f"this agent token is bound to node {principal.node_name!r}, not {node_name!r}")
+
+
+def register(session: Session, *, inventory: NodeInventory, lease_s: float) -> Node:
+    """Create or refresh a node and its GPUs from an agent's inventory."""
+    now = utcnow()
+    node = session.scalar(select(Node).where(Node.name == inventory.node_name))
+    if node is None:
+        node = Node(name=inventory.node_name)
+        session.add(node)
+    node.hostname = inventory.hostname
+    node.boot_id = inventory.boot_id
+    node.cpus = inventory.cpus
+    node.memory_mib = inventory.memory_mib
+    node.gpu_source = inventory.gpu_source
+    node.gpu_note = inventory.gpu_note
+    node.runtimes = list(inventory.runtimes)
+    node.last_heartbeat_at = now
+    node.lease_expires_at = now + timedelta(seconds=lease_s)
+    if node.status == NodeStatus.DOWN:
+        node.status = NodeStatus.READY
+    session.flush()
+    existing = {g.uuid: g for g in session.scalars(select(Gpu).where(Gpu.node_id == node.id))}
+    seen = set()
+    for info in inventory.gpus:
+        model = model_for_nvml(info.model or info.name, info.memory_mib, info.sm_count)
+        gpu = existing.get(info.uuid)
+        if gpu is None:
+            gpu = Gpu(uuid=info.uuid, node_id=node.id, mode=GpuMode.MIG if info.mig_enabled else GpuMode.EXCLUSIVE)
+            session.add(gpu)
+        gpu.node_id = node.id
+        gpu.index = info.index
+        gpu.name = info.name
+        gpu.model = model.key
+        gpu.memory_mib = info.memory_mib
+        gpu.sm_count = info.sm_count
+        gpu.mig_enabled = info.mig_enabled
+        gpu.mig_layout = [
+            {"profile": m.profile, "start": m.start, "uuid": m.uuid, "memory_mib": m.memory_mib}
+            for m in info.mig_devices
+        ]
+        gpu.nvlink_peers = list(info.nvlink_peers)
+        gpu.present = True
+        seen.add(info.uuid)
+    for uuid, gpu in existing.items():
+        if uuid not in seen:
+            gpu.present = False
+    session.flush()
+    return node
+
+
+def heartbeat(session: Session, *, node_name: str, lease_s: float) -> Node | None:
+    node = session.scalar(select(Node).where(Node.name == node_name))
+    if node is None:
+        return None
+    now = utcnow()
+    node.last_heartbeat_at = now
+    node.lease_expires_at = now + timedelta(seconds=lease_s)
+    if node.status == NodeStatus.DOWN:
+        node.status = NodeStatus.READY
+    return node
+
+
+def expire_leases(session: Session) -> list[Node]:
+    """Mark nodes whose lease ran out as down; returns them."""
+    now = utcnow()
+    stale = session.scalars(
+        select(Node).where(Node.status != NodeStatus.DOWN, Node.lease_expires_at < now)
+    ).all()
+    for node in stale:
+        node.status = NodeStatus.DOWN
+    return list(stale)
+
+
+def usage(session: Session) -> dict[str, NodeUsage]:
+    """Live allocations summed per node and GPU."""
+    result: dict[str, NodeUsage] = {}
+    for alloc in session.scalars(select(Allocation).where(Allocation.released_at.is_(None))):
+        node = result.setdefault(alloc.node_id, NodeUsage())
+        node.cpus_milli += alloc.cpus_milli
+        node.memory_mib += alloc.memory_mib
+        if alloc.gpu_uuid is None:
+            continue
+        gpu = node.gpus.setdefault(alloc.gpu_uuid, GpuUsage())
+        gpu.jobs.add(alloc.job_id)
+        if alloc.kind == "gpu":
+            gpu.held_whole = True
+            gpu.used_blocks = BLOCKS_PER_GPU
+        elif alloc.kind == "mig" and alloc.mig_start is not None:
+            gpu.mig_held.add(alloc.mig_start)
+        elif alloc.kind == "blocks":
+            gpu.used_blocks += alloc.blocks
+            gpu.used_memory_mib += alloc.gpu_memory_mib
+    return result
+
+
+def list_nodes(session: Session) -> list[tuple[Node, list[Gpu]]]:
+    nodes = session.scalars(select(Node).order_by(Node.name)).all()
+    gpus = session.scalars(select(Gpu).where(Gpu.present.is_(True)).order_by(Gpu.node_id, Gpu.index)).all()
+    by_node: dict[str, list[Gpu]] = {}
+    for gpu in gpus:
+        by_node.setdefault(gpu.node_id, []).append(gpu)
+    return [(n, by_node.get(n.id, [])) for n in nodes]

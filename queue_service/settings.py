@@ -1,0 +1,92 @@
+"""One settings object for the service, the agent and the CLI (``GPUQ_*`` env or flags)."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PriorityClass(BaseModel):
+    """A named priority: a higher ``value`` runs first."""
+
+    value: int
+    preemptible: bool = False
+    grace_s: float = 30.0
+
+
+DEFAULT_PRIORITY_CLASSES: dict[str, PriorityClass] = {
+    "production": PriorityClass(value=1000, preemptible=False, grace_s=60.0),
+    "normal": PriorityClass(value=500, preemptible=False, grace_s=30.0),
+    "experiment": PriorityClass(value=100, preemptible=True, grace_s=30.0),
+}
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "gpuq"
+
+
+class Settings(BaseSettings):
+    """Every knob of gpuq. Environment variables are ``GPUQ_`` + the field name in capitals."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="SQLite file, tokens, logs")
+    host: str = "127.0.0.1"
+    port: int = 8421
+    database_url: str | None = Field(default=None, description="default: SQLite in data_dir")
+    broker_url: str = Field(default="memory://", description="memory:// (in-process) or redis://host:port/db")
+    local_agent: bool | None = Field(default=None, description="run an agent in the server process (default: on with memory://)")
+    simulate_gpus: str | None = Field(default=None, description="e.g. h100-80gb:2,a100-40gb:1[:shared]")
+    node_name: str | None = None
+    runtime: str = "process"
+    priority_classes: dict[str, PriorityClass] = Field(default_factory=lambda: dict(DEFAULT_PRIORITY_CLASSES))
+    default_priority_class: str = "normal"
+    max_body_bytes: int = 256 * 1024
+    max_time_limit_s: int = 30 * 24 * 3600
+    default_grace_s: float = 10.0
+    admission_interval_s: float = 2.0
+    heartbeat_interval_s: float = 5.0
+    node_lease_s: float = 30.0
+    max_log_bytes: int = 16 * 1024 * 1024
+    server_url: str | None = Field(default=None, description="where the CLI and agents find the API")
+    token: str | None = Field(default=None, description="API token for the CLI / agent")
+
+    @field_validator("priority_classes", mode="before")
+    @classmethod
+    def _parse_classes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value)
+        return value
+
+    @field_validator("default_priority_class")
+    @classmethod
+    def _known_default(cls, value: str, info) -> str:
+        classes = info.data.get("priority_classes") or DEFAULT_PRIORITY_CLASSES
+        if value not in classes:
+            raise ValueError(f"default_priority_class {value!r} is not one of {sorted(classes)}")
+        return value
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'gpuq.db'}"
+
+    @property
+    def effective_server_url(self) -> str:
+        return self.server_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def runs_local_agent(self) -> bool:
+        if self.local_agent is not None:
+            return self.local_agent
+        return self.broker_url.startswith("memory://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
