@@ -111,12 +111,15 @@ def _can_unshare() -> bool:
 
 
 @pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare --mount")
-def test_isolated_shm_daemon_writes_its_own_dir(stub_path, tmp_path):
+def test_isolated_shm_daemon_writes_its_own_dir(stub_path, tmp_path, monkeypatch):
+    marker = f"gpuq-mps-stub-{os.getpid()}-{tmp_path.name}"
+    monkeypatch.setenv("GPUQ_MPS_STUB_MARKER", marker)
     ctl = MpsControl(root=tmp_path / "mps", isolate_shm=True)
     try:
         d = ctl.ensure_started(GPU)
         # The stub drops a marker in "its" /dev/shm: it must land in the per-daemon dir.
-        assert (d.shm_dir / "gpuq-mps-stub-marker").read_text().strip() == GPU
-        assert not Path("/dev/shm/gpuq-mps-stub-marker").exists()
+        assert (d.shm_dir / marker).read_text().strip() == GPU
+        assert not (Path("/dev/shm") / marker).exists()
     finally:
         ctl.stop(GPU)
+        (Path("/dev/shm") / marker).unlink(missing_ok=True)
