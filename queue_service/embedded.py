@@ -126,10 +126,11 @@ class EmbeddedServer:
         """Compile (or load cached) numba kernels in the background, never blocking start-up."""
         def warm() -> None:
             try:
-                from partitioner import place
-
-                if hasattr(place, "warmup"):
-                    place.warmup()
+                from partitioner.place import warmup
+            except ImportError:
+                return
+            try:
+                warmup()
             except Exception:  # noqa: BLE001 - only a speed concern
                 log.exception("partitioner warm-up failed")
 

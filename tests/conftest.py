@@ -1,0 +1,107 @@
+"""Shared fixtures: a migrated database (SQLite, and PostgreSQL when reachable), a service, tokens.
+
+``db_url`` is parametrized over both backends, so every test that uses it
+(directly or through ``ctx`` / ``api``) runs on SQLite and on PostgreSQL.
+PostgreSQL tests skip locally when it is not reachable and fail in CI.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from queue_service.app import create_app
+from queue_service.context import ServiceContext
+from queue_service.db.migrate import upgrade
+from queue_service.db.models import Role
+from queue_service.dispatch import make_broker
+from queue_service.services import projects, tokens
+from queue_service.settings import Settings
+from tests.services import require_postgres
+
+
+def _postgres_database() -> Iterator[str]:
+    base = require_postgres()
+    name = f"gpuq_test_{secrets.token_hex(4)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gpuq.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'gpuq.db'}"
+
+
+@dataclass
+class Actors:
+    """Tokens of every role, for API tests."""
+
+    admin: str
+    operator: str
+    viewer: str
+    agent: str
+    member_a: str  # member of project "alpha"
+    member_b: str  # member of project "beta"
+
+    @staticmethod
+    def headers(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def ctx(db_url: str, tmp_path: Path) -> Iterator[ServiceContext]:
+    """A migrated service context with projects default/alpha/beta (no admitter thread)."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, broker_url="memory://")
+    upgrade(db_url)
+    context = ServiceContext.build(settings)
+    with context.sessions() as session, session.begin():
+        for name in ("default", "alpha", "beta"):
+            projects.ensure(session, name=name)
+    yield context
+    broker = make_broker("memory://")
+    broker.flush_all()
+    context.engine.dispose()
+
+
+@pytest.fixture
+def actors(ctx: ServiceContext) -> Actors:
+    made = {}
+    with ctx.sessions() as session, session.begin():
+        for key, role, projs in (
+            ("admin", Role.ADMIN, []), ("operator", Role.OPERATOR, []), ("viewer", Role.VIEWER, []),
+            ("agent", Role.AGENT, []), ("member_a", Role.MEMBER, ["alpha"]), ("member_b", Role.MEMBER, ["beta"]),
+        ):
+            _row, made[key] = tokens.create(session, role=role, name=key, projects=projs, actor="test")
+    return Actors(**made)
+
+
+@pytest.fixture
+def api(ctx: ServiceContext) -> Iterator[TestClient]:
+    """A TestClient on the app; admission cycles run only when a test calls ``ctx.admitter.run_once()``."""
+    app = create_app(ctx, run_admitter=False)
+    with TestClient(app) as client:
+        yield client
