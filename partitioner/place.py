@@ -1,0 +1,438 @@
+"""Where a request goes: validate -> encode -> kernel -> decode.
+
+:class:`Packer` encodes a :class:`ClusterState` once; :meth:`Packer.place` is a
+pure query, :meth:`Packer.commit` subtracts a placement from the encoded state
+(so the next query in the same admission cycle sees it) and
+:meth:`Packer.release` adds it back.
+
+Modes are strict: whole-GPU requests take free ``exclusive`` GPUs, MIG requests
+take MIG instances of ``mig`` GPUs (an existing free one, or a new one at a
+free valid start, ``Slice.mig_uuid`` None), blocks requests take room on a
+``shared`` GPU or a shared MIG instance. Mode changes are
+:mod:`partitioner.repartition`'s business.
+
+Gangs (``replicas`` > 1) are placed member by member on a scratch commit and
+rolled back unless every member fits: all or nothing.
+
+Importing this module compiles nothing; the first placement (or
+:func:`warmup`) loads the cached kernels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from partitioner.catalog import all_mig_profile_names, lookup_model
+from partitioner.encode import (
+    KIND_GPU,
+    KIND_MIG,
+    KIND_MIG_SHARED,
+    KIND_SHARED,
+    Encoded,
+    UnitInfo,
+    encode,
+    gpu_model_key,
+)
+from partitioner.mig import span_mask
+from partitioner.policies import DEFAULT_POLICY, POLICIES, POLICY_IDS
+from partitioner.types import (
+    BLOCKS_PER_GPU,
+    ClusterState,
+    GpuMode,
+    NoFit,
+    Placement,
+    ReplicaPlacement,
+    Request,
+    Slice,
+    SliceKind,
+)
+
+__all__ = ["DEFAULT_POLICY", "POLICIES", "Packer", "place", "warmup"]
+
+_DEFAULT_DEMAND = (Request(gpus=1), Request(blocks=50), Request(blocks=25), Request(blocks=10))
+
+
+def warmup() -> None:
+    """Compile (or load from cache) every kernel; safe to call from a background thread."""
+    from partitioner.kernels.place import score_nodes
+    from partitioner.kernels.replay import replay
+
+    cluster = ClusterState()
+    del cluster
+    i64 = np.zeros(1, dtype=np.int64)
+    f64 = np.ones(1, dtype=np.float64)
+    score_nodes(1, 1, 0, 1, 0, 0, np.ones(1, dtype=np.bool_), i64 + 1000, i64 + 1000, i64 + 1000,
+                np.array([0, 1], dtype=np.int64), i64 + 1, i64 + 100, i64 + 100,
+                i64 + 1, i64 + 10, i64, i64 + 1, i64, f64, 3, np.zeros(1), np.zeros(1, dtype=np.int64))
+    one = np.ones(1, dtype=np.int64)
+    replay(one * 1000, one * 1000, one, i64, i64, one, one, one, one * 500, one * -1,
+           one, one * 500, one, one * -1, f64, 3, 42, 50.0, 12, i64.copy(), i64.copy())
+
+
+def _demand_shapes(demand: Sequence[Request]) -> tuple[np.ndarray, ...]:
+    """Frequencies of the demand's (kind, blocks, memory, count, cpu) shapes as kernel arrays."""
+    shapes: Counter[tuple[int, int, int, int, int]] = Counter()
+    for req in demand or _DEFAULT_DEMAND:
+        if req.mig_profile:
+            continue
+        if req.gpus > 0:
+            key = (2, 100, 0, req.gpus, req.cpus_milli)
+        elif req.blocks > 0:
+            key = (1, req.blocks, req.gpu_memory_mib, 1, req.cpus_milli)
+        else:
+            key = (0, 0, 0, 0, req.cpus_milli)
+        shapes[key] += max(req.replicas, 1)
+    total = sum(shapes.values()) or 1
+    keys = list(shapes)
+    cols = [np.array([k[i] for k in keys], dtype=np.int64) for i in range(5)]
+    return (*cols, np.array([shapes[k] / total for k in keys], dtype=np.float64))
+
+
+class Packer:
+    """The cluster encoded once, answering placements for one admission cycle."""
+
+    def __init__(self, cluster: ClusterState, *, policy: str = DEFAULT_POLICY, demand: Sequence[Request] = ()) -> None:
+        if policy not in POLICY_IDS:
+            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        self.cluster = cluster
+        self.policy = policy
+        self.enc: Encoded = encode(cluster)
+        self._shapes = _demand_shapes(demand)
+        self._rng = np.random.default_rng(42)
+        self._gpu_index = {g.uuid: i for i, g in enumerate(self.enc.gpus)}
+        self._unit_of: dict[tuple[str, str], int] = {}
+        self._reindex()
+        self._empty = encode(_emptied(cluster))
+
+    # -- public --------------------------------------------------------------
+
+    def place(self, request: Request) -> Placement | NoFit:
+        """Where ``request`` (all its replicas) would go now; changes nothing."""
+        problem = self._validate(request)
+        if problem is not None:
+            return problem
+        never = self._never(request)
+        if never is not None:
+            return never
+        replicas: list[ReplicaPlacement] = []
+        score = 0
+        try:
+            for _ in range(max(request.replicas, 1)):
+                one = self._place_one(request)
+                if isinstance(one, NoFit):
+                    if request.replicas > 1:
+                        return NoFit(f"gang of {request.replicas}: only {len(replicas)} members fit; {one.reason}")
+                    return one
+                member, member_score = one
+                replicas.append(member)
+                score = max(score, member_score)
+                self._apply(member, +1)  # scratch commit so the next member sees it
+        finally:
+            for member in reversed(replicas):
+                self._apply(member, -1)
+        return Placement(replicas=tuple(replicas), score=int(score))
+
+    def commit(self, placement: Placement) -> None:
+        """Subtract ``placement`` from the encoded state."""
+        for member in placement.replicas:
+            self._apply(member, +1)
+
+    def release(self, placement: Placement) -> None:
+        """Add ``placement`` back to the encoded state (undoes :meth:`commit`)."""
+        for member in reversed(placement.replicas):
+            self._apply(member, -1)
+
+    # -- validation ----------------------------------------------------------
+
+    def _validate(self, req: Request) -> NoFit | None:
+        kinds = sum([req.gpus > 0, bool(req.mig_profile), req.blocks > 0])
+        if kinds > 1:
+            return NoFit("ask for one of: whole GPUs, a MIG profile, or blocks", never=True)
+        if req.gpus < 0 or req.blocks < 0 or req.blocks > BLOCKS_PER_GPU or req.cpus_milli < 0 or req.memory_mib < 0:
+            return NoFit("negative resources or more than 100 blocks", never=True)
+        if req.gpu_memory_mib < 0 or req.replicas < 1 or req.mig_count < 1:
+            return NoFit("gpu_memory_mib must be >= 0, replicas and mig_count >= 1", never=True)
+        if req.gpu_memory_mib > 0 and req.blocks == 0:
+            return NoFit("gpu_memory_mib needs blocks", never=True)
+        if req.mig_profile and req.mig_profile.strip().lower() not in all_mig_profile_names():
+            return NoFit(f"unknown MIG profile {req.mig_profile}", never=True)
+        return None
+
+    def _allowed(self, req: Request, enc: Encoded) -> np.ndarray:
+        """Per unit: the GPU's model is allowed."""
+        if not req.gpu_models:
+            return np.ones(enc.unit_kind.shape[0], dtype=np.bool_)
+        wanted = {(lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models}
+        ok_gpu = np.array([gpu_model_key(g) in wanted for g in enc.gpus], dtype=np.bool_)
+        return ok_gpu[enc.unit_gpu] if enc.unit_gpu.shape[0] else np.zeros(0, dtype=np.bool_)
+
+    def _never(self, req: Request) -> NoFit | None:
+        """A NoFit with ``never=True`` when even the emptied cluster cannot hold one member."""
+        empty = self._empty
+        if not empty.node_ids:
+            return NoFit("the cluster has no nodes", never=True)
+        if req.cpus_milli > empty.node_cpu.max() or req.memory_mib > empty.node_mem.max():
+            return NoFit(f"needs {req.cpus_milli} millicores and {req.memory_mib} MiB on one node; "
+                         f"the largest node has {int(empty.node_cpu.max())} and {int(empty.node_mem.max())}", never=True)
+        if req.gpus == 0 and not req.mig_profile and req.blocks == 0:
+            return None
+        models = {gpu_model_key(g) for g in empty.gpus}
+        allowed = models if not req.gpu_models else {
+            (lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models} & models
+        if not allowed:
+            return NoFit(f"no GPU model matches {', '.join(req.gpu_models)}", never=True)
+        per_node = Counter(empty.gpu_node[i] for i, g in enumerate(empty.gpus) if gpu_model_key(g) in allowed)
+        if req.gpus > 0 and req.gpus > max(per_node.values(), default=0):
+            return NoFit(f"needs {req.gpus} whole GPUs on one node; the largest node has {max(per_node.values(), default=0)}", never=True)
+        if req.blocks > 0:
+            biggest = max((g.memory_mib for g in empty.gpus if gpu_model_key(g) in allowed), default=0)
+            if req.gpu_memory_mib > biggest:
+                return NoFit(f"needs {req.gpu_memory_mib} MiB of GPU memory; the largest allowed GPU has {biggest}", never=True)
+        if req.mig_profile:
+            fits = []
+            for key in allowed:
+                model = lookup_model(key)
+                profile = model.mig_profile(req.mig_profile) if model else None
+                if profile is not None and req.mig_count <= profile.max_count * max(
+                        (per_node[n] for n in per_node), default=0):
+                    fits.append(key)
+            if not fits:
+                return NoFit(f"no allowed GPU model has MIG profile {req.mig_profile} (x{req.mig_count})", never=True)
+        return None
+
+    # -- one member ----------------------------------------------------------
+
+    def _place_one(self, req: Request) -> tuple[ReplicaPlacement, float] | NoFit:
+        if req.mig_profile:
+            return self._place_mig(req)
+        enc = self.enc
+        if req.gpus == 0 and req.blocks == 0:
+            ok = (enc.node_free_cpu >= req.cpus_milli) & (enc.node_free_mem >= req.memory_mib)
+            if not ok.any():
+                return NoFit(self._cpu_reason(req, np.ones(len(enc.node_ids), dtype=np.bool_)))
+            # CPU-only: the node with the least CPU left that fits (keeps big nodes whole),
+            # preferring nodes without idle GPUs so GPU nodes keep CPU for GPU work
+            idle = np.zeros(len(enc.node_ids), dtype=np.int64)
+            np.add.at(idle, enc.unit_node, enc.unit_free_blocks)
+            order = np.lexsort((np.arange(len(ok)), enc.node_free_cpu - req.cpus_milli, idle))
+            n = int(next(i for i in order if ok[i]))
+            return ReplicaPlacement(enc.node_ids[n], (), req.cpus_milli, req.memory_mib), 0.0
+        from partitioner.kernels.place import REQ_BLOCKS, REQ_WHOLE, score_nodes
+
+        unit_ok = self._allowed(req, enc)
+        n_nodes = len(enc.node_ids)
+        out_score = np.empty(n_nodes, dtype=np.float64)
+        out_unit = np.empty(n_nodes, dtype=np.int64)
+        kind = REQ_WHOLE if req.gpus > 0 else REQ_BLOCKS
+        if self.policy == "random":
+            np.random.seed(int(self._rng.integers(2**31)))
+        score_nodes(kind, req.blocks, req.gpu_memory_mib, max(req.gpus, 1), req.cpus_milli, req.memory_mib, unit_ok,
+                    enc.node_free_cpu, enc.node_free_mem, enc.node_cpu, enc.node_unit_start,
+                    enc.unit_kind, enc.unit_free_blocks, enc.unit_free_mem, *self._shapes,
+                    POLICY_IDS[self.policy], out_score, out_unit)
+        n = int(np.argmax(out_score))
+        if not np.isfinite(out_score[n]):
+            return NoFit(self._why_not(req, unit_ok))
+        if kind == REQ_BLOCKS:
+            u = int(out_unit[n])
+            info = enc.units[u]
+            slice_ = Slice(gpu_uuid=info.gpu.uuid, kind=SliceKind.BLOCKS, blocks=req.blocks, memory_mib=req.gpu_memory_mib,
+                           mig_profile=info.mig_profile, mig_start=info.mig_start, mig_uuid=info.mig_uuid)
+            slices: tuple[Slice, ...] = (slice_,)
+        else:
+            slices = self._pick_whole(n, req.gpus, unit_ok)
+        return ReplicaPlacement(enc.node_ids[n], slices, req.cpus_milli, req.memory_mib), float(out_score[n])
+
+    def _pick_whole(self, n: int, count: int, unit_ok: np.ndarray) -> tuple[Slice, ...]:
+        """``count`` free exclusive GPUs of node ``n``, NVLink-connected ones first."""
+        enc = self.enc
+        lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
+        free = [u for u in range(lo, hi) if unit_ok[u] and enc.unit_kind[u] == KIND_GPU and enc.unit_free_blocks[u] == BLOCKS_PER_GPU]
+        by_index = {enc.units[u].gpu.index: u for u in free}
+
+        def links(u: int, chosen: list[int]) -> int:
+            peers = set(enc.units[u].gpu.nvlink_peers)
+            return sum(1 for c in chosen if enc.units[c].gpu.index in peers)
+
+        chosen: list[int] = []
+        if count > 1 and any(enc.units[u].gpu.nvlink_peers for u in free):
+            # greedy: start at the GPU with most free peers, then add the best-connected
+            start = max(free, key=lambda u: (sum(p in by_index for p in enc.units[u].gpu.nvlink_peers), -u))
+            chosen.append(start)
+            while len(chosen) < count:
+                rest = [u for u in free if u not in chosen]
+                chosen.append(max(rest, key=lambda u: (links(u, chosen), -u)))
+        else:
+            chosen = free[:count]
+        return tuple(Slice(gpu_uuid=enc.units[u].gpu.uuid, kind=SliceKind.GPU, blocks=BLOCKS_PER_GPU,
+                           memory_mib=enc.units[u].gpu.memory_mib) for u in sorted(chosen))
+
+    def _place_mig(self, req: Request) -> tuple[ReplicaPlacement, float] | NoFit:
+        """``mig_count`` instances of the profile on one node: free instances first, then new ones."""
+        enc = self.enc
+        unit_ok = self._allowed(req, enc)
+        gpu_ok = np.zeros(len(enc.gpus), dtype=np.bool_)
+        if unit_ok.shape[0]:
+            gpu_ok[enc.unit_gpu[unit_ok]] = True
+        best: tuple[tuple[int, int, int], int, list[Slice]] | None = None
+        fitting_cpu = False
+        for n, node_id in enumerate(enc.node_ids):
+            if enc.node_free_cpu[n] < req.cpus_milli or enc.node_free_mem[n] < req.memory_mib:
+                continue
+            fitting_cpu = True
+            slices: list[Slice] = []
+            reused = 0
+            for g in np.flatnonzero(enc.gpu_node == n):
+                gpu = enc.gpus[g]
+                if gpu.mode is not GpuMode.MIG or not gpu_ok[g]:
+                    continue
+                model = lookup_model(gpu.model)
+                profile = model.mig_profile(req.mig_profile) if model else None
+                if profile is None:
+                    continue
+                lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
+                existing = 0
+                for u in range(lo, hi):
+                    if enc.unit_gpu[u] == g and enc.unit_profile[u] == profile.profile_id:
+                        existing += 1
+                        if enc.unit_kind[u] == KIND_MIG and enc.unit_free_blocks[u] == BLOCKS_PER_GPU and len(slices) < req.mig_count:
+                            info = enc.units[u]
+                            slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name,
+                                                info.mig_start, info.mig_uuid))
+                            reused += 1
+                mask = int(enc.gpu_mig_mask[g])
+                for start in profile.starts:
+                    if len(slices) >= req.mig_count or existing >= profile.max_count:
+                        break
+                    span = span_mask(start, profile.memory_slices)
+                    if mask & span == 0:
+                        mask |= span
+                        existing += 1
+                        slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name, start, None))
+            if len(slices) >= req.mig_count:
+                slices = slices[: req.mig_count]
+                free_slices = sum(8 - bin(int(enc.gpu_mig_mask[g])).count("1") for g in np.flatnonzero(enc.gpu_node == n)
+                                  if enc.gpus[g].mode is GpuMode.MIG)
+                # reuse existing instances first, then the fullest node, then node order
+                key = (reused, -free_slices, -n)
+                if best is None or key > best[0]:
+                    best = (key, n, slices)
+        if best is None:
+            if not fitting_cpu:
+                return NoFit(self._cpu_reason(req, np.ones(len(enc.node_ids), dtype=np.bool_)))
+            return NoFit(f"no MIG GPU has room for {req.mig_count} x {req.mig_profile} on one node "
+                         f"(idle GPUs can be repartitioned)")
+        _, n, slices = best
+        return ReplicaPlacement(enc.node_ids[n], tuple(slices), req.cpus_milli, req.memory_mib), float(best[0][0])
+
+    # -- reasons -------------------------------------------------------------
+
+    def _cpu_reason(self, req: Request, candidates: np.ndarray) -> str:
+        enc = self.enc
+        if not candidates.any():
+            return "no node has matching GPUs"
+        cpu = int(enc.node_free_cpu[candidates].max())
+        mem = int(enc.node_free_mem[candidates].max())
+        if req.cpus_milli > cpu:
+            return f"not enough free CPU: needs {req.cpus_milli} millicores; the most free on a candidate node is {cpu}"
+        return f"not enough free memory: needs {req.memory_mib} MiB; the most free on a candidate node is {mem}"
+
+    def _why_not(self, req: Request, unit_ok: np.ndarray) -> str:
+        enc = self.enc
+        n_nodes = len(enc.node_ids)
+        if req.gpus > 0:
+            usable = unit_ok & (enc.unit_kind == KIND_GPU) & (enc.unit_free_blocks == BLOCKS_PER_GPU)
+            per_node = np.bincount(enc.unit_node[usable], minlength=n_nodes) if usable.any() else np.zeros(n_nodes, dtype=np.int64)
+            if per_node.max(initial=0) < req.gpus:
+                return (f"needs {req.gpus} whole GPUs on one node; the most free on one node is {int(per_node.max(initial=0))}"
+                        + ("" if (unit_ok & (enc.unit_kind == KIND_GPU)).any() else " (no exclusive GPU of an allowed model)"))
+            return self._cpu_reason(req, per_node >= req.gpus)
+        shared = unit_ok & ((enc.unit_kind == KIND_SHARED) | (enc.unit_kind == KIND_MIG_SHARED))
+        if not shared.any():
+            return "no shared GPU of an allowed model (idle GPUs can be turned shared by repartitioning)"
+        room = shared & (enc.unit_free_blocks >= req.blocks) & (enc.unit_free_mem >= req.gpu_memory_mib)
+        if not room.any():
+            return (f"no shared GPU has {req.blocks} free blocks and {req.gpu_memory_mib} MiB free; "
+                    f"the most free blocks on one is {int(enc.unit_free_blocks[shared].max())}")
+        nodes = np.zeros(n_nodes, dtype=np.bool_)
+        nodes[enc.unit_node[room]] = True
+        return self._cpu_reason(req, nodes)
+
+    # -- state changes -------------------------------------------------------
+
+    def _reindex(self) -> None:
+        self._unit_of = {}
+        for u, info in enumerate(self.enc.units):
+            key = info.gpu.uuid if info.mig_start is None else f"{info.gpu.uuid}:{info.mig_start}"
+            self._unit_of[key] = u
+        self._node_of = {node_id: n for n, node_id in enumerate(self.enc.node_ids)}
+
+    def _apply(self, member: ReplicaPlacement, sign: int) -> None:
+        """Subtract (``sign`` +1) or add back (-1) one member's resources."""
+        enc = self.enc
+        n = self._node_of[member.node_id]
+        enc.node_free_cpu[n] -= sign * member.cpus_milli
+        enc.node_free_mem[n] -= sign * member.memory_mib
+        for s in member.slices:
+            key = s.gpu_uuid if s.mig_start is None else f"{s.gpu_uuid}:{s.mig_start}"
+            u = self._unit_of.get(key)
+            if s.kind is SliceKind.MIG and s.mig_uuid is None and (u is None or enc.units[u].created):
+                self._new_instance(s, sign, n)
+                continue
+            if u is None:
+                raise ValueError(f"unknown slice {key} in placement")
+            if s.kind is SliceKind.BLOCKS:
+                enc.unit_free_blocks[u] -= sign * s.blocks
+                enc.unit_free_mem[u] -= sign * s.memory_mib
+            else:
+                enc.unit_free_blocks[u] = 0 if sign > 0 else BLOCKS_PER_GPU
+                enc.unit_free_mem[u] = 0 if sign > 0 else enc.unit_mem[u]
+
+    def _new_instance(self, s: Slice, sign: int, n: int) -> None:
+        """Add (commit) or remove (release) a MIG instance the placement creates."""
+        enc = self.enc
+        g = self._gpu_index[s.gpu_uuid]
+        model = lookup_model(enc.gpus[g].model)
+        profile = model.mig_profile(s.mig_profile or "") if model else None
+        if profile is None or s.mig_start is None:
+            raise ValueError(f"bad MIG slice {s}")
+        span = span_mask(s.mig_start, profile.memory_slices)
+        key = f"{s.gpu_uuid}:{s.mig_start}"
+        if sign > 0:
+            enc.gpu_mig_mask[g] |= span
+            pos = int(enc.node_unit_start[n + 1])
+            cols = ("unit_kind", "unit_node", "unit_gpu", "unit_free_blocks", "unit_free_mem", "unit_mem",
+                    "unit_profile", "unit_start")
+            vals = (KIND_MIG, n, g, 0, 0, profile.memory_mib, profile.profile_id, s.mig_start)
+            for col, val in zip(cols, vals, strict=True):
+                setattr(enc, col, np.insert(getattr(enc, col), pos, val))
+            enc.units.insert(pos, UnitInfo(enc.node_ids[n], enc.gpus[g], profile.name, s.mig_start, None, created=True))
+            enc.node_unit_start[n + 1:] += 1
+        else:
+            u = self._unit_of[key]
+            enc.gpu_mig_mask[g] &= ~span
+            for col in ("unit_kind", "unit_node", "unit_gpu", "unit_free_blocks", "unit_free_mem", "unit_mem",
+                        "unit_profile", "unit_start"):
+                setattr(enc, col, np.delete(getattr(enc, col), u))
+            del enc.units[u]
+            enc.node_unit_start[n + 1:] -= 1
+        self._reindex()
+
+
+def _emptied(cluster: ClusterState) -> ClusterState:
+    """The cluster with nothing held and every GPU free (for "never fits" checks)."""
+    nodes = []
+    for node in cluster.nodes:
+        gpus = tuple(replace(g, mode=GpuMode.SHARED if g.mode is GpuMode.SHARED else g.mode, held=False, used_blocks=0,
+                             used_memory_mib=0, mig_instances=()) for g in node.gpus)
+        nodes.append(replace(node, free_cpus_milli=node.cpus_milli, free_memory_mib=node.memory_mib, gpus=gpus))
+    return ClusterState(nodes=tuple(nodes))
+
+
+def place(cluster: ClusterState, request: Request, *, policy: str = DEFAULT_POLICY) -> Placement | NoFit:
+    """One-off :meth:`Packer.place` on ``cluster``."""
+    return Packer(cluster, policy=policy).place(request)
