@@ -116,3 +116,29 @@ def test_image_required():
 
 def test_name_is_per_attempt_and_replica_and_safe():
     assert container_name(spec(job_id="a/b c", attempt=3, replica=1)) == "gpuq-a_b_c-a3-r1"
+
+
+def test_block_job_on_runtime_without_mps_is_refused_before_touching_docker(tmp_path):
+    from workers.runtime.docker import DockerRuntime
+
+    rt = DockerRuntime(client=object())  # any use of the client would fail loudly
+    with pytest.raises(LaunchError, match="MPS"):
+        rt.launch(spec(gpu_uuids=[GPU_A], blocks=10, gpu_memory_mib=100), stdout_path=tmp_path / "o", stderr_path=tmp_path / "e")
+
+
+def test_public_surfaces_are_complete():
+    import workers.gpu.fake_nvml as fake_nvml
+    import workers.gpu.mig_apply as mig_apply
+    import workers.gpu.mps as mps
+    import workers.gpu.nvml as nvml
+    import workers.runtime.docker as docker_runtime
+
+    for module in (docker_runtime, nvml, fake_nvml, mps, mig_apply):
+        public = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and getattr(value, "__module__", None) == module.__name__
+            and (isinstance(value, type) or callable(value))
+        }
+        assert public <= set(module.__all__), (module.__name__, public - set(module.__all__))

@@ -214,3 +214,26 @@ def test_unreachable_engine_is_a_typed_error(tmp_path, node):
         rt.adopt(node)
     with pytest.raises(DockerUnavailable):
         launch(rt, tmp_path, "img", node, ["true"])
+
+
+def test_block_job_starts_its_mps_daemon_then_needs_a_gpu_runtime(image, node, tmp_path, monkeypatch):
+    import os
+
+    from workers.gpu.mps import MpsControl
+
+    stub = Path(__file__).resolve().parents[1] / "fixtures" / "bin"
+    monkeypatch.setenv("PATH", f"{stub}{os.pathsep}{os.environ['PATH']}")
+    mps = MpsControl(root=tmp_path / "mps", isolate_shm=False)
+    rt = DockerRuntime(mps=mps)
+    if "nvidia" in (rt.client.info().get("Runtimes") or {}):
+        pytest.skip("this engine has the NVIDIA runtime")
+    gpu = "GPU-00000000-0000-0000-0000-000000000001"
+    try:
+        with pytest.raises(LaunchError):
+            launch(rt, tmp_path, image, node, ["true"], gpu_uuids=[gpu], blocks=25, gpu_memory_mib=1024)
+        assert mps.is_running(gpu)  # the daemon came first
+        assert rt.adopt(node) == []
+    finally:
+        mps.stop(gpu)
+        for adopted in rt.adopt(node):
+            rt.cleanup(adopted.handle)

@@ -65,7 +65,7 @@ import pynvml
 
 from partitioner.catalog import GpuModel, MigProfile, lookup_model
 
-__all__ = ["FakeGpu", "FakeNvml"]
+__all__ = ["FakeCi", "FakeGi", "FakeGpu", "FakeNvml", "FakeProcess"]
 
 MIB = 1024 * 1024
 _NVLINK_LINKS = 18  # links per H100 / A100 (12) — enough for any fake topology
