@@ -1,0 +1,259 @@
+"""One admission cycle (admission/cycle.py): strict priority, blocking, never-fit set aside, no over-allocation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partitioner.types import (
+    BLOCKS_PER_GPU,
+    ClusterState,
+    GpuState,
+    NodeState,
+    Request,
+    SliceKind,
+)
+from queue_service.admission.cycle import CycleResult, run_cycle
+from queue_service.admission.fit import FirstFitPacker
+from queue_service.admission.snapshot import PendingJob, Snapshot
+
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+
+
+def gpu(uuid: str, *, memory_mib: int = 81920, model: str = "h100-80gb", held: bool = False,
+        used_blocks: int = 0, used_memory_mib: int = 0) -> GpuState:
+    return GpuState(uuid=uuid, index=0, model=model, memory_mib=memory_mib, sm_count=132, held=held,
+                    used_blocks=used_blocks, used_memory_mib=used_memory_mib)
+
+
+def node(node_id: str, *gpus: GpuState, cpus: int = 64, memory_mib: int = 512 * 1024) -> NodeState:
+    return NodeState(node_id, cpus * 1000, memory_mib, cpus * 1000, memory_mib, tuple(gpus))
+
+
+def job(job_id: str, request: Request, *, priority: int = 500, at_s: int = 0,
+        override: int | None = None) -> PendingJob:
+    return PendingJob(job_id=job_id, project="p", request=request, priority=priority,
+                      submitted_at=T0 + timedelta(seconds=at_s), priority_override=override)
+
+
+def cycle(nodes: list[NodeState], jobs: list[PendingJob]) -> CycleResult:
+    return run_cycle(Snapshot(cluster=ClusterState(tuple(nodes)), pending=tuple(jobs), now=T0), FirstFitPacker)
+
+
+def admitted_ids(result: CycleResult) -> list[str]:
+    return [a.job_id for a in result.admitted]
+
+
+def test_higher_priority_is_admitted_first_even_if_submitted_later() -> None:
+    result = cycle(
+        [node("n", gpu("g0"))],
+        [job("old-low", Request(gpus=1), priority=100, at_s=0), job("new-high", Request(gpus=1), priority=1000, at_s=60)],
+    )
+    assert admitted_ids(result) == ["new-high"]
+    assert "old-low" in result.waiting
+
+
+def test_override_wins_over_class() -> None:
+    result = cycle(
+        [node("n", gpu("g0"))],
+        [job("prod", Request(gpus=1), priority=1000), job("boosted", Request(gpus=1), priority=100, override=2000)],
+    )
+    assert admitted_ids(result) == ["boosted"]
+
+
+def test_admissions_follow_the_order_and_all_that_fit_are_admitted() -> None:
+    result = cycle(
+        [node("n", gpu("g0"), gpu("g1"), gpu("g2"))],
+        [job(f"j{i}", Request(gpus=1), at_s=i) for i in range(3)],
+    )
+    assert admitted_ids(result) == ["j0", "j1", "j2"]
+    assert result.waiting == {} and result.never == {}
+    uuids = [s.gpu_uuid for a in result.admitted for m in a.placement.replicas for s in m.slices]
+    assert sorted(uuids) == ["g0", "g1", "g2"]
+
+
+def test_first_non_fitting_job_blocks_lower_ones_with_a_readable_reason() -> None:
+    # head wants 2 GPUs (only 1 free now); the small job behind it would fit but must not overtake.
+    result = cycle(
+        [node("n", gpu("g0"), gpu("g1", held=True))],
+        [job("head", Request(gpus=2), priority=1000), job("small", Request(gpus=1), priority=100)],
+    )
+    assert admitted_ids(result) == []
+    assert "most free on one node is 1" in result.waiting["head"]
+    assert result.waiting["small"] == "waiting behind job head (earlier in the queue)"
+
+
+def test_jobs_before_the_blocker_are_admitted() -> None:
+    result = cycle(
+        [node("n", gpu("g0"), gpu("g1"))],
+        [job("a", Request(gpus=1), at_s=0), job("big", Request(gpus=2), at_s=1), job("c", Request(gpus=1), at_s=2)],
+    )
+    assert admitted_ids(result) == ["a"]
+    assert set(result.waiting) == {"big", "c"}
+    assert "waiting behind job big" in result.waiting["c"]
+
+
+def test_never_fitting_jobs_are_set_aside_and_do_not_block() -> None:
+    result = cycle(
+        [node("n", gpu("g0", memory_mib=40960))],
+        [
+            job("huge", Request(gpus=4), priority=1000),
+            job("too-much-memory", Request(blocks=10, gpu_memory_mib=50000), priority=1000),
+            job("wrong-model", Request(gpus=1, gpu_models=("t4",)), priority=1000),
+            job("ok", Request(gpus=1), priority=100),
+        ],
+    )
+    assert admitted_ids(result) == ["ok"]
+    assert set(result.never) == {"huge", "too-much-memory", "wrong-model"}
+    assert "no node has that many" in result.never["huge"]
+    assert "40960 MiB" in result.never["too-much-memory"]
+    assert "t4" in result.never["wrong-model"]
+    assert result.waiting == {}
+
+
+def test_no_nodes_means_waiting_with_a_reason_not_never() -> None:
+    result = cycle([], [job("a", Request(gpus=1)), job("b", Request(gpus=1), at_s=1)])
+    assert result.admitted == [] and result.never == {}
+    assert "no node is registered" in result.waiting["a"]
+    assert "waiting behind job a" in result.waiting["b"]
+
+
+def test_every_pending_job_gets_exactly_one_outcome() -> None:
+    jobs = [job(f"j{i}", Request(blocks=40, gpu_memory_mib=1000), at_s=i) for i in range(6)]
+    jobs.append(job("never", Request(gpus=9)))
+    result = cycle([node("n", gpu("g0"), gpu("g1"))], jobs)
+    # Two GPUs × two 40-block jobs each; the fifth waits, the sixth waits behind it.
+    assert admitted_ids(result) == ["j0", "j1", "j2", "j3"]
+    assert set(result.waiting) == {"j4", "j5"}
+    assert set(result.never) == {"never"}
+
+
+def test_a_gang_is_admitted_whole_or_blocks() -> None:
+    nodes = [node("a", gpu("a0")), node("b", gpu("b0"))]
+    ok = cycle(nodes, [job("gang", Request(gpus=1, replicas=2))])
+    assert admitted_ids(ok) == ["gang"]
+    assert [m.node_id for m in ok.admitted[0].placement.replicas] == ["a", "b"]
+    blocked = cycle(nodes, [job("gang", Request(gpus=1, replicas=3)), job("after", Request(gpus=1), at_s=1)])
+    assert admitted_ids(blocked) == []
+    assert set(blocked.waiting) == {"gang", "after"}
+
+
+# -- property: a cycle never over-allocates -----------------------------------------------------------
+
+MODELS = [("h100-80gb", 81920), ("a100-40gb", 40960)]
+
+
+@st.composite
+def clusters(draw) -> list[NodeState]:
+    nodes = []
+    for n in range(draw(st.integers(0, 3))):
+        gpus = []
+        for g in range(draw(st.integers(0, 4))):
+            model, mem = draw(st.sampled_from(MODELS))
+            state = draw(st.sampled_from(["idle", "held", "shared"]))
+            used_blocks = draw(st.integers(1, BLOCKS_PER_GPU)) if state == "shared" else 0
+            used_mem = draw(st.integers(0, mem)) if state == "shared" else 0
+            gpus.append(gpu(f"n{n}g{g}", model=model, memory_mib=mem, held=state == "held",
+                            used_blocks=used_blocks, used_memory_mib=used_mem))
+        cpus = draw(st.integers(1, 16))
+        mem_mib = draw(st.integers(1, 64)) * 1024
+        free_cpus = draw(st.integers(0, cpus * 1000))
+        free_mem = draw(st.integers(0, mem_mib))
+        nodes.append(NodeState(f"n{n}", cpus * 1000, mem_mib, free_cpus, free_mem, tuple(gpus)))
+    return nodes
+
+
+requests = st.one_of(
+    st.builds(Request, gpus=st.integers(1, 5), cpus_milli=st.integers(0, 8000), memory_mib=st.integers(0, 16384),
+              replicas=st.integers(1, 3), gpu_models=st.sampled_from([(), ("a100-40gb",)])),
+    st.builds(Request, blocks=st.integers(1, 100), gpu_memory_mib=st.integers(1, 90000),
+              cpus_milli=st.integers(0, 4000), replicas=st.integers(1, 3),
+              gpu_models=st.sampled_from([(), ("h100-80gb",)])),
+    st.builds(Request, cpus_milli=st.integers(1, 8000), memory_mib=st.integers(0, 16384)),
+)
+pending_jobs = st.lists(
+    st.builds(job, st.just(""), requests, priority=st.sampled_from([100, 500, 1000]), at_s=st.integers(0, 3),
+              override=st.none() | st.integers(0, 2000)),
+    max_size=15,
+).map(lambda js: [PendingJob(f"j{i:02d}", j.project, j.request, j.priority, j.submitted_at, j.priority_override)
+                  for i, j in enumerate(js)])
+
+
+def _check_capacity(nodes: list[NodeState], result: CycleResult) -> None:
+    gpus = {g.uuid: g for n in nodes for g in n.gpus}
+    by_node = {n.node_id: n for n in nodes}
+    blocks = defaultdict(int)
+    memory = defaultdict(int)
+    whole = defaultdict(int)
+    cpus = defaultdict(int)
+    ram = defaultdict(int)
+    for g in gpus.values():
+        blocks[g.uuid] = BLOCKS_PER_GPU if g.held else g.used_blocks
+        memory[g.uuid] = g.memory_mib if g.held else g.used_memory_mib
+        whole[g.uuid] = int(g.held)
+    for n in nodes:
+        cpus[n.node_id] = n.cpus_milli - n.free_cpus_milli
+        ram[n.node_id] = n.memory_mib - n.free_memory_mib
+    for admission in result.admitted:
+        assert len(admission.placement.replicas) >= 1
+        for member in admission.placement.replicas:
+            cpus[member.node_id] += member.cpus_milli
+            ram[member.node_id] += member.memory_mib
+            for s in member.slices:
+                assert s.gpu_uuid in {g.uuid for g in by_node[member.node_id].gpus}, "slice on another node's GPU"
+                if s.kind is SliceKind.GPU:
+                    assert blocks[s.gpu_uuid] == 0, f"whole GPU {s.gpu_uuid} handed out while in use"
+                    whole[s.gpu_uuid] += 1
+                    blocks[s.gpu_uuid] = BLOCKS_PER_GPU
+                    memory[s.gpu_uuid] = gpus[s.gpu_uuid].memory_mib
+                else:
+                    assert whole[s.gpu_uuid] == 0, f"blocks handed out on held GPU {s.gpu_uuid}"
+                    blocks[s.gpu_uuid] += s.blocks
+                    memory[s.gpu_uuid] += s.memory_mib
+    for uuid, g in gpus.items():
+        assert blocks[uuid] <= BLOCKS_PER_GPU, f"{uuid}: {blocks[uuid]} blocks"
+        assert memory[uuid] <= g.memory_mib, f"{uuid}: {memory[uuid]} MiB of {g.memory_mib}"
+        assert whole[uuid] <= 1, f"{uuid} held {whole[uuid]} times"
+    for nid, n in by_node.items():
+        assert cpus[nid] <= n.cpus_milli, f"{nid}: CPUs over-allocated"
+        assert ram[nid] <= n.memory_mib, f"{nid}: RAM over-allocated"
+
+
+def _after(nodes: list[NodeState], result: CycleResult) -> list[NodeState]:
+    """The cluster with the cycle's admissions committed (what the next snapshot would read)."""
+    p = FirstFitPacker(ClusterState(tuple(nodes)))
+    for a in result.admitted:
+        p.commit(a.placement)
+    return [
+        NodeState(n.node_id, n.cpus_milli, n.memory_mib, n.free_cpus_milli, n.free_memory_mib,
+                  tuple(gpu(g.uuid, model=g.model, memory_mib=g.memory_mib, held=g.held, used_blocks=g.used_blocks,
+                            used_memory_mib=g.used_memory_mib) for g in n.gpus))
+        for n in p.nodes
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(clusters(), pending_jobs)
+def test_a_cycle_never_over_allocates(nodes: list[NodeState], jobs: list[PendingJob]) -> None:
+    result = cycle(nodes, jobs)
+    _check_capacity(nodes, result)
+    # Every job has exactly one outcome.
+    outcomes = admitted_ids(result) + list(result.waiting) + list(result.never)
+    assert sorted(outcomes) == sorted(j.job_id for j in jobs)
+    # Gangs are whole.
+    by_id = {j.job_id: j for j in jobs}
+    for a in result.admitted:
+        assert len(a.placement.replicas) == by_id[a.job_id].request.replicas
+
+    # A second cycle on the state after committing: still within capacity, summed over both cycles.
+    after = _after(nodes, result)
+    rest = [j for j in jobs if j.job_id not in set(admitted_ids(result))]
+    second = cycle(after, rest)
+    _check_capacity(after, second)
+    combined = CycleResult(admitted=result.admitted + second.admitted)
+    _check_capacity(nodes, combined)
+    # Nothing changed between the cycles, so the head that waited still waits: the second cycle admits nothing.
+    assert second.admitted == [], "a job refused by the first cycle was admitted with no capacity freed"
