@@ -70,7 +70,7 @@ def warmup() -> None:
                 i64 + 1, i64 + 10, i64, i64 + 1, i64, f64, 3, np.zeros(1), np.zeros(1, dtype=np.int64))
     one = np.ones(1, dtype=np.int64)
     replay(one * 1000, one * 1000, one, i64, i64, one, one, one, one * 500, one * -1,
-           one, one * 500, one, one * -1, f64, 3, 42, 50.0, 12, i64.copy(), i64.copy())
+           one, one * 500, one, one * -1, f64, 3, 42, 50.0, 2, i64.copy(), i64.copy())
 
 
 def _demand_shapes(demand: Sequence[Request]) -> tuple[np.ndarray, ...]:

@@ -48,7 +48,9 @@ __all__ = ["LEVELS", "Trace", "cli", "find_trace_dir", "load_trace", "run_policy
 LEVELS = (80, 90, 95, 100, 110, 120)
 POLICY_IDS = {"random": 0, "best-fit": 1, "fgd": 2, "gpuq": 3}
 KINDS = ("cpu-only", "sharing", "one-gpu", "multi-gpu")
-GPUQ_TIE_WEIGHT = 1.0  # see docs/partitioner.md: the gpuq policy's packing term
+GPUQ_LEVELS = 50.0  # gpuq scores ⌊50·σ(ΔF/1000)⌋ (see docs/partitioner.md)
+GPUQ_VARIANT = 2  # FGD fragment + CPU-bounded multi-task fragment
+GPUQ_COVERAGE = 0.98  # gpuq's target workload covers 98 % of tasks (FGD: 95 %)
 ALL_MODELS = np.int64(-1)  # every bit set: any model
 
 
@@ -179,12 +181,12 @@ def arrival_order(trace: Trace, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarray] | None = None,
-               tie_weight: float = GPUQ_TIE_WEIGHT, variant: int = 0) -> dict:
+               tie_weight: float = GPUQ_LEVELS, variant: int = GPUQ_VARIANT) -> dict:
     """One replay of ``trace`` under ``policy`` for ``seed``; returns the figures of that run."""
     from partitioner.kernels.replay import replay
 
     if shapes is None:
-        shapes = target_shapes(trace)
+        shapes = target_shapes(trace, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
     tasks, node_order = arrival_order(trace, seed)
     out_node = np.full(tasks.shape[0], -1, dtype=np.int64)
     out_gpu = np.full(tasks.shape[0], -1, dtype=np.int64)
@@ -224,9 +226,9 @@ def summarize(trace: Trace, tasks: np.ndarray, out_node: np.ndarray, seconds: fl
 
 def run_many(trace: Trace, policies: list[str], seeds: list[int]) -> dict[str, dict]:
     """Every policy over every seed; means of the figures."""
-    shapes = target_shapes(trace)
     out: dict[str, dict] = {}
     for policy in policies:
+        shapes = target_shapes(trace, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
         runs = [run_policy(trace, policy, seed, shapes) for seed in seeds]
         keys = sorted({k for r in runs for k in r["allocation_ratio"]}, key=float)
         out[policy] = {

@@ -130,33 +130,9 @@ def best_fit_score(cpu_after, idle_after):
 
 
 @njit(cache=True)
-def gpuq_primary(delta, variant, w=0.0):
-    if variant == 8:
-        return math.floor(w / (1.0 + math.exp(-delta / 1000.0)))
-    if variant == 12 or variant == 11:
-        return math.floor(w / (1.0 + math.exp(-delta / 1000.0)))
-    if variant == 9:
-        return math.floor(100.0 / (1.0 + math.exp(-delta / w)))
-    if variant == 1:
-        return 100.0 / (1.0 + math.exp(-delta / 1000.0))
-    if variant == 2:
-        return math.floor(200.0 / (1.0 + math.exp(-delta / 1000.0)))
-    return math.floor(100.0 / (1.0 + math.exp(-delta / 1000.0)))
-
-
-@njit(cache=True)
-def gpuq_secondary(idle_after, cpu_after, ngpu, tt, variant, w):
-    if variant == 3:
-        return -idle_after
-    if variant == 4:
-        return -cpu_after
-    if variant == 5:
-        return idle_after
-    if variant == 6:
-        return -idle_after - w * cpu_after
-    if variant == 7:
-        return cpu_after
-    return 0.0
+def gpuq_score(delta, levels):
+    """gpuq's score: ⌊levels · σ(ΔF / 1000)⌋ (coarser than FGD's 100 levels on purpose, see docs)."""
+    return math.floor(levels / (1.0 + math.exp(-delta / 1000.0)))
 
 
 @njit(cache=True)
@@ -169,8 +145,8 @@ def replay(
 ):
     """Place every task in arrival order; write the chosen node (or -1) and GPU per task.
 
-    ``tie_weight`` scales the gpuq policy's secondary (packing) term; it is 0
-    for the published policies.
+    gpuq only: ``tie_weight`` is the number of score levels (FGD uses 100) and
+    ``variant`` the fragment measure (0 FGD's, 1 CPU-bounded multi-task, 2 both).
     """
     np.random.seed(seed)
     n_nodes = node_cpu.shape[0]
@@ -190,9 +166,8 @@ def replay(
     idle = np.zeros(n_nodes, dtype=np.int64)
     frag = np.zeros(n_nodes, dtype=np.float64)
     units = np.zeros((n_nodes, n_shapes), dtype=np.int64)
-    packed = 0
-    if policy == POLICY_GPUQ and variant >= 10:
-        packed = 1 if variant < 12 else 2
+    # 0: FGD's fragment; 1: gpuq's CPU-bounded multi-task fragment only; 2: both summed (gpuq)
+    packed = variant if policy == POLICY_GPUQ else 0
     use_frag = policy == POLICY_FGD or policy == POLICY_GPUQ
     if use_frag:
         for n in range(n_nodes):
@@ -210,7 +185,6 @@ def replay(
         best_node = -1
         best_gpu = -1
         best_score = -1e300
-        best_tie = -1e300
         seen = 0
         for oi in range(n_nodes):
             n = node_order[oi]
@@ -257,7 +231,7 @@ def replay(
                             s = sigmoid_score(frag[n] - fa)
                             tt = 0.0
                         else:
-                            s = gpuq_primary(frag[n] - fa, variant, tie_weight)
+                            s = gpuq_score(frag[n] - fa, tie_weight)
                             tt = -r
                     if s > score or (s == score and tt > tie):
                         score = s
@@ -271,12 +245,9 @@ def replay(
                     if policy == POLICY_FGD:
                         score = sigmoid_score(frag[n] - fa)
                     else:
-                        score = gpuq_primary(frag[n] - fa, variant, tie_weight)
-            if policy == POLICY_GPUQ:
-                tie = gpuq_secondary(idle[n] - k * milli, cpu_after, node_ngpu[n], tie, variant, tie_weight)
-            if score > best_score or (score == best_score and tie > best_tie):
+                        score = gpuq_score(frag[n] - fa, tie_weight)
+            if score > best_score:  # ties: the node first in node_order keeps it
                 best_score = score
-                best_tie = tie
                 best_node = n
                 best_gpu = gpu
         out_node[t] = best_node

@@ -1,0 +1,140 @@
+"""Slow, obvious pure-Python twins of the numba kernels: the test oracles.
+
+Each function recomputes everything from scratch (no caches, no incremental
+updates) so a kernel bug cannot hide behind a shared helper.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+MILLI = 1000
+
+
+def fgd_fragment(cpu, gpu_free, model, shapes, packed=0):
+    """F of a node with free CPU ``cpu`` and GPU shares ``gpu_free`` (README formula; gpuq variants)."""
+    idle = sum(gpu_free)
+    total = 0.0
+    for cpu_m, milli_m, ngpu_m, models_m, p in shapes:
+        allowed = (models_m >> model) & 1 == 1
+        if packed:
+            if ngpu_m == 0 or not allowed:
+                f = idle
+            else:
+                fit = sum(r // milli_m for r in gpu_free) // ngpu_m
+                if cpu_m > 0:
+                    fit = min(fit, cpu // cpu_m)
+                f = idle - fit * ngpu_m * milli_m
+            total += p * f
+            if packed == 1:
+                continue
+        if ngpu_m == 0 or not allowed or cpu < cpu_m or sum(r >= milli_m for r in gpu_free) < ngpu_m:
+            f = idle
+        else:
+            f = sum(r for r in gpu_free if r < milli_m)
+        total += p * f
+    return total
+
+
+def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, variant=2):
+    """Reference openb replay. ``nodes``: (cpu, mem, ngpu, model); ``tasks``: (cpu, mem, ngpu, milli, models).
+
+    Returns the chosen node per task (-1 = dropped). Policies: 0 random, 1 best-fit, 2 fgd, 3 gpuq.
+    """
+    rng = random.Random(seed)
+    cpu = [n[0] for n in nodes]
+    mem = [n[1] for n in nodes]
+    gpus = [[MILLI] * n[2] for n in nodes]
+    packed = variant if policy == 3 else 0
+    out = []
+    for t_cpu, t_mem, k, milli, models in tasks:
+        sharing = k == 1 and milli < MILLI
+        best = None  # (score, node, gpu)
+        feasible = []
+        for n in node_order:
+            if cpu[n] < t_cpu or mem[n] < t_mem:
+                continue
+            if k > 0 and ((models >> nodes[n][3]) & 1 == 0 or sum(r >= milli for r in gpus[n]) < k):
+                continue
+            feasible.append(n)
+            if policy == 0:
+                continue
+            before = fgd_fragment(cpu[n], gpus[n], nodes[n][3], shapes, packed)
+            options = []
+            if sharing:
+                for j, r in enumerate(gpus[n]):
+                    if r >= milli:
+                        after = list(gpus[n])
+                        after[j] -= milli
+                        options.append((j, after))
+            else:
+                after = list(gpus[n])
+                taken = 0
+                for j, r in enumerate(after):
+                    if taken < k and r == MILLI:
+                        after[j] = 0
+                        taken += 1
+                options.append((-1, after))
+            node_best = None
+            for j, after in options:
+                if policy == 1:
+                    s = math.floor(100 * (1 - (0.5 * (cpu[n] - t_cpu) / 128000 + 0.5 * sum(after) / 8000)))
+                    tie = -gpus[n][j] if j >= 0 else 0
+                else:
+                    delta = before - fgd_fragment(cpu[n] - t_cpu, after, nodes[n][3], shapes, packed)
+                    s = math.floor((100 if policy == 2 else levels) / (1 + math.exp(-delta / 1000)))
+                    tie = -gpus[n][j] if (j >= 0 and policy == 3) else 0
+                if node_best is None or (s, tie) > node_best[:2]:
+                    node_best = (s, tie, j)
+            if best is None or node_best[0] > best[0]:
+                best = (node_best[0], n, node_best[2])
+        if policy == 0 and feasible:
+            raise NotImplementedError("random policy: compare only the feasible sets")
+        if best is None:
+            out.append(-1)
+            continue
+        _, n, j = best
+        cpu[n] -= t_cpu
+        mem[n] -= t_mem
+        if sharing:
+            gpus[n][j] -= milli
+        else:
+            taken = 0
+            for jj, r in enumerate(gpus[n]):
+                if taken < k and r == MILLI:
+                    gpus[n][jj] = 0
+                    taken += 1
+        out.append(n)
+    del rng
+    return out
+
+
+def place_node_fragment(units, cpu_after, shapes, packed):
+    """Service fragment: ``units`` = [(kind, free_blocks, free_mem)] of one node after the change."""
+    idle = sum(b for k, b, _ in units if k <= 1)
+    total = 0.0
+    for kind, blocks, mem, count, cpu_m, p in shapes:
+        if kind == 0:
+            total += p * idle
+            continue
+        usable = units_fit = unusable = 0
+        for k, b, m in units:
+            if k > 1:
+                continue
+            ok = (k == 1 and b >= blocks and m >= mem) if kind == 1 else (k == 0 and b == 100)
+            if ok:
+                usable += 1
+                units_fit += b // blocks if kind == 1 else 1
+            else:
+                unusable += b
+        fits = units_fit // count
+        if packed and cpu_m > 0:
+            fits = min(fits, cpu_after // cpu_m)
+        if cpu_after < cpu_m or usable < count or fits == 0:
+            total += p * idle
+        elif packed:
+            total += p * (idle - fits * count * (blocks if kind == 1 else 100))
+        else:
+            total += p * unusable
+    return total

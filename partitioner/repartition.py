@@ -1,0 +1,142 @@
+"""Mode and MIG layout changes for idle GPUs, proposed only when they let waiting work run.
+
+Invariants of :func:`propose`:
+
+* only idle GPUs change (nothing held: no exclusive holder, no used blocks or
+  memory, no held or used MIG instance);
+* each GPU changes at most once per call;
+* a change is proposed only if, with it, a pending request that does not fit
+  now does fit (checked with :class:`~partitioner.place.Packer`); the request
+  is then counted as placed so later ones do not claim the same room;
+* every proposed MIG layout passes :func:`partitioner.mig.validate_layout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from partitioner.catalog import lookup_model
+from partitioner.mig import span_mask, validate_layout
+from partitioner.place import Packer
+from partitioner.types import ClusterState, GpuMode, GpuState, LayoutChange, MigInstance, NoFit, Request
+
+__all__ = ["is_idle", "propose"]
+
+
+def is_idle(gpu: GpuState) -> bool:
+    """True when nothing is held on ``gpu``."""
+    if gpu.held or gpu.used_blocks or gpu.used_memory_mib:
+        return False
+    return not any(i.held or i.used_blocks or i.used_memory_mib for i in gpu.mig_instances)
+
+
+def _allowed(gpu: GpuState, req: Request) -> bool:
+    if not req.gpu_models:
+        return True
+    model = lookup_model(gpu.model)
+    key = model.key if model else gpu.model.lower()
+    return any((lookup_model(m).key if lookup_model(m) else m.lower()) == key for m in req.gpu_models)
+
+
+def _mig_layout(gpu: GpuState, req: Request) -> tuple[tuple[str, int], ...] | None:
+    """A layout of ``req.mig_count`` instances of the profile from an empty GPU, lowest starts first."""
+    model = lookup_model(gpu.model)
+    profile = model.mig_profile(req.mig_profile or "") if model else None
+    if profile is None or req.mig_count > profile.max_count:
+        return None
+    mask = 0
+    layout: list[tuple[str, int]] = []
+    for start in profile.starts:
+        if len(layout) == req.mig_count:
+            break
+        span = span_mask(start, profile.memory_slices)
+        if mask & span == 0:
+            mask |= span
+            layout.append((profile.name, start))
+    if len(layout) < req.mig_count or validate_layout(model.key, layout):
+        return None
+    return tuple(layout)
+
+
+def _candidates(gpu: GpuState, req: Request) -> list[tuple[GpuMode, tuple[tuple[str, int], ...]]]:
+    """Changes of ``gpu`` that could serve ``req``, cheapest first."""
+    if req.mig_profile:
+        layout = _mig_layout(gpu, req)
+        return [(GpuMode.MIG, layout)] if layout is not None else []
+    if req.gpus > 0:
+        return [] if gpu.mode is GpuMode.EXCLUSIVE else [(GpuMode.EXCLUSIVE, ())]
+    if req.blocks > 0:
+        if gpu.mode is GpuMode.SHARED or gpu.memory_mib < req.gpu_memory_mib:
+            return []
+        return [(GpuMode.SHARED, ())]
+    return []
+
+
+def _with(cluster: ClusterState, node_id: str, gpu_uuid: str, mode: GpuMode,
+          layout: tuple[tuple[str, int], ...]) -> ClusterState:
+    nodes = []
+    for node in cluster.nodes:
+        if node.node_id == node_id:
+            gpus = tuple(
+                replace(g, mode=mode, held=False, used_blocks=0, used_memory_mib=0,
+                        mig_instances=tuple(MigInstance(p, s) for p, s in layout))
+                if g.uuid == gpu_uuid else g
+                for g in node.gpus
+            )
+            node = replace(node, gpus=gpus)
+        nodes.append(node)
+    return ClusterState(nodes=tuple(nodes))
+
+
+def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutChange]:
+    """Layout changes of idle GPUs that let some of ``pending`` (in order) run."""
+    changes: list[LayoutChange] = []
+    changed: set[str] = set()
+    state = cluster
+    packer = Packer(state)
+    for req in pending:
+        got = packer.place(req)
+        if not isinstance(got, NoFit):
+            packer.commit(got)
+            continue
+        if got.never:
+            continue
+        # try idle GPUs node by node; a whole-GPU or gang request may need several changes
+        trial = state
+        trial_changes: list[LayoutChange] = []
+        placed = None
+        for node in state.nodes:
+            for gpu in sorted(node.gpus, key=lambda g: g.index):
+                if gpu.uuid in changed or not is_idle(gpu) or not _allowed(gpu, req):
+                    continue
+                for mode, layout in _candidates(gpu, req):
+                    trial = _with(trial, node.node_id, gpu.uuid, mode, layout)
+                    why = {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
+                           GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
+                           GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode]
+                    trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why))
+                    break
+                if trial_changes:
+                    attempt = Packer(trial).place(req)
+                    if not isinstance(attempt, NoFit):
+                        placed = attempt
+                        break
+            if placed is not None:
+                break
+        if placed is None:
+            continue
+        # keep only the changes the placement actually uses
+        used = {s.gpu_uuid for r in placed.replicas for s in r.slices}
+        kept = [c for c in trial_changes if c.gpu_uuid in used]
+        for c in kept:
+            state = _with(state, c.node_id, c.gpu_uuid, c.mode, c.mig_layout)
+            changed.add(c.gpu_uuid)
+        changes.extend(kept)
+        packer = Packer(state)
+        # re-commit what earlier requests took, then this one
+        for earlier in pending[: pending.index(req) + 1]:
+            got = packer.place(earlier)
+            if not isinstance(got, NoFit):
+                packer.commit(got)
+    return changes
