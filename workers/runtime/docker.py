@@ -241,13 +241,11 @@ class DockerRuntime:
         mps_root: Path | None = None,
         mps: MpsControl | None = None,
         init: bool = True,
-        pull_timeout_s: float = 600.0,
     ) -> None:
         self._client = client
         self.network_mode = network_mode
         self.pids_limit = pids_limit
         self.init = init
-        self.pull_timeout_s = pull_timeout_s
         self.mps = mps if mps is not None else (MpsControl(root=mps_root) if mps_root is not None else None)
         # Handles this runtime stopped on request, so wait() reports STOPPED
         # rather than a plain exit; after an agent restart the agent knows.
