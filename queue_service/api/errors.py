@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from queue_service.errors import (
     Conflict,
@@ -88,7 +89,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         try:
@@ -103,5 +104,13 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    """The body passed the limit while streaming."""
+class _TooLarge(StarletteHTTPException):
+    """The body passed the limit while streaming.
+
+    An HTTPException, because FastAPI turns any other error raised while it
+    reads the body into a 400 ("error parsing the body"); an HTTPException
+    is re-raised and answered 413 by the exception middleware.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body too large (limit {max_bytes} bytes)")
