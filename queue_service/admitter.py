@@ -26,7 +26,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState, NoFit, Request
-from queue_service.admission.cycle import CycleResult, PackerFactory, run_cycle
+from queue_service.admission.cycle import CycleResult, PackerFactory, Repartitioner, run_cycle
 from queue_service.admission.snapshot import PendingJob, Snapshot
 from queue_service.db.base import utcnow
 from queue_service.db.models import Allocation, Attempt, Gpu, Job, JobState, Node, NodeStatus, Project
@@ -119,8 +119,10 @@ class Admitter:
         settings: Settings,
         dispatcher: Dispatcher,
         packer_factory: PackerFactory,
+        repartition: Repartitioner | None = None,
     ) -> None:
         self.sessions = sessions
+        self.repartition = repartition
         self.settings = settings
         self.dispatcher = dispatcher
         self.packer_factory = packer_factory
@@ -180,7 +182,7 @@ class Admitter:
                 # 2. snapshot
                 snapshot, jobs = self._snapshot(session)
                 # 3. decide
-                result = run_cycle(snapshot, self.packer_factory)
+                result = run_cycle(snapshot, self.packer_factory, self.repartition)
                 # 4. persist
                 launches = self._persist(session, result, jobs)
                 session.commit()
@@ -217,6 +219,12 @@ class Admitter:
         now = utcnow()
         launches: list[LaunchSpec] = []
         node_names = dict(session.execute(select(Node.id, Node.name)).all())
+        for change in result.layout_changes:
+            gpu = session.get(Gpu, change.gpu_uuid)
+            if gpu is not None:
+                log.info("GPU %s: %s -> %s (%s)", gpu.uuid, gpu.mode, change.mode.value, change.reason)
+                gpu.mode = change.mode.value
+                gpu.mig_layout = [{"profile": p, "start": s, "uuid": None} for p, s in change.mig_layout]
         for admission in result.admitted:
             job = jobs[admission.job_id]
             number = job.attempt + 1

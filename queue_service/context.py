@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from queue_service.admission.cycle import PackerFactory
+from queue_service.admission.cycle import PackerFactory, Repartitioner
 from queue_service.admitter import Admitter
 from queue_service.db.session import make_engine, make_sessionmaker
 from queue_service.dispatch import Dispatcher, make_broker
@@ -15,10 +15,17 @@ from queue_service.settings import Settings
 
 
 def default_packer_factory() -> PackerFactory:
-    """The packer every placement goes through."""
-    from queue_service.admission.fit import FirstFitPacker
+    """Every placement goes through the partitioner's packer (its default, best-measured policy)."""
+    from partitioner.place import Packer
 
-    return FirstFitPacker
+    return Packer
+
+
+def default_repartitioner() -> Repartitioner:
+    """Mode / MIG-layout changes of idle GPUs, for the first job that does not fit."""
+    from partitioner.repartition import propose
+
+    return propose
 
 
 @dataclass
@@ -37,5 +44,6 @@ class ServiceContext:
         sessions = make_sessionmaker(engine)
         dispatcher = Dispatcher(make_broker(settings.broker_url))
         packer_factory = packer_factory or default_packer_factory()
-        admitter = Admitter(sessions=sessions, settings=settings, dispatcher=dispatcher, packer_factory=packer_factory)
+        admitter = Admitter(sessions=sessions, settings=settings, dispatcher=dispatcher, packer_factory=packer_factory,
+                            repartition=default_repartitioner())
         return cls(settings, engine, sessions, dispatcher, admitter, packer_factory)
