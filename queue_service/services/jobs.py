@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from partitioner.catalog import all_mig_profile_names
@@ -251,10 +251,11 @@ def read_logs(
         chunks = session.execute(
             select(LogChunk.offset, LogChunk.data)
             .where(LogChunk.job_id == job.id, LogChunk.attempt == number, LogChunk.stream == stream)
-            .where(LogChunk.offset >= offset)
+            .where(LogChunk.offset + func.length(LogChunk.data) > offset)
             .order_by(LogChunk.offset)
         ).all()
-        data = b"".join(d for _o, d in chunks)
+        # The first chunk may start before ``offset``: read from that byte, not from the next chunk.
+        data = b"".join(d[max(0, offset - o):] for o, d in chunks)
         end = chunks[-1][0] + len(chunks[-1][1]) if chunks else offset
         out[stream] = data.decode("utf-8", "replace")
         out[f"{stream}_offset"] = end
