@@ -78,6 +78,9 @@ def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterSta
                 MigInstance(profile=m["profile"], start=m["start"], uuid=m.get("uuid"), held=m["start"] in u.mig_held)
                 for m in gpu.mig_layout or []
             )
+            missing = u.mig_held - {m.start for m in mig}
+            if missing:  # held instances the layout does not list: never offer them again
+                mig += tuple(MigInstance(profile=u.mig_profiles[s], start=s, held=True) for s in sorted(missing))
             gpu_states.append(
                 GpuState(
                     uuid=gpu.uuid, index=gpu.index, model=gpu.model, memory_mib=gpu.memory_mib,
@@ -249,6 +252,9 @@ class Admitter:
                     for s in member.slices
                 ] or [Allocation(job_id=job.id, attempt=number, replica=replica, node_id=member.node_id, kind="cpu")]
                 rows[0].cpus_milli, rows[0].memory_mib = member.cpus_milli, member.memory_mib
+                for s in member.slices:
+                    if s.kind.value == "mig" and s.mig_uuid is None:
+                        self._record_instance(session, s)
                 session.add_all(rows)
                 launches.append(self.launch_spec(job, number, replica, node_names[member.node_id], rows))
         for job_id, reason in result.waiting.items():
@@ -260,6 +266,13 @@ class Admitter:
                 jobs[job_id].reason = held
         session.flush()
         return launches
+
+    @staticmethod
+    def _record_instance(session: Session, s) -> None:  # noqa: ANN001 - a partitioner Slice
+        """A placement that creates a MIG instance adds it to the GPU's layout (the agent carves it)."""
+        gpu = session.get(Gpu, s.gpu_uuid)
+        if gpu is not None and all(m["start"] != s.mig_start for m in gpu.mig_layout or []):
+            gpu.mig_layout = [*(gpu.mig_layout or []), {"profile": s.mig_profile, "start": s.mig_start, "uuid": None}]
 
     def launch_spec(self, job: Job, attempt: int, replica: int, node_name: str, rows: list[Allocation]) -> LaunchSpec:
         """What the agent needs to run one replica of one attempt."""

@@ -25,6 +25,7 @@ class GpuUsage:
     used_blocks: int = 0
     used_memory_mib: int = 0
     mig_held: set[int] = field(default_factory=set)  # MIG starts held
+    mig_profiles: dict[int, str] = field(default_factory=dict)  # start -> profile of held instances
     jobs: set[str] = field(default_factory=set)
 
 
@@ -131,6 +132,7 @@ def usage(session: Session) -> dict[str, NodeUsage]:
             gpu.used_blocks = BLOCKS_PER_GPU
         elif alloc.kind == "mig" and alloc.mig_start is not None:
             gpu.mig_held.add(alloc.mig_start)
+            gpu.mig_profiles[alloc.mig_start] = alloc.mig_profile or ""
         elif alloc.kind == "blocks":
             gpu.used_blocks += alloc.blocks
             gpu.used_memory_mib += alloc.gpu_memory_mib
