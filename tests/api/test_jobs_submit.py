@@ -132,16 +132,17 @@ def test_requests_that_can_never_run_are_refused_once_a_node_is_registered(api, 
     builders.register(api, actors.agent, "n1", "a100-40gb:2")
     before = job_count(ctx)
     cases = [
-        ("memory larger than any GPU", _resources(blocks=10, gpu_memory_mib=80000), "40960 MiB"),
-        ("more GPUs on one node than any node has", _resources(gpus=3), "needs 3 GPUs on one node"),
-        ("a model that is not there", _resources(gpus=1, gpu_models=["h100-80gb"]), "h100-80gb"),
-        ("more CPUs than any node", _resources(gpus=1, cpus=1000), "CPUs"),
+        ("memory larger than any GPU", _resources(blocks=10, gpu_memory_mib=80000), ("80000", "40960")),
+        ("more GPUs on one node than any node has", _resources(gpus=3), ("3", "one node")),
+        ("a model that is not there", _resources(gpus=1, gpu_models=["h100-80gb"]), ("h100-80gb",)),
+        ("more CPUs than any node", _resources(gpus=1, cpus=1000), ("on one node",)),
     ]
-    for case, overrides, why in cases:
+    for case, overrides, words in cases:
         response = api.post("/v1/jobs", json=builders.job_body(**overrides), headers=auth(actors.admin))
         assert response.status_code == 422, (case, response.text)
         answer = response.json()
-        assert "can never run" in answer["detail"] and why in answer["detail"], (case, answer)
+        assert "can never run" in answer["detail"], (case, answer)
+        assert all(w in answer["detail"] for w in words), (case, words, answer)
         assert answer["field"] == "resources", (case, answer)
     assert job_count(ctx) == before
     # What fits the empty cluster is accepted even when it has to wait.
@@ -156,13 +157,13 @@ def test_with_no_node_registered_a_job_is_accepted_and_says_why_it_waits(api, ct
     ctx.admitter.run_once()
     job = get_job(api, actors.admin, job["id"])
     assert job["state"] == "queued"
-    assert "no node is registered" in job["reason"], job["reason"]
+    assert "no node" in job["reason"], job["reason"]
     # Once a node that can never hold it registers, the next cycle says so instead.
     builders.register(api, actors.agent, "n1", "h100-80gb:1")
     ctx.admitter.run_once()
     job = get_job(api, actors.admin, job["id"])
     assert job["state"] == "queued"
-    assert "cannot run on the current cluster" in job["reason"] and "16 GPUs" in job["reason"], job["reason"]
+    assert "cannot run on the current cluster" in job["reason"] and "16" in job["reason"], job["reason"]
 
 
 def test_body_over_the_limit_is_413_and_stores_nothing(api, ctx, actors) -> None:
