@@ -107,6 +107,12 @@ class Packer:
         self._unit_of: dict[tuple[str, str], int] = {}
         self._reindex()
         self._empty = encode(_emptied(cluster))
+        # per-cycle memos: "never" answers and model filters do not change with commits
+        self._never_memo: dict[Request, NoFit | None] = {}
+        self._allowed_memo: dict[tuple[str, ...], np.ndarray] = {}
+        self._gpu_keys = [gpu_model_key(g) for g in self.enc.gpus]
+        self._per_node_memo: dict[frozenset[str], Counter[int]] = {}
+        self._biggest_memo: dict[frozenset[str], int] = {}
 
     # -- public --------------------------------------------------------------
 
@@ -115,7 +121,10 @@ class Packer:
         problem = self._validate(request)
         if problem is not None:
             return problem
-        never = self._never(request)
+        memo_key = replace(request, replicas=1)
+        if memo_key not in self._never_memo:
+            self._never_memo[memo_key] = self._never(request)
+        never = self._never_memo[memo_key]
         if never is not None:
             return never
         replicas: list[ReplicaPlacement] = []
@@ -166,9 +175,15 @@ class Packer:
         """Per unit: the GPU's model is allowed."""
         if not req.gpu_models:
             return np.ones(enc.unit_kind.shape[0], dtype=np.bool_)
+        memo = self._allowed_memo.get(req.gpu_models)
+        if memo is not None and memo.shape[0] == enc.unit_kind.shape[0] and enc is self.enc:
+            return memo
         wanted = {(lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models}
         ok_gpu = np.array([gpu_model_key(g) in wanted for g in enc.gpus], dtype=np.bool_)
-        return ok_gpu[enc.unit_gpu] if enc.unit_gpu.shape[0] else np.zeros(0, dtype=np.bool_)
+        out = ok_gpu[enc.unit_gpu] if enc.unit_gpu.shape[0] else np.zeros(0, dtype=np.bool_)
+        if enc is self.enc:
+            self._allowed_memo[req.gpu_models] = out
+        return out
 
     def _never(self, req: Request) -> NoFit | None:
         """A NoFit with ``never=True`` when even the emptied cluster cannot hold one member."""
@@ -180,16 +195,23 @@ class Packer:
                          f"the largest node has {int(empty.node_cpu.max())} and {int(empty.node_mem.max())}", never=True)
         if req.gpus == 0 and not req.mig_profile and req.blocks == 0:
             return None
-        models = {gpu_model_key(g) for g in empty.gpus}
+        keys = self._gpu_keys  # same GPU order in the emptied encoding
+        models = set(keys)
         allowed = models if not req.gpu_models else {
             (lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models} & models
         if not allowed:
             return NoFit(f"no GPU model matches {', '.join(req.gpu_models)}", never=True)
-        per_node = Counter(empty.gpu_node[i] for i, g in enumerate(empty.gpus) if gpu_model_key(g) in allowed)
+        per_node = self._per_node_memo.get(frozenset(allowed))
+        if per_node is None:
+            per_node = Counter(int(empty.gpu_node[i]) for i, k in enumerate(keys) if k in allowed)
+            self._per_node_memo[frozenset(allowed)] = per_node
         if req.gpus > 0 and req.gpus > max(per_node.values(), default=0):
             return NoFit(f"needs {req.gpus} whole GPUs on one node; the largest node has {max(per_node.values(), default=0)}", never=True)
         if req.blocks > 0:
-            biggest = max((g.memory_mib for g in empty.gpus if gpu_model_key(g) in allowed), default=0)
+            biggest = self._biggest_memo.get(frozenset(allowed))
+            if biggest is None:
+                biggest = max((g.memory_mib for g, k in zip(empty.gpus, keys, strict=True) if k in allowed), default=0)
+                self._biggest_memo[frozenset(allowed)] = biggest
             if req.gpu_memory_mib > biggest:
                 return NoFit(f"needs {req.gpu_memory_mib} MiB of GPU memory; the largest allowed GPU has {biggest}", never=True)
         if req.mig_profile:
@@ -197,8 +219,7 @@ class Packer:
             for key in allowed:
                 model = lookup_model(key)
                 profile = model.mig_profile(req.mig_profile) if model else None
-                if profile is not None and req.mig_count <= profile.max_count * max(
-                        (per_node[n] for n in per_node), default=0):
+                if profile is not None and req.mig_count <= profile.max_count * max(per_node.values(), default=0):
                     fits.append(key)
             if not fits:
                 return NoFit(f"no allowed GPU model has MIG profile {req.mig_profile} (x{req.mig_count})", never=True)
