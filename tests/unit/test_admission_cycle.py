@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from partitioner.place import Packer
+from partitioner.repartition import propose
 from partitioner.types import (
     BLOCKS_PER_GPU,
     ClusterState,
+    GpuMode,
     GpuState,
     NodeState,
     Request,
@@ -19,14 +23,15 @@ from partitioner.types import (
 from queue_service.admission.cycle import CycleResult, run_cycle
 from queue_service.admission.fit import FirstFitPacker
 from queue_service.admission.snapshot import PendingJob, Snapshot
+from queue_service.admission.state import apply_changes, apply_placements
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 
 
 def gpu(uuid: str, *, memory_mib: int = 81920, model: str = "h100-80gb", held: bool = False,
-        used_blocks: int = 0, used_memory_mib: int = 0) -> GpuState:
+        used_blocks: int = 0, used_memory_mib: int = 0, mode: GpuMode = GpuMode.EXCLUSIVE) -> GpuState:
     return GpuState(uuid=uuid, index=0, model=model, memory_mib=memory_mib, sm_count=132, held=held,
-                    used_blocks=used_blocks, used_memory_mib=used_memory_mib)
+                    used_blocks=used_blocks, used_memory_mib=used_memory_mib, mode=mode)
 
 
 def node(node_id: str, *gpus: GpuState, cpus: int = 64, memory_mib: int = 512 * 1024) -> NodeState:
@@ -39,8 +44,9 @@ def job(job_id: str, request: Request, *, priority: int = 500, at_s: int = 0,
                       submitted_at=T0 + timedelta(seconds=at_s), priority_override=override)
 
 
-def cycle(nodes: list[NodeState], jobs: list[PendingJob]) -> CycleResult:
-    return run_cycle(Snapshot(cluster=ClusterState(tuple(nodes)), pending=tuple(jobs), now=T0), FirstFitPacker)
+def cycle(nodes: list[NodeState], jobs: list[PendingJob], packer_factory=FirstFitPacker, repartition=None) -> CycleResult:
+    snapshot = Snapshot(cluster=ClusterState(tuple(nodes)), pending=tuple(jobs), now=T0)
+    return run_cycle(snapshot, packer_factory, repartition)
 
 
 def admitted_ids(result: CycleResult) -> list[str]:
@@ -149,35 +155,38 @@ MODELS = [("h100-80gb", 81920), ("a100-40gb", 40960)]
 @st.composite
 def clusters(draw) -> list[NodeState]:
     nodes = []
-    for n in range(draw(st.integers(0, 3))):
+    for n in range(draw(st.integers(1, 3) | st.just(0))):
         gpus = []
         for g in range(draw(st.integers(0, 4))):
             model, mem = draw(st.sampled_from(MODELS))
-            state = draw(st.sampled_from(["idle", "held", "shared"]))
+            state = draw(st.sampled_from(["idle", "held", "shared", "idle-shared"]))
             used_blocks = draw(st.integers(1, BLOCKS_PER_GPU)) if state == "shared" else 0
             used_mem = draw(st.integers(0, mem)) if state == "shared" else 0
+            mode = GpuMode.SHARED if state.endswith("shared") else GpuMode.EXCLUSIVE
             gpus.append(gpu(f"n{n}g{g}", model=model, memory_mib=mem, held=state == "held",
-                            used_blocks=used_blocks, used_memory_mib=used_mem))
+                            used_blocks=used_blocks, used_memory_mib=used_mem, mode=mode))
         cpus = draw(st.integers(1, 16))
         mem_mib = draw(st.integers(1, 64)) * 1024
-        free_cpus = draw(st.integers(0, cpus * 1000))
-        free_mem = draw(st.integers(0, mem_mib))
+        # Mostly idle CPU and RAM, so that GPUs decide most placements; sometimes anything.
+        free_cpus = draw(st.just(cpus * 1000) | st.integers(0, cpus * 1000))
+        free_mem = draw(st.just(mem_mib) | st.integers(0, mem_mib))
         nodes.append(NodeState(f"n{n}", cpus * 1000, mem_mib, free_cpus, free_mem, tuple(gpus)))
     return nodes
 
 
 requests = st.one_of(
-    st.builds(Request, gpus=st.integers(1, 5), cpus_milli=st.integers(0, 8000), memory_mib=st.integers(0, 16384),
+    st.builds(Request, gpus=st.integers(1, 5), cpus_milli=st.just(0) | st.integers(0, 8000),
+              memory_mib=st.just(0) | st.integers(0, 16384),
               replicas=st.integers(1, 3), gpu_models=st.sampled_from([(), ("a100-40gb",)])),
-    st.builds(Request, blocks=st.integers(1, 100), gpu_memory_mib=st.integers(1, 90000),
-              cpus_milli=st.integers(0, 4000), replicas=st.integers(1, 3),
+    st.builds(Request, blocks=st.integers(1, 100), gpu_memory_mib=st.integers(1, 20000) | st.integers(1, 90000),
+              cpus_milli=st.just(0) | st.integers(0, 4000), replicas=st.integers(1, 3),
               gpu_models=st.sampled_from([(), ("h100-80gb",)])),
     st.builds(Request, cpus_milli=st.integers(1, 8000), memory_mib=st.integers(0, 16384)),
 )
 pending_jobs = st.lists(
     st.builds(job, st.just(""), requests, priority=st.sampled_from([100, 500, 1000]), at_s=st.integers(0, 3),
               override=st.none() | st.integers(0, 2000)),
-    max_size=15,
+    min_size=1, max_size=15,
 ).map(lambda js: [PendingJob(f"j{i:02d}", j.project, j.request, j.priority, j.submitted_at, j.priority_override)
                   for i, j in enumerate(js)])
 
@@ -223,22 +232,24 @@ def _check_capacity(nodes: list[NodeState], result: CycleResult) -> None:
 
 
 def _after(nodes: list[NodeState], result: CycleResult) -> list[NodeState]:
-    """The cluster with the cycle's admissions committed (what the next snapshot would read)."""
-    p = FirstFitPacker(ClusterState(tuple(nodes)))
-    for a in result.admitted:
-        p.commit(a.placement)
-    return [
-        NodeState(n.node_id, n.cpus_milli, n.memory_mib, n.free_cpus_milli, n.free_memory_mib,
-                  tuple(gpu(g.uuid, model=g.model, memory_mib=g.memory_mib, held=g.held, used_blocks=g.used_blocks,
-                            used_memory_mib=g.used_memory_mib) for g in n.gpus))
-        for n in p.nodes
-    ]
+    """The cluster with the cycle's layout changes and admissions applied (what the next snapshot reads)."""
+    cluster = apply_changes(ClusterState(tuple(nodes)), result.layout_changes)
+    return list(apply_placements(cluster, (a.placement for a in result.admitted)).nodes)
 
 
-@settings(max_examples=300, deadline=None)
-@given(clusters(), pending_jobs)
-def test_a_cycle_never_over_allocates(nodes: list[NodeState], jobs: list[PendingJob]) -> None:
-    result = cycle(nodes, jobs)
+PACKERS = [
+    pytest.param(FirstFitPacker, None, id="first-fit"),
+    pytest.param(Packer, None, id="partitioner"),
+    pytest.param(Packer, propose, id="partitioner+repartition"),
+]
+
+
+@pytest.mark.parametrize(("packer_factory", "repartition"), PACKERS)
+@settings(max_examples=150, deadline=None)
+@given(nodes=clusters(), jobs=pending_jobs)
+def test_a_cycle_never_over_allocates(packer_factory, repartition, nodes: list[NodeState],
+                                      jobs: list[PendingJob]) -> None:
+    result = cycle(nodes, jobs, packer_factory, repartition)
     _check_capacity(nodes, result)
     # Every job has exactly one outcome.
     outcomes = admitted_ids(result) + list(result.waiting) + list(result.never)
@@ -251,7 +262,7 @@ def test_a_cycle_never_over_allocates(nodes: list[NodeState], jobs: list[Pending
     # A second cycle on the state after committing: still within capacity, summed over both cycles.
     after = _after(nodes, result)
     rest = [j for j in jobs if j.job_id not in set(admitted_ids(result))]
-    second = cycle(after, rest)
+    second = cycle(after, rest, packer_factory, repartition)
     _check_capacity(after, second)
     combined = CycleResult(admitted=result.admitted + second.admitted)
     _check_capacity(nodes, combined)
