@@ -279,11 +279,7 @@ class Admitter:
         klass = self.settings.priority_classes.get(job.priority_class)
         grace_s = klass.grace_s if klass else self.settings.default_grace_s
         blocks_row = next((r for r in rows if r.kind == "blocks"), None)
-        env = dict(job.env)
-        env.update({
-            "GPUQ_JOB_ID": job.id, "GPUQ_ATTEMPT": str(attempt),
-            "GPUQ_REPLICA": str(replica), "GPUQ_REPLICAS": str(job.replicas),
-        })
+        env = dict(job.env)  # the runtimes add GPUQ_* and the device / MPS variables
         return LaunchSpec(
             job_id=job.id, attempt=attempt, node_name=node_name, command=list(job.command), image=job.image,
             env=env, gpu_uuids=[r.mig_uuid or r.gpu_uuid for r in rows if r.gpu_uuid],

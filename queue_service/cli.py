@@ -122,7 +122,7 @@ def agent(
     server: Annotated[str, typer.Option(help="the gpuq API URL")],
     token: Annotated[str, typer.Option(help="a token with role agent", envvar="GPUQ_TOKEN")],
     broker_url: Annotated[str, typer.Option(help="redis://host:6379/0")],
-    runtime: Annotated[str, typer.Option(help="docker or process")] = "process",
+    runtime: Annotated[str, typer.Option(help="auto (process + Docker if reachable), docker or process")] = "auto",
     node_name: Annotated[Optional[str], typer.Option(help="default: the hostname")] = None,
     simulate_gpus: Annotated[Optional[str], typer.Option(help="declare GPUs instead of NVML")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="logs and work directories")] = None,
@@ -322,7 +322,8 @@ def project_list(server: ServerOpt = None, token: TokenOpt = None, as_json: Json
     _print(data, as_json, lambda ps: "\n".join(p["name"] for p in ps))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []}, add_help_option=False)
 def simulate(ctx: typer.Context) -> None:
     """Replay a production trace (openb format) through the placement policies; see --help."""
     from partitioner.simulate import cli as simulate_cli

@@ -38,6 +38,29 @@ class LocalAgent:
         unregister_agent(self.node_name)
 
 
+def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False) -> dict:
+    """The host-process runtime always; Docker too when asked for ("docker") or reachable ("auto")."""
+    from workers.runtime.process import ProcessRuntime
+
+    if runtime not in ("auto", "docker", "process"):
+        raise ValueError(f"unknown runtime {runtime!r} (auto, docker or process)")
+    runtimes: dict = {"process": ProcessRuntime(work_dir=data_dir / "work")}
+    if runtime in ("auto", "docker"):
+        try:
+            import docker
+
+            from workers.runtime.docker import DockerRuntime
+
+            client = docker.from_env(timeout=5)
+            client.ping()
+            runtimes["docker"] = DockerRuntime(client=client, mps_root=data_dir / "mps", simulated_gpus=simulated_gpus)
+        except Exception as exc:  # noqa: BLE001 - no engine: image jobs fail with a clear reason
+            if runtime == "docker":
+                raise ValueError(f"--runtime docker, but no Docker engine answers: {exc}") from exc
+            log.info("no Docker engine (%s): jobs with an image will fail on this node", exc.__class__.__name__)
+    return runtimes
+
+
 def start_agent(
     *,
     server: str,
@@ -55,22 +78,13 @@ def start_agent(
     from workers.client import ServiceClient
     from workers.inventory import SimulationSpecError, host_inventory
 
-    if runtime == "docker":
-        from workers.runtime.docker import DockerRuntime
-
-        rt = DockerRuntime()
-    elif runtime == "process":
-        from workers.runtime.process import ProcessRuntime
-
-        rt = ProcessRuntime(work_dir=data_dir / "work")
-    else:
-        raise ValueError(f"unknown runtime {runtime!r} (docker or process)")
+    runtimes = make_runtimes(runtime, data_dir, simulated_gpus=bool(simulate_gpus))
     try:
-        inventory = host_inventory(node_name=node_name, simulate=simulate_gpus, runtimes=[runtime])
+        inventory = host_inventory(node_name=node_name, simulate=simulate_gpus, runtimes=sorted(runtimes))
     except SimulationSpecError as exc:
         raise ValueError(str(exc)) from exc
     client = ServiceClient(server, token)
-    agent = Agent(client=client, runtime=rt, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s)
+    agent = Agent(client=client, runtimes=runtimes, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s)
     register_agent(agent)
     agent.start()
     worker = start_worker(broker, inventory.node_name)

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     local_agent: bool | None = Field(default=None, description="run an agent in the server process (default: on with memory://)")
     simulate_gpus: str | None = Field(default=None, description="e.g. h100-80gb:2,a100-40gb:1[:shared]")
     node_name: str | None = None
-    runtime: str = "process"
+    runtime: str = Field(default="auto", description="auto (process + Docker if reachable), docker or process")
     priority_classes: dict[str, PriorityClass] = Field(default_factory=lambda: dict(DEFAULT_PRIORITY_CLASSES))
     default_priority_class: str = "normal"
     max_body_bytes: int = 256 * 1024

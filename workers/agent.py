@@ -31,6 +31,7 @@ class _Run:
     stdout_path: Path
     stderr_path: Path
     handle: str | None = None
+    runtime: Runtime | None = None
     stop_reason: str | None = None
     stop_grace_s: float = 10.0
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -46,13 +47,13 @@ class Agent:
         self,
         *,
         client: ServiceClient,
-        runtime: Runtime,
+        runtimes: dict[str, Runtime],
         inventory: NodeInventory,
         work_dir: Path,
         heartbeat_s: float = 5.0,
     ) -> None:
         self.client = client
-        self.runtime = runtime
+        self.runtimes = runtimes
         self.inventory = inventory
         self.node_name = inventory.node_name
         self.work_dir = work_dir
@@ -140,7 +141,9 @@ class Agent:
                 self._report(run, ExitStatus(None, ExitReason.STOPPED, run.stop_reason or "stopped"))
                 return
             try:
-                run.handle = self.runtime.launch(spec, stdout_path=run.stdout_path, stderr_path=run.stderr_path)
+                run.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+                run.runtime = self._runtime_for(spec)
+                run.handle = run.runtime.launch(spec, stdout_path=run.stdout_path, stderr_path=run.stderr_path)
             except LaunchError as exc:
                 self._report(run, ExitStatus(None, ExitReason.START_FAILED, str(exc)))
                 return
@@ -151,9 +154,9 @@ class Agent:
             log.exception("supervising %s failed", key)
             self._report(run, ExitStatus(None, ExitReason.LOST, f"agent error: {exc}"))
         finally:
-            if run.handle is not None:
+            if run.handle is not None and run.runtime is not None:
                 try:
-                    self.runtime.cleanup(run.handle)
+                    run.runtime.cleanup(run.handle)
                 except Exception:  # noqa: BLE001
                     log.exception("cleanup of %s failed", key)
             with self._lock:
@@ -161,26 +164,36 @@ class Agent:
                 self._ended.add(key)
             run.done.set()
 
+    def _runtime_for(self, spec: LaunchSpec) -> Runtime:
+        """Jobs with an image run in Docker, the others as host processes."""
+        kind = "docker" if spec.image else "process"
+        runtime = self.runtimes.get(kind)
+        if runtime is None:
+            have = ", ".join(sorted(self.runtimes)) or "none"
+            raise LaunchError(f"node {self.node_name} has no {kind} runtime (it has: {have})")
+        return runtime
+
     def _watch(self, run: _Run) -> ExitStatus:
         spec = run.spec
+        runtime = run.runtime
         deadline = time.monotonic() + spec.time_limit_s if spec.time_limit_s else None
         last_ship = time.monotonic()
         assert run.handle is not None
         while True:
             timeout = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
-            status = self.runtime.wait(run.handle, timeout)
+            status = runtime.wait(run.handle, timeout)
             if status is not None:
                 if run.stop_event.is_set() and status.reason is ExitReason.EXITED:
                     return ExitStatus(status.exit_code, ExitReason.STOPPED, run.stop_reason or "stopped")
                 return status
             if run.stop_event.is_set():
-                self.runtime.stop(run.handle, grace_s=run.stop_grace_s)
-                status = self.runtime.wait(run.handle, 5.0)
+                runtime.stop(run.handle, grace_s=run.stop_grace_s)
+                status = runtime.wait(run.handle, 5.0)
                 code = status.exit_code if status else None
                 return ExitStatus(code, ExitReason.STOPPED, run.stop_reason or "stopped")
             if deadline is not None and time.monotonic() >= deadline:
-                self.runtime.stop(run.handle, grace_s=spec.grace_s)
-                status = self.runtime.wait(run.handle, 5.0)
+                runtime.stop(run.handle, grace_s=spec.grace_s)
+                status = runtime.wait(run.handle, 5.0)
                 return ExitStatus(status.exit_code if status else None, ExitReason.TIMED_OUT,
                                   f"time limit of {spec.time_limit_s} s reached")
             if time.monotonic() - last_ship >= 1.0:
@@ -188,9 +201,9 @@ class Agent:
                 last_ship = time.monotonic()
 
     def _ship_logs(self, run: _Run, *, final: bool = False) -> None:
-        if run.handle is not None:
+        if run.handle is not None and run.runtime is not None:
             try:
-                self.runtime.collect_logs(run.handle, stdout_path=run.stdout_path, stderr_path=run.stderr_path)
+                run.runtime.collect_logs(run.handle, stdout_path=run.stdout_path, stderr_path=run.stderr_path)
             except Exception:  # noqa: BLE001 - logs are best effort until the final flush
                 log.exception("collecting logs failed")
         for stream, path in (("stdout", run.stdout_path), ("stderr", run.stderr_path)):

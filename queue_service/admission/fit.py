@@ -134,9 +134,14 @@ class FirstFitPacker:
         return Placement(tuple(replicas))
 
     def _why_not(self, request: Request) -> str:
+        roomy = [n for n in self.nodes
+                 if n.free_cpus_milli >= request.cpus_milli and n.free_memory_mib >= request.memory_mib]
+        if not roomy:
+            return "not enough free CPU or memory on any node"
         if request.gpus:
-            best = max((sum(1 for g in n.gpus if not g.held and g.used_blocks == 0 and self._gpu_ok(g, request))
-                        for n in self.nodes), default=0)
+            # Count only nodes with the CPU and RAM free, so the reason names what is really short.
+            best = max(sum(1 for g in n.gpus if not g.held and g.used_blocks == 0 and self._gpu_ok(g, request))
+                       for n in roomy)
             return f"needs {request.gpus} free GPU(s) on one node; the most free on one node is {best}"
         if request.blocks:
             return f"no GPU has {request.blocks} free blocks and {request.gpu_memory_mib} MiB free"

@@ -250,3 +250,21 @@ def test_final_states_and_immediate_release(server: Server) -> None:
     first_end = min(datetime.fromisoformat(j["finished_at"]) for j in ends)
     gap_s = (datetime.fromisoformat(started["started_at"]) - first_end).total_seconds()
     assert 0 <= gap_s < 5, f"the waiting job started {gap_s:.2f} s after capacity freed"
+
+
+def test_container_job_on_simulated_gpus(server: Server) -> None:
+    """A job with an image runs in Docker with the same limits in its environment."""
+    from tests.services import require_docker
+
+    image = require_docker()
+    body = {"name": "in-docker", "image": image, "command": ["sh", "-c", "env | sort; id -u"],
+            "resources": {"blocks": 40, "gpu_memory_mib": 8192, "cpus": 0.5, "memory_mib": 256}}
+    job_id = server.http.post("/v1/jobs", json=body).json()["id"]
+    job = _wait_final(server, job_id, timeout_s=90)
+    assert job["state"] == "succeeded", job["reason"]
+    out = server.http.get(f"/v1/jobs/{job_id}/logs").json()["stdout"]
+    env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert env.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE") == "40", out
+    assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=8192M"
+    assert env["CUDA_VISIBLE_DEVICES"] == job["allocation"][0]["gpu_uuid"]
+    assert env["GPUQ_JOB_ID"] == job_id

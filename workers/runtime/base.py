@@ -43,6 +43,7 @@ class Adopted:
     job_id: str
     attempt: int
     handle: str
+    replica: int = 0
 
 
 class RuntimeError_(Exception):

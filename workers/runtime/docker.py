@@ -66,6 +66,7 @@ from typing import Any
 
 from workers.gpu.mps import MpsControl, MpsDaemon, MpsError, mps_client_env
 from workers.messages import LaunchSpec
+from workers.runtime.limits import job_env
 from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, RuntimeError_
 
 __all__ = [
@@ -108,29 +109,6 @@ def container_name(spec: LaunchSpec) -> str:
     return f"gpuq-{job}-a{spec.attempt}-r{spec.replica}"
 
 
-def job_env(spec: LaunchSpec) -> dict[str, str]:
-    """The ``GPUQ_*`` variables telling a job who it is and what it was given."""
-    env = {
-        "GPUQ_JOB_ID": spec.job_id,
-        "GPUQ_ATTEMPT": str(spec.attempt),
-        "GPUQ_NODE": spec.node_name,
-        "GPUQ_REPLICA": str(spec.replica),
-        "GPUQ_REPLICAS": str(spec.replicas),
-        "GPUQ_GPU_UUIDS": ",".join(spec.gpu_uuids),
-    }
-    if spec.cpus is not None:
-        env["GPUQ_CPUS"] = f"{spec.cpus:g}"
-    if spec.memory_mib is not None:
-        env["GPUQ_MEMORY_MIB"] = str(spec.memory_mib)
-    if spec.blocks is not None:
-        env["GPUQ_BLOCKS"] = str(spec.blocks)
-    if spec.gpu_memory_mib is not None:
-        env["GPUQ_GPU_MEMORY_MIB"] = str(spec.gpu_memory_mib)
-    if spec.time_limit_s is not None:
-        env["GPUQ_TIME_LIMIT_S"] = str(spec.time_limit_s)
-    return env
-
-
 def _check_user_env(env: dict[str, str]) -> None:
     for name in env:
         if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
@@ -144,8 +122,13 @@ def container_config(
     pids_limit: int = 4096,
     init: bool = True,
     mps_daemon: MpsDaemon | None = None,
+    simulated_gpus: bool = False,
 ) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.create`` for ``spec`` (pure: no I/O).
+
+    ``simulated_gpus``: the node's GPUs are declared (``--simulate-gpus``), not
+    real: the job gets the same environment but no device request and no MPS
+    mounts, so gpuq can be tried on a machine without a GPU.
 
     ``mps_daemon`` is required for block jobs (``spec.blocks`` set) and is the
     daemon of the job's one GPU / MIG device. Raises ``LaunchError`` for specs
@@ -165,7 +148,11 @@ def container_config(
     env["CUDA_VISIBLE_DEVICES"] = ",".join(uuids)
 
     volumes: dict[str, dict[str, str]] = {}
-    if spec.blocks is not None:
+    if spec.blocks is not None and simulated_gpus:
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(spec.blocks)
+        if spec.gpu_memory_mib:
+            env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={spec.gpu_memory_mib}M"
+    elif spec.blocks is not None:
         if len(uuids) != 1:
             raise LaunchError(f"a block job runs on exactly one GPU or MIG device, got {len(uuids)}")
         if mps_daemon is None or mps_daemon.uuid != uuids[0]:
@@ -198,7 +185,8 @@ def container_config(
         "privileged": False,
         "init": init,
         "volumes": volumes,
-        "device_requests": [DeviceRequest(device_ids=uuids, capabilities=[["gpu"]])] if uuids else [],
+        "device_requests": [DeviceRequest(device_ids=uuids, capabilities=[["gpu"]])] if uuids and not simulated_gpus
+        else [],
     }
     if spec.cpus is not None:
         config["nano_cpus"] = int(round(spec.cpus * 1e9))
@@ -241,8 +229,10 @@ class DockerRuntime:
         mps_root: Path | None = None,
         mps: MpsControl | None = None,
         init: bool = True,
+        simulated_gpus: bool = False,
     ) -> None:
         self._client = client
+        self.simulated_gpus = simulated_gpus
         self.network_mode = network_mode
         self.pids_limit = pids_limit
         self.init = init
@@ -267,9 +257,10 @@ class DockerRuntime:
         """Create and start the attempt's container; return its id (idempotent per attempt)."""
         import docker.errors
 
-        mps_daemon = self._mps_daemon(spec)
+        mps_daemon = None if self.simulated_gpus else self._mps_daemon(spec)
         config = container_config(
-            spec, network_mode=self.network_mode, pids_limit=self.pids_limit, init=self.init, mps_daemon=mps_daemon
+            spec, network_mode=self.network_mode, pids_limit=self.pids_limit, init=self.init, mps_daemon=mps_daemon,
+            simulated_gpus=self.simulated_gpus,
         )
         self._ensure_image(spec.image or "")
         with _docker_errors(f"launch {config['name']}"):
@@ -443,5 +434,6 @@ class DockerRuntime:
             except ValueError:
                 continue  # not ours to interpret
             if LABEL_JOB in labels:
-                adopted.append(Adopted(job_id=labels[LABEL_JOB], attempt=attempt, handle=item["Id"]))
+                replica = int(labels.get(LABEL_REPLICA, "0") or 0) if labels.get(LABEL_REPLICA, "0").isdigit() else 0
+                adopted.append(Adopted(job_id=labels[LABEL_JOB], attempt=attempt, handle=item["Id"], replica=replica))
         return adopted
