@@ -132,10 +132,14 @@ def test_cpu_and_ram_limits_choose_the_node(request_: Request, expected_node: st
     assert (member.cpus_milli, member.memory_mib) == (request_.cpus_milli, request_.memory_mib)
 
 
-def test_cpu_and_ram_shortage_now_is_not_never() -> None:
+def test_cpu_and_ram_shortage_now_is_not_never_and_the_reason_says_so() -> None:
     p = packer(node("n", gpu("g"), cpus=4, free_cpus=1))
     no = refused(p.place(Request(gpus=1, cpus_milli=2000)), never=False)
-    assert "CPU" in no.reason or "GPU" in no.reason
+    assert "CPU or memory" in no.reason, no.reason
+    # One node has the GPU but no CPU, the other CPU but no free GPU: the GPU count names the roomy node.
+    p = packer(node("a", gpu("a0"), cpus=4, free_cpus=0), node("b", gpu("b0", held=True)))
+    no = refused(p.place(Request(gpus=1, cpus_milli=1000)), never=False)
+    assert "the most free on one node is 0" in no.reason, no.reason
 
 
 def test_cpu_only_request_gets_no_gpu_slices() -> None:
