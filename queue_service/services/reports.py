@@ -129,14 +129,26 @@ def report_exit(
 
 
 def append_logs(
-    session: Session, *, job_id: str, attempt: int, stream: str, offset: int, data: bytes, max_bytes: int
+    session: Session, *, job_id: str, attempt: int, stream: str, offset: int, data: bytes, max_bytes: int,
+    node_name: str | None = None, replica: int = 0,
 ) -> int:
-    """Store output at a byte offset, idempotently (resent chunks are trimmed); returns the new end."""
+    """Store output at a byte offset, idempotently (resent chunks are trimmed); returns the new end.
+
+    With ``node_name``, only the node that holds that attempt's replica may write its output.
+    """
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
     if attempt > job.attempt or attempt < 1:
         raise StaleAttempt(f"job {job_id} has no attempt {attempt}")
+    if node_name is not None and not session.scalar(
+        select(func.count())
+        .select_from(Allocation)
+        .join(Node, Node.id == Allocation.node_id)
+        .where(Allocation.job_id == job_id, Allocation.attempt == attempt, Allocation.replica == replica)
+        .where(Node.name == node_name)
+    ):
+        raise StaleAttempt(f"replica {replica} of job {job_id} attempt {attempt} is not allocated on {node_name}")
     end = session.scalar(
         select(func.max(LogChunk.offset + func.length(LogChunk.data))).where(
             LogChunk.job_id == job_id, LogChunk.attempt == attempt, LogChunk.stream == stream

@@ -100,5 +100,6 @@ def logs(body: LogBody, principal: CurrentPrincipal, session: SessionDep, ctx: C
         session, job_id=body.job_id, attempt=body.attempt,
         stream=body.stream if body.replica == 0 else f"{body.stream}.{body.replica}",
         offset=body.offset, data=data, max_bytes=ctx.settings.max_log_bytes,
+        node_name=body.node_name, replica=body.replica,
     )
     return {"end": end}
