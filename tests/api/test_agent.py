@@ -184,6 +184,12 @@ def test_an_agent_token_bound_to_a_node_reports_only_for_it(api, ctx, actors) ->
         assert "bound to node 'x'" in response.json()["detail"]
     assert get_job(api, actors.admin, job["id"])["state"] == "admitted"
     assert api.post("/v1/agent/heartbeat", json={"node_name": "x"}, headers=auth(agent_x)).json()["known"] is True
+    # Naming its own node does not let it report for a job allocated on y.
+    for path, body in _agent_calls(job, "x")[2:]:
+        response = api.post(path, json=body, headers=auth(agent_x))
+        assert response.status_code == 409, (path, response.text)
+    assert get_job(api, actors.admin, job["id"])["state"] == "admitted"
+    assert api.get(f"/v1/jobs/{job['id']}/logs", headers=auth(actors.admin)).json()["stdout"] == ""
     # The unbound agent token (and an admin) may act for y.
     assert started(api, actors.agent, job).status_code == 200
     assert exited(api, actors.admin, job, exit_code=0).json()["state"] == "succeeded"
@@ -234,6 +240,8 @@ def test_logs_written_by_the_agent_and_followed_by_offset(api, ctx, actors) -> N
         ("bad stream", {"stream": "stdin"}, 422),
         ("negative offset", {"offset": -1}, 422),
         ("future attempt", {"attempt": 2}, 409),
+        ("a node without the allocation", {"node_name": "elsewhere"}, 409),
+        ("a replica that does not exist", {"replica": 1}, 409),
     ):
         body = attempt_ref(job) | {"stream": "stdout", "offset": 26, "data_b64": "eA=="} | kw
         response = api.post("/v1/agent/logs", json=body, headers=auth(actors.agent))
