@@ -223,3 +223,4 @@ class LogChunk(Base):
     stream: Mapped[str] = mapped_column(String(16))  # stdout | stderr (".N" for gang replica N)
     offset: Mapped[int] = mapped_column(BigInteger)  # byte offset of data in the attempt's stream
     data: Mapped[bytes] = mapped_column(LargeBinary)
+from queue_service.db import billing_models  # noqa: E402,F401

@@ -1,0 +1,107 @@
+"""Billing tables: the usage ledger, the price catalogue, measured GPU samples.
+
+Invariants:
+
+- one ledger interval per allocation (``uq_usage_intervals_allocation``):
+  it opens when the replica holding the allocation is claimed to start and
+  closes when the allocation is released, in the same transaction as that
+  change, so the ledger cannot drift from the allocations;
+- ledger rows copy what they bill (project, owner, node, GPU model, what
+  was held): a job, node or GPU deleted later does not change a bill;
+- price rows are only inserted, each effective from a moment not in the
+  past, so a closed period is always priced by the rows it was priced by.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from queue_service.db.base import Base, utcnow
+
+
+class UsageInterval(Base):
+    """What one allocation held, from its start to its release (``ended_at`` NULL: still running)."""
+
+    __tablename__ = "usage_intervals"
+    __table_args__ = (
+        Index("uq_usage_intervals_allocation", "allocation_id", unique=True),
+        Index("ix_usage_intervals_project_time", "project_id", "started_at"),
+        Index("ix_usage_intervals_open", "ended_at", "gpu_uuid"),
+        Index("ix_usage_intervals_job", "job_id", "attempt"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    allocation_id: Mapped[str] = mapped_column(String(32))  # no FK: the ledger outlives job deletion
+    job_id: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    replica: Mapped[int] = mapped_column(Integer, default=0)
+    project_id: Mapped[str] = mapped_column(String(32))
+    project_name: Mapped[str] = mapped_column(String(64))
+    owner_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    node_id: Mapped[str] = mapped_column(String(32))
+    node_name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # gpu | mig | blocks | cpu
+    gpu_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gpu_model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    slot: Mapped[str] = mapped_column(String(32), default="")
+    gpus: Mapped[int] = mapped_column(Integer, default=0)  # whole GPUs held (0 or 1 per allocation)
+    blocks: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    mig_profile: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    mig_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mig_compute_share: Mapped[float] = mapped_column(Float, default=0.0)  # compute slices / GPU slices
+    cpus_milli: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class GpuPrice(Base):
+    """One effective-dated price list for one GPU model; the newest row not after ``t`` applies at ``t``.
+
+    Prices are per hour in the catalogue's single currency. ``None`` means "the
+    default": a block hour is 1/100 of the GPU hour, a MIG profile hour is its
+    compute share of the GPU hour, memory, CPU and RAM are free.
+    """
+
+    __tablename__ = "gpu_prices"
+    __table_args__ = (Index("ix_gpu_prices_model_from", "gpu_model", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    gpu_model: Mapped[str] = mapped_column(String(64))  # model key, or "*" for nodes without GPUs (CPU/RAM)
+    effective_from: Mapped[datetime] = mapped_column(DateTime)
+    gpu_hour: Mapped[float] = mapped_column(Float, default=0.0)
+    block_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_memory_gib_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mig_profile_hour: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # profile -> price
+    cpu_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ram_gib_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class GpuSample(Base):
+    """A job's measured use of one GPU (or MIG device) over ``window_s`` ending at ``at`` (service clock)."""
+
+    __tablename__ = "gpu_samples"
+    __table_args__ = (
+        Index("ix_gpu_samples_job", "job_id", "at"),
+        Index("ix_gpu_samples_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    replica: Mapped[int] = mapped_column(Integer, default=0)
+    project_id: Mapped[str] = mapped_column(String(32))
+    node_id: Mapped[str] = mapped_column(String(32))
+    gpu_uuid: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime)
+    window_s: Mapped[float] = mapped_column(Float)
+    sm_percent: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: NVML cannot say (MIG)
+    memory_used_mib: Mapped[int] = mapped_column(Integer, default=0)
