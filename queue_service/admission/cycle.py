@@ -3,21 +3,31 @@
 Invariants:
 - all or nothing: a job is admitted with every gang member placed, or not at all;
 - no hold-and-wait: a waiting job holds nothing, so there is no deadlock;
-- strict order (v0): the first job that does not fit blocks the jobs behind it,
-  so it cannot be overtaken forever; jobs that can *never* fit are set aside
-  with that reason instead of blocking everybody.
+- order: jobs are walked in the total order of ``ordering.py``; the first job
+  that does not fit gets a reservation (``backfill.py``) and later jobs are
+  admitted only as backfill that cannot delay it, so it is never overtaken
+  forever; jobs that can *never* fit are set aside with that reason;
+- quotas: no project goes past its guarantee plus borrowing limit;
+- preemption (``preemption.py``) frees room for the blocked head only, from
+  strictly lower-ranked preemptible jobs or borrowed capacity it is owed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 from partitioner.types import ClusterState, LayoutChange, NoFit, Placement, Request
 
+from queue_service.admission.backfill import Reservation, ends_before, reserve, reserved_view
 from queue_service.admission.ordering import ordered
-from queue_service.admission.snapshot import PendingJob, Snapshot
+from queue_service.admission.preemption import Preemption, choose_victims
+from queue_service.admission.recarve import Repartitioner
+from queue_service.admission.snapshot import PendingJob, RunningJob, Snapshot
 from queue_service.admission.state import apply_changes, apply_placements
+
+__all__ = ["Admission", "CycleResult", "PackerFactory", "PackerLike", "Repartitioner", "run_cycle"]
 
 
 class PackerLike:
@@ -29,8 +39,6 @@ class PackerLike:
 
 
 PackerFactory = Callable[[ClusterState], PackerLike]
-# Proposes mode / MIG-layout changes of idle GPUs that would let the requests run.
-Repartitioner = Callable[[ClusterState, list[Request]], list[LayoutChange]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,56 +47,146 @@ class Admission:
 
     job_id: str
     placement: Placement
+    backfill: bool = False  # admitted behind a blocked head
 
 
 @dataclass(slots=True)
 class CycleResult:
-    """What one cycle decided: who is admitted, and why everyone else waits."""
+    """What one cycle decided: who is admitted, who is stopped, and why everyone else waits."""
 
     admitted: list[Admission] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)  # job_id -> reason
     never: dict[str, str] = field(default_factory=dict)  # job_id -> why it can never fit
     layout_changes: list[LayoutChange] = field(default_factory=list)  # idle GPUs re-carved this cycle
+    preemptions: list[Preemption] = field(default_factory=list)
+    reservation: Reservation | None = None
+
+
+def describe(placement: Placement | None, cluster: ClusterState) -> str:
+    """'2× h100-80gb on node-a' for wait reasons."""
+    if placement is None:
+        return "capacity"
+    model = {g.uuid: g.model for n in cluster.nodes for g in n.gpus}
+    names = {n.node_id: n.node_id for n in cluster.nodes}
+    parts = []
+    for member in placement.replicas:
+        gpus = sorted({s.gpu_uuid for s in member.slices})
+        what = f"{len(gpus)}× {model.get(gpus[0], 'GPU')}" if gpus else "CPU"
+        parts.append(f"{what} on {names.get(member.node_id, member.node_id)}")
+    return ", ".join(parts)
 
 
 def run_cycle(
     snapshot: Snapshot, packer_factory: PackerFactory, repartition: Repartitioner | None = None
 ) -> CycleResult:
-    """Decide admissions for one snapshot."""
+    """Decide admissions, re-carvings and preemptions for one snapshot."""
     result = CycleResult()
-    # 1. Snapshot: encode free capacity once; commits below update it in place.
+    now = snapshot.now
+    # 1. Snapshot: encode free capacity once; admissions below are committed into it.
     cluster = snapshot.cluster
     packer = packer_factory(cluster)
+    usage = snapshot.usage_by_project()
+    view: PackerLike | None = None  # the cluster with the head's reservation taken (backfill checks)
+    head: PendingJob | None = None
     # 2. Order: the documented total order (ordering.py).
-    queue = ordered(snapshot.pending)
-    # 3. Walk: admit what fits whole; the first job that does not fit blocks the rest.
-    blocker: PendingJob | None = None
-    for job in queue:
-        if blocker is not None:
-            result.waiting[job.job_id] = f"waiting behind job {blocker.job_id} (earlier in the queue)"
+    for job in ordered(snapshot.pending):
+        # 3. Quota: a project never goes past its guarantee plus borrowing limit.
+        quota = snapshot.quotas.get(job.project)
+        used = usage.get(job.project, 0.0)
+        if quota is not None and used + job.gpu_equivalents > quota.ceiling + 1e-9:
+            result.waiting[job.job_id] = (
+                f"project quota reached: {job.project} holds {used:g} of {quota.ceiling:g} GPU equivalents"
+            )
+            continue
+        if head is None:
+            # 4. Fit in order, re-carving idle GPUs if that is what it takes.
+            decision = packer.place(job.request)
+            if isinstance(decision, NoFit) and not decision.never and repartition is not None:
+                decision, packer, cluster = _recarve(job, decision, cluster, packer, packer_factory, repartition,
+                                                     result)
+            if isinstance(decision, Placement):
+                _admit(result, job, decision, packer, view, usage)
+                continue
+            if decision.never:
+                result.never[job.job_id] = decision.reason
+                continue
+            # 5. The head is blocked: preempt for it if it is entitled, then reserve.
+            head = job
+            taken = apply_placements(cluster, (a.placement for a in result.admitted))
+            preemption = choose_victims(
+                job, taken, snapshot.running, packer_factory, repartition=repartition, now=now,
+                min_run_s=snapshot.min_run_s, usage=usage, quotas=snapshot.quotas,
+            )
+            running = list(snapshot.running)
+            if preemption is not None:
+                result.preemptions.append(preemption)
+                running = [_stopping(r, now) if r.job_id in preemption.victims else r for r in running]
+            result.reservation = reservation = reserve(job.job_id, job.request, taken, running, packer_factory,
+                                                       repartition)
+            view = packer_factory(reserved_view(taken, reservation))
+            result.waiting[job.job_id] = _head_reason(decision, preemption, reservation, cluster)
+            continue
+        # 6. Backfill behind the reserved head: only what cannot delay it.
+        reservation = result.reservation
+        assert reservation is not None and view is not None
+        held_for = f"job {head.job_id}" + (f", reserved from {reservation.start:%H:%M:%S}" if reservation.start else "")
+        if job.time_limit_s is None:
+            result.waiting[job.job_id] = f"waiting behind {held_for}: jobs without a time limit cannot backfill"
             continue
         decision = packer.place(job.request)
-        if isinstance(decision, NoFit) and not decision.never and repartition is not None:
-            # 3a. Re-carve idle GPUs, but only for the first job that does not fit, and only
-            # with what is idle after every higher-ranked admission: a mode change never
-            # takes capacity from a job that ranks before it.
-            taken = apply_placements(cluster, (a.placement for a in result.admitted))
-            changes = repartition(taken, [job.request])
-            if changes:
-                trial_cluster = apply_changes(cluster, changes)
-                trial = packer_factory(trial_cluster)
-                for earlier in result.admitted:
-                    trial.commit(earlier.placement)
-                retry = trial.place(job.request)
-                if isinstance(retry, Placement):
-                    cluster, packer, decision = trial_cluster, trial, retry
-                    result.layout_changes.extend(changes)
-        if isinstance(decision, Placement):
-            packer.commit(decision)
-            result.admitted.append(Admission(job.job_id, decision))
-        elif decision.never:
-            result.never[job.job_id] = decision.reason
-        else:
-            blocker = job
-            result.waiting[job.job_id] = decision.reason
+        if isinstance(decision, NoFit):
+            if decision.never:
+                result.never[job.job_id] = decision.reason
+            else:
+                result.waiting[job.job_id] = f"{decision.reason} (and behind {held_for})"
+            continue
+        if not ends_before(now, job.time_limit_s, reservation):
+            decision = view.place(job.request)
+            if isinstance(decision, NoFit):
+                result.waiting[job.job_id] = (
+                    f"waiting for {describe(reservation.placement, cluster)} reserved for {held_for}"
+                )
+                continue
+        _admit(result, job, decision, packer, view, usage, backfill=True)
     return result
+
+
+def _admit(result: CycleResult, job: PendingJob, placement: Placement, packer: PackerLike,
+           view: PackerLike | None, usage: dict[str, float], *, backfill: bool = False) -> None:
+    packer.commit(placement)
+    if view is not None:
+        view.commit(placement)
+    usage[job.project] = usage.get(job.project, 0.0) + job.gpu_equivalents
+    result.admitted.append(Admission(job.job_id, placement, backfill))
+
+
+def _recarve(job, decision, cluster, packer, packer_factory, repartition, result):  # noqa: ANN001, ANN202
+    """Re-carve idle GPUs for the first job that does not fit, with only what is idle after every
+    higher-ranked admission: a mode change never takes capacity from a job that ranks before it."""
+    taken = apply_placements(cluster, (a.placement for a in result.admitted))
+    changes = repartition(taken, [job.request])
+    if not changes:
+        return decision, packer, cluster
+    trial_cluster = apply_changes(cluster, changes)
+    trial = packer_factory(trial_cluster)
+    for earlier in result.admitted:
+        trial.commit(earlier.placement)
+    retry = trial.place(job.request)
+    if not isinstance(retry, Placement):
+        return decision, packer, cluster
+    result.layout_changes.extend(changes)
+    return retry, trial, trial_cluster
+
+
+def _stopping(job: RunningJob, now) -> RunningJob:  # noqa: ANN001
+    """A victim being stopped: its capacity is expected back within its grace period."""
+    return replace(job, stopping=True, expected_end=now + timedelta(seconds=job.grace_s))
+
+
+def _head_reason(decision: NoFit, preemption: Preemption | None, reservation: Reservation,
+                 cluster: ClusterState) -> str:
+    if preemption is not None:
+        return f"preempting {len(preemption.victims)} job(s) ({preemption.why}); starts when they stop"
+    if reservation.start is not None:
+        return f"{decision.reason}; {describe(reservation.placement, cluster)} reserved from {reservation.start:%H:%M:%S}"
+    return f"{decision.reason}; waiting for jobs without a time limit to end"

@@ -17,8 +17,13 @@ from partitioner.types import (
 )
 
 
-def apply_placements(cluster: ClusterState, placements: Iterable[Placement]) -> ClusterState:
-    """The cluster with every placement's capacity taken."""
+def release_placements(cluster: ClusterState, placements: Iterable[Placement]) -> ClusterState:
+    """The cluster with every placement's capacity given back (the inverse of ``apply_placements``)."""
+    return apply_placements(cluster, placements, sign=-1)
+
+
+def apply_placements(cluster: ClusterState, placements: Iterable[Placement], *, sign: int = 1) -> ClusterState:
+    """The cluster with every placement's capacity taken (``sign=-1``: given back)."""
     cpu: dict[str, int] = {}
     mem: dict[str, int] = {}
     gpu_delta: dict[str, list] = {}
@@ -32,35 +37,35 @@ def apply_placements(cluster: ClusterState, placements: Iterable[Placement]) -> 
         return cluster
     nodes = []
     for node in cluster.nodes:
-        gpus = tuple(_take(g, gpu_delta[g.uuid]) if g.uuid in gpu_delta else g for g in node.gpus)
+        gpus = tuple(_take(g, gpu_delta[g.uuid], sign) if g.uuid in gpu_delta else g for g in node.gpus)
         nodes.append(replace(
             node, gpus=gpus,
-            free_cpus_milli=node.free_cpus_milli - cpu.get(node.node_id, 0),
-            free_memory_mib=node.free_memory_mib - mem.get(node.node_id, 0),
+            free_cpus_milli=node.free_cpus_milli - sign * cpu.get(node.node_id, 0),
+            free_memory_mib=node.free_memory_mib - sign * mem.get(node.node_id, 0),
         ))
     return ClusterState(tuple(nodes))
 
 
-def _take(gpu: GpuState, slices: list) -> GpuState:
+def _take(gpu: GpuState, slices: list, sign: int = 1) -> GpuState:
     held, blocks, memory = gpu.held, gpu.used_blocks, gpu.used_memory_mib
     instances = list(gpu.mig_instances)
     for s in slices:
         if s.kind is SliceKind.GPU:
-            held, blocks = True, BLOCKS_PER_GPU
+            held, blocks = sign > 0, BLOCKS_PER_GPU if sign > 0 else 0
         elif s.kind is SliceKind.MIG:
             known = [i for i, inst in enumerate(instances) if inst.start == s.mig_start]
             if known:
-                instances[known[0]] = replace(instances[known[0]], held=True)
-            else:
+                instances[known[0]] = replace(instances[known[0]], held=sign > 0)
+            elif sign > 0:
                 instances.append(MigInstance(profile=s.mig_profile or "", start=s.mig_start or 0, held=True))
         elif s.mig_start is not None:  # blocks on a shared MIG instance
             for i, inst in enumerate(instances):
                 if inst.start == s.mig_start:
-                    instances[i] = replace(inst, used_blocks=inst.used_blocks + s.blocks,
-                                           used_memory_mib=inst.used_memory_mib + s.memory_mib)
+                    instances[i] = replace(inst, used_blocks=inst.used_blocks + sign * s.blocks,
+                                           used_memory_mib=inst.used_memory_mib + sign * s.memory_mib)
         else:
-            blocks += s.blocks
-            memory += s.memory_mib
+            blocks += sign * s.blocks
+            memory += sign * s.memory_mib
     return replace(gpu, held=held, used_blocks=blocks, used_memory_mib=memory, mig_instances=tuple(instances))
 
 

@@ -89,7 +89,7 @@ def test_first_non_fitting_job_blocks_lower_ones_with_a_readable_reason() -> Non
     )
     assert admitted_ids(result) == []
     assert "most free on one node is 1" in result.waiting["head"]
-    assert result.waiting["small"] == "waiting behind job head (earlier in the queue)"
+    assert "waiting behind job head" in result.waiting["small"] and "time limit" in result.waiting["small"]
 
 
 def test_jobs_before_the_blocker_are_admitted() -> None:

@@ -1,0 +1,111 @@
+"""The blocked head's reservation, and which later jobs may backfill around it.
+
+Rules (EASY backfilling, one reservation):
+
+- The first job in order that does not fit gets a **reservation**: the
+  earliest time its resources free up, from running jobs' expected ends
+  (start + time limit, or the stop deadline of a job being stopped), and the
+  slices it would take then.
+- A later job may **backfill** only if it fits now and either its time limit
+  ends before the reservation starts, or it fits without touching any
+  capacity the reservation needs.
+- A job without a time limit cannot promise to end before the reservation,
+  so it cannot backfill at all.
+- If the head would fit only once jobs without a time limit end, the
+  reservation has no start time; backfill is then limited to capacity it
+  does not need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from partitioner.types import BLOCKS_PER_GPU, ClusterState, Placement, Request
+
+from queue_service.admission.snapshot import RunningJob
+from queue_service.admission.recarve import fits_on
+from queue_service.admission.state import release_placements
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Where and from when the blocked head will run."""
+
+    job_id: str
+    start: datetime | None  # None: not before jobs without a time limit end
+    placement: Placement | None  # None: it does not fit even on the emptied cluster
+
+
+def reserve(
+    job_id: str,
+    request: Request,
+    cluster: ClusterState,
+    running: Sequence[RunningJob],
+    packer_factory: Callable[[ClusterState], object],
+    repartition: Callable[[ClusterState, list[Request]], list] | None = None,
+) -> Reservation:
+    """Find the earliest moment ``request`` fits as running jobs end, by binary search over end times.
+
+    Releasing more jobs only frees capacity, so "fits after the first k
+    endings" is monotone in k and a binary search needs log2(n) packers.
+    """
+    timed = sorted((r for r in running if r.expected_end is not None), key=lambda r: (r.expected_end, r.job_id))
+    untimed = [r for r in running if r.expected_end is None]
+
+    def fits_after(k: int, extra: Sequence[RunningJob] = ()) -> Placement | None:
+        freed = release_placements(cluster, [r.placement for r in [*timed[:k], *extra]])
+        return fits_on(freed, request, packer_factory, repartition)  # idle GPUs may be re-carved by then
+
+    if fits_after(len(timed)) is None:
+        placement = fits_after(len(timed), untimed)
+        return Reservation(job_id, None, placement)
+    lo, hi = 0, len(timed)  # fits after hi endings, not after lo - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits_after(mid) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    placement = fits_after(lo)
+    start = timed[lo - 1].expected_end if lo > 0 else None
+    return Reservation(job_id, start, placement)
+
+
+def reserved_view(cluster: ClusterState, reservation: Reservation) -> ClusterState:
+    """The cluster with every GPU the reservation uses taken whole, and its CPU and RAM taken.
+
+    Whole GPUs, not just the reserved slices: the reservation may need a GPU
+    re-carved (another mode or MIG layout), so any use of that GPU by a
+    backfilled job could delay it. CPU and RAM the reservation needs that are
+    held now are taken again (free goes below zero), which only makes the
+    view stricter.
+    """
+    if reservation.placement is None:
+        return cluster
+    gpus = {s.gpu_uuid for member in reservation.placement.replicas for s in member.slices}
+    cpu: dict[str, int] = {}
+    mem: dict[str, int] = {}
+    for member in reservation.placement.replicas:
+        cpu[member.node_id] = cpu.get(member.node_id, 0) + member.cpus_milli
+        mem[member.node_id] = mem.get(member.node_id, 0) + member.memory_mib
+    nodes = []
+    for node in cluster.nodes:
+        node_gpus = tuple(
+            replace(g, held=True, used_blocks=BLOCKS_PER_GPU, used_memory_mib=g.memory_mib,
+                    mig_instances=tuple(replace(i, held=True) for i in g.mig_instances))
+            if g.uuid in gpus else g
+            for g in node.gpus
+        )
+        nodes.append(replace(node, gpus=node_gpus, free_cpus_milli=node.free_cpus_milli - cpu.get(node.node_id, 0),
+                             free_memory_mib=node.free_memory_mib - mem.get(node.node_id, 0)))
+    return ClusterState(tuple(nodes))
+
+
+def ends_before(now: datetime, time_limit_s: int | None, reservation: Reservation) -> bool:
+    """True if a job started now surely ends before the reservation starts."""
+    if time_limit_s is None or reservation.start is None:
+        return False
+    return (reservation.start - now).total_seconds() >= time_limit_s
+
