@@ -146,6 +146,13 @@ class Job(Base):
     admitted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # arbitration (revision 0004)
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    requeue_on_preempt: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    stop_action: Mapped[str | None] = mapped_column(String(16), nullable=True)  # requeue | cancel, while stopping
+    stop_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    stop_grace_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Attempt(Base):
@@ -223,4 +230,27 @@ class LogChunk(Base):
     stream: Mapped[str] = mapped_column(String(16))  # stdout | stderr (".N" for gang replica N)
     offset: Mapped[int] = mapped_column(BigInteger)  # byte offset of data in the attempt's stream
     data: Mapped[bytes] = mapped_column(LargeBinary)
+class ProjectQuota(Base):
+    """A project's guaranteed capacity and borrowing limit, in whole-GPU equivalents."""
+
+    __tablename__ = "project_quotas"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    guaranteed: Mapped[float] = mapped_column(Float, default=0.0)
+    borrow_limit: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no limit
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PriorityClassRow(Base):
+    """A priority class set by an operator; overrides the configured class of the same name."""
+
+    __tablename__ = "priority_classes"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False)
+    grace_s: Mapped[float] = mapped_column(Float, default=30.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 from queue_service.db import billing_models  # noqa: E402,F401
