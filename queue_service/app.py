@@ -9,7 +9,11 @@ from fastapi import APIRouter, FastAPI
 from queue_service import __version__
 from queue_service.api import errors
 from queue_service.api.routes import admin, agent, jobs
+from queue_service.api.routes import metrics as metrics_routes
+from queue_service.api.routes import prices, samples, usage
 from queue_service.context import ServiceContext
+from queue_service.metrics import build_registry
+from queue_service import ui
 
 
 def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
@@ -36,6 +40,12 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     v1.include_router(jobs.router)
     v1.include_router(admin.router)
     v1.include_router(agent.router)
+    v1.include_router(samples.router)
+    v1.include_router(usage.router)
+    v1.include_router(prices.router)
     app.include_router(v1)
+    app.state.metrics_registry = build_registry(ctx)
+    app.include_router(metrics_routes.router)
+    ui.mount(app)
     app.add_middleware(errors.BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     return app

@@ -14,6 +14,7 @@ from partitioner.catalog import all_mig_profile_names
 from partitioner.types import NoFit, Request
 from queue_service.api.schemas.jobs import AllocationPublic, JobCreate, JobPublic, ResourcesPublic
 from queue_service.auth import Principal
+from queue_service.billing import ledger
 from queue_service.db.base import utcnow
 from queue_service.db.models import FINAL_STATES, Allocation, Attempt, Job, JobState, LogChunk, Node, Project
 from queue_service.errors import Forbidden, InvalidRequest, NotFound
@@ -155,6 +156,8 @@ def release_allocations(session: Session, *, job_id: str, attempt: int | None = 
     rows = session.scalars(query).all()
     for row in rows:
         row.released_at = now
+    # The ledger closes in the same transaction as the release, so it cannot drift from it.
+    ledger.close_intervals(session, allocation_ids=[row.id for row in rows])
     return len(rows)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from queue_service.billing import ledger
 from queue_service.db.base import utcnow
 from queue_service.db.models import FINAL_STATES, Allocation, Attempt, Job, JobState, LogChunk, Node
 from queue_service.errors import Conflict, NotFound, StaleAttempt
@@ -17,8 +18,9 @@ from workers.messages import StopRequest
 @dataclass(slots=True)
 class ExitOutcome:
     job: Job
-    finalized: bool  # the job reached a final state and its allocation was freed
+    finalized: bool  # the attempt is over and its allocation was freed (the job is final, or requeued)
     stops: list[StopRequest] = field(default_factory=list)  # other gang members to stop
+    requeued: bool = False  # the attempt was lost by the infrastructure and the job queued again
 
 
 def _fenced(session: Session, *, job_id: str, attempt: int, node_name: str, replica: int) -> tuple[Job, Attempt]:
@@ -27,9 +29,13 @@ def _fenced(session: Session, *, job_id: str, attempt: int, node_name: str, repl
         raise NotFound(f"job {job_id} not found")
     if attempt != job.attempt:
         raise StaleAttempt(f"attempt {attempt} of job {job_id} is stale (current attempt: {job.attempt})")
+    if job.state == JobState.QUEUED:  # requeued: no attempt is current until the next admission
+        raise StaleAttempt(f"attempt {attempt} of job {job_id} is over; the job is queued again")
     row = session.scalar(select(Attempt).where(Attempt.job_id == job_id, Attempt.number == attempt))
     if row is None:
         raise StaleAttempt(f"job {job_id} has no attempt {attempt}")
+    if row.ended_at is not None and str(replica) not in (row.exits or {}):
+        raise StaleAttempt(f"attempt {attempt} of job {job_id} has ended ({row.reason or row.state})")
     on_node = session.scalar(
         select(func.count())
         .select_from(Allocation)
@@ -57,6 +63,8 @@ def claim_start(session: Session, *, job_id: str, attempt: int, node_name: str, 
     if row.started_at is None:
         row.started_at = now
         row.state = JobState.RUNNING
+    # Billing starts here, in this transaction: a job that never starts costs nothing.
+    ledger.open_intervals(session, job=job, attempt=attempt, replica=replica)
     return job
 
 
@@ -93,8 +101,14 @@ def report_exit(
     reason: str,
     message: str = "",
     grace_s: float = 10.0,
+    max_retries: int = 3,
 ) -> ExitOutcome:
-    """Record one replica's end; when the attempt is over, finish the job and free it at once."""
+    """Record one replica's end; when the attempt is over, finish the job and free it at once.
+
+    An attempt whose replica was ``lost`` (its container vanished, the Docker
+    engine restarted under it, its agent lost contact with the service) is
+    not the job's fault: the job is requeued, at most ``max_retries`` times.
+    """
     job, row = _fenced(session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica)
     exits = dict(row.exits or {})
     if str(replica) in exits:  # a duplicate report (at-least-once delivery): nothing new
@@ -118,6 +132,13 @@ def report_exit(
         if JobState(job.state) not in FINAL_STATES:
             job.reason = f"replica {replica} ended ({reason}, code {exit_code}); stopping the others"
         return ExitOutcome(job, finalized=False, stops=stops)
+    lost = [e.get("message") or "lost" for _r, e in sorted(exits.items()) if e["reason"] == "lost"]
+    if lost and JobState(job.state) not in FINAL_STATES:
+        from queue_service.recovery import lose_attempt
+
+        state, stops = lose_attempt(session, job=job, reason=f"lost on {node_name}: {lost[0]}",
+                                    max_retries=max_retries, grace_s=grace_s)
+        return ExitOutcome(job, finalized=True, requeued=state == JobState.QUEUED)
     now = utcnow()
     if JobState(job.state) not in FINAL_STATES:
         state, why, code = _final_state(job, exits)

@@ -1,0 +1,121 @@
+"""The usage ledger: allocations -> intervals, written in the allocation change's own transaction.
+
+An interval opens when an agent's start claim for a replica is accepted
+(``services.reports.claim_start``) and closes when the allocation is
+released (``services.jobs.release_allocations``): finish, cancel,
+preemption, requeue all go through that one function. Both calls take the
+caller's session, so the ledger row commits or rolls back with the
+allocation row; it cannot drift from it. A job that never started has
+allocations but no interval, so it costs nothing.
+
+Clock: the database's. PostgreSQL answers ``clock_timestamp()`` (the wall
+clock at the statement, not the transaction's start), so every API replica
+stamps intervals on one clock and a slot freed by one transaction is
+re-opened by a later one at a later time: intervals on a slot never
+overlap. SQLite has no server clock; the service process's
+``utcnow()`` stands in (one process writes an embedded SQLite). Agents'
+clocks are never used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import case, select, text, update
+from sqlalchemy.orm import Session
+
+from partitioner.catalog import lookup_model
+from partitioner.types import BLOCKS_PER_GPU
+from queue_service.db.base import utcnow
+from queue_service.db.billing_models import UsageInterval
+from queue_service.db.models import Allocation, Gpu, Job, Node, Project
+
+__all__ = ["db_now", "mig_compute_share", "open_intervals", "close_intervals", "gpu_equivalents"]
+
+
+def db_now(session: Session) -> datetime:
+    """Naive UTC now from the database clock (PostgreSQL), else the process clock (SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'"))
+    return utcnow()
+
+
+def mig_compute_share(gpu_model: str | None, mig_profile: str | None) -> float:
+    """A MIG profile's compute slices over its GPU's (3g on a 7-slice GPU: 3/7); 0 if unknown."""
+    if not gpu_model or not mig_profile:
+        return 0.0
+    model = lookup_model(gpu_model)
+    profile = model.mig_profile(mig_profile) if model is not None else None
+    if profile is None or not model.compute_slices:
+        return 0.0
+    return profile.compute_slices / model.compute_slices
+
+
+def gpu_equivalents(row: UsageInterval) -> float:
+    """How much of one GPU the interval holds: 1 whole, a MIG compute share, blocks/100 (of its instance)."""
+    if row.kind == "gpu":
+        return float(row.gpus)
+    if row.kind == "mig":
+        return row.mig_compute_share
+    if row.kind == "blocks":  # blocks of a shared MIG instance are blocks of that instance
+        return row.blocks / BLOCKS_PER_GPU * (row.mig_compute_share if row.mig_profile else 1.0)
+    return 0.0
+
+
+def open_intervals(session: Session, *, job: Job, attempt: int, replica: int, at: datetime | None = None) -> int:
+    """Open one interval per live allocation of the replica that has none yet; returns how many.
+
+    Idempotent: a repeated start claim (at-least-once delivery) opens nothing
+    new, because an allocation already in the ledger is skipped (and the
+    unique index on ``allocation_id`` refuses a racing duplicate).
+    """
+    rows = session.execute(
+        select(Allocation, Node.name, Gpu.model)
+        .join(Node, Node.id == Allocation.node_id)
+        .outerjoin(Gpu, Gpu.uuid == Allocation.gpu_uuid)
+        .where(Allocation.job_id == job.id, Allocation.attempt == attempt, Allocation.replica == replica)
+        .where(Allocation.released_at.is_(None))
+    ).all()
+    if not rows:
+        return 0
+    known = set(session.scalars(
+        select(UsageInterval.allocation_id).where(UsageInterval.allocation_id.in_([a.id for a, _, _ in rows]))
+    ))
+    fresh = [(a, node, model) for a, node, model in rows if a.id not in known]
+    if not fresh:
+        return 0
+    project_name = session.scalar(select(Project.name).where(Project.id == job.project_id)) or ""
+    start = at or db_now(session)
+    for alloc, node_name, gpu_model in fresh:
+        session.add(UsageInterval(
+            allocation_id=alloc.id, job_id=job.id, attempt=attempt, replica=replica,
+            project_id=job.project_id, project_name=project_name, owner_token_id=job.owner_token_id,
+            node_id=alloc.node_id, node_name=node_name, kind=alloc.kind, gpu_uuid=alloc.gpu_uuid,
+            gpu_model=gpu_model, slot=alloc.slot or "", gpus=1 if alloc.kind == "gpu" else 0,
+            blocks=alloc.blocks if alloc.kind == "blocks" else 0, gpu_memory_mib=alloc.gpu_memory_mib,
+            mig_profile=alloc.mig_profile, mig_start=alloc.mig_start,
+            mig_compute_share=mig_compute_share(gpu_model, alloc.mig_profile),
+            cpus_milli=alloc.cpus_milli, memory_mib=alloc.memory_mib, started_at=start, ended_at=None,
+        ))
+    session.flush()
+    return len(fresh)
+
+
+def close_intervals(session: Session, *, allocation_ids: Iterable[str], at: datetime | None = None) -> int:
+    """Close the open intervals of these allocations; returns how many were open.
+
+    The end never precedes the start (SQLite's process clock may step back),
+    so an interval's length is never negative.
+    """
+    ids = list(allocation_ids)
+    if not ids:
+        return 0
+    end = at or db_now(session)
+    result = session.execute(
+        update(UsageInterval)
+        .where(UsageInterval.allocation_id.in_(ids), UsageInterval.ended_at.is_(None))
+        .values(ended_at=case((UsageInterval.started_at > end, UsageInterval.started_at), else_=end))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

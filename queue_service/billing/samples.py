@@ -1,0 +1,131 @@
+"""Measured usage: NVML samples from agents, busy share and peak memory per job, idle detection.
+
+A sample says how busy a job kept one GPU (SM %) and how much GPU memory
+it used over the ``window_s`` before it arrived. The service stamps it
+with its own clock (``ledger.db_now``), never the agent's. A job's busy
+time is the sum of ``window_s × SM % / 100`` over its samples; "busy share"
+divides that by its allocated GPU-time over the same samples' windows, so a
+3g MIG slice that is always busy scores 1.0, not 3/7.
+
+MIG devices report no SM % (NVML cannot say): their samples count towards
+memory only, and the busy share is ``None`` when no sample had a figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from queue_service.billing.ledger import db_now
+from queue_service.db.billing_models import GpuSample
+from queue_service.db.models import Allocation, Job, Node
+from queue_service.errors import StaleAttempt
+
+__all__ = ["SampleIn", "Measured", "record", "measured", "is_idle"]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleIn:
+    """One job's use of one GPU (or MIG device) as an agent reports it."""
+
+    job_id: str
+    attempt: int
+    replica: int
+    gpu_uuid: str
+    window_s: float
+    sm_percent: float | None
+    memory_used_mib: int
+
+
+@dataclass(slots=True)
+class Measured:
+    """What the samples say about one job (or a set of jobs)."""
+
+    sampled_s: float = 0.0  # GPU-seconds covered by samples with an SM figure
+    busy_s: float = 0.0  # of those, SM-busy GPU-seconds
+    peak_memory_used_mib: int = 0
+    samples: int = 0
+
+    @property
+    def busy_share(self) -> float | None:
+        return self.busy_s / self.sampled_s if self.sampled_s > 0 else None
+
+
+def record(session: Session, *, node_name: str, samples: list[SampleIn]) -> int:
+    """Store samples whose (job, attempt, replica, GPU) is allocated on ``node_name``; returns how many.
+
+    An agent may only report its own allocations: a sample for a GPU the
+    replica does not hold there is refused (StaleAttempt), like its other reports.
+    """
+    if not samples:
+        return 0
+    now = db_now(session)
+    node_id = session.scalar(select(Node.id).where(Node.name == node_name))
+    keys = {(s.job_id, s.attempt, s.replica) for s in samples}
+    held: dict[tuple[str, int, int], set[str]] = {}
+    projects: dict[str, str] = {}
+    for alloc, project_id in session.execute(
+        select(Allocation, Job.project_id).join(Job, Job.id == Allocation.job_id)
+        .where(Allocation.node_id == node_id, Allocation.job_id.in_({k[0] for k in keys}))
+    ).all():
+        held.setdefault((alloc.job_id, alloc.attempt, alloc.replica), set()).update(
+            u for u in (alloc.gpu_uuid, alloc.mig_uuid) if u
+        )
+        projects[alloc.job_id] = project_id
+    for s in samples:
+        if s.gpu_uuid not in held.get((s.job_id, s.attempt, s.replica), set()):
+            raise StaleAttempt(f"replica {s.replica} of job {s.job_id} attempt {s.attempt} "
+                               f"holds no GPU {s.gpu_uuid} on {node_name}")
+        session.add(GpuSample(
+            job_id=s.job_id, attempt=s.attempt, replica=s.replica, project_id=projects[s.job_id], node_id=node_id,
+            gpu_uuid=s.gpu_uuid, at=now, window_s=s.window_s,
+            sm_percent=None if s.sm_percent is None else max(0.0, min(100.0, s.sm_percent)),
+            memory_used_mib=max(0, s.memory_used_mib),
+        ))
+    return len(samples)
+
+
+def measured(session: Session, *, job_ids: list[str] | None = None, start: datetime | None = None,
+             end: datetime | None = None) -> dict[str, Measured]:
+    """Per job: sampled and busy GPU-seconds, peak memory, sample count (optionally in a window)."""
+    query = select(
+        GpuSample.job_id, GpuSample.window_s, GpuSample.sm_percent, GpuSample.memory_used_mib
+    )
+    if job_ids is not None:
+        query = query.where(GpuSample.job_id.in_(job_ids))
+    if start is not None:
+        query = query.where(GpuSample.at >= start)
+    if end is not None:
+        query = query.where(GpuSample.at < end)
+    out: dict[str, Measured] = {}
+    for job_id, window_s, sm, mem in session.execute(query):
+        m = out.setdefault(job_id, Measured())
+        m.samples += 1
+        m.peak_memory_used_mib = max(m.peak_memory_used_mib, mem)
+        if sm is not None:
+            m.sampled_s += window_s
+            m.busy_s += window_s * sm / 100
+    return out
+
+
+def is_idle(session: Session, *, job_id: str, attempt: int, threshold_percent: float, after_s: float) -> bool:
+    """True when every SM figure of the attempt over the last ``after_s`` is below the threshold.
+
+    Needs samples covering at least ``after_s`` (a job that just started is
+    not idle yet, whatever its first sample says).
+    """
+    now = db_now(session)
+    rows = session.execute(
+        select(GpuSample.at, GpuSample.window_s, GpuSample.sm_percent)
+        .where(GpuSample.job_id == job_id, GpuSample.attempt == attempt, GpuSample.sm_percent.is_not(None))
+        .where(GpuSample.at >= now - timedelta(seconds=after_s))
+    ).all()
+    if not rows:
+        return False
+    earliest = min(at - timedelta(seconds=w) for at, w, _ in rows)
+    if (now - earliest).total_seconds() < after_s * 0.999:
+        return False
+    return all(sm < threshold_percent for _, _, sm in rows)
