@@ -31,7 +31,11 @@ from queue_service.admission.snapshot import PendingJob, Snapshot
 from queue_service.db.base import utcnow
 from queue_service.db.models import Allocation, Attempt, Gpu, Job, JobState, Node, NodeStatus, Project
 from queue_service.dispatch import Dispatcher
+from queue_service import snapshots
+from queue_service.services import classes as class_service
 from queue_service.services import nodes as node_service
+from queue_service.services import operator as operator_service
+from queue_service.services import quotas as quota_service
 from queue_service.services.convert import request_for
 from queue_service.settings import Settings
 from workers.messages import LaunchSpec, StopRequest
@@ -153,17 +157,18 @@ class Admitter:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        last_reconcile = 0.0
         while not self._stop.is_set():
             self._wake.wait(timeout=self.settings.admission_interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 break
             try:
+                # Recovery first, so a job requeued from a dead node is admitted in this very cycle.
+                self.reconcile()
+            except Exception:  # noqa: BLE001 - a broken broker or database must not stop admission
+                log.exception("reconcile failed; retrying on the next wake")
+            try:
                 self.run_once()
-                if time.monotonic() - last_reconcile > RESEND_AFTER_S / 2:
-                    self.reconcile()
-                    last_reconcile = time.monotonic()
             except Exception:  # noqa: BLE001 - the admitter must survive a bad cycle
                 log.exception("admission cycle failed; retrying on the next wake")
                 time.sleep(0.2)
@@ -187,7 +192,7 @@ class Admitter:
                 # 3. decide
                 result = run_cycle(snapshot, self.packer_factory, self.repartition)
                 # 4. persist
-                launches = self._persist(session, result, jobs)
+                launches, stops = self._persist(session, result, jobs)
                 session.commit()
             except BaseException:
                 session.rollback()
@@ -197,30 +202,45 @@ class Admitter:
         # 5. dispatch, after the commit: an agent never hears of an uncommitted admission
         if launches:
             self._dispatch(launches)
+        for stop in stops:
+            self.dispatcher.stop(stop)
         self.cycles += 1
         report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started)
         self.last_report = report
         return report
 
     def _snapshot(self, session: Session) -> tuple[Snapshot, dict[str, Job]]:
+        now = utcnow()
+        classes = class_service.effective(session, settings=self.settings)
         cluster = build_cluster(session)
         rows = session.execute(
-            select(Job, Project.name).join(Project, Project.id == Job.project_id).where(Job.state == JobState.QUEUED)
+            select(Job, Project.name).join(Project, Project.id == Job.project_id)
+            .where(Job.state == JobState.QUEUED, Job.held.is_(False))
         ).all()
         jobs = {job.id: job for job, _ in rows}
-        pending = tuple(
-            PendingJob(
-                job_id=job.id, project=project, request=request_for(job), priority=job.priority,
-                submitted_at=job.submitted_at, priority_override=job.priority_override,
-                time_limit_s=job.time_limit_s,
-            )
-            for job, project in rows
+        standing = snapshots.fair_share(session, now=now, half_life_s=self.settings.fair_share_half_life_s)
+        pending = []
+        for job, project in rows:
+            klass = classes.get(job.priority_class)
+            pending.append(PendingJob(
+                job_id=job.id, project=project, request=request_for(job),
+                priority=klass.value if klass else job.priority, submitted_at=job.submitted_at,
+                priority_override=job.priority_override, time_limit_s=job.time_limit_s,
+                fair_share=standing.get(project, 0.0), preemptible=bool(klass and klass.preemptible),
+            ))
+        snapshot = Snapshot(
+            cluster=cluster, pending=tuple(pending), now=now,
+            running=tuple(snapshots.running_jobs(session, now=now, classes=classes)),
+            quotas=quota_service.all_quotas(session), min_run_s=self.settings.min_run_s,
         )
-        return Snapshot(cluster=cluster, pending=pending, now=utcnow()), jobs
+        return snapshot, jobs
 
-    def _persist(self, session: Session, result: CycleResult, jobs: dict[str, Job]) -> list[LaunchSpec]:
+    def _persist(
+        self, session: Session, result: CycleResult, jobs: dict[str, Job]
+    ) -> tuple[list[LaunchSpec], list[StopRequest]]:
         now = utcnow()
         launches: list[LaunchSpec] = []
+        stops: list[StopRequest] = []
         node_names = dict(session.execute(select(Node.id, Node.name)).all())
         for change in result.layout_changes:
             gpu = session.get(Gpu, change.gpu_uuid)
@@ -257,6 +277,18 @@ class Admitter:
                         self._record_instance(session, s)
                 session.add_all(rows)
                 launches.append(self.launch_spec(job, number, replica, node_names[member.node_id], rows))
+        for preemption in result.preemptions:
+            for victim_id in preemption.victims:
+                victim = session.get(Job, victim_id, with_for_update=True)
+                if victim is None or victim.state not in (JobState.ADMITTED, JobState.RUNNING):
+                    continue
+                klass = class_service.effective(session, settings=self.settings).get(victim.priority_class)
+                grace_s = klass.grace_s if klass else self.settings.default_grace_s
+                victim.preemptions += 1
+                stops.extend(operator_service.stop_job(
+                    session, job=victim, requeue=victim.requeue_on_preempt, grace_s=grace_s,
+                    reason=f"preempted by job {preemption.job_id} ({preemption.why})",
+                ))
         for job_id, reason in result.waiting.items():
             if jobs[job_id].reason != reason:
                 jobs[job_id].reason = reason
@@ -265,7 +297,7 @@ class Admitter:
             if jobs[job_id].reason != held:
                 jobs[job_id].reason = held
         session.flush()
-        return launches
+        return launches, stops
 
     @staticmethod
     def _record_instance(session: Session, s) -> None:  # noqa: ANN001 - a partitioner Slice
@@ -295,12 +327,31 @@ class Admitter:
 
     # -- reconciliation -----------------------------------------------------
     def reconcile(self) -> int:
-        """Re-send launches and stops the database says are outstanding (lost messages delay, never lose)."""
-        cutoff = utcnow() - timedelta(seconds=RESEND_AFTER_S)
+        """Recover lost nodes, then re-send launches and stops the database says are outstanding.
+
+        1. nodes whose lease expired (database clock) are marked down and their
+           attempts lost: requeued, or failed after ``max_retries`` (``recovery``);
+        2. admitted attempts whose launch was sent more than ``resend_after_s``
+           ago get it again (a flushed or restarted Redis delays, never loses);
+        3. stops of cancelled running jobs likewise.
+        Returns how many commands were sent.
+        """
+        from queue_service.recovery import expire
+
+        settings = self.settings
         launches: list[LaunchSpec] = []
         stops: list[StopRequest] = []
         session = self.sessions()
         try:
+            if self.is_postgres and not session.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY + 1}
+            ):
+                session.rollback()
+                return 0  # another replica reconciles right now
+            recovered = expire(session, max_retries=settings.max_retries, grace_s=settings.default_grace_s)
+            stops += recovered.stops
+            now = node_service.db_now(session)
+            cutoff = now - timedelta(seconds=settings.resend_after_s)
             node_names = dict(session.execute(select(Node.id, Node.name)).all())
             waiting = session.execute(
                 select(Job, Attempt)
@@ -315,7 +366,7 @@ class Admitter:
                     mine = [r for r in rows if r.replica == replica]
                     if str(replica) not in (attempt.exits or {}):
                         launches.append(self.launch_spec(job, job.attempt, replica, node_names[mine[0].node_id], mine))
-                attempt.launch_sent_at = utcnow()
+                attempt.launch_sent_at = now
             stopping = session.execute(
                 select(Job, Attempt)
                 .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
@@ -326,8 +377,8 @@ class Admitter:
                     select(Allocation.node_id).where(Allocation.job_id == job.id, Allocation.attempt == job.attempt)
                 ).all()
                 for node_id in sorted(set(nodes)):
-                    stops.append(StopRequest(job.id, job.attempt, node_names[node_id], self.settings.default_grace_s))
-                attempt.stop_sent_at = utcnow()
+                    stops.append(StopRequest(job.id, job.attempt, node_names[node_id], settings.default_grace_s))
+                attempt.stop_sent_at = now
             session.commit()
         finally:
             session.close()
@@ -335,4 +386,6 @@ class Admitter:
             self.dispatcher.launch(spec)
         for stop in stops:
             self.dispatcher.stop(stop)
+        if recovered.requeued or recovered.failed:
+            self.wake()
         return len(launches) + len(stops)

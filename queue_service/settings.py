@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 5.0
     node_lease_s: float = 30.0
     max_log_bytes: int = 16 * 1024 * 1024
+    fair_share_half_life_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="usage half-life for fair share")
+    min_run_s: float = Field(default=60.0, ge=0, description="a job is not preempted before it ran this long")
     server_url: str | None = Field(default=None, description="where the CLI and agents find the API")
     token: str | None = Field(default=None, description="API token for the CLI / agent")
 

@@ -1,0 +1,51 @@
+"""Project quotas: guaranteed capacity and a borrowing limit, in whole-GPU equivalents."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from queue_service.admission.snapshot import Quota
+from queue_service.auth import Principal
+from queue_service.db.base import utcnow
+from queue_service.db.models import Gpu, Node, NodeStatus, Project, ProjectQuota
+from queue_service.errors import InvalidRequest
+from queue_service.services import audit
+from queue_service.services import projects as project_service
+
+
+def cluster_capacity(session: Session) -> float:
+    """Whole-GPU equivalents of every present GPU on nodes that are not down."""
+    return float(session.scalar(
+        select(func.count()).select_from(Gpu).join(Node, Node.id == Gpu.node_id)
+        .where(Gpu.present.is_(True), Node.status != NodeStatus.DOWN)
+    ) or 0)
+
+
+def all_quotas(session: Session) -> dict[str, Quota]:
+    rows = session.execute(select(Project.name, ProjectQuota).join(ProjectQuota, ProjectQuota.project_id == Project.id))
+    return {name: Quota(guaranteed=q.guaranteed, borrow_limit=q.borrow_limit) for name, q in rows}
+
+
+def set_quota(session: Session, *, project: str, guaranteed: float, borrow_limit: float | None,
+              actor: Principal, reason: str = "") -> Quota:
+    """Set a project's quota; refused when guarantees would add up to more than the cluster."""
+    row_project = project_service.get_by_name(session, name=project)
+    if row_project is None:
+        raise InvalidRequest(f"unknown project {project!r}", field="project")
+    others = sum(q.guaranteed for name, q in all_quotas(session).items() if name != project)
+    capacity = cluster_capacity(session)
+    if others + guaranteed > capacity + 1e-9:
+        raise InvalidRequest(
+            f"guarantees would add up to {others + guaranteed:g} GPU equivalents; the cluster has {capacity:g}",
+            field="guaranteed",
+        )
+    row = session.get(ProjectQuota, row_project.id)
+    before = None if row is None else {"guaranteed": row.guaranteed, "borrow_limit": row.borrow_limit}
+    if row is None:
+        row = ProjectQuota(project_id=row_project.id)
+        session.add(row)
+    row.guaranteed, row.borrow_limit, row.updated_at = guaranteed, borrow_limit, utcnow()
+    audit.record(session, actor=actor, action="quota.set", target=project, reason=reason, before=before,
+                 after={"guaranteed": guaranteed, "borrow_limit": borrow_limit})
+    return Quota(guaranteed, borrow_limit)

@@ -1,0 +1,95 @@
+"""Reading the admission snapshot's work side from the database: running jobs as placements,
+fair-share standings and quotas. (Free capacity is ``admitter.build_cluster``.)"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from partitioner.types import Placement, ReplicaPlacement, Slice, SliceKind
+from queue_service.admission.fair_share import UsageInterval, decayed_usage, standings
+from queue_service.admission.snapshot import RunningJob, gpu_equivalents
+from queue_service.db.models import LIVE_STATES, Allocation, Job, JobState, Project
+from queue_service.services.convert import request_for
+from queue_service.settings import PriorityClass
+
+
+def allocation_equivalents(alloc: Allocation) -> float:
+    """Whole-GPU equivalents one allocation row holds (same units as quotas)."""
+    if alloc.kind == "gpu":
+        return 1.0
+    if alloc.kind == "blocks":
+        return alloc.blocks / 100.0
+    if alloc.kind == "mig" and alloc.mig_profile:
+        head = alloc.mig_profile.split("g.", 1)[0]
+        return int(head) / 7.0 if head.isdigit() else 1.0
+    return 0.0
+
+
+def placement_of(rows: list[Allocation]) -> Placement:
+    """Rebuild a job's placement from its live allocation rows."""
+    by_replica: dict[int, list[Allocation]] = defaultdict(list)
+    for row in rows:
+        by_replica[row.replica].append(row)
+    members = []
+    for replica in sorted(by_replica):
+        mine = by_replica[replica]
+        slices = tuple(
+            Slice(gpu_uuid=r.gpu_uuid, kind=SliceKind(r.kind), blocks=r.blocks, memory_mib=r.gpu_memory_mib,
+                  mig_profile=r.mig_profile, mig_start=r.mig_start, mig_uuid=r.mig_uuid)
+            for r in mine if r.gpu_uuid is not None and r.kind != "cpu"
+        )
+        members.append(ReplicaPlacement(mine[0].node_id, slices, sum(r.cpus_milli for r in mine),
+                                        sum(r.memory_mib for r in mine)))
+    return Placement(tuple(members))
+
+
+def running_jobs(session: Session, *, now: datetime, classes: dict[str, PriorityClass]) -> list[RunningJob]:
+    """Admitted and running jobs with what they hold and when they are expected to end."""
+    rows = session.execute(
+        select(Job, Project.name, Allocation)
+        .join(Project, Project.id == Job.project_id)
+        .join(Allocation, (Allocation.job_id == Job.id) & (Allocation.attempt == Job.attempt))
+        .where(Job.state.in_([s.value for s in LIVE_STATES]), Allocation.released_at.is_(None))
+    ).all()
+    grouped: dict[str, tuple[Job, str, list[Allocation]]] = {}
+    for job, project, alloc in rows:
+        grouped.setdefault(job.id, (job, project, []))[2].append(alloc)
+    out = []
+    for job, project, allocs in grouped.values():
+        klass = classes.get(job.priority_class)
+        value = klass.value if klass else job.priority
+        grace_s = job.stop_grace_s if job.stop_grace_s is not None else (klass.grace_s if klass else 30.0)
+        stopping = job.stop_requested_at is not None or job.cancel_requested
+        if job.stop_requested_at is not None:
+            expected_end = job.stop_requested_at + timedelta(seconds=grace_s)
+        elif job.time_limit_s is not None:
+            expected_end = (job.started_at or now) + timedelta(seconds=job.time_limit_s)
+        else:
+            expected_end = None
+        out.append(RunningJob(
+            job_id=job.id, project=project, placement=placement_of(allocs),
+            effective_priority=value if job.priority_override is None else job.priority_override,
+            preemptible=bool(klass and klass.preemptible),
+            started_at=job.started_at if job.state == JobState.RUNNING else None,
+            expected_end=expected_end, gpu_equivalents=gpu_equivalents(request_for(job)),
+            stopping=stopping, grace_s=grace_s,
+        ))
+    return sorted(out, key=lambda r: r.job_id)
+
+
+def fair_share(session: Session, *, now: datetime, half_life_s: float) -> dict[str, float]:
+    """Each project's standing: decayed GPU-equivalent seconds over the last five half-lives, per weight."""
+    since = now - timedelta(seconds=5 * half_life_s)
+    rows = session.execute(
+        select(Project.name, Allocation)
+        .join(Job, Job.id == Allocation.job_id).join(Project, Project.id == Job.project_id)
+        .where(Allocation.kind != "cpu", or_(Allocation.released_at.is_(None), Allocation.released_at >= since))
+    ).all()
+    intervals = [UsageInterval(name, allocation_equivalents(a), a.created_at, a.released_at) for name, a in rows]
+    usage = decayed_usage(intervals, now=now, half_life_s=half_life_s)
+    weights = dict(session.execute(select(Project.name, Project.weight)).all())
+    return standings(usage, weights)
