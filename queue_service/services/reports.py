@@ -140,6 +140,15 @@ def report_exit(
                                     max_retries=max_retries, grace_s=grace_s)
         return ExitOutcome(job, finalized=True, requeued=state == JobState.QUEUED)
     now = utcnow()
+    if job.stop_action == "requeue" and JobState(job.state) not in FINAL_STATES:
+        # Preempted or reclaimed with requeue: back in the queue at its original position
+        # (it keeps its submit time); the next admission makes attempt n + 1.
+        row.ended_at, row.state, row.reason = now, "stopped", job.reason
+        release_allocations(session, job_id=job_id, attempt=attempt)
+        job.state = JobState.QUEUED
+        job.reason = "requeued: " + job.reason.split("; stopping")[0]
+        job.stop_action = job.stop_requested_at = job.stop_grace_s = None
+        return ExitOutcome(job, finalized=True, requeued=True)
     if JobState(job.state) not in FINAL_STATES:
         state, why, code = _final_state(job, exits)
         job.state, job.reason, job.exit_code, job.finished_at = state, why, code, now
