@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -15,7 +15,8 @@ def mount(app: FastAPI) -> None:
     """Serve ``/ui/`` from the package (no build step); ``/ui`` redirects there."""
 
     @app.get("/ui", include_in_schema=False)
-    def _ui() -> RedirectResponse:
-        return RedirectResponse("/ui/")
+    def _ui(request: Request) -> RedirectResponse:
+        query = request.url.query  # keep ?token=… across the redirect
+        return RedirectResponse("/ui/" + (f"?{query}" if query else ""))
 
     app.mount("/ui/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
