@@ -1,4 +1,8 @@
-"""The agent's HTTP client for the service's /v1/agent routes, with bounded retries."""
+"""The agent's HTTP client for the service's /v1/agent routes, with bounded retries.
+
+Errors: ``ServiceUnavailable`` (no answer after the retries: the report may be
+re-sent later) and ``Refused`` (a 4xx: stale or not allowed, never re-sent).
+"""
 
 from __future__ import annotations
 
@@ -34,12 +38,15 @@ class ServiceClient:
     def close(self) -> None:
         self.http.close()
 
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: dict, *, attempts: int | None = None, timeout_s: float | None = None) -> dict:
         delay = 0.1
         last: Exception | None = None
-        for _ in range(self.attempts):
+        for _ in range(attempts or self.attempts):
             try:
-                response = self.http.post(path, json=body)
+                if timeout_s is None:
+                    response = self.http.post(path, json=body)
+                else:
+                    response = self.http.post(path, json=body, timeout=timeout_s)
             except httpx.TransportError as exc:
                 last = exc
             else:
@@ -59,8 +66,19 @@ class ServiceClient:
     def register(self, inventory: NodeInventory) -> dict:
         return self._post("/v1/agent/register", {"inventory": inventory.to_dict()})
 
-    def heartbeat(self, node_name: str) -> dict:
-        return self._post("/v1/agent/heartbeat", {"node_name": node_name})
+    def heartbeat(self, node_name: str, *, running: list[tuple[str, int, int]] | None = None,
+                  timeout_s: float | None = None) -> dict:
+        """One try, no retries: a late heartbeat is worth less than the next one (the agent fences on time)."""
+        body: dict = {"node_name": node_name}
+        if running is not None:
+            body["running"] = [{"job_id": j, "attempt": a, "replica": r} for j, a, r in running]
+        return self._post("/v1/agent/heartbeat", body, attempts=1, timeout_s=timeout_s)
+
+    def adopt(self, node_name: str, attempts: list[tuple[str, int, int]]) -> dict:
+        """After a restart: which of these attempts (found in the runtimes) to keep, which to stop."""
+        body = {"node_name": node_name,
+                "attempts": [{"job_id": j, "attempt": a, "replica": r} for j, a, r in attempts]}
+        return self._post("/v1/agent/adopt", body)
 
     @staticmethod
     def _ref(spec: LaunchSpec) -> dict:

@@ -1,18 +1,25 @@
-"""Nodes and their GPUs: registration, heartbeats, leases, and what is free."""
+"""Nodes and their GPUs: registration, heartbeats, leases, and what is free.
+
+Lease times come from the database's clock (:func:`db_now`: PostgreSQL's
+``clock_timestamp()``), never from an agent's and not from whichever API
+replica answered, so every replica and the admitter agree on who is alive.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from partitioner.catalog import model_for_nvml
 from partitioner.types import BLOCKS_PER_GPU, GpuMode
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
-from queue_service.db.models import Allocation, Gpu, Node, NodeStatus, Role
+from queue_service.db.models import LIVE_STATES, Allocation, Attempt, Gpu, Job, Node, NodeStatus, Role
 from queue_service.errors import Forbidden
 from workers.messages import NodeInventory
 
@@ -36,6 +43,13 @@ class NodeUsage:
     gpus: dict[str, GpuUsage] = field(default_factory=dict)
 
 
+def db_now(session: Session) -> datetime:
+    """Naive UTC "now" by the database's clock (PostgreSQL); the service's clock on SQLite (one host)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'"))
+    return utcnow()
+
+
 def check_agent(principal: Principal, node_name: str) -> None:
     """Agents act for their own node only (tokens bound to a node), admins for any."""
     if principal.role is Role.ADMIN:
@@ -47,7 +61,7 @@ def check_agent(principal: Principal, node_name: str) -> None:
 
 def register(session: Session, *, inventory: NodeInventory, lease_s: float) -> Node:
     """Create or refresh a node and its GPUs from an agent's inventory."""
-    now = utcnow()
+    now = db_now(session)
     node = session.scalar(select(Node).where(Node.name == inventory.node_name))
     if node is None:
         node = Node(name=inventory.node_name)
@@ -94,10 +108,11 @@ def register(session: Session, *, inventory: NodeInventory, lease_s: float) -> N
 
 
 def heartbeat(session: Session, *, node_name: str, lease_s: float) -> Node | None:
+    """Extend the node's lease by ``lease_s`` from now (database clock); None for an unknown node."""
     node = session.scalar(select(Node).where(Node.name == node_name))
     if node is None:
         return None
-    now = utcnow()
+    now = db_now(session)
     node.last_heartbeat_at = now
     node.lease_expires_at = now + timedelta(seconds=lease_s)
     if node.status == NodeStatus.DOWN:
@@ -106,14 +121,38 @@ def heartbeat(session: Session, *, node_name: str, lease_s: float) -> Node | Non
 
 
 def expire_leases(session: Session) -> list[Node]:
-    """Mark nodes whose lease ran out as down; returns them."""
-    now = utcnow()
+    """Mark nodes whose lease ran out as down; returns them (``recovery`` requeues their jobs)."""
+    now = db_now(session)
     stale = session.scalars(
         select(Node).where(Node.status != NodeStatus.DOWN, Node.lease_expires_at < now)
     ).all()
     for node in stale:
         node.status = NodeStatus.DOWN
     return list(stale)
+
+
+AttemptKey = tuple[str, int, int]  # (job_id, attempt, replica)
+
+
+def current_attempts(session: Session, *, node_name: str) -> dict[AttemptKey, tuple[Job, Attempt]]:
+    """What the database says should run on ``node_name`` now, by ``(job_id, attempt, replica)``.
+
+    Live allocations of live jobs' current attempts whose replica has not
+    reported its end. Anything an agent runs that is not in here is stale.
+    """
+    rows = session.execute(
+        select(Allocation.replica, Job, Attempt)
+        .join(Node, Node.id == Allocation.node_id)
+        .join(Job, Job.id == Allocation.job_id)
+        .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
+        .where(Node.name == node_name, Allocation.released_at.is_(None), Allocation.attempt == Job.attempt)
+        .where(Job.state.in_([s.value for s in LIVE_STATES]), Attempt.ended_at.is_(None))
+    ).all()
+    return {
+        (job.id, job.attempt, replica): (job, attempt)
+        for replica, job, attempt in rows
+        if str(replica) not in (attempt.exits or {})
+    }
 
 
 def usage(session: Session) -> dict[str, NodeUsage]:
