@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 
 from queue_service import __version__
 from queue_service.api import errors
-from queue_service.api.routes import admin, agent, jobs
+from queue_service.api.routes import admin, agent, jobs, operator
 from queue_service.api.routes import metrics as metrics_routes
 from queue_service.api.routes import prices, samples, usage
 from queue_service.context import ServiceContext
@@ -38,6 +38,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     errors.install(app)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(jobs.router)
+    v1.include_router(operator.router)
     v1.include_router(admin.router)
     v1.include_router(agent.router)
     v1.include_router(samples.router)

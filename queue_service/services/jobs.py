@@ -18,6 +18,7 @@ from queue_service.billing import ledger
 from queue_service.db.base import utcnow
 from queue_service.db.models import FINAL_STATES, Allocation, Attempt, Job, JobState, LogChunk, Node, Project
 from queue_service.errors import Forbidden, InvalidRequest, NotFound
+from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
 from queue_service.services.convert import model_key, request_for
 from queue_service.settings import Settings
@@ -41,9 +42,10 @@ def submit(
     if not principal.can_submit_to(project.name):
         raise Forbidden(f"{principal.label} may not submit to project {project.name!r}")
     class_name = body.priority_class or settings.default_priority_class
-    klass = settings.priority_classes.get(class_name)
+    classes = class_service.effective(session, settings=settings)
+    klass = classes.get(class_name)
     if klass is None:
-        known = ", ".join(sorted(settings.priority_classes))
+        known = ", ".join(sorted(classes))
         raise InvalidRequest(f"unknown priority_class {class_name!r} (known: {known})", field="priority_class")
     if body.time_limit_s is not None and body.time_limit_s > settings.max_time_limit_s:
         raise InvalidRequest(f"time_limit_s may be at most {settings.max_time_limit_s}", field="time_limit_s")
@@ -69,6 +71,7 @@ def submit(
         priority_class=class_name,
         priority=klass.value,
         time_limit_s=body.time_limit_s,
+        requeue_on_preempt=body.requeue,
         state=JobState.QUEUED,
         reason="waiting for the next admission cycle",
     )
@@ -225,6 +228,9 @@ def to_public(session: Session, *, job: Job, project: Project) -> JobPublic:
         priority=job.priority,
         priority_override=job.priority_override,
         time_limit_s=job.time_limit_s,
+        held=job.held,
+        requeue=job.requeue_on_preempt,
+        preemptions=job.preemptions,
         state=job.state,
         reason=job.reason,
         exit_code=job.exit_code,

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from queue_service.admission.snapshot import Quota
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
-from queue_service.db.models import Gpu, Node, NodeStatus, Project, ProjectQuota
+from queue_service.db.models import Allocation, Gpu, Job, Node, NodeStatus, Project, ProjectQuota
 from queue_service.errors import InvalidRequest
 from queue_service.services import audit
 from queue_service.services import projects as project_service
@@ -20,6 +20,20 @@ def cluster_capacity(session: Session) -> float:
         select(func.count()).select_from(Gpu).join(Node, Node.id == Gpu.node_id)
         .where(Gpu.present.is_(True), Node.status != NodeStatus.DOWN)
     ) or 0)
+
+
+def in_use(session: Session) -> dict[str, float]:
+    """Whole-GPU equivalents each project holds now (live allocations)."""
+    from queue_service.snapshots import allocation_equivalents
+
+    rows = session.execute(
+        select(Project.name, Allocation).join(Job, Job.id == Allocation.job_id)
+        .join(Project, Project.id == Job.project_id).where(Allocation.released_at.is_(None))
+    ).all()
+    usage: dict[str, float] = {}
+    for name, alloc in rows:
+        usage[name] = usage.get(name, 0.0) + allocation_equivalents(alloc)
+    return usage
 
 
 def all_quotas(session: Session) -> dict[str, Quota]:

@@ -62,6 +62,7 @@ class JobCreate(BaseModel):
     resources: ResourcesCreate
     priority_class: str | None = None
     time_limit_s: Annotated[StrictInt, Field(ge=1)] | None = None
+    requeue: bool = Field(default=True, description="if preempted or reclaimed: back to the queue (else cancelled)")
 
     @field_validator("command", mode="before")
     @classmethod
@@ -134,6 +135,9 @@ class JobPublic(BaseModel):
     priority: int
     priority_override: int | None
     time_limit_s: int | None
+    held: bool = False
+    requeue: bool = True
+    preemptions: int = 0
     state: str
     reason: str
     exit_code: int | None

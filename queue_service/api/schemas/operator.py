@@ -1,0 +1,97 @@
+"""Operator bodies: overrides, reclamation, quotas, priority classes, audit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class PriorityUpdate(Reason):
+    """``priority``: an override above or below every class; null clears it."""
+
+    priority: int | None = Field(ge=-1_000_000_000, le=1_000_000_000)
+
+
+class ReclaimCreate(Reason):
+    """Exactly one of job, project, gpu (UUID), node."""
+
+    job: str | None = None
+    project: str | None = None
+    gpu: str | None = None
+    node: str | None = None
+    grace_s: float = Field(default=30.0, ge=0, le=24 * 3600)
+    requeue: bool = True
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "ReclaimCreate":
+        given = [k for k in ("job", "project", "gpu", "node") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of job, project, gpu or node (got {' and '.join(given) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("job", "project", "gpu", "node") if getattr(self, k))
+
+    @property
+    def target(self) -> str:
+        return getattr(self, self.kind)
+
+
+class ReclaimPublic(BaseModel):
+    kind: str
+    target: str
+    jobs: list[str]
+    grace_s: float
+    requeue: bool
+
+
+class QuotaUpdate(Reason):
+    guaranteed: float = Field(ge=0, le=1_000_000, description="whole-GPU equivalents guaranteed")
+    borrow_limit: float | None = Field(default=None, ge=0, le=1_000_000,
+                                       description="how far above the guarantee it may borrow; null: no limit")
+
+
+class QuotaPublic(BaseModel):
+    project: str
+    guaranteed: float
+    borrow_limit: float | None
+    in_use: float
+
+
+class PriorityClassUpdate(Reason):
+    value: int = Field(ge=-1_000_000, le=1_000_000)
+    preemptible: bool = False
+    grace_s: float = Field(default=30.0, ge=0, le=24 * 3600)
+
+
+class PriorityClassPublic(BaseModel):
+    name: str
+    value: int
+    preemptible: bool
+    grace_s: float
+
+
+class AuditPublic(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    reason: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditsPublic(BaseModel):
+    data: list[AuditPublic]
+    count: int
+    next_before_id: int | None = None
