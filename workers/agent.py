@@ -37,6 +37,7 @@ from pathlib import Path
 
 from workers.client import Refused, ServiceClient, ServiceUnavailable
 from workers.messages import LaunchSpec, NodeInventory, StopRequest
+from workers.sampler import Sampler
 from workers.runtime.base import ExitReason, ExitStatus, LaunchError, Runtime, RuntimeError_
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Agent:
             thread = threading.Thread(target=target, name=f"gpuq-agent-{name}-{self.node_name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._threads.append(Sampler(self).start())  # NVML samples -> measured usage (billing)
 
     def shutdown(self, *, stop_jobs: bool = True, grace_s: float = 5.0) -> None:
         self._stop.set()
