@@ -46,7 +46,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     v1.include_router(prices.router)
     app.include_router(v1)
     app.state.metrics_registry = build_registry(ctx)
-    app.include_router(metrics_routes.router)
+    metrics_routes.mount(app)
     ui.mount(app)
     app.add_middleware(errors.BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     return app
