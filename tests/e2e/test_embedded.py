@@ -31,17 +31,18 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: Path, database_url: str | None) -> None:
+    def __init__(self, tmp: Path, database_url: str | None, *, gpus: str = GPUS,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.data_dir = tmp / "data"
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'gpuq.db'}"
         cmd = [sys.executable, "-m", "queue_service.cli", "serve", "--port", str(self.port), "--data-dir",
-               str(self.data_dir), "--simulate-gpus", GPUS, "--node-name", "e2e-node"]
+               str(self.data_dir), "--simulate-gpus", gpus, "--node-name", "e2e-node"]
         if database_url:
             cmd += ["--database-url", database_url]
         self.log = open(tmp / "serve.log", "w")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")} | (extra_env or {})
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

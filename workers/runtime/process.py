@@ -73,10 +73,11 @@ class ProcessRuntime:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return None
+        # A negative code is death by signal; report it the way shells and Docker do (128 + n).
+        code = code if code >= 0 else 128 - code
         if handle in self._stopped:
             return ExitStatus(code, ExitReason.STOPPED, "stopped by the agent")
-        # A negative code is death by signal; report it the way shells and Docker do (128 + n).
-        return ExitStatus(code if code >= 0 else 128 - code, ExitReason.EXITED)
+        return ExitStatus(code, ExitReason.EXITED)
 
     def stop(self, handle: str, *, grace_s: float) -> None:
         proc = self._procs.get(handle)
