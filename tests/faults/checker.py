@@ -1,0 +1,87 @@
+"""The one checker every fault test ends with.
+
+1. every job is final, or live (admitted / running) on nodes whose lease is valid by the database's clock;
+2. no slice is held twice (whole GPU or MIG placement once; blocks of one GPU at most 100; a whole GPU alone);
+3. finished and queued jobs hold nothing, and no allocation of a non-current attempt is live;
+4. ``docker ps`` by label matches the database: the running containers of the cluster's nodes are
+   exactly the current attempts of running jobs (polled briefly: an exit report may be in flight).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from sqlalchemy import text
+
+from tests.faults.cluster import FINAL, Cluster
+
+
+def _db_state(cluster: Cluster) -> tuple[list[str], set[tuple[str, int, int]]]:
+    problems: list[str] = []
+    with cluster.engine.connect() as conn:
+        now = conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar()
+        jobs = {r.id: r for r in conn.execute(text("SELECT id, state, attempt FROM jobs"))}
+        allocs = conn.execute(text(
+            "SELECT a.job_id, a.attempt, a.replica, a.kind, a.gpu_uuid, a.slot, a.blocks, n.name, n.status, "
+            "n.lease_expires_at FROM allocations a JOIN nodes n ON n.id = a.node_id WHERE a.released_at IS NULL"
+        )).all()
+    running: set[tuple[str, int, int]] = set()
+    slots: dict[tuple[str, str], list[str]] = defaultdict(list)
+    blocks: dict[str, int] = defaultdict(int)
+    whole: dict[str, set[str]] = defaultdict(set)
+    for a in allocs:
+        job = jobs[a.job_id]
+        if job.state in FINAL or job.state == "queued":
+            problems.append(f"{job.state} job {a.job_id} still holds {a.kind} on {a.name}")
+        if a.attempt != job.attempt:
+            problems.append(f"job {a.job_id}: live allocation of old attempt {a.attempt} (current {job.attempt})")
+        if job.state in ("admitted", "running") and (a.status != "ready" or a.lease_expires_at < now):
+            problems.append(f"live job {a.job_id} on node {a.name} ({a.status}, lease until {a.lease_expires_at})")
+        if job.state == "running":
+            running.add((a.job_id, a.attempt, a.replica))
+        if a.gpu_uuid is None:
+            continue
+        whole[a.gpu_uuid].add(a.kind)
+        if a.kind == "blocks":
+            blocks[a.gpu_uuid] += a.blocks
+        else:
+            slots[(a.gpu_uuid, a.slot)].append(a.job_id)
+    problems += [f"slot {k} held by {v}" for k, v in slots.items() if len(v) > 1]
+    problems += [f"GPU {g} has {b} blocks held" for g, b in blocks.items() if b > 100]
+    problems += [f"GPU {g} held whole and shared ({kinds})" for g, kinds in whole.items()
+                 if "gpu" in kinds and len(kinds) > 1]
+    return problems, running
+
+
+def _docker_running(cluster: Cluster) -> set[tuple[str, int, int]]:
+    return {
+        (c["Labels"]["gpuq.job"], int(c["Labels"]["gpuq.attempt"]), int(c["Labels"].get("gpuq.replica", "0")))
+        for c in cluster.containers(all=False)
+    }
+
+
+def check_invariants(cluster: Cluster, *, settle_s: float = 8.0) -> None:
+    """Assert the four invariants (see the module docstring); raise with every problem found."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        problems, running = _db_state(cluster)
+        in_docker = _docker_running(cluster)
+        if in_docker != running:
+            problems.append(f"docker runs {sorted(in_docker - running)} the database does not; "
+                            f"the database runs {sorted(running - in_docker)} docker does not")
+        if not problems:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("invariants violated:\n  " + "\n  ".join(problems))
+        time.sleep(0.25)
+
+
+def assert_no_leftovers(cluster: Cluster) -> None:
+    """Once every job is final, no container of the cluster is left (exited ones included)."""
+    deadline = time.monotonic() + 8
+    while cluster.containers(all=True):
+        if time.monotonic() > deadline:
+            left = [(c["Names"], c["State"]) for c in cluster.containers(all=True)]
+            raise AssertionError(f"containers left behind: {left}")
+        time.sleep(0.25)

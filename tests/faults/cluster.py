@@ -1,0 +1,223 @@
+"""A real multi-host-shaped gpuq for fault tests: ``gpuq serve`` on PostgreSQL + Redis, ``gpuq agent`` processes
+with the Docker runtime and simulated GPUs, each a subprocess the test can kill.
+
+Timings are short so a fault plays out in seconds: a 6 s lease (agents
+self-fence after 3 s of silence), 0.5 s heartbeats and admission ticks, and
+launches re-sent after 2 s. Everything a test makes is labelled with its own
+node names and removed at the end; Redis traffic goes to one database
+number (``FAULTS_REDIS_DB``), flushed before and after.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, create_engine, text
+
+REPO = Path(__file__).resolve().parents[2]
+FINAL = ("succeeded", "failed", "cancelled", "timed_out")
+LEASE_S = 6.0
+FAULTS_REDIS_DB = 14
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every_s)
+
+
+class Cluster:
+    """One service and any number of agents; ``close`` leaves no process, container or Redis key behind."""
+
+    def __init__(self, tmp: Path, *, database_url: str, redis_url: str, docker_client: Any, image: str) -> None:
+        self.tmp = tmp
+        self.database_url = database_url  # postgresql+psycopg://…
+        self.redis_url = redis_url
+        self.docker = docker_client
+        self.image = image
+        self.prefix = f"flt{secrets.token_hex(3)}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tmp / "service"
+        self.service: subprocess.Popen | None = None
+        self.agents: dict[str, subprocess.Popen] = {}
+        self.agent_gpus: dict[str, str] = {}
+        self._logs: list[Any] = []
+        self.engine: Engine = create_engine(database_url)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")}
+        self.env.update({
+            "GPUQ_NODE_LEASE_S": str(LEASE_S), "GPUQ_HEARTBEAT_INTERVAL_S": "0.5",
+            "GPUQ_ADMISSION_INTERVAL_S": "0.5", "GPUQ_RESEND_AFTER_S": "2", "GPUQ_MAX_RETRIES": "3",
+            "GPUQ_DEFAULT_GRACE_S": "1",
+        })
+        self.start_service()
+        token = (self.data_dir / "admin.token").read_text().strip()
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self.agent_token = self.http.post("/v1/tokens", json={"role": "agent", "name": "faults"}).json()["token"]
+
+    # -- processes --------------------------------------------------------------
+    def _log(self, name: str):  # noqa: ANN202
+        fh = open(self.tmp / f"{name}.log", "a")
+        self._logs.append(fh)
+        return fh
+
+    def start_service(self) -> None:
+        plain = self.database_url.replace("postgresql+psycopg://", "postgresql://")
+        cmd = [sys.executable, "-m", "queue_service.cli", "serve", "--port", str(self.port), "--data-dir",
+               str(self.data_dir), "--database-url", plain, "--broker-url", self.redis_url, "--no-local-agent"]
+        self.service = subprocess.Popen(cmd, cwd=REPO, stdout=self._log("service"), stderr=subprocess.STDOUT,
+                                        env=self.env)
+
+        def up() -> bool:
+            if self.service.poll() is not None:
+                raise AssertionError(f"gpuq serve exited: {(self.tmp / 'service.log').read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("gpuq serve to answer", up, 60)
+
+    def kill_service(self, sig: int = signal.SIGKILL) -> None:
+        assert self.service is not None
+        self.service.send_signal(sig)
+        self.service.wait(timeout=30)
+        self.service = None
+
+    def node(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def start_agent(self, name: str, gpus: str = "h100-80gb:1", *, wait: bool = True) -> str:
+        node = self.node(name)
+        self.agent_gpus[name] = gpus
+        cmd = [sys.executable, "-m", "queue_service.cli", "agent", "--server", self.url, "--broker-url",
+               self.redis_url, "--token", self.agent_token, "--runtime", "docker", "--node-name", node,
+               "--simulate-gpus", gpus, "--data-dir", str(self.tmp / f"agent-{name}")]
+        log_path = self.tmp / f"agent-{name}.log"
+        before = log_path.read_text().count("connected to") if log_path.exists() else 0
+        self.agents[name] = subprocess.Popen(cmd, cwd=REPO, stdout=self._log(f"agent-{name}"),
+                                             stderr=subprocess.STDOUT, env=self.env)
+        if wait:
+            wait_for(f"agent {name} to be up",
+                     lambda: self._agent_alive(name) and log_path.read_text().count("connected to") > before, 60)
+            wait_for(f"node {node} to be ready", lambda: self.node_status(node) == "ready", 30)
+        return node
+
+    def _agent_alive(self, name: str) -> bool:
+        proc = self.agents[name]
+        if proc.poll() is not None:
+            raise AssertionError(f"agent {name} exited: {(self.tmp / f'agent-{name}.log').read_text()[-3000:]}")
+        return True
+
+    def kill_agent(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.agents.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    # -- API and database ----------------------------------------------------------
+    def submit(self, command: list[str], *, image: str | None = "", resources: dict | None = None,
+               **extra: Any) -> str:
+        """Submit a job (default: the test image, one whole GPU); ``extra``: e.g. ``time_limit_s``."""
+        body: dict[str, Any] = {"name": "fault", "project": "default", "command": command,
+                                "resources": resources or {"gpus": 1}, **extra}
+        image = self.image if image == "" else image
+        if image is not None:
+            body["image"] = image
+        response = self.http.post("/v1/jobs", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        response = self.http.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_state(self, job_id: str, *states: str, timeout_s: float = 40.0) -> dict:
+        return wait_for(f"job {job_id} to be {'/'.join(states)}",
+                        lambda: (j := self.job(job_id))["state"] in states and j, timeout_s)
+
+    def wait_final(self, ids: list[str], timeout_s: float = 60.0) -> dict[str, dict]:
+        done: dict[str, dict] = {}
+
+        def all_final() -> bool:
+            for job_id in ids:
+                if job_id not in done:
+                    job = self.job(job_id)
+                    if job["state"] in FINAL:
+                        done[job_id] = job
+            return len(done) == len(ids)
+
+        wait_for(f"jobs to finish (still live: {[i for i in ids if i not in done]})", all_final, timeout_s, 0.2)
+        return done
+
+    def logs(self, job_id: str) -> str:
+        return self.http.get(f"/v1/jobs/{job_id}/logs").json()["stdout"]
+
+    def node_status(self, node: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT status FROM nodes WHERE name = :n"), {"n": node}).scalar()
+
+    def attempts(self, job_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT number, state, reason, started_at, ended_at FROM attempts "
+                                     "WHERE job_id = :j ORDER BY number"), {"j": job_id}).mappings().all()
+        return [dict(r) for r in rows]
+
+    def containers(self, *, all: bool = True, job_id: str | None = None, node: str | None = None) -> list[dict]:
+        """Containers of this cluster's nodes (or of one node / job) as ``docker ps`` lists them (``Id``, ``Labels``, ``State``)."""
+        label = f"gpuq.node={node}" if node else "gpuq.node"
+        found = self.docker.api.containers(all=all, filters={"label": [label]})
+        mine = [c for c in found if ((c.get("Labels") or {}).get("gpuq.node") or "").startswith(self.prefix)]
+        return [c for c in mine if job_id is None or c["Labels"].get("gpuq.job") == job_id]
+
+    def inspect(self, container: dict) -> dict:
+        return self.docker.api.inspect_container(container["Id"])
+
+    def agent_request(self, path: str, body: dict) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, headers={"Authorization": f"Bearer {self.agent_token}"},
+                          timeout=10)
+
+    # -- teardown -------------------------------------------------------------------
+    def close(self) -> None:
+        for name in list(self.agents):
+            try:
+                self.kill_agent(name, signal.SIGKILL)
+            except Exception:  # noqa: BLE001 - teardown goes on
+                pass
+        if self.service is not None:
+            self.service.send_signal(signal.SIGTERM)
+            try:
+                self.service.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.service.kill()
+                self.service.wait()
+        for container in self.containers():
+            try:
+                self.docker.api.remove_container(container["Id"], force=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self.engine.dispose()
+        for fh in self._logs:
+            fh.close()

@@ -1,0 +1,66 @@
+"""Fixtures for fault tests: a fresh PostgreSQL database, Redis database 14, Docker, and a ``Cluster``.
+
+Real services only: locally they skip when missing, in CI (``CI=true``) they fail (``tests/services.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _postgres_database
+from tests.faults.cluster import FAULTS_REDIS_DB, Cluster
+from tests.services import require_docker, require_postgres, require_redis
+
+
+def _flush(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()  # only this database number: other tests use others
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    base = require_redis()
+    url = base.rsplit("/", 1)[0] + f"/{FAULTS_REDIS_DB}"
+    _flush(url)
+    yield url
+    _flush(url)
+
+
+@pytest.fixture
+def docker_client():  # noqa: ANN201
+    require_docker()
+    import docker
+
+    client = docker.from_env(timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    require_postgres()
+    yield from _postgres_database()
+
+
+def make_cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Cluster:  # noqa: ANN001
+    from tests.services import DOCKER_TEST_IMAGE
+
+    return Cluster(tmp_path, database_url=pg_url, redis_url=redis_url, docker_client=docker_client,
+                   image=DOCKER_TEST_IMAGE)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Iterator[Cluster]:  # noqa: ANN001
+    made = make_cluster(tmp_path, pg_url, redis_url, docker_client)
+    try:
+        yield made
+    finally:
+        made.close()
