@@ -47,6 +47,9 @@ POLL_S = 0.25
 FENCE_FRACTION = 0.5  # of the lease: silence after which the agent stops its jobs
 FENCE_GRACE_FRACTION = 0.25  # of the lease: the most a self-fencing stop waits before SIGKILL
 LOST_CONTACT = "lost contact with the service"
+SIGNAL_EXITS = (137, 143)  # 128 + SIGKILL / SIGTERM
+ENGINE_WAIT_S = 60.0  # how long a launch waits for an engine that does not answer
+ENGINE_PROBE_S = 3.0  # how long an unexplained signal exit waits to see whether the engine goes away
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Agent:
         self._ended: set[Key] = set()
         self._stopped: set[tuple[str, int]] = set()  # (job, attempt) stopped before it ran here
         self._unreported: dict[Key, tuple[_Run, ExitStatus]] = {}  # exits the service has not acknowledged
+        self._to_clean: dict[str, Runtime] = {}  # handles whose removal failed (engine away)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -170,6 +174,11 @@ class Agent:
                                             "stale attempt: the service ended it or placed it elsewhere",
                                             int(ref.get("replica", 0))))
         self._flush_unreported()
+        with self._lock:
+            leftovers = list(self._to_clean.items())
+        for handle, runtime in leftovers:
+            if not self._clean(runtime, handle):
+                break
         return True
 
     def _fence_loop(self) -> None:
@@ -294,7 +303,7 @@ class Agent:
                 try:
                     run.stdout_path.parent.mkdir(parents=True, exist_ok=True)
                     run.runtime = self._runtime_for(spec)
-                    run.handle = run.runtime.launch(spec, stdout_path=run.stdout_path, stderr_path=run.stderr_path)
+                    run.handle = self._launch(run)
                 except LaunchError as exc:
                     keep = not self._report(run, ExitStatus(None, ExitReason.START_FAILED, str(exc)))
                     return
@@ -315,12 +324,41 @@ class Agent:
                     self._ended.add(key)
             run.done.set()
 
+    def _launch(self, run: _Run) -> str:
+        """Launch, waiting out an engine that is away (a daemon restart) for up to ``ENGINE_WAIT_S``.
+
+        Reporting at once would burn the job's retries in a storm of instant
+        failures while the engine restarts; a bad spec is a ``LaunchError``
+        and is never retried here.
+        """
+        deadline = time.monotonic() + ENGINE_WAIT_S
+        while True:
+            try:
+                return run.runtime.launch(run.spec, stdout_path=run.stdout_path, stderr_path=run.stderr_path)
+            except LaunchError:
+                raise
+            except RuntimeError_ as exc:
+                if time.monotonic() > deadline or run.stop_event.is_set() or self._stop.is_set():
+                    raise
+                log.warning("cannot launch %s yet (%s); waiting for the engine", run.spec.job_id, exc)
+                time.sleep(1.0)
+
     def _cleanup(self, run: _Run) -> None:
         if run.handle is not None and run.runtime is not None:
-            try:
-                run.runtime.cleanup(run.handle)
-            except Exception:  # noqa: BLE001
-                log.exception("cleanup of %s failed", run.spec.job_id)
+            self._clean(run.runtime, run.handle)
+
+    def _clean(self, runtime: Runtime, handle: str) -> bool:
+        """Remove what is left of an attempt; if the engine is away, retry with the next heartbeats."""
+        try:
+            runtime.cleanup(handle)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cleanup of %s failed (%s); will retry", handle[:12], exc)
+            with self._lock:
+                self._to_clean[handle] = runtime
+            return False
+        with self._lock:
+            self._to_clean.pop(handle, None)
+        return True
 
     def _runtime_for(self, spec: LaunchSpec) -> Runtime:
         """Jobs with an image run in Docker, the others as host processes."""
@@ -342,6 +380,20 @@ class Agent:
             time.sleep(POLL_S)
             return None
 
+    def _engine_going_down(self, run: _Run) -> None:
+        """A container killed by SIGTERM/SIGKILL that nobody here asked to stop: was it the engine shutting down?
+
+        A stopping Docker daemon stops its containers first and closes its API
+        a moment later; if the engine stops answering within ``ENGINE_PROBE_S``
+        the exit is the infrastructure's (``engine_lost``), not the job's.
+        """
+        if run.runtime is None or run.runtime.name != "docker":
+            return
+        deadline = time.monotonic() + ENGINE_PROBE_S
+        while time.monotonic() < deadline and not run.engine_lost:
+            self._wait(run, 0)
+            time.sleep(0.1)
+
     def _stop_and_wait(self, run: _Run, grace_s: float) -> ExitStatus | None:
         try:
             run.runtime.stop(run.handle, grace_s=grace_s)
@@ -362,6 +414,8 @@ class Agent:
             if status is not None:
                 if run.stop_event.is_set() and status.reason in (ExitReason.EXITED, ExitReason.STOPPED):
                     return ExitStatus(status.exit_code, run.stop_as, run.stop_reason or "stopped")
+                if status.reason is ExitReason.EXITED and status.exit_code in SIGNAL_EXITS:
+                    self._engine_going_down(run)
                 if run.engine_lost and status.exit_code != 0 and status.reason in (
                         ExitReason.EXITED, ExitReason.STOPPED):
                     return ExitStatus(status.exit_code, ExitReason.LOST,
