@@ -67,7 +67,8 @@ def warmup() -> None:
     f64 = np.ones(1, dtype=np.float64)
     score_nodes(1, 1, 0, 1, 0, 0, np.ones(1, dtype=np.bool_), i64 + 1000, i64 + 1000, i64 + 1000,
                 np.array([0, 1], dtype=np.int64), i64 + 1, i64 + 100, i64 + 100,
-                i64 + 1, i64 + 10, i64, i64 + 1, i64, f64, 3, np.zeros(1), np.zeros(1, dtype=np.int64))
+                i64 + 1, i64 + 10, i64, i64 + 1, i64, f64, 3, np.zeros(1), np.zeros(1, dtype=np.int64),
+                np.zeros(1), np.zeros(1, dtype=np.bool_))
     one = np.ones(1, dtype=np.int64)
     replay(one * 1000, one * 1000, one, i64, i64, one, one, one, one * 500, one * -1,
            one, one * 500, one, one * -1, f64, 3, 42, 50.0, 2, i64.copy(), i64.copy())
@@ -113,6 +114,9 @@ class Packer:
         self._gpu_keys = [gpu_model_key(g) for g in self.enc.gpus]
         self._per_node_memo: dict[frozenset[str], Counter[int]] = {}
         self._biggest_memo: dict[frozenset[str], int] = {}
+        # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
+        self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
+        self._frag_ok = np.zeros(len(self.enc.node_ids), dtype=np.bool_)
 
     # -- public --------------------------------------------------------------
 
@@ -254,7 +258,7 @@ class Packer:
         score_nodes(kind, req.blocks, req.gpu_memory_mib, max(req.gpus, 1), req.cpus_milli, req.memory_mib, unit_ok,
                     enc.node_free_cpu, enc.node_free_mem, enc.node_cpu, enc.node_unit_start,
                     enc.unit_kind, enc.unit_free_blocks, enc.unit_free_mem, *self._shapes,
-                    POLICY_IDS[self.policy], out_score, out_unit)
+                    POLICY_IDS[self.policy], out_score, out_unit, self._frag, self._frag_ok)
         n = int(np.argmax(out_score))
         if not np.isfinite(out_score[n]):
             return NoFit(self._why_not(req, unit_ok))
@@ -396,6 +400,7 @@ class Packer:
         """Subtract (``sign`` +1) or add back (-1) one member's resources."""
         enc = self.enc
         n = self._node_of[member.node_id]
+        self._frag_ok[n] = False
         enc.node_free_cpu[n] -= sign * member.cpus_milli
         enc.node_free_mem[n] -= sign * member.memory_mib
         for s in member.slices:

@@ -102,8 +102,15 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
                 node_free_cpu, node_free_mem, node_cpu, node_unit_start,
                 unit_kind, unit_free_blocks, unit_free_mem,
                 sh_kind, sh_blocks, sh_mem, sh_count, sh_cpu, sh_p,
-                policy, out_score, out_unit):
-    """Score every node for one whole-GPU or blocks request (see the module docstring)."""
+                policy, out_score, out_unit, frag_cache, frag_ok):
+    """Score every node for one whole-GPU or blocks request (see the module docstring).
+
+    ``frag_cache[n]`` holds node ``n``'s current F where ``frag_ok[n]``; stale
+    entries (the caller clears ``frag_ok`` for nodes it changes) are recomputed
+    here, so F of an unchanged node is computed once per cycle, not per call.
+    Infeasible nodes are rejected before any fragment work, and units with the
+    same free blocks and memory are scored once (the first keeps the tie).
+    """
     n_nodes = node_free_cpu.shape[0]
     use_frag = policy == P_FGD or policy == P_GPUQ
     packed = policy == P_GPUQ
@@ -115,6 +122,23 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
         lo = node_unit_start[n]
         hi = node_unit_start[n + 1]
         cpu_after = node_free_cpu[n] - req_cpu
+        # feasibility first: most nodes of a busy cluster are rejected here
+        if req_kind == REQ_WHOLE:
+            free = 0
+            for u in range(lo, hi):
+                if unit_ok[u] and unit_kind[u] == 0 and unit_free_blocks[u] == 100:
+                    free += 1
+            if free < req_count:
+                continue
+        else:
+            room = False
+            for u in range(lo, hi):
+                k = unit_kind[u]
+                if unit_ok[u] and (k == 1 or k == 3) and unit_free_blocks[u] >= req_blocks and unit_free_mem[u] >= req_mem:
+                    room = True
+                    break
+            if not room:
+                continue
         idle = 0
         gpus = 0
         for u in range(lo, hi):
@@ -123,16 +147,13 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
                 gpus += 1
         before = 0.0
         if use_frag:
-            before = node_fragment(n, node_unit_start, unit_kind, unit_free_blocks, unit_free_mem, -1, 0, 0, 0,
-                                   node_free_cpu[n], sh_kind, sh_blocks, sh_mem, sh_count, sh_cpu, sh_p, packed)
+            if not frag_ok[n]:
+                frag_cache[n] = node_fragment(n, node_unit_start, unit_kind, unit_free_blocks, unit_free_mem, -1, 0, 0, 0,
+                                              node_free_cpu[n], sh_kind, sh_blocks, sh_mem, sh_count, sh_cpu, sh_p, packed)
+                frag_ok[n] = True
+            before = frag_cache[n]
         cpu_share = cpu_after / node_cpu[n] if node_cpu[n] > 0 else 0.0
         if req_kind == REQ_WHOLE:
-            free = 0
-            for u in range(lo, hi):
-                if unit_ok[u] and unit_kind[u] == 0 and unit_free_blocks[u] == 100:
-                    free += 1
-            if free < req_count:
-                continue
             fit = 1.0 - 0.5 * cpu_share - 0.5 * (idle - 100 * req_count) / max(100 * gpus, 1)
             if policy == P_BEST_FIT:
                 out_score[n] = math.floor(100.0 * fit)
@@ -152,6 +173,14 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
                 continue
             if unit_free_blocks[u] < req_blocks or unit_free_mem[u] < req_mem:
                 continue
+            dup = False
+            for v in range(lo, u):
+                if (unit_kind[v] == k and unit_ok[v] and unit_free_blocks[v] == unit_free_blocks[u]
+                        and unit_free_mem[v] == unit_free_mem[u]):
+                    dup = True
+                    break
+            if dup:
+                continue  # same state as an earlier unit: same score, the earlier one keeps the tie
             fit = 1.0 - 0.5 * cpu_share - 0.5 * (idle - (req_blocks if k == 1 else 0)) / max(100 * gpus, 1)
             tight = (100 - unit_free_blocks[u] + req_blocks) / 1000.0  # prefer the fuller unit
             if policy == P_BEST_FIT:

@@ -174,3 +174,18 @@ def test_repartition_turns_idle_gpu_shared_for_blocks():
     changes = propose(cluster, [Request(blocks=30)])
     assert [(c.gpu_uuid, c.mode) for c in changes] == [("GPU-0-0", GpuMode.SHARED)]
     assert propose(cluster, [Request(gpus=1)]) == []  # fits already: no change
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(req_st, min_size=1, max_size=20), st.sampled_from(["fgd", "gpuq"]))
+def test_fragment_cache_matches_fresh_scoring(requests, policy):
+    """The per-node F cache (refreshed only for committed nodes) answers as a full recompute would."""
+    cached = Packer(_cluster(), policy=policy, demand=requests)
+    fresh = Packer(_cluster(), policy=policy, demand=requests)
+    for req in requests:
+        fresh._frag_ok[:] = False  # forget every cached F
+        got = cached.place(req)
+        assert got == fresh.place(req)
+        if isinstance(got, Placement):
+            cached.commit(got)
+            fresh.commit(got)
