@@ -79,15 +79,52 @@ def decision_latency(trace: Trace) -> None:
             Request(blocks=int(rng.integers(5, 100)), gpu_memory_mib=1024, cpus_milli=2000) for _ in range(1000)]
     packer.place(reqs[0])
     lat = []
+    best = []  # min of 3 timings of the same (pure) query: robust to a shared, preempting box
     for r in reqs:
-        t = time.perf_counter()
-        got = packer.place(r)
-        lat.append(time.perf_counter() - t)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            got = packer.place(r)
+            times.append(time.perf_counter() - t)
+        lat.append(times[0])
+        best.append(min(times))
         if hasattr(got, "replicas"):
             packer.commit(got)
     lat_ms = np.array(lat) * 1e3
-    print(f"Packer.place on the openb cluster (1,213 nodes, 6,212 GPUs, gpuq): p50 {np.percentile(lat_ms, 50):.3f} ms, "
-          f"p99 {np.percentile(lat_ms, 99):.3f} ms")
+    best_ms = np.array(best) * 1e3
+    print(f"Packer.place on the openb cluster (1,213 nodes, 6,212 GPUs, gpuq): first call p50 {np.percentile(lat_ms, 50):.3f} ms, "
+          f"p99 {np.percentile(lat_ms, 99):.3f} ms; min of 3 p50 {np.percentile(best_ms, 50):.3f} ms, "
+          f"p99 {np.percentile(best_ms, 99):.3f} ms")
+
+
+def sharing_bound(trace: Trace, seeds: list[int]) -> None:
+    """Upper bound on the allocation at 100 % arrived from sharing-task slivers alone.
+
+    At the arrival where the arrived share reaches 100 %, idle = failed share. If
+    every sharing task that arrived so far is placed, the GPUs they touch keep
+    at least the waste of an offline best-fit-decreasing bin packing of their
+    shares (CPU and node boundaries ignored, which only helps), so the
+    allocation is at most 100 % - that waste. Close to it, an online policy is
+    near the ceiling.
+    """
+    bounds = []
+    for seed in seeds:
+        tasks, _ = arrival_order(trace, seed)
+        arrived = np.cumsum(trace.task_request[tasks])
+        upto = tasks[: int(np.searchsorted(arrived, trace.capacity_milli))]
+        items = sorted((int(trace.task_milli[t]) for t in upto if trace.task_ngpu[t] == 1 and trace.task_milli[t] < 1000),
+                       reverse=True)
+        free: list[int] = []  # remaining share of each opened GPU, best fit
+        for x in items:
+            fits = [i for i, r in enumerate(free) if r >= x]
+            if fits:
+                i = min(fits, key=lambda i: free[i])
+                free[i] -= x
+            else:
+                free.append(1000 - x)
+        bounds.append(100.0 * (1 - sum(free) / trace.capacity_milli))
+    print(f"sliver bound at 100 % arrived (all sharing tasks placed, offline best-fit-decreasing): "
+          f"{np.mean(bounds):.2f} % (seeds {seeds[0]}-{seeds[-1]}: {', '.join(f'{b:.2f}' for b in bounds)})")
 
 
 def mixes(trace: Trace, seeds: list[int]) -> None:
@@ -126,6 +163,7 @@ def main() -> int:
     replay_speed(trace)
     reference_speedup(trace)
     decision_latency(trace)
+    sharing_bound(trace, list(range(42, 42 + args.seeds)))
     mixes(trace, list(range(42, 42 + args.seeds)))
     return 0
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LEVELS", "Trace", "cli", "find_trace_dir", "load_trace", "run_policy", "target_shapes"]
+__all__ = ["LEVELS", "Trace", "cli", "find_trace_dir", "gpuq_variant", "load_trace", "run_policy", "target_shapes"]
 
 LEVELS = (80, 90, 95, 100, 110, 120)
 POLICY_IDS = {"random": 0, "best-fit": 1, "fgd": 2, "gpuq": 3}
@@ -51,6 +51,7 @@ KINDS = ("cpu-only", "sharing", "one-gpu", "multi-gpu")
 GPUQ_LEVELS = 50.0  # gpuq scores ⌊50·σ(ΔF/1000)⌋ (see docs/partitioner.md)
 GPUQ_VARIANT = 2  # FGD fragment + CPU-bounded multi-task fragment
 GPUQ_COVERAGE = 0.98  # gpuq's target workload covers 98 % of tasks (FGD: 95 %)
+GPUQ_PINNED_LIMIT = 0.05  # above this share of model-pinned GPU shapes, gpuq drops its multi-task term
 ALL_MODELS = np.int64(-1)  # every bit set: any model
 
 
@@ -161,6 +162,19 @@ def target_shapes(trace: Trace, coverage: float = 0.95) -> dict[str, np.ndarray]
     }
 
 
+def gpuq_variant(shapes: dict[str, np.ndarray]) -> int:
+    """gpuq's fragment measure for a target workload: FGD + CPU-bounded multi-task (2), or FGD's alone (0).
+
+    The multi-task term measured 3.5-4 points worse than FGD's fragment alone
+    when many GPU shapes are pinned to GPU models (docs/partitioner.md), so a
+    workload whose pinned GPU shapes carry more than ``GPUQ_PINNED_LIMIT`` of
+    the frequency is scored with FGD's fragment (still with gpuq's levels and
+    coverage).
+    """
+    pinned = (shapes["ngpu"] > 0) & (shapes["models"] != ALL_MODELS)
+    return 0 if float(shapes["p"][pinned].sum()) > GPUQ_PINNED_LIMIT else GPUQ_VARIANT
+
+
 def arrival_order(trace: Trace, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(task indices in arrival order, node order) for ``seed`` (step 1 and 3 of the protocol)."""
     rng = np.random.default_rng(seed)
@@ -181,12 +195,17 @@ def arrival_order(trace: Trace, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarray] | None = None,
-               tie_weight: float = GPUQ_LEVELS, variant: int = GPUQ_VARIANT) -> dict:
-    """One replay of ``trace`` under ``policy`` for ``seed``; returns the figures of that run."""
+               tie_weight: float = GPUQ_LEVELS, variant: int | None = None) -> dict:
+    """One replay of ``trace`` under ``policy`` for ``seed``; returns the figures of that run.
+
+    ``variant`` (gpuq's fragment measure) defaults to :func:`gpuq_variant` of the shapes.
+    """
     from partitioner.kernels.replay import replay
 
     if shapes is None:
         shapes = target_shapes(trace, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
+    if variant is None:
+        variant = gpuq_variant(shapes)
     tasks, node_order = arrival_order(trace, seed)
     out_node = np.full(tasks.shape[0], -1, dtype=np.int64)
     out_gpu = np.full(tasks.shape[0], -1, dtype=np.int64)

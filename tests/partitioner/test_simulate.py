@@ -26,3 +26,16 @@ def test_simulate_json(capsys, tmp_path):
 
 def test_bad_arguments():
     assert cli(["--policies", "nope"]) == 2
+
+
+def test_gpuq_variant_drops_multitask_term_for_pinned_workloads():
+    import numpy as np
+
+    from partitioner.simulate import GPUQ_VARIANT, gpuq_variant
+
+    shapes = {"ngpu": np.array([1, 1, 0]), "models": np.array([-1, -1, -1]), "p": np.array([0.5, 0.3, 0.2])}
+    assert gpuq_variant(shapes) == GPUQ_VARIANT
+    shapes["models"] = np.array([-1, 0b11, -1])
+    assert gpuq_variant(shapes) == 0
+    shapes["p"] = np.array([0.5, 0.01, 0.2])
+    assert gpuq_variant(shapes) == GPUQ_VARIANT
