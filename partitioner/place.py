@@ -69,6 +69,10 @@ def warmup() -> None:
                 np.array([0, 1], dtype=np.int64), i64 + 1, i64 + 100, i64 + 100,
                 i64 + 1, i64 + 10, i64, i64 + 1, i64, f64, 3, np.zeros(1), np.zeros(1, dtype=np.int64),
                 np.zeros(1), np.zeros(1, dtype=np.bool_))
+    from partitioner.kernels.mig import mig_pick
+
+    mig_pick(1, 0, 0, i64 + 1, i64 + 1, i64.copy(), i64.copy(), np.ones(1, dtype=np.bool_), np.ones(1, dtype=np.bool_),
+             i64 + 19, i64 + 1, i64 + 7, i64 + 127, i64.copy(), i64 + 2, i64 + 19, i64 + 100, i64.copy())
     one = np.ones(1, dtype=np.int64)
     replay(one * 1000, one * 1000, one, i64, i64, one, one, one, one * 500, one * -1,
            one, one * 500, one, one * -1, f64, 3, 42, 50.0, 2, i64.copy(), i64.copy())
@@ -114,6 +118,8 @@ class Packer:
         self._gpu_keys = [gpu_model_key(g) for g in self.enc.gpus]
         self._per_node_memo: dict[frozenset[str], Counter[int]] = {}
         self._biggest_memo: dict[frozenset[str], int] = {}
+        self._mig_memo: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, ...]] = {}
+        self._gpu_is_mig = np.array([g.mode is GpuMode.MIG for g in self.enc.gpus], dtype=np.bool_)
         # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
         self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
         self._frag_ok = np.zeros(len(self.enc.node_ids), dtype=np.bool_)
@@ -296,63 +302,74 @@ class Packer:
         return tuple(Slice(gpu_uuid=enc.units[u].gpu.uuid, kind=SliceKind.GPU, blocks=BLOCKS_PER_GPU,
                            memory_mib=enc.units[u].gpu.memory_mib) for u in sorted(chosen))
 
-    def _place_mig(self, req: Request) -> tuple[ReplicaPlacement, float] | NoFit:
-        """``mig_count`` instances of the profile on one node: free instances first, then new ones."""
-        enc = self.enc
-        unit_ok = self._allowed(req, enc)
-        gpu_ok = np.zeros(len(enc.gpus), dtype=np.bool_)
-        if unit_ok.shape[0]:
-            gpu_ok[enc.unit_gpu[unit_ok]] = True
-        best: tuple[tuple[int, int, int], int, list[Slice]] | None = None
-        fitting_cpu = False
-        for n, node_id in enumerate(enc.node_ids):
-            if enc.node_free_cpu[n] < req.cpus_milli or enc.node_free_mem[n] < req.memory_mib:
+    def _mig_geometry(self, req: Request, enc: Encoded) -> tuple[np.ndarray, ...]:
+        """Per GPU: usable (MIG mode, allowed, has the profile), profile id, size, max count, starts bitmask."""
+        key = (req.mig_profile.strip().lower(), req.gpu_models)
+        memo = self._mig_memo.get(key)
+        if memo is not None:
+            return memo
+        # per GPU, not per unit: a MIG GPU with no instance yet has no unit but can take new ones
+        wanted = {(lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models}
+        gpu_ok = np.array([not req.gpu_models or k in wanted for k in self._gpu_keys], dtype=np.bool_)
+        n = len(enc.gpus)
+        ok = np.zeros(n, dtype=np.bool_)
+        cols = [np.zeros(n, dtype=np.int64) for _ in range(4)]
+        for g, gpu in enumerate(enc.gpus):
+            model = lookup_model(gpu.model)
+            profile = model.mig_profile(req.mig_profile) if model else None
+            if profile is None or gpu.mode is not GpuMode.MIG or not gpu_ok[g]:
                 continue
-            fitting_cpu = True
-            slices: list[Slice] = []
-            reused = 0
-            for g in np.flatnonzero(enc.gpu_node == n):
-                gpu = enc.gpus[g]
-                if gpu.mode is not GpuMode.MIG or not gpu_ok[g]:
-                    continue
-                model = lookup_model(gpu.model)
-                profile = model.mig_profile(req.mig_profile) if model else None
-                if profile is None:
-                    continue
-                lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
-                existing = 0
-                for u in range(lo, hi):
-                    if enc.unit_gpu[u] == g and enc.unit_profile[u] == profile.profile_id:
-                        existing += 1
-                        if enc.unit_kind[u] == KIND_MIG and enc.unit_free_blocks[u] == BLOCKS_PER_GPU and len(slices) < req.mig_count:
-                            info = enc.units[u]
-                            slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name,
-                                                info.mig_start, info.mig_uuid))
-                            reused += 1
-                mask = int(enc.gpu_mig_mask[g])
-                for start in profile.starts:
-                    if len(slices) >= req.mig_count or existing >= profile.max_count:
-                        break
-                    span = span_mask(start, profile.memory_slices)
-                    if mask & span == 0:
-                        mask |= span
-                        existing += 1
-                        slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name, start, None))
-            if len(slices) >= req.mig_count:
-                slices = slices[: req.mig_count]
-                free_slices = sum(8 - bin(int(enc.gpu_mig_mask[g])).count("1") for g in np.flatnonzero(enc.gpu_node == n)
-                                  if enc.gpus[g].mode is GpuMode.MIG)
-                # reuse existing instances first, then the fullest node, then node order
-                key = (reused, -free_slices, -n)
-                if best is None or key > best[0]:
-                    best = (key, n, slices)
-        if best is None:
-            if not fitting_cpu:
-                return NoFit(self._cpu_reason(req, np.ones(len(enc.node_ids), dtype=np.bool_)))
+            ok[g] = True
+            cols[0][g], cols[1][g], cols[2][g] = profile.profile_id, profile.memory_slices, profile.max_count
+            cols[3][g] = sum(1 << st for st in profile.starts)
+        memo = (ok, *cols)
+        self._mig_memo[key] = memo
+        return memo
+
+    def _place_mig(self, req: Request) -> tuple[ReplicaPlacement, float] | NoFit:
+        """``mig_count`` instances of the profile on one node: free instances first, then new ones.
+
+        The node is chosen by the bitmask kernel :func:`partitioner.kernels.mig.mig_pick` (reuse most,
+        then fullest node, then node order); the slices of that one node are then spelled out here.
+        """
+        from partitioner.kernels.mig import mig_pick
+
+        enc = self.enc
+        ok, gp_id, gp_size, gp_max, gp_starts = self._mig_geometry(req, enc)
+        reused = np.empty(len(enc.node_ids), dtype=np.int64)
+        n = int(mig_pick(req.mig_count, req.cpus_milli, req.memory_mib, enc.node_free_cpu, enc.node_free_mem,
+                         enc.gpu_node, enc.gpu_mig_mask, self._gpu_is_mig, ok, gp_id, gp_size, gp_max, gp_starts,
+                         enc.unit_gpu, enc.unit_kind, enc.unit_profile, enc.unit_free_blocks, reused))
+        if n == -2:
+            return NoFit(self._cpu_reason(req, np.ones(len(enc.node_ids), dtype=np.bool_)))
+        if n < 0:
             return NoFit(f"no MIG GPU has room for {req.mig_count} x {req.mig_profile} on one node "
                          f"(idle GPUs can be repartitioned)")
-        _, n, slices = best
-        return ReplicaPlacement(enc.node_ids[n], tuple(slices), req.cpus_milli, req.memory_mib), float(best[0][0])
+        slices: list[Slice] = []
+        lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
+        for g in np.flatnonzero(enc.gpu_node == n):
+            if not ok[g] or len(slices) >= req.mig_count:
+                continue
+            gpu = enc.gpus[g]
+            profile = lookup_model(gpu.model).mig_profile(req.mig_profile)
+            existing = 0
+            for u in range(lo, hi):
+                if enc.unit_gpu[u] == g and enc.unit_profile[u] == profile.profile_id:
+                    existing += 1
+                    if enc.unit_kind[u] == KIND_MIG and enc.unit_free_blocks[u] == BLOCKS_PER_GPU and len(slices) < req.mig_count:
+                        info = enc.units[u]
+                        slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name,
+                                            info.mig_start, info.mig_uuid))
+            mask = int(enc.gpu_mig_mask[g])
+            for start in profile.starts:
+                if len(slices) >= req.mig_count or existing >= profile.max_count:
+                    break
+                span = span_mask(start, profile.memory_slices)
+                if mask & span == 0:
+                    mask |= span
+                    existing += 1
+                    slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name, start, None))
+        return ReplicaPlacement(enc.node_ids[n], tuple(slices[: req.mig_count]), req.cpus_milli, req.memory_mib), float(reused[n])
 
     # -- reasons -------------------------------------------------------------
 

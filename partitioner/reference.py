@@ -138,3 +138,51 @@ def place_node_fragment(units, cpu_after, shapes, packed):
         else:
             total += p * unusable
     return total
+
+
+def mig_pick(need, req_cpu, req_ram, nodes, gpus, units):
+    """Twin of :func:`partitioner.kernels.mig.mig_pick` on plain lists.
+
+    ``nodes``: [(free_cpu, free_mem)]; ``gpus``: [(node, mask, is_mig, ok, profile_id, size, max_count, starts)]
+    with ``starts`` a list of allowed starts; ``units``: [(gpu, kind, profile_id, free_blocks)].
+    Returns (best node or -1 / -2, reused per node or -1).
+    """
+    cands = []
+    any_cpu = False
+    reused_out = []
+    for n, (cpu, mem) in enumerate(nodes):
+        if cpu < req_cpu or mem < req_ram:
+            reused_out.append(-1)
+            continue
+        any_cpu = True
+        found = reused = 0
+        free_slices = 0
+        for g, (node, mask, is_mig, ok, pid, size, max_count, starts) in enumerate(gpus):
+            if node != n:
+                continue
+            if is_mig:
+                free_slices += 8 - bin(mask).count("1")
+            if not ok or found >= need:
+                continue
+            mine = [u for u in units if u[0] == g and u[2] == pid]
+            free = sum(1 for u in mine if u[1] == 2 and u[3] == 100)
+            take = min(free, need - found)
+            found += take
+            reused += take
+            existing = len(mine)
+            for s in sorted(starts):
+                if found >= need or existing >= max_count:
+                    break
+                span = ((1 << size) - 1) << s
+                if mask & span == 0:
+                    mask |= span
+                    existing += 1
+                    found += 1
+        if found >= need:
+            reused_out.append(reused)
+            cands.append(((reused, -free_slices, -n), n))
+        else:
+            reused_out.append(-1)
+    if not cands:
+        return (-1 if any_cpu else -2), reused_out
+    return max(cands)[1], reused_out

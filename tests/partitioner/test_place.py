@@ -189,3 +189,10 @@ def test_fragment_cache_matches_fresh_scoring(requests, policy):
         if isinstance(got, Placement):
             cached.commit(got)
             fresh.commit(got)
+
+
+def test_mig_gpu_without_instances_takes_new_ones():
+    cluster = ClusterState((node(0, [gpu(0, 0, GpuMode.MIG)]),))
+    got = place(cluster, Request(mig_profile="1g.10gb", mig_count=2))
+    assert [(s.mig_start, s.mig_uuid) for s in got.replicas[0].slices] == [(0, None), (1, None)]
+    assert isinstance(place(cluster, Request(mig_profile="1g.10gb", gpu_models=("a100-40gb",))), NoFit)
