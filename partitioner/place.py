@@ -20,7 +20,7 @@ Importing this module compiles nothing; the first placement (or
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -111,7 +111,7 @@ class Packer:
         self._gpu_index = {g.uuid: i for i, g in enumerate(self.enc.gpus)}
         self._unit_of: dict[tuple[str, str], int] = {}
         self._reindex()
-        self._empty = encode(_emptied(cluster))
+        self._empty_enc: Encoded | None = None  # the emptied cluster, encoded on first need (never-fit checks)
         # per-cycle memos: "never" answers and model filters do not change with commits
         self._never_memo: dict[Request, NoFit | None] = {}
         self._allowed_memo: dict[tuple[str, ...], np.ndarray] = {}
@@ -197,7 +197,9 @@ class Packer:
 
     def _never(self, req: Request) -> NoFit | None:
         """A NoFit with ``never=True`` when even the emptied cluster cannot hold one member."""
-        empty = self._empty
+        if self._empty_enc is None:
+            self._empty_enc = _emptied_encoding(self.cluster)
+        empty = self._empty_enc
         if not empty.node_ids:
             return NoFit("the cluster has no nodes", never=True)
         if req.cpus_milli > empty.node_cpu.max() or req.memory_mib > empty.node_mem.max():
@@ -464,6 +466,31 @@ class Packer:
             del enc.units[u]
             enc.node_unit_start[n + 1:] -= 1
         self._reindex()
+
+
+_EMPTIED_CACHE: OrderedDict[tuple, Encoded] = OrderedDict()
+
+
+def _emptied_encoding(cluster: ClusterState) -> Encoded:
+    """``encode(_emptied(cluster))``, shared by every Packer built on the same nodes and GPUs.
+
+    An admission cycle builds many packers on one cluster (re-carving,
+    reservation, preemption checks); the emptied cluster depends only on what
+    the nodes and GPUs are, not on what is held, so it is encoded once.
+    """
+    key = tuple(
+        (n.node_id, n.cpus_milli, n.memory_mib, tuple((g.uuid, g.model, g.memory_mib) for g in n.gpus))
+        for n in cluster.nodes
+    )
+    found = _EMPTIED_CACHE.get(key)
+    if found is None:
+        found = encode(_emptied(cluster))
+        _EMPTIED_CACHE[key] = found
+        while len(_EMPTIED_CACHE) > 8:
+            _EMPTIED_CACHE.popitem(last=False)
+    else:
+        _EMPTIED_CACHE.move_to_end(key)
+    return found
 
 
 def _emptied(cluster: ClusterState) -> ClusterState:

@@ -90,53 +90,76 @@ def _with(cluster: ClusterState, node_id: str, gpu_uuid: str, mode: GpuMode,
 
 
 def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutChange]:
-    """Layout changes of idle GPUs that let some of ``pending`` (in order) run."""
+    """Layout changes of idle GPUs that let some of ``pending`` (in order) run.
+
+    For each request that does not fit, every idle allowed GPU gets its
+    cheapest candidate change at once, the request is placed once on that
+    trial cluster (after what earlier requests took), and only the changes
+    its placement uses are kept: two packers per request, whatever the
+    cluster size.
+    """
     changes: list[LayoutChange] = []
     changed: set[str] = set()
     state = cluster
     packer = Packer(state)
+    taken: list = []  # placements of earlier requests in this call
     for req in pending:
         got = packer.place(req)
         if not isinstance(got, NoFit):
             packer.commit(got)
+            taken.append(got)
             continue
         if got.never:
             continue
-        # try idle GPUs node by node; a whole-GPU or gang request may need several changes
-        trial = state
         trial_changes: list[LayoutChange] = []
-        placed = None
+        busy = {s.gpu_uuid for p in taken for r in p.replicas for s in r.slices}  # idle no more
         for node in state.nodes:
             for gpu in sorted(node.gpus, key=lambda g: g.index):
-                if gpu.uuid in changed or not is_idle(gpu) or not _allowed(gpu, req):
+                if gpu.uuid in changed or gpu.uuid in busy or not is_idle(gpu) or not _allowed(gpu, req):
                     continue
-                for mode, layout in _candidates(gpu, req):
-                    trial = _with(trial, node.node_id, gpu.uuid, mode, layout)
+                for mode, layout in _candidates(gpu, req)[:1]:
                     why = {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
                            GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
                            GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode]
                     trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why))
-                    break
-                if trial_changes:
-                    attempt = Packer(trial).place(req)
-                    if not isinstance(attempt, NoFit):
-                        placed = attempt
-                        break
-            if placed is not None:
-                break
-        if placed is None:
+        if not trial_changes:
+            continue
+        trial = Packer(_with_all(state, trial_changes))
+        for earlier in taken:
+            trial.commit(earlier)
+        placed = trial.place(req)
+        if isinstance(placed, NoFit):
             continue
         # keep only the changes the placement actually uses
         used = {s.gpu_uuid for r in placed.replicas for s in r.slices}
         kept = [c for c in trial_changes if c.gpu_uuid in used]
-        for c in kept:
-            state = _with(state, c.node_id, c.gpu_uuid, c.mode, c.mig_layout)
-            changed.add(c.gpu_uuid)
+        state = _with_all(state, kept)
+        changed.update(c.gpu_uuid for c in kept)
         changes.extend(kept)
         packer = Packer(state)
-        # re-commit what earlier requests took, then this one
-        for earlier in pending[: pending.index(req) + 1]:
-            got = packer.place(earlier)
-            if not isinstance(got, NoFit):
-                packer.commit(got)
+        for earlier in taken:
+            packer.commit(earlier)
+        again = packer.place(req)
+        if not isinstance(again, NoFit):
+            packer.commit(again)
+            taken.append(again)
     return changes
+
+
+def _with_all(cluster: ClusterState, changes: Sequence[LayoutChange]) -> ClusterState:
+    """``cluster`` with every change applied, in one pass."""
+    by_gpu = {c.gpu_uuid: c for c in changes}
+    if not by_gpu:
+        return cluster
+    nodes = []
+    for node in cluster.nodes:
+        if any(g.uuid in by_gpu for g in node.gpus):
+            gpus = tuple(
+                replace(g, mode=by_gpu[g.uuid].mode, held=False, used_blocks=0, used_memory_mib=0,
+                        mig_instances=tuple(MigInstance(p, st) for p, st in by_gpu[g.uuid].mig_layout))
+                if g.uuid in by_gpu else g
+                for g in node.gpus
+            )
+            node = replace(node, gpus=gpus)
+        nodes.append(node)
+    return ClusterState(nodes=tuple(nodes))

@@ -205,6 +205,8 @@ class Admitter:
         for stop in stops:
             self.dispatcher.stop(stop)
         self.cycles += 1
+        if result.incomplete:
+            self.wake()  # it stopped at its re-carving budget: continue at once
         report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started)
         self.last_report = report
         return report

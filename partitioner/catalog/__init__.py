@@ -18,6 +18,7 @@ On a real GPU, NVML's figures win.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -125,6 +126,7 @@ def _heuristic(slug: str) -> GpuModel | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # called per GPU per encode: names repeat, the catalogue never changes
 def lookup_model(name: str) -> GpuModel | None:
     """The catalogue model for a key, alias or NVML device name (case-insensitive), or None."""
     slug = slugify(name)

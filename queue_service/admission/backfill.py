@@ -46,31 +46,54 @@ def reserve(
     packer_factory: Callable[[ClusterState], object],
     repartition: Callable[[ClusterState, list[Request]], list] | None = None,
 ) -> Reservation:
-    """Find the earliest moment ``request`` fits as running jobs end, by binary search over end times.
+    """Find the earliest moment ``request`` fits as running jobs end.
 
-    Releasing more jobs only frees capacity, so "fits after the first k
-    endings" is monotone in k and a binary search needs log2(n) packers.
+    Releasing more jobs only frees capacity, so "fits once the first k have
+    ended" is monotone in k. One packer walks k up and down by releasing and
+    re-committing placements: a galloping search (k = 1, 2, 4, …) then a
+    binary search, O(log n) placements and no re-encoding of the cluster.
+    Only if the head needs idle GPUs re-carved does it fall back to building
+    the freed cluster for each probe.
     """
     timed = sorted((r for r in running if r.expected_end is not None), key=lambda r: (r.expected_end, r.job_id))
     untimed = [r for r in running if r.expected_end is None]
+    packer = packer_factory(cluster)
+    released = 0
+
+    def fits_after_release(k: int) -> Placement | None:
+        nonlocal released
+        while released < k:
+            packer.release(timed[released].placement)
+            released += 1
+        while released > k:
+            released -= 1
+            packer.commit(timed[released].placement)
+        got = packer.place(request)
+        return got if isinstance(got, Placement) else None
 
     def fits_after(k: int, extra: Sequence[RunningJob] = ()) -> Placement | None:
         freed = release_placements(cluster, [r.placement for r in [*timed[:k], *extra]])
         return fits_on(freed, request, packer_factory, repartition)  # idle GPUs may be re-carved by then
 
-    if fits_after(len(timed)) is None:
-        placement = fits_after(len(timed), untimed)
-        return Reservation(job_id, None, placement)
-    lo, hi = 0, len(timed)  # fits after hi endings, not after lo - 1
-    while lo < hi:
+    probe = fits_after_release
+    if not timed or fits_after_release(len(timed)) is None:
+        if fits_after(len(timed)) is None:
+            return Reservation(job_id, None, fits_after(len(timed), untimed))
+        probe = fits_after  # it fits only with re-carving: probe on rebuilt clusters
+    lo, hi, k = 0, len(timed), 1  # invariant: fits after hi endings, not after lo
+    while k < hi:  # gallop: small k first, the head usually needs only a few jobs to end
+        if probe(k) is not None:
+            hi = k
+            break
+        lo, k = k, k * 2
+    while lo + 1 < hi:
         mid = (lo + hi) // 2
-        if fits_after(mid) is not None:
+        if probe(mid) is not None:
             hi = mid
         else:
-            lo = mid + 1
-    placement = fits_after(lo)
-    start = timed[lo - 1].expected_end if lo > 0 else None
-    return Reservation(job_id, start, placement)
+            lo = mid
+    placement = probe(hi)
+    return Reservation(job_id, timed[hi - 1].expected_end if hi > 0 else None, placement)
 
 
 def reserved_view(cluster: ClusterState, reservation: Reservation) -> ClusterState:

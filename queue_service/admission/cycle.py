@@ -37,6 +37,8 @@ class PackerLike:
 
     def commit(self, placement: Placement) -> None: ...  # pragma: no cover
 
+    def release(self, placement: Placement) -> None: ...  # pragma: no cover
+
 
 PackerFactory = Callable[[ClusterState], PackerLike]
 
@@ -60,6 +62,12 @@ class CycleResult:
     layout_changes: list[LayoutChange] = field(default_factory=list)  # idle GPUs re-carved this cycle
     preemptions: list[Preemption] = field(default_factory=list)
     reservation: Reservation | None = None
+    deferred: list[str] = field(default_factory=list)  # not looked at: the cycle hit its re-carving budget
+
+    @property
+    def incomplete(self) -> bool:
+        """True if the next cycle should follow at once (it continues where this one stopped)."""
+        return bool(self.deferred)
 
 
 def describe(placement: Placement | None, cluster: ClusterState) -> str:
@@ -77,9 +85,16 @@ def describe(placement: Placement | None, cluster: ClusterState) -> str:
 
 
 def run_cycle(
-    snapshot: Snapshot, packer_factory: PackerFactory, repartition: Repartitioner | None = None
+    snapshot: Snapshot, packer_factory: PackerFactory, repartition: Repartitioner | None = None,
+    *, max_recarves: int = 8,
 ) -> CycleResult:
-    """Decide admissions, re-carvings and preemptions for one snapshot."""
+    """Decide admissions, re-carvings and preemptions for one snapshot.
+
+    Re-carving rebuilds the packer, so a cycle re-carves at most
+    ``max_recarves`` times; past that it stops walking (``result.deferred``)
+    and the admitter runs the next cycle at once. That bounds how long one
+    cycle holds the admission lock on a cold start with thousands of jobs.
+    """
     result = CycleResult()
     now = snapshot.now
     # 1. Snapshot: encode free capacity once; admissions below are committed into it.
@@ -88,8 +103,11 @@ def run_cycle(
     usage = snapshot.usage_by_project()
     view: PackerLike | None = None  # the cluster with the head's reservation taken (backfill checks)
     head: PendingJob | None = None
+    no_fit: dict[tuple[str, Request], NoFit] = {}  # backfill: shapes known not to fit
+    recarves = 0
     # 2. Order: the documented total order (ordering.py).
-    for job in ordered(snapshot.pending):
+    queue = ordered(snapshot.pending)
+    for position, job in enumerate(queue):
         # 3. Quota: a project never goes past its guarantee plus borrowing limit.
         quota = snapshot.quotas.get(job.project)
         used = usage.get(job.project, 0.0)
@@ -102,6 +120,10 @@ def run_cycle(
             # 4. Fit in order, re-carving idle GPUs if that is what it takes.
             decision = packer.place(job.request)
             if isinstance(decision, NoFit) and not decision.never and repartition is not None:
+                if recarves >= max_recarves:
+                    result.deferred.extend(j.job_id for j in queue[position:])
+                    break
+                recarves += 1
                 decision, packer, cluster = _recarve(job, decision, cluster, packer, packer_factory, repartition,
                                                      result)
             if isinstance(decision, Placement):
@@ -133,16 +155,20 @@ def run_cycle(
         if job.time_limit_s is None:
             result.waiting[job.job_id] = f"waiting behind {held_for}: jobs without a time limit cannot backfill"
             continue
-        decision = packer.place(job.request)
+        # Behind the head only commits happen, so free capacity only shrinks: a shape that did
+        # not fit will not fit later in this cycle either (this keeps a long queue cheap).
+        decision = no_fit.get(("now", job.request)) or packer.place(job.request)
         if isinstance(decision, NoFit):
+            no_fit[("now", job.request)] = decision
             if decision.never:
                 result.never[job.job_id] = decision.reason
             else:
                 result.waiting[job.job_id] = f"{decision.reason} (and behind {held_for})"
             continue
         if not ends_before(now, job.time_limit_s, reservation):
-            decision = view.place(job.request)
+            decision = no_fit.get(("view", job.request)) or view.place(job.request)
             if isinstance(decision, NoFit):
+                no_fit[("view", job.request)] = decision
                 result.waiting[job.job_id] = (
                     f"waiting for {describe(reservation.placement, cluster)} reserved for {held_for}"
                 )

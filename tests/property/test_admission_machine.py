@@ -96,7 +96,9 @@ class AdmissionMachine(RuleBasedStateMachine):
             for victim in preemption.victims:
                 self.running[victim] = replace(self.running[victim], stopping=True,
                                                expected_end=self.now + timedelta(seconds=5))
-        # The same state again: nothing new to decide.
+        # The same state again: nothing new to decide (unless the first cycle stopped early).
+        if result.incomplete:
+            return
         again = run_cycle(self.snapshot(), Packer, propose)
         assert again.admitted == [] and again.preemptions == [] and again.layout_changes == [], again
 
@@ -161,7 +163,7 @@ class AdmissionMachine(RuleBasedStateMachine):
     def check_decisions(self, snapshot: Snapshot, result) -> None:  # noqa: ANN001
         pending = {j.job_id: j for j in snapshot.pending}
         order = [j.job_id for j in ordered(snapshot.pending)]
-        decided = [a.job_id for a in result.admitted] + list(result.waiting) + list(result.never)
+        decided = [a.job_id for a in result.admitted] + list(result.waiting) + list(result.never) + result.deferred
         assert sorted(decided) == sorted(pending), "every pending job gets exactly one outcome"
         admitted_in_order = [a.job_id for a in result.admitted if not a.backfill]
         head = result.reservation.job_id if result.reservation else None
