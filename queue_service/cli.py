@@ -422,6 +422,162 @@ def prices_set(
     _print(made, as_json, lambda p: f"prices for {p['gpu_model']} from {p['effective_from']}: {p['gpu_hour']:g}/GPU-hour")
 
 
+# -- operators --------------------------------------------------------------------
+node_app = typer.Typer(help="Node controls: drain, cordon, uncordon.", no_args_is_help=True)
+quota_app = typer.Typer(help="Project quotas (whole-GPU equivalents).", no_args_is_help=True)
+class_app = typer.Typer(help="Priority classes.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+app.add_typer(quota_app, name="quota")
+app.add_typer(class_app, name="class")
+ReasonOpt = Annotated[str, typer.Option(help="why (kept in the audit log)")]
+
+
+def _job_line(j: dict) -> str:
+    override = "" if j.get("priority_override") is None else f", priority override {j['priority_override']}"
+    held = ", held" if j.get("held") else ""
+    return f"{j['id']}: {j['state']}{override}{held}" + (f" ({j['reason']})" if j.get("reason") else "")
+
+
+@app.command()
+def priority(
+    job_id: str,
+    value: Annotated[Optional[int], typer.Argument(help="the override; omit with --clear")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="remove the override")] = False,
+    reason: ReasonOpt = "",
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Override a job's priority (above or below every class)."""
+    if value is None and not clear:
+        fail("give a priority value, or --clear")
+    job = Api(server, token).call("PATCH", f"/v1/jobs/{job_id}", json={"priority": None if clear else value,
+                                                                        "reason": reason})
+    _print(job, as_json, _job_line)
+
+
+def _job_action(action: str, doc: str) -> None:
+    def command(job_id: str, reason: ReasonOpt = "", server: ServerOpt = None, token: TokenOpt = None,
+                as_json: JsonOpt = False) -> None:
+        job = Api(server, token).call("POST", f"/v1/jobs/{job_id}/{action}", json={"reason": reason})
+        _print(job, as_json, _job_line)
+
+    command.__doc__ = doc
+    app.command(name=action)(command)
+
+
+_job_action("hold", "Hold a queued job (the admitter skips it).")
+_job_action("release", "Release a held job.")
+_job_action("top", "Move a queued job to the head of the queue.")
+
+
+@app.command()
+def reclaim(
+    job: Annotated[Optional[str], typer.Option(help="a job id")] = None,
+    project: Annotated[Optional[str], typer.Option(help="every live job of a project")] = None,
+    gpu: Annotated[Optional[str], typer.Option(help="every job on a GPU (UUID)")] = None,
+    node: Annotated[Optional[str], typer.Option(help="every job on a node (it is cordoned)")] = None,
+    grace: Annotated[float, typer.Option(help="seconds between SIGTERM and SIGKILL")] = 30.0,
+    requeue: Annotated[bool, typer.Option("--requeue/--no-requeue", help="requeue, or cancel")] = True,
+    reason: ReasonOpt = "",
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Force capacity back: SIGTERM, the grace period, SIGKILL; requeued at their original position."""
+    body = {k: v for k, v in dict(job=job, project=project, gpu=gpu, node=node).items() if v}
+    if len(body) != 1:
+        fail("give exactly one of --job, --project, --gpu, --node")
+    answer = Api(server, token).call("POST", "/v1/reclaim", json={**body, "grace_s": grace, "requeue": requeue,
+                                                                  "reason": reason})
+    _print(answer, as_json, lambda a: f"reclaiming {len(a['jobs'])} job(s) from {a['kind']} {a['target']}: "
+           + (", ".join(a["jobs"]) or "none running"))
+
+
+def _node_action(action: str, doc: str) -> None:
+    def command(name: str, reason: ReasonOpt = "", server: ServerOpt = None, token: TokenOpt = None,
+                as_json: JsonOpt = False) -> None:
+        answer = Api(server, token).call("POST", f"/v1/nodes/{name}/{action}", json={"reason": reason})
+        _print(answer, as_json, lambda a: f"node {a['name']}: {a['status']}" + (", cordoned" if a["cordoned"] else ""))
+
+    command.__doc__ = doc
+    node_app.command(name=action)(command)
+
+
+_node_action("drain", "No new work on the node; running jobs finish.")
+_node_action("cordon", "No new work on the node.")
+_node_action("uncordon", "Undo drain and cordon.")
+
+
+@quota_app.command("set")
+def quota_set(
+    project: str,
+    guaranteed: Annotated[float, typer.Option(help="guaranteed whole-GPU equivalents")],
+    borrow_limit: Annotated[Optional[float], typer.Option(help="how far above the guarantee (default: no limit)")] = None,
+    reason: ReasonOpt = "",
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a project's guarantee and borrowing limit."""
+    q = Api(server, token).call("PUT", f"/v1/projects/{project}/quota",
+                                json={"guaranteed": guaranteed, "borrow_limit": borrow_limit, "reason": reason})
+    _print(q, as_json, lambda q: f"{q['project']}: guaranteed {q['guaranteed']:g}, borrow limit "
+           f"{'none' if q['borrow_limit'] is None else format(q['borrow_limit'], 'g')}, in use {q['in_use']:g}")
+
+
+@quota_app.command("list")
+def quota_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Quotas and what each project holds now."""
+    data = Api(server, token).call("GET", "/v1/quotas")
+    _print(data, as_json, lambda qs: _table(
+        [[q["project"], f"{q['guaranteed']:g}", "-" if q["borrow_limit"] is None else f"{q['borrow_limit']:g}",
+          f"{q['in_use']:g}"] for q in qs], ["project", "guaranteed", "borrow limit", "in use"]))
+
+
+@class_app.command("list")
+def class_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Priority classes, highest first."""
+    data = Api(server, token).call("GET", "/v1/priority-classes")
+    _print(data, as_json, lambda cs: _table(
+        [[c["name"], c["value"], "yes" if c["preemptible"] else "no", f"{c['grace_s']:g}"] for c in cs],
+        ["class", "value", "preemptible", "grace s"]))
+
+
+@class_app.command("set")
+def class_set(
+    name: str,
+    value: Annotated[int, typer.Option(help="higher runs first")],
+    preemptible: Annotated[bool, typer.Option("--preemptible/--not-preemptible")] = False,
+    grace: Annotated[float, typer.Option(help="grace period when stopped, seconds")] = 30.0,
+    reason: ReasonOpt = "",
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or change a priority class."""
+    c = Api(server, token).call("PUT", f"/v1/priority-classes/{name}",
+                                json={"value": value, "preemptible": preemptible, "grace_s": grace, "reason": reason})
+    _print(c, as_json, lambda c: f"class {c['name']}: value {c['value']}, "
+           f"{'preemptible' if c['preemptible'] else 'not preemptible'}, grace {c['grace_s']:g} s")
+
+
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option(help="at most this many rows")] = 50,
+    action: Annotated[Optional[str], typer.Option(help="only this action, e.g. reclaim.node")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log, newest first."""
+    params = {k: v for k, v in dict(limit=limit, action=action).items() if v is not None}
+    data = Api(server, token).call("GET", "/v1/audit", params=params)
+    _print(data, as_json, lambda page: _table(
+        [[a["at"][:19], a["actor"], a["action"], a["target"], a["reason"][:50]] for a in page["data"]],
+        ["at", "actor", "action", "target", "reason"]))
+
+
 def main() -> None:
     app()
 
