@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState, NoFit, Request
 from queue_service.admission.cycle import CycleResult, PackerFactory, Repartitioner, run_cycle
 from queue_service.admission.snapshot import PendingJob, Snapshot
-from queue_service.db.base import utcnow
+from queue_service.db.base import new_id, utcnow
 from queue_service.db.models import Allocation, Attempt, Gpu, Job, JobState, Node, NodeStatus, Project
 from queue_service.dispatch import Dispatcher
 from queue_service import snapshots
@@ -43,6 +43,9 @@ from workers.messages import LaunchSpec, StopRequest
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x67707571  # "gpuq"
+ALLOCATION_COLUMNS = ("id", "job_id", "attempt", "replica", "node_id", "kind", "gpu_uuid", "slot", "blocks",
+                      "gpu_memory_mib", "mig_profile", "mig_start", "mig_uuid", "cpus_milli", "memory_mib",
+                      "created_at")
 RESEND_AFTER_S = 10.0
 
 
@@ -103,17 +106,42 @@ def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterSta
     return ClusterState(tuple(states))
 
 
-def feasibility_check(session: Session, packer_factory: PackerFactory) -> Callable[[Request], NoFit | None]:
-    """A check against the empty cluster: does this request fit *ever*? (None: it could.)"""
-    cluster = build_cluster(session, include_usage=False)
+class Feasibility:
+    """Does a request fit the registered cluster *ever* (on empty nodes)? Cached between submissions.
 
-    def check(request: Request) -> NoFit | None:
-        if not cluster.nodes:
-            return None  # nothing registered yet: hold it with a reason instead of refusing
-        decision = packer_factory(cluster).place(request)
-        return decision if isinstance(decision, NoFit) and decision.never else None
+    The answer depends only on which nodes and GPUs exist, so one packer over
+    the emptied cluster serves every submission for ``ttl_s`` seconds (or until
+    a node registers), with answers memoised per request shape.
+    """
 
-    return check
+    def __init__(self, packer_factory: PackerFactory, *, ttl_s: float = 2.0) -> None:
+        self.packer_factory = packer_factory
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._built_at = -1e9
+        self._packer = None
+        self._empty = True
+        self._memo: dict[Request, NoFit | None] = {}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._built_at = -1e9
+
+    def check(self, session: Session, request: Request) -> NoFit | None:
+        """None if it could fit (or nothing is registered yet: it is then held with a reason)."""
+        with self._lock:
+            if time.monotonic() - self._built_at > self.ttl_s:
+                cluster = build_cluster(session, include_usage=False)
+                self._empty = not cluster.nodes
+                self._packer = None if self._empty else self.packer_factory(cluster)
+                self._memo.clear()
+                self._built_at = time.monotonic()
+            if self._empty:
+                return None
+            if request not in self._memo:
+                decision = self._packer.place(request)
+                self._memo[request] = decision if isinstance(decision, NoFit) and decision.never else None
+            return self._memo[request]
 
 
 class Admitter:
@@ -250,35 +278,7 @@ class Admitter:
                 log.info("GPU %s: %s -> %s (%s)", gpu.uuid, gpu.mode, change.mode.value, change.reason)
                 gpu.mode = change.mode.value
                 gpu.mig_layout = [{"profile": p, "start": s, "uuid": None} for p, s in change.mig_layout]
-        for admission in result.admitted:
-            job = jobs[admission.job_id]
-            number = job.attempt + 1
-            # Conditional: a cancel that committed since the snapshot wins.
-            claimed = session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.state == JobState.QUEUED, Job.attempt == job.attempt)
-                .values(state=JobState.ADMITTED, attempt=number, admitted_at=now, reason="starting")
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if not claimed:
-                continue
-            session.add(Attempt(job_id=job.id, number=number, node_id=admission.placement.replicas[0].node_id,
-                                launch_sent_at=now))
-            for replica, member in enumerate(admission.placement.replicas):
-                rows = [
-                    Allocation(
-                        job_id=job.id, attempt=number, replica=replica, node_id=member.node_id, kind=s.kind.value,
-                        gpu_uuid=s.gpu_uuid, slot=s.slot, blocks=s.blocks, gpu_memory_mib=s.memory_mib,
-                        mig_profile=s.mig_profile, mig_start=s.mig_start, mig_uuid=s.mig_uuid,
-                    )
-                    for s in member.slices
-                ] or [Allocation(job_id=job.id, attempt=number, replica=replica, node_id=member.node_id, kind="cpu")]
-                rows[0].cpus_milli, rows[0].memory_mib = member.cpus_milli, member.memory_mib
-                for s in member.slices:
-                    if s.kind.value == "mig" and s.mig_uuid is None:
-                        self._record_instance(session, s)
-                session.add_all(rows)
-                launches.append(self.launch_spec(job, number, replica, node_names[member.node_id], rows))
+        launches.extend(self._admit(session, result, jobs, node_names, now))
         for preemption in result.preemptions:
             for victim_id in preemption.victims:
                 victim = session.get(Job, victim_id, with_for_update=True)
@@ -300,6 +300,56 @@ class Admitter:
                 jobs[job_id].reason = held
         session.flush()
         return launches, stops
+
+    def _admit(self, session: Session, result: CycleResult, jobs: dict[str, Job], node_names: dict[str, str],
+               now) -> list[LaunchSpec]:  # noqa: ANN001
+        """Write the admissions in bulk: one conditional UPDATE, then the attempt and allocation rows."""
+        if not result.admitted:
+            return []
+        claimed: set[str] = set()
+        ids = [a.job_id for a in result.admitted]
+        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+            # Conditional: a cancel that committed since the snapshot wins (the job is no longer queued).
+            claimed.update(session.scalars(
+                update(Job)
+                .where(Job.id.in_(chunk), Job.state == JobState.QUEUED)
+                .values(state=JobState.ADMITTED, attempt=Job.attempt + 1, admitted_at=now, reason="starting")
+                .returning(Job.id)
+                .execution_options(synchronize_session=False)
+            ).all())
+        attempts: list[dict] = []
+        allocations: list[dict] = []
+        launches: list[LaunchSpec] = []
+        for admission in result.admitted:
+            if admission.job_id not in claimed:
+                continue
+            job = jobs[admission.job_id]
+            number = job.attempt + 1
+            attempts.append({"id": new_id(), "job_id": job.id, "number": number, "created_at": now,
+                             "node_id": admission.placement.replicas[0].node_id, "launch_sent_at": now, "exits": {}})
+            for replica, member in enumerate(admission.placement.replicas):
+                rows = [
+                    Allocation(
+                        id=new_id(), job_id=job.id, attempt=number, replica=replica, node_id=member.node_id,
+                        kind=s.kind.value, gpu_uuid=s.gpu_uuid, slot=s.slot, blocks=s.blocks,
+                        gpu_memory_mib=s.memory_mib, mig_profile=s.mig_profile, mig_start=s.mig_start,
+                        mig_uuid=s.mig_uuid, cpus_milli=0, memory_mib=0, created_at=now,
+                    )
+                    for s in member.slices
+                ] or [Allocation(id=new_id(), job_id=job.id, attempt=number, replica=replica, node_id=member.node_id,
+                                 kind="cpu", slot="", blocks=0, gpu_memory_mib=0, cpus_milli=0, memory_mib=0,
+                                 created_at=now)]
+                rows[0].cpus_milli, rows[0].memory_mib = member.cpus_milli, member.memory_mib
+                for s in member.slices:
+                    if s.kind.value == "mig" and s.mig_uuid is None:
+                        self._record_instance(session, s)
+                allocations.extend({c: getattr(r, c) for c in ALLOCATION_COLUMNS} for r in rows)
+                launches.append(self.launch_spec(job, number, replica, node_names[member.node_id], rows))
+        if attempts:
+            session.execute(insert(Attempt), attempts)
+            # The partial unique index refuses a slice held twice: the whole cycle rolls back.
+            session.execute(insert(Allocation), allocations)
+        return launches
 
     @staticmethod
     def _record_instance(session: Session, s) -> None:  # noqa: ANN001 - a partitioner Slice

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.admission.cycle import PackerFactory, Repartitioner
-from queue_service.admitter import Admitter
+from queue_service.admitter import Admitter, Feasibility
 from queue_service.db.session import make_engine, make_sessionmaker
 from queue_service.dispatch import Dispatcher, make_broker
 from queue_service.settings import Settings
@@ -36,6 +36,7 @@ class ServiceContext:
     dispatcher: Dispatcher
     admitter: Admitter
     packer_factory: PackerFactory
+    feasibility: Feasibility
     extras: dict = field(default_factory=dict)
 
     @classmethod
@@ -46,4 +47,4 @@ class ServiceContext:
         packer_factory = packer_factory or default_packer_factory()
         admitter = Admitter(sessions=sessions, settings=settings, dispatcher=dispatcher, packer_factory=packer_factory,
                             repartition=default_repartitioner())
-        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory)
+        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, Feasibility(packer_factory))

@@ -15,7 +15,7 @@ from partitioner.types import NoFit, Request
 from queue_service.api.schemas.jobs import AllocationPublic, JobCreate, JobPublic, ResourcesPublic
 from queue_service.auth import Principal
 from queue_service.billing import ledger
-from queue_service.db.base import utcnow
+from queue_service.db.base import new_id, utcnow
 from queue_service.db.models import FINAL_STATES, Allocation, Attempt, Job, JobState, LogChunk, Node, Project
 from queue_service.errors import Forbidden, InvalidRequest, NotFound
 from queue_service.services import classes as class_service
@@ -36,13 +36,22 @@ def submit(
     principal: Principal,
     settings: Settings,
     feasibility: FeasibilityCheck | None = None,
+    classes: dict | None = None,
+    projects: dict[str, Project] | None = None,
+    flush: bool = True,
 ) -> Job:
-    """Validate against configuration and cluster, then queue the job."""
-    project = project_service.require(session, name=body.project)
+    """Validate against configuration and cluster, then queue the job.
+
+    ``classes`` and ``projects`` may be passed in (and are filled) so a batch
+    looks each up once.
+    """
+    projects = {} if projects is None else projects
+    project = projects.get(body.project) or project_service.require(session, name=body.project)
+    projects[body.project] = project
     if not principal.can_submit_to(project.name):
         raise Forbidden(f"{principal.label} may not submit to project {project.name!r}")
     class_name = body.priority_class or settings.default_priority_class
-    classes = class_service.effective(session, settings=settings)
+    classes = classes if classes is not None else class_service.effective(session, settings=settings)
     klass = classes.get(class_name)
     if klass is None:
         known = ", ".join(sorted(classes))
@@ -53,6 +62,7 @@ def submit(
     if res.mig is not None and res.mig not in all_mig_profile_names():
         raise InvalidRequest(f"unknown MIG profile {res.mig!r}", field="resources.mig")
     job = Job(
+        id=new_id(),
         name=body.name,
         project_id=project.id,
         owner_token_id=principal.token_id,
@@ -80,7 +90,8 @@ def submit(
         if never is not None:
             raise InvalidRequest(f"this job can never run on this cluster: {never.reason}", field="resources")
     session.add(job)
-    session.flush()
+    if flush:  # a batch leaves it to the commit: one multi-row INSERT for all its jobs
+        session.flush()
     return job
 
 

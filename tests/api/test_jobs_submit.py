@@ -212,3 +212,22 @@ def test_submit_needs_a_valid_token(api, ctx, actors) -> None:
         assert response.status_code == 401, (headers, response.text)
         assert response.headers.get("www-authenticate") == "Bearer"
     assert job_count(ctx) == 0
+
+
+def test_batch_submission_is_all_or_nothing(ctx, api, actors) -> None:  # noqa: ANN001
+    from tests.api.helpers import auth, job_count
+
+    good = {"command": ["true"], "resources": {"gpus": 0}}
+    bad = {"command": ["true"], "resources": {"blocks": 0, "gpu_memory_mib": 1}}
+    before = job_count(ctx)
+    refused = api.post("/v1/jobs/batch", json={"jobs": [good, good, bad]}, headers=auth(actors.admin))
+    assert refused.status_code == 422 and "jobs.2.resources.blocks" in refused.json()["detail"]
+    other_project = api.post("/v1/jobs/batch", json={"jobs": [good, {**good, "project": "beta"}]},
+                             headers=auth(actors.member_a))
+    assert other_project.status_code == 422 or other_project.status_code == 403
+    assert job_count(ctx) == before, "a refused batch creates nothing"
+    made = api.post("/v1/jobs/batch", json={"jobs": [good] * 5}, headers=auth(actors.admin))
+    assert made.status_code == 201 and made.json()["count"] == 5 and len(set(made.json()["ids"])) == 5
+    assert job_count(ctx) == before + 5
+    assert api.post("/v1/jobs/batch", json={"jobs": []}, headers=auth(actors.admin)).status_code == 422
+    assert api.post("/v1/jobs/batch", json={"jobs": [good]}, headers=auth(actors.viewer)).status_code == 403

@@ -76,6 +76,7 @@ def register(body: RegisterBody, principal: CurrentPrincipal, session: SessionDe
     node_service.check_agent(principal, inventory.node_name)
     node = node_service.register(session, inventory=inventory, lease_s=ctx.settings.node_lease_s)
     session.commit()
+    ctx.feasibility.invalidate()  # the cluster changed: "never fits" answers may too
     ctx.admitter.wake()
     return {"node_id": node.id, "lease_s": ctx.settings.node_lease_s,
             "heartbeat_s": ctx.settings.heartbeat_interval_s}

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from queue_service.admitter import feasibility_check
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
-from queue_service.api.schemas.jobs import JobCreate, JobPublic, JobsPublic, LogsPublic
+from queue_service.api.schemas.jobs import JobCreate, JobPublic, JobsCreate, JobsCreated, JobsPublic, LogsPublic
+from queue_service.errors import GpuqError
+from queue_service.services import classes as class_service
 from queue_service.db.models import Role
 from queue_service.services import jobs as job_service
 
@@ -21,13 +22,37 @@ def submit_job(body: JobCreate, principal: CurrentPrincipal, session: SessionDep
     principal.require(Role.ADMIN, Role.OPERATOR, Role.MEMBER)
     job = job_service.submit(
         session, body=body, principal=principal, settings=ctx.settings,
-        feasibility=feasibility_check(session, ctx.packer_factory),
+        feasibility=lambda request: ctx.feasibility.check(session, request),
     )
     project = job_service.project_service.require(session, name=body.project)
     public = job_service.to_public(session, job=job, project=project)
     session.commit()
     ctx.admitter.wake()
     return public
+
+
+@router.post("/batch", status_code=status.HTTP_201_CREATED, response_model=JobsCreated)
+def submit_jobs(body: JobsCreate, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> JobsCreated:
+    """Queue up to 1,000 jobs at once (a job array): all are validated first, and either all are
+    queued or none is (the error names the job's index and field)."""
+    principal.require(Role.ADMIN, Role.OPERATOR, Role.MEMBER)
+    classes = class_service.effective(session, settings=ctx.settings)
+    projects: dict = {}
+    ids = []
+    for index, item in enumerate(body.jobs):
+        try:
+            job = job_service.submit(
+                session, body=item, principal=principal, settings=ctx.settings, classes=classes, projects=projects,
+                feasibility=lambda request: ctx.feasibility.check(session, request), flush=False,
+            )
+        except GpuqError as exc:
+            exc.message = f"jobs[{index}]: {exc.message}"
+            exc.field = f"jobs.{index}.{exc.field}" if exc.field else f"jobs.{index}"
+            raise
+        ids.append(job.id)
+    session.commit()
+    ctx.admitter.wake()
+    return JobsCreated(ids=ids, count=len(ids))
 
 
 @router.get("", response_model=JobsPublic)

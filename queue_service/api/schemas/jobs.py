@@ -163,3 +163,16 @@ class LogsPublic(BaseModel):
     stdout_offset: int
     stderr_offset: int
     final: bool
+
+
+class JobsCreate(BaseModel):
+    """Many jobs in one request (a job array): validated all together, created all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=1000)
+
+
+class JobsCreated(BaseModel):
+    ids: list[str]
+    count: int
