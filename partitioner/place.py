@@ -203,8 +203,9 @@ class Packer:
         if not empty.node_ids:
             return NoFit("the cluster has no nodes", never=True)
         if req.cpus_milli > empty.node_cpu.max() or req.memory_mib > empty.node_mem.max():
-            return NoFit(f"needs {req.cpus_milli} millicores and {req.memory_mib} MiB on one node; "
-                         f"the largest node has {int(empty.node_cpu.max())} and {int(empty.node_mem.max())}", never=True)
+            return NoFit(f"needs {req.cpus_milli / 1000:g} CPUs and {req.memory_mib} MiB on one node; "
+                         f"the largest node has {int(empty.node_cpu.max()) / 1000:g} CPUs and "
+                         f"{int(empty.node_mem.max())} MiB", never=True)
         if req.gpus == 0 and not req.mig_profile and req.blocks == 0:
             return None
         keys = self._gpu_keys  # same GPU order in the emptied encoding
@@ -382,7 +383,8 @@ class Packer:
         cpu = int(enc.node_free_cpu[candidates].max())
         mem = int(enc.node_free_mem[candidates].max())
         if req.cpus_milli > cpu:
-            return f"not enough free CPU: needs {req.cpus_milli} millicores; the most free on a candidate node is {cpu}"
+            return (f"not enough free CPU: needs {req.cpus_milli / 1000:g} CPUs; the most free on a candidate node is "
+                    f"{cpu / 1000:g}")
         return f"not enough free memory: needs {req.memory_mib} MiB; the most free on a candidate node is {mem}"
 
     def _why_not(self, req: Request, unit_ok: np.ndarray) -> str:

@@ -26,6 +26,8 @@ def create(
         raise InvalidRequest("a member token needs at least one project", field="projects")
     if role is not Role.MEMBER and projects:
         raise InvalidRequest("only member tokens are bound to projects", field="projects")
+    if role is not Role.AGENT and node_name:
+        raise InvalidRequest("only agent tokens are bound to a node", field="node_name")
     known = set(session.scalars(select(Project.name).where(Project.name.in_(projects))).all())
     unknown = [p for p in projects if p not in known]
     if unknown:

@@ -17,9 +17,9 @@ import binascii
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
-from sqlalchemy import select
 
 from queue_service.db.models import Allocation, Job, JobState, Node
 from queue_service.errors import InvalidRequest
@@ -27,6 +27,7 @@ from queue_service.recovery import lose_attempt
 from queue_service.services import nodes as node_service
 from queue_service.services import reports
 from workers.messages import LaunchSpec, NodeInventory
+from workers.runtime.base import ExitReason
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
@@ -57,7 +58,7 @@ class AttemptRef(AttemptKey):
 
 class ExitBody(AttemptRef):
     exit_code: int | None = None
-    reason: str = Field(max_length=32)
+    reason: ExitReason  # a typo in an agent must not turn into "failed with code None"
     message: str = Field(default="", max_length=4000)
 
 
@@ -177,7 +178,7 @@ def exited(body: ExitBody, principal: CurrentPrincipal, session: SessionDep, ctx
     node_service.check_agent(principal, body.node_name)
     outcome = reports.report_exit(
         session, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name, replica=body.replica,
-        exit_code=body.exit_code, reason=body.reason, message=body.message, grace_s=ctx.settings.default_grace_s,
+        exit_code=body.exit_code, reason=body.reason.value, message=body.message, grace_s=ctx.settings.default_grace_s,
         max_retries=ctx.settings.max_retries,
     )
     state = outcome.job.state
