@@ -21,7 +21,7 @@ from partitioner.mig import span_mask, validate_layout
 from partitioner.place import Packer
 from partitioner.types import ClusterState, GpuMode, GpuState, LayoutChange, MigInstance, NoFit, Request
 
-__all__ = ["is_idle", "propose"]
+__all__ = ["is_idle", "propose", "with_changes"]
 
 
 def is_idle(gpu: GpuState) -> bool:
@@ -124,7 +124,7 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
                     trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why))
         if not trial_changes:
             continue
-        trial = Packer(_with_all(state, trial_changes))
+        trial = Packer(with_changes(state, trial_changes))
         for earlier in taken:
             trial.commit(earlier)
         placed = trial.place(req)
@@ -133,7 +133,7 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
         # keep only the changes the placement actually uses
         used = {s.gpu_uuid for r in placed.replicas for s in r.slices}
         kept = [c for c in trial_changes if c.gpu_uuid in used]
-        state = _with_all(state, kept)
+        state = with_changes(state, kept)
         changed.update(c.gpu_uuid for c in kept)
         changes.extend(kept)
         packer = Packer(state)
@@ -146,8 +146,8 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
     return changes
 
 
-def _with_all(cluster: ClusterState, changes: Sequence[LayoutChange]) -> ClusterState:
-    """``cluster`` with every change applied, in one pass."""
+def with_changes(cluster: ClusterState, changes: Sequence[LayoutChange]) -> ClusterState:
+    """``cluster`` with every change applied to its (idle) GPUs, in one pass."""
     by_gpu = {c.gpu_uuid: c for c in changes}
     if not by_gpu:
         return cluster

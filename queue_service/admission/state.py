@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from partitioner.repartition import with_changes
 from partitioner.types import (
     BLOCKS_PER_GPU,
     ClusterState,
-    GpuMode,
     GpuState,
     LayoutChange,
     MigInstance,
@@ -70,18 +70,5 @@ def _take(gpu: GpuState, slices: list, sign: int = 1) -> GpuState:
 
 
 def apply_changes(cluster: ClusterState, changes: Iterable[LayoutChange]) -> ClusterState:
-    """The cluster with idle GPUs switched to the changes' modes and MIG layouts."""
-    by_gpu = {c.gpu_uuid: c for c in changes}
-    if not by_gpu:
-        return cluster
-    nodes = []
-    for node in cluster.nodes:
-        gpus = tuple(
-            replace(g, mode=by_gpu[g.uuid].mode,
-                    mig_instances=tuple(MigInstance(p, s) for p, s in by_gpu[g.uuid].mig_layout)
-                    if by_gpu[g.uuid].mode is GpuMode.MIG else ())
-            if g.uuid in by_gpu else g
-            for g in node.gpus
-        )
-        nodes.append(replace(node, gpus=gpus))
-    return ClusterState(tuple(nodes))
+    """The cluster with idle GPUs switched to the changes' modes and MIG layouts (the partitioner's rule)."""
+    return with_changes(cluster, list(changes))

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from queue_service.auth import Principal
 from queue_service.context import ServiceContext
 from queue_service.db.models import Role
+from queue_service.db.session import transaction
 from queue_service.services import tokens
 
 
@@ -22,15 +23,9 @@ ContextDep = Annotated[ServiceContext, Depends(get_context)]
 
 
 def get_session(ctx: ContextDep) -> Iterator[Session]:
-    session = ctx.sessions()
-    try:
+    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    with transaction(ctx.sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import update
 
-from queue_service.db.billing_models import GpuSample
 from tests import builders
 from tests.api.helpers import auth, get_job
 from tests.billing.helpers import running, usage

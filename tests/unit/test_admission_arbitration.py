@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from partitioner.place import Packer
-from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Placement, ReplicaPlacement, Request, Slice, SliceKind
+from partitioner.types import ClusterState, GpuState, NodeState, Placement, ReplicaPlacement, Request, Slice, SliceKind
 from queue_service.admission.cycle import run_cycle
 from queue_service.admission.fair_share import UsageInterval, decayed_usage, standings
 from queue_service.admission.ordering import ordered
