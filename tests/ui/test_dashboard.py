@@ -26,9 +26,21 @@ from queue_service.settings import Settings
 from tests import builders
 
 CHROMIUM = "/usr/bin/chromium"
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+try:
+    import playwright.sync_api as playwright_api
+except ImportError:  # pragma: no cover - installed by the test extra
+    playwright_api = None
+
+
+@pytest.fixture(autouse=True)
+def _browser_available() -> None:
+    """Skip locally, fail in CI (CI=true), when the browser or its driver is missing."""
+    from tests.services import missing
+
+    if playwright_api is None:
+        missing("Playwright", "pip package playwright is not installed (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        missing("Chromium", "Debian's chromium is not installed (apt-get install chromium)")
 
 
 def _free_port() -> int:
