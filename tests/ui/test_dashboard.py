@@ -127,6 +127,10 @@ def test_cluster_map_shows_each_projects_blocks(server, tmp_path: Path) -> None:
         assert count("#queue tr[data-job]") >= 5
         assert "waits" in page.locator("#queue").inner_text()
         assert count("#usage tr[data-project]") >= 3
+        # Usage over time: today's column stacks one bar per project that used something.
+        assert count("#usage-chart .day") >= 1
+        assert {page.locator("#usage-chart .bar").nth(i).get_attribute("data-project")
+                for i in range(count("#usage-chart .bar"))} >= {"alpha", "beta", "gamma"}
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()

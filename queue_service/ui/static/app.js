@@ -128,22 +128,34 @@ function drawUsage(byProject, byDay) {
     el("td", {}, el("span", { className: "swatch", style: { background: colourOf(r.key) } }), r.key),
     el("td", {}, fmt(r.gpu_equivalent_hours)), el("td", {}, fmt(r.gpu_hours)), el("td", {}, fmt(r.block_hours)),
     el("td", {}, fmt(r.mig_hours)), el("td", {}, fmt(r.cost)), el("td", {}, r.busy_share == null ? "–" : `${Math.round(r.busy_share * 100)}%`))));
-  // Cost over time: one bar per day (from group_by=day across the visible projects).
+  // Usage and cost over time: one column per day, stacked by project (each project's group_by=day).
   const chart = document.getElementById("usage-chart");
-  const max = Math.max(1e-9, ...byDay.rows.map(r => r.cost || r.gpu_equivalent_hours));
-  chart.replaceChildren(...byDay.rows.map(r => el("div", {
-    className: "bar", title: `${r.key}: ${fmt(r.cost)} (${fmt(r.gpu_equivalent_hours)} GPU-equiv h)`,
-    style: { height: `${Math.max(2, 90 * (r.cost || r.gpu_equivalent_hours) / max)}px`, background: "#4e79a7" },
-  })));
+  const days = new Map();
+  for (const [project, report] of byDay) {
+    for (const r of report.rows) {
+      if (!days.has(r.key)) days.set(r.key, []);
+      days.get(r.key).push({ project, value: r.cost || r.gpu_equivalent_hours, row: r });
+    }
+  }
+  const ordered = [...days.keys()].sort();
+  const max = Math.max(1e-9, ...ordered.map(d => days.get(d).reduce((a, x) => a + x.value, 0)));
+  chart.replaceChildren(...ordered.map(day => el("div", { className: "day", title: day, "data-day": day },
+    ...days.get(day).map(x => el("div", {
+      className: "bar", "data-project": x.project,
+      title: `${day} ${x.project}: cost ${fmt(x.row.cost)}, ${fmt(x.row.gpu_equivalent_hours)} GPU-equiv h`,
+      style: { height: `${Math.max(2, 90 * x.value / max)}px`, background: colourOf(x.project) },
+    })))));
 }
 
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const [nodes, live, queued, metrics, byProject, byDay] = await Promise.all([
+    const [nodes, live, queued, metrics, byProject] = await Promise.all([
       api("/v1/nodes"), api("/v1/jobs?state=running&limit=500"), api("/v1/jobs?state=queued&limit=500"),
-      api("/metrics").catch(() => ""), api("/v1/usage?group_by=project"), api("/v1/usage?group_by=day"),
+      api("/metrics").catch(() => ""), api("/v1/usage?group_by=project"),
     ]);
+    const byDay = await Promise.all(byProject.projects.map(async p =>
+      [p, await api(`/v1/projects/${encodeURIComponent(p)}/usage?group_by=day`)]));
     const admitted = await api("/v1/jobs?state=admitted&limit=500");
     const holding = [...live.data, ...admitted.data];
     for (const p of byProject.projects) colourOf(p);
