@@ -117,7 +117,8 @@ def test_restart_keeps_current_attempts_and_removes_stale_ones(tmp_path) -> None
     try:
         assert runtime.stopped == ["h-old"] and runtime.removed == ["h-old"]
         assert agent.running() == [("cur", 2, 0)]
-        runtime.running["h-cur"].set()  # the adopted container exits: reported once, then removed
+        # the adopted container exits (setdefault: the supervisor may not have waited on it yet): reported once
+        runtime.running.setdefault("h-cur", threading.Event()).set()
         until(lambda: client.exits)
         until(lambda: "h-cur" in runtime.removed)
         assert client.exits == [{"job_id": "cur", "attempt": 2, "exit_code": 0, "reason": "exited", "message": ""}]
