@@ -363,9 +363,14 @@ class Admitter:
         grace_s = klass.grace_s if klass else self.settings.default_grace_s
         blocks_row = next((r for r in rows if r.kind == "blocks"), None)
         env = dict(job.env)  # the runtimes add GPUQ_* and the device / MPS variables
+        gpu_rows = [r for r in rows if r.gpu_uuid]
+        mig_slices = [
+            {"index": i, "gpu_uuid": r.gpu_uuid, "profile": r.mig_profile, "start": r.mig_start}
+            for i, r in enumerate(gpu_rows) if r.kind == "mig" and r.mig_uuid is None
+        ]
         return LaunchSpec(
             job_id=job.id, attempt=attempt, node_name=node_name, command=list(job.command), image=job.image,
-            env=env, gpu_uuids=[r.mig_uuid or r.gpu_uuid for r in rows if r.gpu_uuid],
+            env=env, gpu_uuids=[r.mig_uuid or r.gpu_uuid for r in gpu_rows], mig_slices=mig_slices,
             blocks=blocks_row.blocks if blocks_row else None,
             gpu_memory_mib=blocks_row.gpu_memory_mib if blocks_row else None,
             cpus=job.cpus or None, memory_mib=job.memory_mib or None, time_limit_s=job.time_limit_s,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from workers.client import Refused, ServiceClient, ServiceUnavailable
@@ -303,6 +303,7 @@ class Agent:
                 try:
                     run.stdout_path.parent.mkdir(parents=True, exist_ok=True)
                     run.runtime = self._runtime_for(spec)
+                    run.spec = spec = self._carve_mig(spec)
                     run.handle = self._launch(run)
                 except LaunchError as exc:
                     keep = not self._report(run, ExitStatus(None, ExitReason.START_FAILED, str(exc)))
@@ -323,6 +324,45 @@ class Agent:
                     self._runs.pop(key, None)
                     self._ended.add(key)
             run.done.set()
+
+    def _carve_mig(self, spec: LaunchSpec) -> LaunchSpec:
+        """Create the MIG instances the placement chose and hand the job their MIG UUIDs.
+
+        Simulated GPUs have nothing to carve: the job keeps the parent UUID.
+        A failure (a busy overlapping instance, a driver error) is a launch error with the reason.
+        """
+        if not spec.mig_slices or self.inventory.gpu_source != "nvml":
+            return spec
+        from partitioner.catalog import model_for_nvml
+        from workers.gpu.mig_apply import MigApplyError, ensure_instance
+
+        gpus = {g.uuid: g for g in self.inventory.gpus}
+        uuids = list(spec.gpu_uuids)
+        for item in spec.mig_slices:
+            gpu = gpus.get(item["gpu_uuid"])
+            model = model_for_nvml(gpu.name, gpu.memory_mib, gpu.sm_count) if gpu else None
+            profile = model.mig_profile(item["profile"]) if model else None
+            if profile is None:
+                raise LaunchError(f"{item['gpu_uuid']} has no MIG profile {item['profile']}")
+            try:
+                device = ensure_instance(item["gpu_uuid"], profile.profile_id, int(item["start"]))
+            except MigApplyError as exc:
+                raise LaunchError(f"cannot carve {item['profile']} at slice {item['start']}: {exc}") from exc
+            uuids[int(item["index"])] = device.uuid
+        threading.Thread(target=self._report_inventory, name="gpuq-agent-inventory", daemon=True).start()
+        return replace(spec, gpu_uuids=uuids)
+
+    def _report_inventory(self) -> None:
+        """Re-probe NVML and re-register, so the service sees the new MIG devices and their UUIDs."""
+        from workers.gpu.nvml import probe
+
+        try:
+            result = probe()
+            if result.gpus:
+                self.inventory = replace(self.inventory, gpus=list(result.gpus))
+            self.client.register(self.inventory)
+        except Exception:  # noqa: BLE001 - best effort: the next registration carries it too
+            log.exception("re-reporting the inventory after MIG carving failed")
 
     def _launch(self, run: _Run) -> str:
         """Launch, waiting out an engine that is away (a daemon restart) for up to ``ENGINE_WAIT_S``.

@@ -40,6 +40,10 @@ class LaunchSpec:
     grace_s: float = 10.0
     replica: int = 0  # gang member index (0 for a single job)
     replicas: int = 1  # gang size
+    # MIG instances the placement created but the node has not carved yet:
+    # [{"index": i in gpu_uuids, "gpu_uuid": parent, "profile": "3g.40gb", "start": 4}]; the agent
+    # creates each one and puts its MIG UUID at gpu_uuids[index] before the job starts.
+    mig_slices: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -163,3 +163,25 @@ def test_cut_off_agent_fences_itself_then_reports_and_registers_again(tmp_path) 
         until(lambda: runtime.removed == ["h-j-1"])
     finally:
         agent.shutdown()
+
+
+def test_mig_slices_are_carved_before_launch(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """On an NVML node the agent creates the chosen MIG instance and the job gets its MIG UUID."""
+    from dataclasses import replace as dc_replace
+
+    from workers.gpu import nvml as nvml_module
+    from workers.gpu.fake_nvml import FakeNvml
+    from workers.gpu.nvml import probe
+
+    fake = FakeNvml.from_spec("h100-80gb:1", mig={0: [(9, 0)]})
+    monkeypatch.setattr(nvml_module, "load_nvml", lambda nvml=None: nvml or fake)
+    runtime = FakeRuntime()
+    agent = make_agent(tmp_path, runtime, FakeClient())
+    agent.inventory = dc_replace(agent.inventory, gpu_source="nvml", gpus=probe(fake).gpus)
+    parent = fake.gpus[0].uuid
+    launched = agent._carve_mig(dc_replace(spec("m", 1), gpu_uuids=[parent],
+                                           mig_slices=[{"index": 0, "gpu_uuid": parent, "profile": "3g.40gb",
+                                                        "start": 4}]))
+    created = [d for d in probe(fake).gpus[0].mig_devices if d.start == 4]
+    assert len(created) == 1 and launched.gpu_uuids == [created[0].uuid] and created[0].uuid.startswith("MIG-")
+    until(lambda: any(m.start == 4 for g in agent.inventory.gpus for m in g.mig_devices))  # re-reported

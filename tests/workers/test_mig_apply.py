@@ -78,3 +78,32 @@ def test_a30_geometry():
     fake = FakeNvml.from_spec("a30:1", mig={0: []})
     devices = apply_layout(fake.gpus[0].uuid, [(14, 0), (14, 1), (5, 2)], nvml=fake)
     assert [(d.profile, d.start) for d in devices] == [("1g.6gb", 0), ("1g.6gb", 1), ("2g.12gb", 2)]
+
+
+def test_ensure_instance_carves_beside_running_instances():
+    from workers.gpu.mig_apply import ensure_instance
+
+    fake = FakeNvml.from_spec("h100-80gb:1", mig={0: [(9, 0)]})
+    running = probe(fake).gpus[0].mig_devices[0]
+    fake.add_process(running.uuid, 4242, 100)
+    made = ensure_instance(fake.gpus[0].uuid, 9, 4, nvml=fake)
+    assert (made.profile, made.start) == ("3g.40gb", 4)
+    assert layout_of(fake) == [(9, 0), (9, 4)] and probe(fake).gpus[0].mig_devices[0].uuid == running.uuid
+    again = ensure_instance(fake.gpus[0].uuid, 9, 4, nvml=fake)
+    assert again.uuid == made.uuid, "idempotent: the existing instance is returned"
+    assert fake.initialized == 0
+
+
+def test_ensure_instance_replaces_idle_overlaps_and_refuses_busy_ones():
+    from workers.gpu.mig_apply import ensure_instance
+
+    fake = FakeNvml.from_spec("h100-80gb:1", mig={0: [(19, 4), (19, 5), (14, 0)]})
+    devices = probe(fake).gpus[0].mig_devices
+    busy = next(d for d in devices if d.start == 0)
+    fake.add_process(busy.uuid, 7, 100)
+    made = ensure_instance(fake.gpus[0].uuid, 9, 4, nvml=fake)  # the idle 1g slices at 4 and 5 make way
+    assert sorted(layout_of(fake)) == [(9, 4), (14, 0)] and made.start == 4
+    with pytest.raises(GpuBusy, match="overlaps"):
+        ensure_instance(fake.gpus[0].uuid, 9, 0, nvml=fake)
+    with pytest.raises(InvalidLayout, match="cannot start"):
+        ensure_instance(fake.gpus[0].uuid, 9, 2, nvml=fake)

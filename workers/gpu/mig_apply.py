@@ -27,7 +27,7 @@ from typing import Any
 from workers.gpu.nvml import NvmlUnavailable, nvml_session, profile_table, read_mig_devices
 from workers.messages import MigDeviceInfo
 
-__all__ = ["GpuBusy", "InvalidLayout", "MigApplyError", "MigDriverError", "MigNotEnabled", "apply_layout"]
+__all__ = ["GpuBusy", "InvalidLayout", "MigApplyError", "MigDriverError", "MigNotEnabled", "apply_layout", "ensure_instance"]
 
 
 class MigApplyError(Exception):
@@ -57,6 +57,75 @@ def apply_layout(gpu_uuid: str, layout: list[tuple[int, int]], nvml: Any = None)
             return _apply(nvml, gpu_uuid, layout)
     except NvmlUnavailable as exc:
         raise MigDriverError(str(exc)) from None
+
+
+def ensure_instance(gpu_uuid: str, profile_id: int, start: int, nvml: Any = None) -> MigDeviceInfo:
+    """The MIG device of ``profile_id`` at memory slice ``start`` on ``gpu_uuid``, carved if missing.
+
+    Instances elsewhere on the GPU keep running. An *idle* instance that
+    overlaps the placement (left from an earlier layout) is destroyed first;
+    a busy one raises ``GpuBusy``. Idempotent: an existing instance is returned.
+    """
+    try:
+        with nvml_session(nvml) as nvml:
+            return _ensure(nvml, gpu_uuid, profile_id, start)
+    except NvmlUnavailable as exc:
+        raise MigDriverError(str(exc)) from None
+
+
+def _ensure(nvml: Any, gpu_uuid: str, profile_id: int, start: int) -> MigDeviceInfo:
+    try:
+        handle = nvml.nvmlDeviceGetHandleByUUID(gpu_uuid)
+        _check_enabled(nvml, handle, gpu_uuid)
+        for device in read_mig_devices(nvml, handle):
+            if device.start == start and device.profile_id == profile_id:
+                return device
+        info = profile_table(nvml, handle).get(profile_id)
+        if info is None:
+            raise InvalidLayout(f"{gpu_uuid} offers no MIG profile {profile_id}")
+        placement = next((p for p in _possible_placements(nvml, handle, profile_id, int(info.instanceCount))
+                          if int(p.start) == start), None)
+        if placement is None:
+            raise InvalidLayout(f"profile {profile_id} cannot start at memory slice {start} on {gpu_uuid}")
+        wanted = set(range(start, start + int(placement.size)))
+        busy_gis = _busy_gpu_instance_ids(nvml, handle)
+        overlapping = []
+        for gi in _gpu_instances(nvml, handle):
+            gi_info = nvml.nvmlGpuInstanceGetInfo(gi)
+            span = set(range(int(gi_info.placement.start), int(gi_info.placement.start) + int(gi_info.placement.size)))
+            if span & wanted:
+                if int(gi_info.id) in busy_gis:
+                    raise GpuBusy(f"{gpu_uuid}: a busy instance at slice {gi_info.placement.start} overlaps slice {start}")
+                overlapping.append(gi)
+    except nvml.NVMLError as exc:
+        raise MigDriverError(f"reading {gpu_uuid}: {exc}") from None
+    for gi in overlapping:  # idle leftovers of an earlier layout
+        for ci in _compute_instances(nvml, gi):
+            _step(nvml, lambda ci=ci: nvml.nvmlComputeInstanceDestroy(ci), "destroy compute instance", GpuBusy)
+        _step(nvml, lambda gi=gi: nvml.nvmlGpuInstanceDestroy(gi), "destroy GPU instance", GpuBusy)
+    gi = _step(nvml, lambda: nvml.nvmlDeviceCreateGpuInstanceWithPlacement(handle, profile_id, nvml.byref(placement)),
+               f"create GPU instance profile {profile_id} at {start}", InvalidLayout)
+    ci_profile = _full_compute_profile(nvml, gi)
+    _step(nvml, lambda: nvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile), "create compute instance",
+          MigDriverError)
+    try:
+        fresh = nvml.nvmlDeviceGetHandleByUUID(gpu_uuid)  # handles are invalid after a change
+        return next(d for d in read_mig_devices(nvml, fresh) if d.start == start and d.profile_id == profile_id)
+    except (nvml.NVMLError, StopIteration) as exc:
+        raise MigDriverError(f"re-reading {gpu_uuid} after carving: {exc}") from None
+
+
+def _busy_gpu_instance_ids(nvml: Any, handle: Any) -> set[int]:
+    """GPU instance ids whose MIG device runs a process."""
+    busy = set()
+    for index in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        try:
+            mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index)
+        except nvml.NVMLError_NotFound:
+            continue
+        if nvml.nvmlDeviceGetComputeRunningProcesses(mig):
+            busy.add(int(nvml.nvmlDeviceGetGpuInstanceId(mig)))
+    return busy
 
 
 def _apply(nvml: Any, gpu_uuid: str, layout: list[tuple[int, int]]) -> list[MigDeviceInfo]:
