@@ -217,7 +217,7 @@ class Admitter:
                 # 2. snapshot
                 snapshot, jobs = self._snapshot(session)
                 # 3. decide
-                result = run_cycle(snapshot, self.packer_factory, self.repartition)
+                result = run_cycle(snapshot, self.packer_factory, self._hardware_aware(session))
                 # 4. persist
                 launches, stops = self._persist(session, result, jobs)
                 session.commit()
@@ -237,6 +237,30 @@ class Admitter:
         report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started)
         self.last_report = report
         return report
+
+    def _hardware_aware(self, session: Session) -> Repartitioner | None:
+        """The repartitioner, minus changes real hardware cannot make on its own.
+
+        On GPUs an agent probed through NVML, MIG mode is the driver's (turning
+        it on or off needs root and a GPU reset): a MIG-enabled GPU stays MIG
+        (its layout may change), any other stays out of MIG. Simulated GPUs
+        may take any mode.
+        """
+        if self.repartition is None:
+            return None
+        rows = session.execute(
+            select(Gpu.uuid, Gpu.mig_enabled).join(Node, Node.id == Gpu.node_id).where(Node.gpu_source == "nvml")
+        ).all()
+        fixed = {uuid: bool(enabled) for uuid, enabled in rows}
+        if not fixed:
+            return self.repartition
+        inner = self.repartition
+
+        def propose(cluster: ClusterState, requests: list[Request]) -> list:
+            return [c for c in inner(cluster, requests)
+                    if c.gpu_uuid not in fixed or (c.mode is GpuMode.MIG) == fixed[c.gpu_uuid]]
+
+        return propose
 
     def _snapshot(self, session: Session) -> tuple[Snapshot, dict[str, Job]]:
         now = utcnow()

@@ -77,3 +77,22 @@ def test_whole_gpu_job_waits_for_shared_gpu_to_drain(ctx, api, actors) -> None:
     ctx.admitter.run_once()
     assert get(whole)["state"] == "admitted"
     assert get(whole)["allocation"][0]["kind"] == "gpu"
+
+
+def test_real_gpus_keep_their_mig_mode(ctx, api, actors) -> None:
+    """On NVML-probed GPUs MIG mode belongs to the driver: a non-MIG GPU is never re-carved as MIG."""
+    from tests.builders import inventory
+    from dataclasses import replace
+
+    inv = replace(inventory("real", "a100-40gb:1"), gpu_source="nvml")
+    assert api.post("/v1/agent/register", json={"inventory": inv.to_dict()},
+                    headers=actors.headers(actors.agent)).status_code == 200
+    mig = _submit(api, actors, {"mig": "3g.20gb"})
+    blocks = _submit(api, actors, {"blocks": 10, "gpu_memory_mib": 1000})
+    ctx.admitter.run_once()
+    job = api.get(f"/v1/jobs/{mig}", headers=actors.headers(actors.admin)).json()
+    assert job["state"] == "queued"
+    assert api.get(f"/v1/jobs/{blocks}", headers=actors.headers(actors.admin)).json()["state"] == "queued", \
+        "strict order: the MIG job is the head and is not overtaken"
+    with ctx.sessions() as session:
+        assert session.scalars(select(Gpu)).one().mode == "exclusive"
