@@ -45,7 +45,6 @@ ADVISORY_LOCK_KEY = 0x67707571  # "gpuq"
 ALLOCATION_COLUMNS = ("id", "job_id", "attempt", "replica", "node_id", "kind", "gpu_uuid", "slot", "blocks",
                       "gpu_memory_mib", "mig_profile", "mig_start", "mig_uuid", "cpus_milli", "memory_mib",
                       "created_at")
-RESEND_AFTER_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from partitioner.types import Placement, ReplicaPlacement, Slice, SliceKind
 from queue_service.admission.fair_share import UsageInterval, decayed_usage, standings
-from queue_service.admission.snapshot import RunningJob, gpu_equivalents
+from queue_service.admission.snapshot import RunningJob, gpu_equivalents, mig_equivalents
 from queue_service.db.models import LIVE_STATES, Allocation, Job, JobState, Project
 from queue_service.services.convert import request_for
 from queue_service.settings import PriorityClass
@@ -24,8 +24,7 @@ def allocation_equivalents(alloc: Allocation) -> float:
     if alloc.kind == "blocks":
         return alloc.blocks / 100.0
     if alloc.kind == "mig" and alloc.mig_profile:
-        head = alloc.mig_profile.split("g.", 1)[0]
-        return int(head) / 7.0 if head.isdigit() else 1.0
+        return mig_equivalents(alloc.mig_profile)
     return 0.0
 
 

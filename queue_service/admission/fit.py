@@ -1,8 +1,10 @@
 """First-fit placement (v0): whole GPUs and blocks + memory on one GPU, CPU and RAM.
 
 A deliberately simple packer with the same interface as
-``partitioner.place.Packer`` (``place`` / ``commit``), used until the
-partitioner's fragmentation-aware packer is wired in. An idle GPU serves
+``partitioner.place.Packer`` (``place`` / ``commit`` / ``release``). The
+service places through the partitioner; this one is the baseline in
+``benchmarks/admission_bench.py`` and a second packer for the cycle's
+property tests. An idle GPU serves
 either a whole-GPU request or block requests; once it holds blocks it is
 shared until they are all released.
 """

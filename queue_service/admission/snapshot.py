@@ -11,6 +11,12 @@ from partitioner.types import ClusterState, Placement, Request
 _MIG_SLICES = re.compile(r"^(\d+)g\.")
 
 
+def mig_equivalents(profile: str) -> float:
+    """Whole-GPU equivalents of one MIG instance: its compute slices / 7 ("3g.40gb" -> 3/7)."""
+    match = _MIG_SLICES.match(profile)
+    return int(match.group(1)) / 7.0 if match else 1.0
+
+
 def gpu_equivalents(request: Request) -> float:
     """Whole-GPU equivalents of a request (quota and fair-share unit).
 
@@ -22,8 +28,7 @@ def gpu_equivalents(request: Request) -> float:
     if request.blocks:
         each = request.blocks / 100.0
     elif request.mig_profile:
-        match = _MIG_SLICES.match(request.mig_profile)
-        each = (int(match.group(1)) / 7.0 if match else 1.0) * request.mig_count
+        each = mig_equivalents(request.mig_profile) * request.mig_count
     return each * request.replicas
 
 
