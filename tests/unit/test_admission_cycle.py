@@ -21,7 +21,7 @@ from partitioner.types import (
     SliceKind,
 )
 from queue_service.admission.cycle import CycleResult, run_cycle
-from queue_service.admission.fit import FirstFitPacker
+from tests.support.first_fit import FirstFitPacker
 from queue_service.admission.snapshot import PendingJob, Snapshot
 from queue_service.admission.state import apply_changes, apply_placements
 

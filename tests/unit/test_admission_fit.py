@@ -1,4 +1,4 @@
-"""First-fit placement (admission/fit.py): whole GPUs, blocks + memory, CPU/RAM, models, gangs, never-fit."""
+"""The first-fit baseline packer (tests/support/first_fit.py): whole GPUs, blocks + memory, CPU/RAM, models, gangs, never-fit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from partitioner.types import (
     Request,
     SliceKind,
 )
-from queue_service.admission.fit import FirstFitPacker
+from tests.support.first_fit import FirstFitPacker
 
 H100_MIB = 81920
 A100_MIB = 40960

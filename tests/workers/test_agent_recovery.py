@@ -170,7 +170,7 @@ def test_mig_slices_are_carved_before_launch(tmp_path, monkeypatch) -> None:  # 
     from dataclasses import replace as dc_replace
 
     from workers.gpu import nvml as nvml_module
-    from workers.gpu.fake_nvml import FakeNvml
+    from tests.support.fake_nvml import FakeNvml
     from workers.gpu.nvml import probe
 
     fake = FakeNvml.from_spec("h100-80gb:1", mig={0: [(9, 0)]})

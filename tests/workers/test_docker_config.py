@@ -127,7 +127,7 @@ def test_block_job_on_runtime_without_mps_is_refused_before_touching_docker(tmp_
 
 
 def test_public_surfaces_are_complete():
-    import workers.gpu.fake_nvml as fake_nvml
+    import tests.support.fake_nvml as fake_nvml
     import workers.gpu.mig_apply as mig_apply
     import workers.gpu.mps as mps
     import workers.gpu.nvml as nvml

@@ -7,7 +7,7 @@ import ctypes
 import pynvml
 import pytest
 
-from workers.gpu.fake_nvml import FakeNvml
+from tests.support.fake_nvml import FakeNvml
 
 
 @pytest.fixture

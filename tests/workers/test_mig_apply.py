@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.gpu.fake_nvml import FakeNvml
+from tests.support.fake_nvml import FakeNvml
 from workers.gpu.mig_apply import GpuBusy, InvalidLayout, MigDriverError, MigNotEnabled, apply_layout
 from workers.gpu.nvml import probe
 

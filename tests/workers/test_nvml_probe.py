@@ -5,7 +5,7 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from workers.gpu.fake_nvml import FakeNvml
+from tests.support.fake_nvml import FakeNvml
 from workers.gpu.nvml import ProbeResult, probe, sample_utilization
 
 

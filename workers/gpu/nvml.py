@@ -2,7 +2,7 @@
 
 NVML is reached through an injectable module: the real ``pynvml`` (package
 ``nvidia-ml-py``, imported lazily so hosts without it still start) or a
-:class:`~workers.gpu.fake_nvml.FakeNvml`. Every entry point pairs
+:class:`tests.support.fake_nvml.FakeNvml` in tests. Every entry point pairs
 ``nvmlInit`` with ``nvmlShutdown`` (NVML counts them) and never raises for
 "no GPU here": no library, no driver or a failing init give an empty result
 with a human reason.

@@ -1,12 +1,12 @@
-"""First-fit placement (v0): whole GPUs and blocks + memory on one GPU, CPU and RAM.
+"""First-fit placement: whole GPUs and blocks + memory on one GPU, CPU and RAM (a baseline, not production).
 
 A deliberately simple packer with the same interface as
 ``partitioner.place.Packer`` (``place`` / ``commit`` / ``release``). The
-service places through the partitioner; this one is the baseline in
-``benchmarks/admission_bench.py`` and a second packer for the cycle's
-property tests. An idle GPU serves
-either a whole-GPU request or block requests; once it holds blocks it is
-shared until they are all released.
+service places through the partitioner only; this one lives with the tests
+because it is the baseline in ``benchmarks/admission_bench.py`` and a second,
+independent packer for the admission cycle's property tests. An idle GPU
+serves either a whole-GPU request or block requests; once it holds blocks it
+is shared until they are all released. MIG requests are refused as never.
 """
 
 from __future__ import annotations
