@@ -6,7 +6,7 @@ The cluster is filled to ``--fill`` by running jobs with time limits, then a
 mixed queue (1 and 2 whole GPUs, 8-GPU gangs of one node, block jobs; three
 priorities; most with time limits) is decided in one cycle: order, fit,
 reservation for the blocked head, backfill. Baseline in the same process:
-the same cycle with the v0 first-fit packer, and the bare ordering.
+the same cycle with the first-fit packer of ``tests/support/first_fit.py``, and the bare ordering.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from partitioner.place import Packer, warmup  # noqa: E402
 from partitioner.repartition import propose  # noqa: E402
 from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Placement, Request  # noqa: E402
 from queue_service.admission.cycle import run_cycle  # noqa: E402
-from queue_service.admission.fit import FirstFitPacker  # noqa: E402
 from queue_service.admission.ordering import ordered  # noqa: E402
 from queue_service.admission.snapshot import PendingJob, RunningJob, Snapshot, gpu_equivalents  # noqa: E402
 from queue_service.admission.state import apply_placements  # noqa: E402
+from tests.support.first_fit import FirstFitPacker  # noqa: E402
 
 NOW = datetime(2026, 11, 24, 12, 0, 0)
 

@@ -7,25 +7,15 @@ from hypothesis import strategies as st
 from partitioner.mig import validate_layout
 from partitioner.place import DEFAULT_POLICY, POLICIES, Packer, place
 from partitioner.repartition import propose
-from partitioner.types import (
-    ClusterState, GpuMode, GpuState, MigInstance, NodeState, NoFit, Placement, Request, SliceKind,
+from partitioner.types import GpuMode, MigInstance, NoFit, Placement, Request, SliceKind
+from tests.support.builders import cluster, gpu, node
+
+CLUSTER = cluster(
+    node("n0", *(gpu(f"GPU-0-{i}", index=i, nvlink_peers=(i ^ 1,)) for i in range(4))),
+    node("n1", gpu("GPU-1-0", mode=GpuMode.SHARED, used_blocks=50, used_memory_mib=1000),
+         gpu("GPU-1-1", index=1, mode=GpuMode.MIG, mig_instances=(MigInstance("3g.40gb", 0, "MIG-a"),))),
+    node("n2", gpu("GPU-2-0", model="t4"), gpu("GPU-2-1", index=1, model="t4", held=True), cpus_milli=8000),
 )
-
-
-def gpu(node, i, mode=GpuMode.EXCLUSIVE, model="h100-80gb", **kw):
-    return GpuState(f"GPU-{node}-{i}", i, model, 81559, 132, mode=mode, **kw)
-
-
-def node(i, gpus, cpu=64000, mem=256000):
-    return NodeState(f"n{i}", cpu, mem, cpu, mem, gpus=tuple(gpus))
-
-
-CLUSTER = ClusterState((
-    node(0, [gpu(0, i, nvlink_peers=(i ^ 1,)) for i in range(4)]),
-    node(1, [gpu(1, 0, GpuMode.SHARED, used_blocks=50, used_memory_mib=1000),
-             gpu(1, 1, GpuMode.MIG, mig_instances=(MigInstance("3g.40gb", 0, "MIG-a"),))]),
-    node(2, [gpu(2, 0, model="t4"), gpu(2, 1, model="t4", held=True)], cpu=8000),
-))
 
 CASES = [
     # request, fits, reason fragment, never
@@ -33,7 +23,8 @@ CASES = [
     (Request(gpus=4), True, "", False),
     (Request(gpus=5), False, "needs 5 whole GPUs on one node; the largest node has 4", True),
     (Request(gpus=1, gpu_models=("a100-40gb",)), False, "no GPU model matches a100-40gb", True),
-    (Request(gpus=2, gpu_models=("t4",)), False, "needs 2 whole GPUs on one node; the most free on one node is 1", False),
+    (Request(gpus=2, gpu_models=("t4",)), False, "needs 2 whole GPUs on one node; the most free on one node is 1",
+     False),
     (Request(gpus=1, gpu_models=("t4",), cpus_milli=9000), False, "needs 9 CPUs", False),
     (Request(gpus=1, gpu_models=("t4",), cpus_milli=7000, memory_mib=1000), True, "", False),
     (Request(blocks=40, gpu_memory_mib=4096), True, "", False),
@@ -72,7 +63,8 @@ def test_whole_gpus_prefer_nvlink_peers():
 def test_mig_reuses_existing_then_creates():
     got = place(CLUSTER, Request(mig_profile="3g.40gb", mig_count=2))
     slices = got.replicas[0].slices
-    assert [(s.kind, s.mig_start, s.mig_uuid) for s in slices] == [(SliceKind.MIG, 0, "MIG-a"), (SliceKind.MIG, 4, None)]
+    assert [(s.kind, s.mig_start, s.mig_uuid) for s in slices] == [(SliceKind.MIG, 0, "MIG-a"),
+                                                                     (SliceKind.MIG, 4, None)]
 
 
 def test_default_policy():
@@ -82,7 +74,8 @@ def test_default_policy():
 def test_import_compiles_nothing():
     import subprocess
     import sys
-    code = "import partitioner, partitioner.place, partitioner.catalog, sys; print('numba.core.registry' in sys.modules and any('partitioner.kernels' in m for m in sys.modules))"
+    code = ("import partitioner, partitioner.place, partitioner.catalog, sys; "
+            "print('numba.core.registry' in sys.modules and any('partitioner.kernels' in m for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 
@@ -100,16 +93,17 @@ req_st = st.one_of(
 
 
 def _cluster():
-    return ClusterState(tuple(
-        node(n, [gpu(n, i, mode=[GpuMode.EXCLUSIVE, GpuMode.SHARED, GpuMode.MIG][(n + i) % 3]) for i in range(4)], cpu=32000)
+    modes = [GpuMode.EXCLUSIVE, GpuMode.SHARED, GpuMode.MIG]
+    return cluster(*(
+        node(f"n{n}", *(gpu(f"GPU-{n}-{i}", index=i, mode=modes[(n + i) % 3]) for i in range(4)), cpus_milli=32000)
         for n in range(3)))
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(req_st, min_size=1, max_size=25), st.sampled_from(POLICIES))
 def test_no_overallocation_valid_mig_gangs_whole(requests, policy):
-    cluster = _cluster()
-    packer = Packer(cluster, policy=policy, demand=requests)
+    state = _cluster()
+    packer = Packer(state, policy=policy, demand=requests)
     committed = []
     for req in requests:
         got = packer.place(req)
@@ -130,7 +124,7 @@ def test_no_overallocation_valid_mig_gangs_whole(requests, policy):
                     whole[s.gpu_uuid] = whole.get(s.gpu_uuid, 0) + 1
                 else:
                     mig.setdefault(s.gpu_uuid, []).append((s.mig_profile, s.mig_start))
-    gpus = {g.uuid: g for n in cluster.nodes for g in n.gpus}
+    gpus = {g.uuid: g for n in state.nodes for g in n.gpus}
     assert all(v <= 100 for v in blocks.values())
     assert all(mem[u] <= gpus[u].memory_mib for u in mem)
     assert all(v == 1 and gpus[u].mode is GpuMode.EXCLUSIVE for u, v in whole.items())
@@ -159,9 +153,10 @@ def test_commit_release_round_trip(requests):
 @settings(max_examples=30, deadline=None)
 @given(st.lists(req_st, min_size=1, max_size=6))
 def test_repartition_only_idle_and_valid(pending):
-    cluster = ClusterState((node(0, [gpu(0, 0), gpu(0, 1, held=True), gpu(0, 2, GpuMode.SHARED), gpu(0, 3)]),))
-    changes = propose(cluster, pending)
-    gpus = {g.uuid: g for g in cluster.nodes[0].gpus}
+    idle = cluster(node("n0", gpu("GPU-0-0"), gpu("GPU-0-1", index=1, held=True),
+                        gpu("GPU-0-2", index=2, mode=GpuMode.SHARED), gpu("GPU-0-3", index=3)))
+    changes = propose(idle, pending)
+    gpus = {g.uuid: g for g in idle.nodes[0].gpus}
     assert len({c.gpu_uuid for c in changes}) == len(changes)
     for c in changes:
         assert not gpus[c.gpu_uuid].held
@@ -170,10 +165,10 @@ def test_repartition_only_idle_and_valid(pending):
 
 
 def test_repartition_turns_idle_gpu_shared_for_blocks():
-    cluster = ClusterState((node(0, [gpu(0, 0), gpu(0, 1, held=True)]),))
-    changes = propose(cluster, [Request(blocks=30)])
+    idle = cluster(node("n0", gpu("GPU-0-0"), gpu("GPU-0-1", index=1, held=True)))
+    changes = propose(idle, [Request(blocks=30)])
     assert [(c.gpu_uuid, c.mode) for c in changes] == [("GPU-0-0", GpuMode.SHARED)]
-    assert propose(cluster, [Request(gpus=1)]) == []  # fits already: no change
+    assert propose(idle, [Request(gpus=1)]) == []  # fits already: no change
 
 
 @settings(max_examples=30, deadline=None)
@@ -192,7 +187,7 @@ def test_fragment_cache_matches_fresh_scoring(requests, policy):
 
 
 def test_mig_gpu_without_instances_takes_new_ones():
-    cluster = ClusterState((node(0, [gpu(0, 0, GpuMode.MIG)]),))
-    got = place(cluster, Request(mig_profile="1g.10gb", mig_count=2))
+    mig = cluster(node("n0", gpu("GPU-0-0", mode=GpuMode.MIG)))
+    got = place(mig, Request(mig_profile="1g.10gb", mig_count=2))
     assert [(s.mig_start, s.mig_uuid) for s in got.replicas[0].slices] == [(0, None), (1, None)]
-    assert isinstance(place(cluster, Request(mig_profile="1g.10gb", gpu_models=("a100-40gb",))), NoFit)
+    assert isinstance(place(mig, Request(mig_profile="1g.10gb", gpu_models=("a100-40gb",))), NoFit)

@@ -13,7 +13,7 @@ Invariants, checked after every step:
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
@@ -21,14 +21,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from partitioner.place import Packer
 from partitioner.repartition import propose
-from partitioner.types import BLOCKS_PER_GPU, ClusterState, GpuMode, GpuState, NodeState, Request, SliceKind
+from partitioner.types import BLOCKS_PER_GPU, ClusterState, GpuMode, Request, SliceKind
 from queue_service.admission.backfill import ends_before
 from queue_service.admission.cycle import run_cycle
 from queue_service.admission.ordering import ordered
 from queue_service.admission.snapshot import PendingJob, Quota, RunningJob, Snapshot, gpu_equivalents
-from queue_service.admission.state import apply_changes, apply_placements
+from queue_service.admission.state import apply_changes
+from tests.support.builders import H100_MIB, T0, cluster, gpu, node, pending, running, snapshot
 
-T0 = datetime(2026, 11, 24, 12, 0, 0)
 PROJECTS = ("alpha", "beta", "gamma")
 QUOTAS = {"alpha": Quota(guaranteed=1.0, borrow_limit=0.5), "beta": Quota(guaranteed=1.0, borrow_limit=None)}
 REQUESTS = st.one_of(
@@ -50,19 +50,13 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     # -- the world as the cycle sees it ------------------------------------------
     def base(self) -> ClusterState:
-        return ClusterState(tuple(
-            NodeState(node_id=n, cpus_milli=64000, memory_mib=512000, free_cpus_milli=64000, free_memory_mib=512000,
-                      gpus=tuple(GpuState(uuid=g, index=i, model="h100-80gb", memory_mib=81559, sm_count=132,
-                                          mode=self.modes[g]) for i, g in enumerate(gpus)))
-            for n, gpus in sorted(self.nodes.items())
-        ))
-
-    def cluster(self) -> ClusterState:
-        return apply_placements(self.base(), (r.placement for r in self.running.values()))
+        """The nodes left, idle, each GPU in its current mode."""
+        return cluster(*(node(n, *(gpu(g, index=i, mode=self.modes[g]) for i, g in enumerate(uuids)))
+                         for n, uuids in sorted(self.nodes.items())))
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(cluster=self.cluster(), pending=tuple(self.pending.values()), now=self.now,
-                        running=tuple(self.running.values()), quotas=QUOTAS, min_run_s=30.0)
+        return snapshot(self.base(), self.pending.values(), running=self.running.values(), quotas=QUOTAS,
+                        now=self.now, min_run_s=30.0)
 
     # -- rules ---------------------------------------------------------------------
     @rule(request=REQUESTS, priority=st.sampled_from([100, 500, 1000]), project=st.sampled_from(PROJECTS),
@@ -70,8 +64,8 @@ class AdmissionMachine(RuleBasedStateMachine):
     def submit(self, request: Request, priority: int, project: str, limit: int | None) -> None:
         self.seq += 1
         job_id = f"j{self.seq:03d}"
-        self.pending[job_id] = PendingJob(job_id=job_id, project=project, request=request, priority=priority,
-                                          submitted_at=self.now, time_limit_s=limit, preemptible=priority == 100)
+        self.pending[job_id] = pending(job_id, request, project=project, priority=priority, submitted_at=self.now,
+                                       time_limit_s=limit, preemptible=priority == 100)
 
     @rule()
     def cycle(self) -> None:
@@ -86,11 +80,10 @@ class AdmissionMachine(RuleBasedStateMachine):
             usage[job.project] = usage.get(job.project, 0.0) + job.gpu_equivalents
             quota = QUOTAS.get(job.project)
             assert quota is None or usage[job.project] <= quota.ceiling + 1e-9, "quota exceeded"
-            end = self.now + timedelta(seconds=job.time_limit_s) if job.time_limit_s else None
-            self.running[job.job_id] = RunningJob(
-                job_id=job.job_id, project=job.project, placement=admission.placement,
-                effective_priority=job.effective_priority, preemptible=job.preemptible, started_at=self.now,
-                expected_end=end, gpu_equivalents=job.gpu_equivalents, grace_s=5.0,
+            self.running[job.job_id] = running(
+                job.job_id, admission.placement, project=job.project, priority=job.effective_priority,
+                preemptible=job.preemptible, now=self.now, started_s_ago=0, ends_in_s=job.time_limit_s,
+                gpu_equivalents=job.gpu_equivalents, grace_s=5.0,
             )
         for preemption in result.preemptions:
             for victim in preemption.victims:
@@ -104,7 +97,7 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.running)
     @rule(data=st.data())
-    def finish(self, data) -> None:  # noqa: ANN001
+    def finish(self, data) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.running)))
         job = self.running.pop(job_id)
         if job.stopping:  # preempted or reclaimed: back in the queue at its original position
@@ -112,14 +105,14 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.pending or self.running)
     @rule(data=st.data())
-    def cancel(self, data) -> None:  # noqa: ANN001
+    def cancel(self, data) -> None:
         job_id = data.draw(st.sampled_from(sorted({*self.pending, *self.running})))
         self.pending.pop(job_id, None)
         self.running.pop(job_id, None)
 
     @precondition(lambda self: len(self.nodes) > 1)
     @rule(data=st.data())
-    def node_loss(self, data) -> None:  # noqa: ANN001
+    def node_loss(self, data) -> None:
         node = data.draw(st.sampled_from(sorted(self.nodes)))
         for job_id, job in list(self.running.items()):
             if any(m.node_id == node for m in job.placement.replicas):
@@ -128,13 +121,13 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.pending)
     @rule(data=st.data(), priority=st.integers(-10, 5000))
-    def override(self, data, priority: int) -> None:  # noqa: ANN001
+    def override(self, data, priority: int) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.pending)))
         self.pending[job_id] = replace(self.pending[job_id], priority_override=priority)
 
     @precondition(lambda self: self.running)
     @rule(data=st.data())
-    def reclaim(self, data) -> None:  # noqa: ANN001
+    def reclaim(self, data) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.running)))
         self.running[job_id] = replace(self.running[job_id], stopping=True,
                                        expected_end=self.now + timedelta(seconds=5))
@@ -145,8 +138,8 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     def requeue(self, job: RunningJob) -> None:
         number = int(job.job_id[1:])
-        self.pending[job.job_id] = PendingJob(
-            job_id=job.job_id, project=job.project, request=self._request_of(job), priority=job.effective_priority,
+        self.pending[job.job_id] = pending(
+            job.job_id, self._request_of(job), project=job.project, priority=job.effective_priority,
             submitted_at=T0 + timedelta(microseconds=number), preemptible=job.preemptible,
             time_limit_s=None if job.expected_end is None else 60,
         )
@@ -160,18 +153,18 @@ class AdmissionMachine(RuleBasedStateMachine):
         return Request(gpus=len(first), replicas=len(job.placement.replicas))
 
     # -- checks ---------------------------------------------------------------------
-    def check_decisions(self, snapshot: Snapshot, result) -> None:  # noqa: ANN001
-        pending = {j.job_id: j for j in snapshot.pending}
+    def check_decisions(self, snapshot: Snapshot, result) -> None:
+        queued = {j.job_id: j for j in snapshot.pending}
         order = [j.job_id for j in ordered(snapshot.pending)]
         decided = [a.job_id for a in result.admitted] + list(result.waiting) + list(result.never) + result.deferred
-        assert sorted(decided) == sorted(pending), "every pending job gets exactly one outcome"
+        assert sorted(decided) == sorted(queued), "every pending job gets exactly one outcome"
         admitted_in_order = [a.job_id for a in result.admitted if not a.backfill]
         head = result.reservation.job_id if result.reservation else None
         for job_id in admitted_in_order:
             earlier = order[: order.index(job_id)]
             assert head not in earlier, "an in-order admission never passes the blocked head"
         for admission in result.admitted:
-            job = pending[admission.job_id]
+            job = queued[admission.job_id]
             assert len(admission.placement.replicas) == job.request.replicas, "gangs are admitted whole"
             if admission.backfill:
                 reservation = result.reservation
@@ -196,10 +189,10 @@ class AdmissionMachine(RuleBasedStateMachine):
                     else:
                         blocks[s.gpu_uuid] = blocks.get(s.gpu_uuid, 0) + s.blocks
                         memory[s.gpu_uuid] = memory.get(s.gpu_uuid, 0) + s.memory_mib
-        for gpu in {*held, *blocks}:
-            assert held.get(gpu, 0) <= 1, f"{gpu} held twice"
-            assert not (held.get(gpu) and blocks.get(gpu)), f"{gpu} held whole and shared"
-            assert blocks.get(gpu, 0) <= BLOCKS_PER_GPU and memory.get(gpu, 0) <= 81559, f"{gpu} over-allocated"
+        for uuid in {*held, *blocks}:
+            assert held.get(uuid, 0) <= 1, f"{uuid} held twice"
+            assert not (held.get(uuid) and blocks.get(uuid)), f"{uuid} held whole and shared"
+            assert blocks.get(uuid, 0) <= BLOCKS_PER_GPU and memory.get(uuid, 0) <= H100_MIB, f"{uuid} over-allocated"
 
     @invariant()
     def no_job_both_running_and_queued(self) -> None:

@@ -3,51 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from partitioner.place import Packer
-from partitioner.types import ClusterState, GpuState, NodeState, Placement, ReplicaPlacement, Request, Slice, SliceKind
+from partitioner.types import Request
 from queue_service.admission.cycle import run_cycle
 from queue_service.admission.fair_share import UsageInterval, decayed_usage, standings
 from queue_service.admission.ordering import ordered
-from queue_service.admission.snapshot import PendingJob, Quota, RunningJob, Snapshot
-from queue_service.admission.state import apply_placements
-
-T0 = datetime(2026, 1, 1, 12, 0, 0)
+from queue_service.admission.snapshot import PendingJob, Quota, RunningJob
+from tests.support.builders import T0, gpus, node, pending, running, snapshot, whole_gpus
 
 
-def cluster(n_gpus: int = 2) -> ClusterState:
-    gpus = tuple(GpuState(uuid=f"g{i}", index=i, model="h100-80gb", memory_mib=81559, sm_count=132)
-                 for i in range(n_gpus))
-    return ClusterState((NodeState("n", 64000, 512000, 64000, 512000, gpus),))
-
-
-def holding(job_id: str, gpu: str, *, project: str = "p", priority: int = 500, preemptible: bool = False,
-            ends_in_s: int | None = None, started_s_ago: int = 3600) -> RunningJob:
-    placement = Placement((ReplicaPlacement("n", (Slice(gpu, SliceKind.GPU, 100, 81559),)),))
-    return RunningJob(job_id=job_id, project=project, placement=placement, effective_priority=priority,
-                      preemptible=preemptible, started_at=T0 - timedelta(seconds=started_s_ago),
-                      expected_end=None if ends_in_s is None else T0 + timedelta(seconds=ends_in_s),
-                      gpu_equivalents=1.0, grace_s=30)
-
-
-def pending(job_id: str, request: Request, *, priority: int = 500, limit: int | None = None, at_s: int = 0,
-            project: str = "p") -> PendingJob:
-    return PendingJob(job_id=job_id, project=project, request=request, priority=priority,
-                      submitted_at=T0 + timedelta(seconds=at_s), time_limit_s=limit)
-
-
-def decide(running: list[RunningJob], jobs: list[PendingJob], quotas=None, n_gpus: int = 2):  # noqa: ANN001
-    base = cluster(n_gpus)
-    snap = Snapshot(cluster=apply_placements(base, (r.placement for r in running)), pending=tuple(jobs), now=T0,
-                    running=tuple(running), quotas=quotas or {}, min_run_s=60)
-    return run_cycle(snap, Packer)
+def decide(held: list[RunningJob], jobs: list[PendingJob], quotas=None, n_gpus: int = 2):
+    """One cycle on node ``n`` with GPUs g0..g{n_gpus-1}, the ``held`` jobs running."""
+    return run_cycle(snapshot([node("n", *gpus("g", n_gpus))], jobs, running=held, quotas=quotas), Packer)
 
 
 def test_head_gets_a_reservation_at_the_earliest_end() -> None:
-    result = decide([holding("r1", "g0", ends_in_s=600), holding("r2", "g1", ends_in_s=300)],
+    result = decide([running("r1", whole_gpus("n", "g0"), ends_in_s=600),
+                     running("r2", whole_gpus("n", "g1"), ends_in_s=300)],
                     [pending("head", Request(gpus=1))])
     assert result.reservation.job_id == "head"
     assert result.reservation.start == T0 + timedelta(seconds=300), "the earlier of the two ends"
@@ -61,8 +37,9 @@ def test_head_gets_a_reservation_at_the_earliest_end() -> None:
     (None, False),  # no time limit: cannot backfill
 ])
 def test_backfill_only_if_it_ends_before_the_reservation(limit: int | None, admitted: bool) -> None:
-    result = decide([holding("r1", "g0", ends_in_s=600)],
-                    [pending("head", Request(gpus=2), at_s=0), pending("small", Request(gpus=1), limit=limit, at_s=1)])
+    result = decide([running("r1", whole_gpus("n", "g0"), ends_in_s=600)],
+                    [pending("head", Request(gpus=2), at_s=0),
+                     pending("small", Request(gpus=1), time_limit_s=limit, at_s=1)])
     assert ("small" in {a.job_id for a in result.admitted}) is admitted
     if admitted:
         assert result.admitted[0].backfill
@@ -72,19 +49,11 @@ def test_backfill_only_if_it_ends_before_the_reservation(limit: int | None, admi
 
 def test_backfill_on_capacity_the_reservation_does_not_need() -> None:
     # Two nodes of two GPUs, one busy GPU on each; the head needs two GPUs on one node.
-    gpus = lambda n: tuple(GpuState(uuid=f"{n}{i}", index=i, model="h100-80gb", memory_mib=81559, sm_count=132)  # noqa: E731
-                           for i in range(2))
-    base = ClusterState((NodeState("a", 64000, 512000, 64000, 512000, gpus("a")),
-                         NodeState("b", 64000, 512000, 64000, 512000, gpus("b"))))
-
-    def busy(job_id: str, node: str, gpu: str, ends_in_s: int) -> RunningJob:
-        placement = Placement((ReplicaPlacement(node, (Slice(gpu, SliceKind.GPU, 100, 81559),)),))
-        return RunningJob(job_id=job_id, project="p", placement=placement, effective_priority=500, preemptible=False,
-                          started_at=T0, expected_end=T0 + timedelta(seconds=ends_in_s), gpu_equivalents=1.0)
-
-    running = [busy("ra", "a", "a0", 600), busy("rb", "b", "b0", 900)]
-    snap = Snapshot(cluster=apply_placements(base, (r.placement for r in running)), now=T0, running=tuple(running),
-                    pending=(pending("head", Request(gpus=2)), pending("long", Request(gpus=1), limit=10_000, at_s=1)))
+    held = [running("ra", whole_gpus("a", "a0"), started_s_ago=0, ends_in_s=600),
+            running("rb", whole_gpus("b", "b0"), started_s_ago=0, ends_in_s=900)]
+    snap = snapshot([node("a", *gpus("a", 2)), node("b", *gpus("b", 2))],
+                    [pending("head", Request(gpus=2)), pending("long", Request(gpus=1), time_limit_s=10_000, at_s=1)],
+                    running=held)
     result = run_cycle(snap, Packer)
     assert result.reservation.start == T0 + timedelta(seconds=600)
     reserved = {s.gpu_uuid for m in result.reservation.placement.replicas for s in m.slices}
@@ -94,44 +63,44 @@ def test_backfill_on_capacity_the_reservation_does_not_need() -> None:
 
 
 def test_preemption_picks_the_fewest_lowest_ranked_most_recent_victims() -> None:
-    running = [
-        holding("old-low", "g0", priority=100, preemptible=True, started_s_ago=7200),
-        holding("new-low", "g1", priority=100, preemptible=True, started_s_ago=600),
-        holding("mid", "g2", priority=300, preemptible=True),
-        holding("prod", "g3", priority=1000, preemptible=False),
+    held = [
+        running("old-low", whole_gpus("n", "g0"), priority=100, preemptible=True, started_s_ago=7200),
+        running("new-low", whole_gpus("n", "g1"), priority=100, preemptible=True, started_s_ago=600),
+        running("mid", whole_gpus("n", "g2"), priority=300, preemptible=True),
+        running("prod", whole_gpus("n", "g3"), priority=1000, preemptible=False),
     ]
-    result = decide(running, [pending("urgent", Request(gpus=1), priority=1000)], n_gpus=4)
+    result = decide(held, [pending("urgent", Request(gpus=1), priority=1000)], n_gpus=4)
     assert [p.victims for p in result.preemptions] == [("new-low",)]
-    two = decide(running, [pending("urgent2", Request(gpus=2), priority=1000)], n_gpus=4)
+    two = decide(held, [pending("urgent2", Request(gpus=2), priority=1000)], n_gpus=4)
     assert sorted(two.preemptions[0].victims) == ["new-low", "old-low"]
 
 
-@pytest.mark.parametrize("case, running, request_priority, expected", [
-    ("not preemptible", [holding("v", "g0", priority=100)], 1000, []),
-    ("equal rank", [holding("v", "g0", priority=500, preemptible=True)], 500, []),
-    ("too fresh", [holding("v", "g0", priority=100, preemptible=True, started_s_ago=10)], 1000, []),
-    ("lower and preemptible", [holding("v", "g0", priority=100, preemptible=True)], 1000, [("v",)]),
+@pytest.mark.parametrize("case, held, request_priority, expected", [
+    ("not preemptible", [running("v", whole_gpus("n", "g0"), priority=100)], 1000, []),
+    ("equal rank", [running("v", whole_gpus("n", "g0"), priority=500, preemptible=True)], 500, []),
+    ("too fresh", [running("v", whole_gpus("n", "g0"), priority=100, preemptible=True, started_s_ago=10)], 1000, []),
+    ("lower and preemptible", [running("v", whole_gpus("n", "g0"), priority=100, preemptible=True)], 1000, [("v",)]),
 ])
-def test_who_may_be_preempted(case: str, running, request_priority: int, expected) -> None:  # noqa: ANN001
-    result = decide(running, [pending("w", Request(gpus=1), priority=request_priority)], n_gpus=1)
+def test_who_may_be_preempted(case: str, held, request_priority: int, expected) -> None:
+    result = decide(held, [pending("w", Request(gpus=1), priority=request_priority)], n_gpus=1)
     assert [p.victims for p in result.preemptions] == expected, case
 
 
 def test_stopping_victims_are_not_preempted_twice() -> None:
-    victim = replace(holding("v", "g0", priority=100, preemptible=True), stopping=True,
-                     expected_end=T0 + timedelta(seconds=30))
+    victim = running("v", whole_gpus("n", "g0"), priority=100, preemptible=True, stopping=True, ends_in_s=30)
     result = decide([victim], [pending("w", Request(gpus=1), priority=1000)], n_gpus=1)
     assert result.preemptions == [] and result.reservation.start == T0 + timedelta(seconds=30)
 
 
 def test_borrowed_capacity_is_reclaimed_for_a_project_under_its_guarantee() -> None:
     quotas = {"owed": Quota(guaranteed=1.0, borrow_limit=0.0), "borrower": Quota(guaranteed=0.0)}
-    running = [holding("b1", "g0", project="borrower"), holding("b2", "g1", project="borrower")]
-    result = decide(running, [pending("w", Request(gpus=1), project="owed")], quotas)
+    held = [running("b1", whole_gpus("n", "g0"), project="borrower"),
+            running("b2", whole_gpus("n", "g1"), project="borrower")]
+    result = decide(held, [pending("w", Request(gpus=1), project="owed")], quotas)
     assert len(result.preemptions) == 1 and "borrowed capacity" in result.preemptions[0].why
     # A project at its guarantee is owed nothing more.
-    full = decide([*running[:1], holding("o", "g1", project="owed")], [pending("w2", Request(gpus=1), project="owed")],
-                  quotas)
+    full = decide([held[0], running("o", whole_gpus("n", "g1"), project="owed")],
+                  [pending("w2", Request(gpus=1), project="owed")], quotas)
     assert full.preemptions == [] and "quota" in full.waiting["w2"]
 
 

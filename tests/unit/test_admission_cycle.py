@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -11,42 +11,17 @@ from hypothesis import strategies as st
 
 from partitioner.place import Packer
 from partitioner.repartition import propose
-from partitioner.types import (
-    BLOCKS_PER_GPU,
-    ClusterState,
-    GpuMode,
-    GpuState,
-    NodeState,
-    Request,
-    SliceKind,
-)
+from partitioner.types import BLOCKS_PER_GPU, GpuMode, NodeState, Request, SliceKind
 from queue_service.admission.cycle import CycleResult, run_cycle
-from tests.support.first_fit import FirstFitPacker
-from queue_service.admission.snapshot import PendingJob, Snapshot
+from queue_service.admission.snapshot import PendingJob
 from queue_service.admission.state import apply_changes, apply_placements
-
-T0 = datetime(2026, 1, 1, 12, 0, 0)
-
-
-def gpu(uuid: str, *, memory_mib: int = 81920, model: str = "h100-80gb", held: bool = False,
-        used_blocks: int = 0, used_memory_mib: int = 0, mode: GpuMode = GpuMode.EXCLUSIVE) -> GpuState:
-    return GpuState(uuid=uuid, index=0, model=model, memory_mib=memory_mib, sm_count=132, held=held,
-                    used_blocks=used_blocks, used_memory_mib=used_memory_mib, mode=mode)
+from tests.support.builders import cluster, gpu, node, pending, snapshot
+from tests.support.first_fit import FirstFitPacker
 
 
-def node(node_id: str, *gpus: GpuState, cpus: int = 64, memory_mib: int = 512 * 1024) -> NodeState:
-    return NodeState(node_id, cpus * 1000, memory_mib, cpus * 1000, memory_mib, tuple(gpus))
-
-
-def job(job_id: str, request: Request, *, priority: int = 500, at_s: int = 0,
-        override: int | None = None) -> PendingJob:
-    return PendingJob(job_id=job_id, project="p", request=request, priority=priority,
-                      submitted_at=T0 + timedelta(seconds=at_s), priority_override=override)
-
-
-def cycle(nodes: list[NodeState], jobs: list[PendingJob], packer_factory=FirstFitPacker, repartition=None) -> CycleResult:
-    snapshot = Snapshot(cluster=ClusterState(tuple(nodes)), pending=tuple(jobs), now=T0)
-    return run_cycle(snapshot, packer_factory, repartition)
+def cycle(nodes: list[NodeState], jobs: list[PendingJob], packer_factory=FirstFitPacker,
+          repartition=None) -> CycleResult:
+    return run_cycle(snapshot(nodes, jobs), packer_factory, repartition)
 
 
 def admitted_ids(result: CycleResult) -> list[str]:
@@ -56,7 +31,8 @@ def admitted_ids(result: CycleResult) -> list[str]:
 def test_higher_priority_is_admitted_first_even_if_submitted_later() -> None:
     result = cycle(
         [node("n", gpu("g0"))],
-        [job("old-low", Request(gpus=1), priority=100, at_s=0), job("new-high", Request(gpus=1), priority=1000, at_s=60)],
+        [pending("old-low", Request(gpus=1), priority=100, at_s=0),
+         pending("new-high", Request(gpus=1), priority=1000, at_s=60)],
     )
     assert admitted_ids(result) == ["new-high"]
     assert "old-low" in result.waiting
@@ -65,7 +41,8 @@ def test_higher_priority_is_admitted_first_even_if_submitted_later() -> None:
 def test_override_wins_over_class() -> None:
     result = cycle(
         [node("n", gpu("g0"))],
-        [job("prod", Request(gpus=1), priority=1000), job("boosted", Request(gpus=1), priority=100, override=2000)],
+        [pending("prod", Request(gpus=1), priority=1000),
+         pending("boosted", Request(gpus=1), priority=100, priority_override=2000)],
     )
     assert admitted_ids(result) == ["boosted"]
 
@@ -73,7 +50,7 @@ def test_override_wins_over_class() -> None:
 def test_admissions_follow_the_order_and_all_that_fit_are_admitted() -> None:
     result = cycle(
         [node("n", gpu("g0"), gpu("g1"), gpu("g2"))],
-        [job(f"j{i}", Request(gpus=1), at_s=i) for i in range(3)],
+        [pending(f"j{i}", Request(gpus=1), at_s=i) for i in range(3)],
     )
     assert admitted_ids(result) == ["j0", "j1", "j2"]
     assert result.waiting == {} and result.never == {}
@@ -85,7 +62,7 @@ def test_first_non_fitting_job_blocks_lower_ones_with_a_readable_reason() -> Non
     # head wants 2 GPUs (only 1 free now); the small job behind it would fit but must not overtake.
     result = cycle(
         [node("n", gpu("g0"), gpu("g1", held=True))],
-        [job("head", Request(gpus=2), priority=1000), job("small", Request(gpus=1), priority=100)],
+        [pending("head", Request(gpus=2), priority=1000), pending("small", Request(gpus=1), priority=100)],
     )
     assert admitted_ids(result) == []
     assert "most free on one node is 1" in result.waiting["head"]
@@ -95,7 +72,8 @@ def test_first_non_fitting_job_blocks_lower_ones_with_a_readable_reason() -> Non
 def test_jobs_before_the_blocker_are_admitted() -> None:
     result = cycle(
         [node("n", gpu("g0"), gpu("g1"))],
-        [job("a", Request(gpus=1), at_s=0), job("big", Request(gpus=2), at_s=1), job("c", Request(gpus=1), at_s=2)],
+        [pending("a", Request(gpus=1), at_s=0), pending("big", Request(gpus=2), at_s=1),
+         pending("c", Request(gpus=1), at_s=2)],
     )
     assert admitted_ids(result) == ["a"]
     assert set(result.waiting) == {"big", "c"}
@@ -106,10 +84,10 @@ def test_never_fitting_jobs_are_set_aside_and_do_not_block() -> None:
     result = cycle(
         [node("n", gpu("g0", memory_mib=40960))],
         [
-            job("huge", Request(gpus=4), priority=1000),
-            job("too-much-memory", Request(blocks=10, gpu_memory_mib=50000), priority=1000),
-            job("wrong-model", Request(gpus=1, gpu_models=("t4",)), priority=1000),
-            job("ok", Request(gpus=1), priority=100),
+            pending("huge", Request(gpus=4), priority=1000),
+            pending("too-much-memory", Request(blocks=10, gpu_memory_mib=50000), priority=1000),
+            pending("wrong-model", Request(gpus=1, gpu_models=("t4",)), priority=1000),
+            pending("ok", Request(gpus=1), priority=100),
         ],
     )
     assert admitted_ids(result) == ["ok"]
@@ -121,15 +99,15 @@ def test_never_fitting_jobs_are_set_aside_and_do_not_block() -> None:
 
 
 def test_no_nodes_means_waiting_with_a_reason_not_never() -> None:
-    result = cycle([], [job("a", Request(gpus=1)), job("b", Request(gpus=1), at_s=1)])
+    result = cycle([], [pending("a", Request(gpus=1)), pending("b", Request(gpus=1), at_s=1)])
     assert result.admitted == [] and result.never == {}
     assert "no node is registered" in result.waiting["a"]
     assert "waiting behind job a" in result.waiting["b"]
 
 
 def test_every_pending_job_gets_exactly_one_outcome() -> None:
-    jobs = [job(f"j{i}", Request(blocks=40, gpu_memory_mib=1000), at_s=i) for i in range(6)]
-    jobs.append(job("never", Request(gpus=9)))
+    jobs = [pending(f"j{i}", Request(blocks=40, gpu_memory_mib=1000), at_s=i) for i in range(6)]
+    jobs.append(pending("never", Request(gpus=9)))
     result = cycle([node("n", gpu("g0"), gpu("g1"))], jobs)
     # Two GPUs × two 40-block jobs each; the fifth waits, the sixth waits behind it.
     assert admitted_ids(result) == ["j0", "j1", "j2", "j3"]
@@ -139,10 +117,10 @@ def test_every_pending_job_gets_exactly_one_outcome() -> None:
 
 def test_a_gang_is_admitted_whole_or_blocks() -> None:
     nodes = [node("a", gpu("a0")), node("b", gpu("b0"))]
-    ok = cycle(nodes, [job("gang", Request(gpus=1, replicas=2))])
+    ok = cycle(nodes, [pending("gang", Request(gpus=1, replicas=2))])
     assert admitted_ids(ok) == ["gang"]
     assert [m.node_id for m in ok.admitted[0].placement.replicas] == ["a", "b"]
-    blocked = cycle(nodes, [job("gang", Request(gpus=1, replicas=3)), job("after", Request(gpus=1), at_s=1)])
+    blocked = cycle(nodes, [pending("gang", Request(gpus=1, replicas=3)), pending("after", Request(gpus=1), at_s=1)])
     assert admitted_ids(blocked) == []
     assert set(blocked.waiting) == {"gang", "after"}
 
@@ -170,7 +148,8 @@ def clusters(draw) -> list[NodeState]:
         # Mostly idle CPU and RAM, so that GPUs decide most placements; sometimes anything.
         free_cpus = draw(st.just(cpus * 1000) | st.integers(0, cpus * 1000))
         free_mem = draw(st.just(mem_mib) | st.integers(0, mem_mib))
-        nodes.append(NodeState(f"n{n}", cpus * 1000, mem_mib, free_cpus, free_mem, tuple(gpus)))
+        nodes.append(node(f"n{n}", *gpus, cpus_milli=cpus * 1000, memory_mib=mem_mib,
+                          free_cpus_milli=free_cpus, free_memory_mib=free_mem))
     return nodes
 
 
@@ -184,11 +163,10 @@ requests = st.one_of(
     st.builds(Request, cpus_milli=st.integers(1, 8000), memory_mib=st.integers(0, 16384)),
 )
 pending_jobs = st.lists(
-    st.builds(job, st.just(""), requests, priority=st.sampled_from([100, 500, 1000]), at_s=st.integers(0, 3),
-              override=st.none() | st.integers(0, 2000)),
+    st.builds(pending, st.just(""), requests, priority=st.sampled_from([100, 500, 1000]), at_s=st.integers(0, 3),
+              priority_override=st.none() | st.integers(0, 2000)),
     min_size=1, max_size=15,
-).map(lambda js: [PendingJob(f"j{i:02d}", j.project, j.request, j.priority, j.submitted_at, j.priority_override)
-                  for i, j in enumerate(js)])
+).map(lambda js: [replace(j, job_id=f"j{i:02d}") for i, j in enumerate(js)])
 
 
 def _check_capacity(nodes: list[NodeState], result: CycleResult) -> None:
@@ -233,8 +211,8 @@ def _check_capacity(nodes: list[NodeState], result: CycleResult) -> None:
 
 def _after(nodes: list[NodeState], result: CycleResult) -> list[NodeState]:
     """The cluster with the cycle's layout changes and admissions applied (what the next snapshot reads)."""
-    cluster = apply_changes(ClusterState(tuple(nodes)), result.layout_changes)
-    return list(apply_placements(cluster, (a.placement for a in result.admitted)).nodes)
+    changed = apply_changes(cluster(*nodes), result.layout_changes)
+    return list(apply_placements(changed, (a.placement for a in result.admitted)).nodes)
 
 
 PACKERS = [

@@ -1,42 +1,16 @@
-"""The first-fit baseline packer (tests/support/first_fit.py): whole GPUs, blocks + memory, CPU/RAM, models, gangs, never-fit."""
+"""The first-fit baseline packer (tests/support/first_fit.py): GPUs, blocks + memory, CPU/RAM, models, gangs, never."""
 
 from __future__ import annotations
 
 import pytest
 
-from partitioner.types import (
-    BLOCKS_PER_GPU,
-    ClusterState,
-    GpuState,
-    NodeState,
-    NoFit,
-    Placement,
-    Request,
-    SliceKind,
-)
+from partitioner.types import BLOCKS_PER_GPU, NodeState, NoFit, Placement, Request, SliceKind
+from tests.support.builders import A100_40_MIB, H100_MIB, cluster, gpu, node
 from tests.support.first_fit import FirstFitPacker
-
-H100_MIB = 81920
-A100_MIB = 40960
-
-
-def gpu(uuid: str, *, model: str = "h100-80gb", memory_mib: int = H100_MIB, held: bool = False,
-        used_blocks: int = 0, used_memory_mib: int = 0) -> GpuState:
-    return GpuState(uuid=uuid, index=0, model=model, memory_mib=memory_mib, sm_count=132, held=held,
-                    used_blocks=used_blocks, used_memory_mib=used_memory_mib)
-
-
-def node(node_id: str, *gpus: GpuState, cpus: int = 32, memory_mib: int = 256 * 1024,
-         free_cpus: float | None = None, free_memory_mib: int | None = None) -> NodeState:
-    return NodeState(
-        node_id=node_id, cpus_milli=cpus * 1000, memory_mib=memory_mib,
-        free_cpus_milli=int((cpus if free_cpus is None else free_cpus) * 1000),
-        free_memory_mib=memory_mib if free_memory_mib is None else free_memory_mib, gpus=tuple(gpus),
-    )
 
 
 def packer(*nodes: NodeState) -> FirstFitPacker:
-    return FirstFitPacker(ClusterState(tuple(nodes)))
+    return FirstFitPacker(cluster(*nodes))
 
 
 def placed(decision: Placement | NoFit) -> Placement:
@@ -124,7 +98,7 @@ def test_memory_limit_binds_before_blocks() -> None:
 )
 def test_cpu_and_ram_limits_choose_the_node(request_: Request, expected_node: str) -> None:
     p = packer(
-        node("tight", gpu("t0"), free_cpus=2, free_memory_mib=32 * 1024),
+        node("tight", gpu("t0"), free_cpus_milli=2000, free_memory_mib=32 * 1024),
         node("roomy", gpu("r0")),
     )
     [member] = placed(p.place(request_)).replicas
@@ -133,11 +107,11 @@ def test_cpu_and_ram_limits_choose_the_node(request_: Request, expected_node: st
 
 
 def test_cpu_and_ram_shortage_now_is_not_never_and_the_reason_says_so() -> None:
-    p = packer(node("n", gpu("g"), cpus=4, free_cpus=1))
+    p = packer(node("n", gpu("g"), cpus_milli=4000, free_cpus_milli=1000))
     no = refused(p.place(Request(gpus=1, cpus_milli=2000)), never=False)
     assert "CPU or memory" in no.reason, no.reason
     # One node has the GPU but no CPU, the other CPU but no free GPU: the GPU count names the roomy node.
-    p = packer(node("a", gpu("a0"), cpus=4, free_cpus=0), node("b", gpu("b0", held=True)))
+    p = packer(node("a", gpu("a0"), cpus_milli=4000, free_cpus_milli=0), node("b", gpu("b0", held=True)))
     no = refused(p.place(Request(gpus=1, cpus_milli=1000)), never=False)
     assert "the most free on one node is 0" in no.reason, no.reason
 
@@ -153,20 +127,20 @@ def test_cpu_only_request_gets_no_gpu_slices() -> None:
 def test_gpu_models_filter_picks_only_allowed_models() -> None:
     p = packer(
         node("h", gpu("h0"), gpu("h1")),
-        node("a", gpu("a0", model="a100-40gb", memory_mib=A100_MIB)),
+        node("a", gpu("a0", model="a100-40gb")),
     )
     [member] = placed(p.place(Request(gpus=1, gpu_models=("a100-40gb",)))).replicas
     assert [s.gpu_uuid for s in member.slices] == ["a0"]
     [member] = placed(p.place(Request(blocks=5, gpu_memory_mib=10, gpu_models=("a100-40gb",)))).replicas
     assert member.slices[0].gpu_uuid == "a0"
     # Mixed nodes: a model filter counts only the matching GPUs on a node.
-    mixed = packer(node("m", gpu("m0"), gpu("m1", model="a100-40gb", memory_mib=A100_MIB)))
+    mixed = packer(node("m", gpu("m0"), gpu("m1", model="a100-40gb")))
     no = refused(mixed.place(Request(gpus=2, gpu_models=("h100-80gb",))), never=True)
     assert "2 GPUs on one node" in no.reason
 
 
 def test_allowed_model_busy_is_not_never() -> None:
-    p = packer(node("n", gpu("h0"), gpu("a0", model="a100-40gb", memory_mib=A100_MIB, held=True)))
+    p = packer(node("n", gpu("h0"), gpu("a0", model="a100-40gb", held=True)))
     refused(p.place(Request(gpus=1, gpu_models=("a100-40gb",))), never=False)
 
 
@@ -214,9 +188,9 @@ def test_place_alone_does_not_change_state() -> None:
                      id="model not present"),
         pytest.param([node("a", gpu("a0")), node("b", gpu("b0"))], Request(gpus=2),
                      "needs 2 GPUs on one node", id="more GPUs than any node"),
-        pytest.param([node("n", gpu("g", memory_mib=A100_MIB))], Request(blocks=1, gpu_memory_mib=A100_MIB + 1),
+        pytest.param([node("n", gpu("g", memory_mib=A100_40_MIB))], Request(blocks=1, gpu_memory_mib=A100_40_MIB + 1),
                      "largest GPU has 40960 MiB", id="memory larger than any GPU"),
-        pytest.param([node("n", gpu("g"), cpus=8)], Request(gpus=1, cpus_milli=9000),
+        pytest.param([node("n", gpu("g"), cpus_milli=8000)], Request(gpus=1, cpus_milli=9000),
                      "no node has enough CPUs and memory", id="more CPUs than any node"),
         pytest.param([node("n", gpu("g"), memory_mib=1024)], Request(cpus_milli=1, memory_mib=2048),
                      "no node has enough CPUs and memory", id="more RAM than any node"),
@@ -230,7 +204,7 @@ def test_impossible_requests_are_never(nodes: list[NodeState], request_: Request
 
 def test_never_is_judged_on_capacity_not_on_what_is_free() -> None:
     # Fully busy, but the empty cluster could hold it: wait, do not refuse forever.
-    p = packer(node("n", gpu("g0", held=True), gpu("g1", used_blocks=100, used_memory_mib=H100_MIB), free_cpus=0))
+    p = packer(node("n", gpu("g0", held=True), gpu("g1", used_blocks=100, used_memory_mib=H100_MIB), free_cpus_milli=0))
     for request in (Request(gpus=2), Request(blocks=100, gpu_memory_mib=H100_MIB), Request(gpus=1, cpus_milli=1000)):
         refused(p.place(request), never=False)
 
@@ -244,7 +218,7 @@ def test_empty_cluster_waits_with_a_reason() -> None:
 
 
 def test_commit_release_round_trip() -> None:
-    p = packer(node("n", gpu("g0"), gpu("g1"), cpus=8, memory_mib=1024))
+    p = packer(node("n", gpu("g0"), gpu("g1"), cpus_milli=8000, memory_mib=1024))
     whole = placed(p.place(Request(gpus=1, cpus_milli=2000, memory_mib=100)))
     p.commit(whole)
     share = placed(p.place(Request(blocks=70, gpu_memory_mib=500, cpus_milli=1000)))
@@ -265,10 +239,10 @@ def test_commit_release_round_trip() -> None:
 
 
 def test_packer_does_not_mutate_the_snapshot() -> None:
-    cluster = ClusterState((node("n", gpu("g")),))
-    p = FirstFitPacker(cluster)
+    snapshot = cluster(node("n", gpu("g")))
+    p = FirstFitPacker(snapshot)
     p.commit(placed(p.place(Request(gpus=1, cpus_milli=1000))))
-    assert cluster.nodes[0].gpus[0].held is False
-    assert cluster.nodes[0].free_cpus_milli == 32000
+    assert snapshot.nodes[0].gpus[0].held is False
+    assert snapshot.nodes[0].free_cpus_milli == snapshot.nodes[0].cpus_milli
     # A fresh packer on the same snapshot sees the GPU free.
-    placed(FirstFitPacker(cluster).place(Request(gpus=1)))
+    placed(FirstFitPacker(snapshot).place(Request(gpus=1)))

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner.types import Request
 from queue_service.admission.ordering import ordered, sort_key
 from queue_service.admission.snapshot import PendingJob
-
-T0 = datetime(2026, 1, 1, 12, 0, 0)
-
-
-def pending(job_id: str, *, priority: int = 500, override: int | None = None, at_s: float = 0.0) -> PendingJob:
-    return PendingJob(
-        job_id=job_id, project="p", request=Request(gpus=1), priority=priority,
-        submitted_at=T0 + timedelta(seconds=at_s), priority_override=override,
-    )
+from tests.support.builders import pending
 
 
 def ids(jobs) -> list[str]:
@@ -43,11 +34,11 @@ def ids(jobs) -> list[str]:
             ["a", "b", "c"], id="same priority and time: id tie-break",
         ),
         pytest.param(
-            [pending("prod", priority=1000), pending("boosted", priority=100, override=5000)],
+            [pending("prod", priority=1000), pending("boosted", priority=100, priority_override=5000)],
             ["boosted", "prod"], id="override above every class beats class value",
         ),
         pytest.param(
-            [pending("demoted", priority=1000, override=0), pending("exp", priority=100)],
+            [pending("demoted", priority=1000, priority_override=0), pending("exp", priority=100)],
             ["exp", "demoted"], id="override below every class ranks last",
         ),
         pytest.param(
@@ -59,7 +50,7 @@ def ids(jobs) -> list[str]:
             ["b", "a"], id="submit time beats id",
         ),
         pytest.param(
-            [pending("x", priority=100, override=500, at_s=5), pending("y", priority=500, at_s=1)],
+            [pending("x", priority=100, priority_override=500, at_s=5), pending("y", priority=500, at_s=1)],
             ["y", "x"], id="override equal to a class value ties, then submit time",
         ),
     ],
@@ -69,7 +60,7 @@ def test_order(jobs: list[PendingJob], expected: list[str]) -> None:
 
 
 def test_effective_priority_uses_override_even_when_zero() -> None:
-    assert pending("j", priority=1000, override=0).effective_priority == 0
+    assert pending("j", priority=1000, priority_override=0).effective_priority == 0
     assert pending("j", priority=1000).effective_priority == 1000
 
 
@@ -84,7 +75,7 @@ job_strategy = st.builds(
     pending,
     st.text(alphabet="0123456789abcdef", min_size=1, max_size=4),
     priority=st.sampled_from([100, 500, 1000]),
-    override=st.none() | st.integers(-10, 2000),
+    priority_override=st.none() | st.integers(-10, 2000),
     at_s=st.integers(0, 5),  # few distinct times: ties are common
 )
 
@@ -101,9 +92,9 @@ def test_order_is_total_and_independent_of_input_order(jobs: list[PendingJob], r
     # Total: distinct jobs never compare equal, and the sequence is strictly increasing.
     keys = [sort_key(j) for j in first]
     assert len(set(keys)) == len(keys)
-    assert all(a < b for a, b in zip(keys, keys[1:], strict=False))
+    assert all(a < b for a, b in pairwise(keys))
     # Consistent with the written rule, pair by pair.
-    for a, b in zip(first, first[1:], strict=False):
+    for a, b in pairwise(first):
         if a.effective_priority != b.effective_priority:
             assert a.effective_priority > b.effective_priority
         elif a.submitted_at != b.submitted_at:
