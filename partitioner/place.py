@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from partitioner.catalog import all_mig_profile_names, lookup_model
+from partitioner.catalog import MigProfile, all_mig_profile_names, lookup_model
 from partitioner.encode import (
     KIND_GPU,
     KIND_MIG,
@@ -53,6 +53,9 @@ from partitioner.types import (
 
 __all__ = ["DEFAULT_POLICY", "POLICIES", "Packer", "place", "warmup"]
 
+# Per GPU of the encoding: usable, profile id, size, max count, starts bitmask, the profile (None: not usable).
+_MigGeometry = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[MigProfile | None]]
+
 _DEFAULT_DEMAND = (Request(gpus=1), Request(blocks=50), Request(blocks=25), Request(blocks=10))
 
 
@@ -61,8 +64,6 @@ def warmup() -> None:
     from partitioner.kernels.place import score_nodes
     from partitioner.kernels.replay import replay
 
-    cluster = ClusterState()
-    del cluster
     i64 = np.zeros(1, dtype=np.int64)
     f64 = np.ones(1, dtype=np.float64)
     score_nodes(1, 1, 0, 1, 0, 0, np.ones(1, dtype=np.bool_), i64 + 1000, i64 + 1000, i64 + 1000,
@@ -78,7 +79,10 @@ def warmup() -> None:
            one, one * 500, one, one * -1, f64, 3, 42, 50.0, 2, i64.copy(), i64.copy())
 
 
-def _demand_shapes(demand: Sequence[Request]) -> tuple[np.ndarray, ...]:
+_Shapes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _demand_shapes(demand: Sequence[Request]) -> _Shapes:
     """Frequencies of the demand's (kind, blocks, memory, count, cpu) shapes as kernel arrays."""
     shapes: Counter[tuple[int, int, int, int, int]] = Counter()
     for req in demand or _DEFAULT_DEMAND:
@@ -93,8 +97,11 @@ def _demand_shapes(demand: Sequence[Request]) -> tuple[np.ndarray, ...]:
         shapes[key] += max(req.replicas, 1)
     total = sum(shapes.values()) or 1
     keys = list(shapes)
-    cols = [np.array([k[i] for k in keys], dtype=np.int64) for i in range(5)]
-    return (*cols, np.array([shapes[k] / total for k in keys], dtype=np.float64))
+
+    def col(i: int) -> np.ndarray:
+        return np.array([k[i] for k in keys], dtype=np.int64)
+
+    return col(0), col(1), col(2), col(3), col(4), np.array([shapes[k] / total for k in keys], dtype=np.float64)
 
 
 class Packer:
@@ -109,7 +116,8 @@ class Packer:
         self._shapes = _demand_shapes(demand)
         self._rng = np.random.default_rng(42)
         self._gpu_index = {g.uuid: i for i, g in enumerate(self.enc.gpus)}
-        self._unit_of: dict[tuple[str, str], int] = {}
+        self._unit_of: dict[str, int] = {}  # GPU uuid, or "uuid:start" for a MIG instance -> unit
+        self._node_of: dict[str, int] = {}
         self._reindex()
         self._empty_enc: Encoded | None = None  # the emptied cluster, encoded on first need (never-fit checks)
         # per-cycle memos: "never" answers and model filters do not change with commits
@@ -118,7 +126,7 @@ class Packer:
         self._gpu_keys = [gpu_model_key(g) for g in self.enc.gpus]
         self._per_node_memo: dict[frozenset[str], Counter[int]] = {}
         self._biggest_memo: dict[frozenset[str], int] = {}
-        self._mig_memo: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, ...]] = {}
+        self._mig_memo: dict[tuple[str, tuple[str, ...]], _MigGeometry] = {}
         self._gpu_is_mig = np.array([g.mode is GpuMode.MIG for g in self.enc.gpus], dtype=np.bool_)
         # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
         self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
@@ -138,9 +146,9 @@ class Packer:
         if never is not None:
             return never
         replicas: list[ReplicaPlacement] = []
-        score = 0
+        score = 0.0
         try:
-            for _ in range(max(request.replicas, 1)):
+            for _ in range(request.replicas):  # >= 1: _validate refused fewer
                 one = self._place_one(request)
                 if isinstance(one, NoFit):
                     if request.replicas > 1:
@@ -181,18 +189,18 @@ class Packer:
             return NoFit(f"unknown MIG profile {req.mig_profile}", never=True)
         return None
 
-    def _allowed(self, req: Request, enc: Encoded) -> np.ndarray:
-        """Per unit: the GPU's model is allowed."""
+    def _allowed(self, req: Request) -> np.ndarray:
+        """Per unit: the GPU's model is allowed (memoized until a new MIG instance changes the units)."""
+        enc = self.enc
         if not req.gpu_models:
             return np.ones(enc.unit_kind.shape[0], dtype=np.bool_)
         memo = self._allowed_memo.get(req.gpu_models)
-        if memo is not None and memo.shape[0] == enc.unit_kind.shape[0] and enc is self.enc:
+        if memo is not None and memo.shape[0] == enc.unit_kind.shape[0]:
             return memo
-        wanted = {(lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models}
+        wanted = _model_keys(req.gpu_models)
         ok_gpu = np.array([gpu_model_key(g) in wanted for g in enc.gpus], dtype=np.bool_)
         out = ok_gpu[enc.unit_gpu] if enc.unit_gpu.shape[0] else np.zeros(0, dtype=np.bool_)
-        if enc is self.enc:
-            self._allowed_memo[req.gpu_models] = out
+        self._allowed_memo[req.gpu_models] = out
         return out
 
     def _never(self, req: Request) -> NoFit | None:
@@ -210,29 +218,31 @@ class Packer:
             return None
         keys = self._gpu_keys  # same GPU order in the emptied encoding
         models = set(keys)
-        allowed = models if not req.gpu_models else {
-            (lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models} & models
+        allowed = models if not req.gpu_models else _model_keys(req.gpu_models) & models
         if not allowed:
             return NoFit(f"no GPU model matches {', '.join(req.gpu_models)}", never=True)
         per_node = self._per_node_memo.get(frozenset(allowed))
         if per_node is None:
             per_node = Counter(int(empty.gpu_node[i]) for i, k in enumerate(keys) if k in allowed)
             self._per_node_memo[frozenset(allowed)] = per_node
-        if req.gpus > 0 and req.gpus > max(per_node.values(), default=0):
-            return NoFit(f"needs {req.gpus} whole GPUs on one node; the largest node has {max(per_node.values(), default=0)}", never=True)
+        most = max(per_node.values(), default=0)
+        if req.gpus > most:
+            return NoFit(f"needs {req.gpus} whole GPUs on one node; the largest node has {most}", never=True)
         if req.blocks > 0:
             biggest = self._biggest_memo.get(frozenset(allowed))
             if biggest is None:
-                biggest = max((g.memory_mib for g, k in zip(empty.gpus, keys, strict=True) if k in allowed), default=0)
+                biggest = max((g.memory_mib for g, k in zip(empty.gpus, keys, strict=True) if k in allowed),
+                              default=0)
                 self._biggest_memo[frozenset(allowed)] = biggest
             if req.gpu_memory_mib > biggest:
-                return NoFit(f"needs {req.gpu_memory_mib} MiB of GPU memory; the largest allowed GPU has {biggest}", never=True)
+                return NoFit(f"needs {req.gpu_memory_mib} MiB of GPU memory; the largest allowed GPU has {biggest}",
+                             never=True)
         if req.mig_profile:
             fits = []
             for key in allowed:
                 model = lookup_model(key)
                 profile = model.mig_profile(req.mig_profile) if model else None
-                if profile is not None and req.mig_count <= profile.max_count * max(per_node.values(), default=0):
+                if profile is not None and req.mig_count <= profile.max_count * most:
                     fits.append(key)
             if not fits:
                 return NoFit(f"no allowed GPU model has MIG profile {req.mig_profile} (x{req.mig_count})", never=True)
@@ -257,7 +267,7 @@ class Packer:
             return ReplicaPlacement(enc.node_ids[n], (), req.cpus_milli, req.memory_mib), 0.0
         from partitioner.kernels.place import REQ_BLOCKS, REQ_WHOLE, score_nodes
 
-        unit_ok = self._allowed(req, enc)
+        unit_ok = self._allowed(req)
         n_nodes = len(enc.node_ids)
         out_score = np.empty(n_nodes, dtype=np.float64)
         out_unit = np.empty(n_nodes, dtype=np.int64)
@@ -274,8 +284,9 @@ class Packer:
         if kind == REQ_BLOCKS:
             u = int(out_unit[n])
             info = enc.units[u]
-            slice_ = Slice(gpu_uuid=info.gpu.uuid, kind=SliceKind.BLOCKS, blocks=req.blocks, memory_mib=req.gpu_memory_mib,
-                           mig_profile=info.mig_profile, mig_start=info.mig_start, mig_uuid=info.mig_uuid)
+            slice_ = Slice(gpu_uuid=info.gpu.uuid, kind=SliceKind.BLOCKS, blocks=req.blocks,
+                           memory_mib=req.gpu_memory_mib, mig_profile=info.mig_profile, mig_start=info.mig_start,
+                           mig_uuid=info.mig_uuid)
             slices: tuple[Slice, ...] = (slice_,)
         else:
             slices = self._pick_whole(n, req.gpus, unit_ok)
@@ -285,7 +296,8 @@ class Packer:
         """``count`` free exclusive GPUs of node ``n``, NVLink-connected ones first."""
         enc = self.enc
         lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
-        free = [u for u in range(lo, hi) if unit_ok[u] and enc.unit_kind[u] == KIND_GPU and enc.unit_free_blocks[u] == BLOCKS_PER_GPU]
+        free = [u for u in range(lo, hi)
+                if unit_ok[u] and enc.unit_kind[u] == KIND_GPU and enc.unit_free_blocks[u] == BLOCKS_PER_GPU]
         by_index = {enc.units[u].gpu.index: u for u in free}
 
         def links(u: int, chosen: list[int]) -> int:
@@ -305,27 +317,31 @@ class Packer:
         return tuple(Slice(gpu_uuid=enc.units[u].gpu.uuid, kind=SliceKind.GPU, blocks=BLOCKS_PER_GPU,
                            memory_mib=enc.units[u].gpu.memory_mib) for u in sorted(chosen))
 
-    def _mig_geometry(self, req: Request, enc: Encoded) -> tuple[np.ndarray, ...]:
-        """Per GPU: usable (MIG mode, allowed, has the profile), profile id, size, max count, starts bitmask."""
-        key = (req.mig_profile.strip().lower(), req.gpu_models)
+    def _mig_geometry(self, req: Request, enc: Encoded) -> _MigGeometry:
+        """Per GPU: usable (MIG mode, allowed, has the profile), profile id, size, max count, starts bitmask,
+        and the profile itself (None where not usable)."""
+        name = (req.mig_profile or "").strip().lower()
+        key = (name, req.gpu_models)
         memo = self._mig_memo.get(key)
         if memo is not None:
             return memo
         # per GPU, not per unit: a MIG GPU with no instance yet has no unit but can take new ones
-        wanted = {(lookup_model(m).key if lookup_model(m) else m.strip().lower()) for m in req.gpu_models}
+        wanted = _model_keys(req.gpu_models)
         gpu_ok = np.array([not req.gpu_models or k in wanted for k in self._gpu_keys], dtype=np.bool_)
         n = len(enc.gpus)
         ok = np.zeros(n, dtype=np.bool_)
-        cols = [np.zeros(n, dtype=np.int64) for _ in range(4)]
+        gp_id, gp_size, gp_max, gp_starts = (np.zeros(n, dtype=np.int64) for _ in range(4))
+        profiles: list[MigProfile | None] = [None] * n
         for g, gpu in enumerate(enc.gpus):
             model = lookup_model(gpu.model)
-            profile = model.mig_profile(req.mig_profile) if model else None
+            profile = model.mig_profile(name) if model else None
             if profile is None or gpu.mode is not GpuMode.MIG or not gpu_ok[g]:
                 continue
             ok[g] = True
-            cols[0][g], cols[1][g], cols[2][g] = profile.profile_id, profile.memory_slices, profile.max_count
-            cols[3][g] = sum(1 << st for st in profile.starts)
-        memo = (ok, *cols)
+            profiles[g] = profile
+            gp_id[g], gp_size[g], gp_max[g] = profile.profile_id, profile.memory_slices, profile.max_count
+            gp_starts[g] = sum(1 << st for st in profile.starts)
+        memo = (ok, gp_id, gp_size, gp_max, gp_starts, profiles)
         self._mig_memo[key] = memo
         return memo
 
@@ -338,7 +354,7 @@ class Packer:
         from partitioner.kernels.mig import mig_pick
 
         enc = self.enc
-        ok, gp_id, gp_size, gp_max, gp_starts = self._mig_geometry(req, enc)
+        ok, gp_id, gp_size, gp_max, gp_starts, profiles = self._mig_geometry(req, enc)
         reused = np.empty(len(enc.node_ids), dtype=np.int64)
         n = int(mig_pick(req.mig_count, req.cpus_milli, req.memory_mib, enc.node_free_cpu, enc.node_free_mem,
                          enc.gpu_node, enc.gpu_mig_mask, self._gpu_is_mig, ok, gp_id, gp_size, gp_max, gp_starts,
@@ -351,15 +367,16 @@ class Packer:
         slices: list[Slice] = []
         lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
         for g in np.flatnonzero(enc.gpu_node == n):
-            if not ok[g] or len(slices) >= req.mig_count:
+            profile = profiles[g]  # None exactly where the GPU is not usable (ok[g] False)
+            if profile is None or len(slices) >= req.mig_count:
                 continue
             gpu = enc.gpus[g]
-            profile = lookup_model(gpu.model).mig_profile(req.mig_profile)
             existing = 0
             for u in range(lo, hi):
                 if enc.unit_gpu[u] == g and enc.unit_profile[u] == profile.profile_id:
                     existing += 1
-                    if enc.unit_kind[u] == KIND_MIG and enc.unit_free_blocks[u] == BLOCKS_PER_GPU and len(slices) < req.mig_count:
+                    free = enc.unit_kind[u] == KIND_MIG and enc.unit_free_blocks[u] == BLOCKS_PER_GPU
+                    if free and len(slices) < req.mig_count:
                         info = enc.units[u]
                         slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name,
                                             info.mig_start, info.mig_uuid))
@@ -372,14 +389,13 @@ class Packer:
                     mask |= span
                     existing += 1
                     slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name, start, None))
-        return ReplicaPlacement(enc.node_ids[n], tuple(slices[: req.mig_count]), req.cpus_milli, req.memory_mib), float(reused[n])
+        return ReplicaPlacement(enc.node_ids[n], tuple(slices), req.cpus_milli, req.memory_mib), float(reused[n])
 
     # -- reasons -------------------------------------------------------------
 
     def _cpu_reason(self, req: Request, candidates: np.ndarray) -> str:
+        """What CPU or RAM is short on the best of ``candidates`` (a node mask with at least one True)."""
         enc = self.enc
-        if not candidates.any():
-            return "no node has matching GPUs"
         cpu = int(enc.node_free_cpu[candidates].max())
         mem = int(enc.node_free_mem[candidates].max())
         if req.cpus_milli > cpu:
@@ -392,10 +408,12 @@ class Packer:
         n_nodes = len(enc.node_ids)
         if req.gpus > 0:
             usable = unit_ok & (enc.unit_kind == KIND_GPU) & (enc.unit_free_blocks == BLOCKS_PER_GPU)
-            per_node = np.bincount(enc.unit_node[usable], minlength=n_nodes) if usable.any() else np.zeros(n_nodes, dtype=np.int64)
-            if per_node.max(initial=0) < req.gpus:
-                return (f"needs {req.gpus} whole GPUs on one node; the most free on one node is {int(per_node.max(initial=0))}"
-                        + ("" if (unit_ok & (enc.unit_kind == KIND_GPU)).any() else " (no exclusive GPU of an allowed model)"))
+            per_node = np.bincount(enc.unit_node[usable], minlength=n_nodes)
+            most = int(per_node.max(initial=0))
+            if most < req.gpus:
+                exclusive = (unit_ok & (enc.unit_kind == KIND_GPU)).any()
+                hint = "" if exclusive else " (no exclusive GPU of an allowed model)"
+                return f"needs {req.gpus} whole GPUs on one node; the most free on one node is {most}{hint}"
             return self._cpu_reason(req, per_node >= req.gpus)
         shared = unit_ok & ((enc.unit_kind == KIND_SHARED) | (enc.unit_kind == KIND_MIG_SHARED))
         if not shared.any():
@@ -470,6 +488,11 @@ class Packer:
         self._reindex()
 
 
+def _model_keys(names: Sequence[str]) -> set[str]:
+    """Catalogue keys of the allowed model names (an unknown name stands for itself, lower-cased)."""
+    return {model.key if (model := lookup_model(m)) else m.strip().lower() for m in names}
+
+
 _EMPTIED_CACHE: OrderedDict[tuple, Encoded] = OrderedDict()
 
 
@@ -499,8 +522,7 @@ def _emptied(cluster: ClusterState) -> ClusterState:
     """The cluster with nothing held and every GPU free (for "never fits" checks)."""
     nodes = []
     for node in cluster.nodes:
-        gpus = tuple(replace(g, mode=GpuMode.SHARED if g.mode is GpuMode.SHARED else g.mode, held=False, used_blocks=0,
-                             used_memory_mib=0, mig_instances=()) for g in node.gpus)
+        gpus = tuple(replace(g, held=False, used_blocks=0, used_memory_mib=0, mig_instances=()) for g in node.gpus)
         nodes.append(replace(node, free_cpus_milli=node.cpus_milli, free_memory_mib=node.memory_mib, gpus=gpus))
     return ClusterState(nodes=tuple(nodes))
 

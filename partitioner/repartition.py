@@ -19,7 +19,7 @@ from dataclasses import replace
 from partitioner.catalog import lookup_model
 from partitioner.mig import span_mask, validate_layout
 from partitioner.place import Packer
-from partitioner.types import ClusterState, GpuMode, GpuState, LayoutChange, MigInstance, NoFit, Request
+from partitioner.types import ClusterState, GpuMode, GpuState, LayoutChange, MigInstance, NoFit, Placement, Request
 
 __all__ = ["is_idle", "propose", "with_changes"]
 
@@ -36,13 +36,15 @@ def _allowed(gpu: GpuState, req: Request) -> bool:
         return True
     model = lookup_model(gpu.model)
     key = model.key if model else gpu.model.lower()
-    return any((lookup_model(m).key if lookup_model(m) else m.lower()) == key for m in req.gpu_models)
+    return any((known.key if (known := lookup_model(m)) else m.lower()) == key for m in req.gpu_models)
 
 
 def _mig_layout(gpu: GpuState, req: Request) -> tuple[tuple[str, int], ...] | None:
     """A layout of ``req.mig_count`` instances of the profile from an empty GPU, lowest starts first."""
     model = lookup_model(gpu.model)
-    profile = model.mig_profile(req.mig_profile or "") if model else None
+    if model is None:
+        return None
+    profile = model.mig_profile(req.mig_profile or "")
     if profile is None or req.mig_count > profile.max_count:
         return None
     mask = 0
@@ -59,41 +61,25 @@ def _mig_layout(gpu: GpuState, req: Request) -> tuple[tuple[str, int], ...] | No
     return tuple(layout)
 
 
-def _candidates(gpu: GpuState, req: Request) -> list[tuple[GpuMode, tuple[tuple[str, int], ...]]]:
-    """Changes of ``gpu`` that could serve ``req``, cheapest first."""
+def _change_for(gpu: GpuState, req: Request) -> tuple[GpuMode, tuple[tuple[str, int], ...]] | None:
+    """The change of ``gpu`` (mode, MIG layout) that could serve ``req``, or None."""
     if req.mig_profile:
         layout = _mig_layout(gpu, req)
-        return [(GpuMode.MIG, layout)] if layout is not None else []
+        return (GpuMode.MIG, layout) if layout is not None else None
     if req.gpus > 0:
-        return [] if gpu.mode is GpuMode.EXCLUSIVE else [(GpuMode.EXCLUSIVE, ())]
+        return None if gpu.mode is GpuMode.EXCLUSIVE else (GpuMode.EXCLUSIVE, ())
     if req.blocks > 0:
         if gpu.mode is GpuMode.SHARED or gpu.memory_mib < req.gpu_memory_mib:
-            return []
-        return [(GpuMode.SHARED, ())]
-    return []
-
-
-def _with(cluster: ClusterState, node_id: str, gpu_uuid: str, mode: GpuMode,
-          layout: tuple[tuple[str, int], ...]) -> ClusterState:
-    nodes = []
-    for node in cluster.nodes:
-        if node.node_id == node_id:
-            gpus = tuple(
-                replace(g, mode=mode, held=False, used_blocks=0, used_memory_mib=0,
-                        mig_instances=tuple(MigInstance(p, s) for p, s in layout))
-                if g.uuid == gpu_uuid else g
-                for g in node.gpus
-            )
-            node = replace(node, gpus=gpus)
-        nodes.append(node)
-    return ClusterState(nodes=tuple(nodes))
+            return None
+        return (GpuMode.SHARED, ())
+    return None
 
 
 def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutChange]:
     """Layout changes of idle GPUs that let some of ``pending`` (in order) run.
 
-    For each request that does not fit, every idle allowed GPU gets its
-    cheapest candidate change at once, the request is placed once on that
+    For each request that does not fit, every idle allowed GPU gets the
+    change that could serve it at once, the request is placed once on that
     trial cluster (after what earlier requests took), and only the changes
     its placement uses are kept: two packers per request, whatever the
     cluster size.
@@ -102,7 +88,7 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
     changed: set[str] = set()
     state = cluster
     packer = Packer(state)
-    taken: list = []  # placements of earlier requests in this call
+    taken: list[Placement] = []  # placements of earlier requests in this call
     for req in pending:
         got = packer.place(req)
         if not isinstance(got, NoFit):
@@ -117,11 +103,14 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
             for gpu in sorted(node.gpus, key=lambda g: g.index):
                 if gpu.uuid in changed or gpu.uuid in busy or not is_idle(gpu) or not _allowed(gpu, req):
                     continue
-                for mode, layout in _candidates(gpu, req)[:1]:
-                    why = {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
-                           GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
-                           GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode]
-                    trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why))
+                change = _change_for(gpu, req)
+                if change is None:
+                    continue
+                mode, layout = change
+                why = {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
+                       GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
+                       GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode]
+                trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why))
         if not trial_changes:
             continue
         trial = Packer(with_changes(state, trial_changes))
