@@ -11,6 +11,7 @@ from queue_service.admission.cycle import PackerFactory, Repartitioner
 from queue_service.admitter import Admitter, Feasibility
 from queue_service.db.session import make_engine, make_sessionmaker
 from queue_service.dispatch import Dispatcher, make_broker
+from queue_service.lifecycle import effects
 from queue_service.settings import Settings
 
 
@@ -37,7 +38,7 @@ class ServiceContext:
     admitter: Admitter
     packer_factory: PackerFactory
     feasibility: Feasibility
-    extras: dict = field(default_factory=dict)
+    extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, packer_factory: PackerFactory | None = None) -> "ServiceContext":
@@ -45,6 +46,10 @@ class ServiceContext:
         sessions = make_sessionmaker(engine)
         dispatcher = Dispatcher(make_broker(settings.broker_url))
         packer_factory = packer_factory or default_packer_factory()
-        admitter = Admitter(sessions=sessions, settings=settings, dispatcher=dispatcher, packer_factory=packer_factory,
+        admitter = Admitter(sessions=sessions, settings=settings, packer_factory=packer_factory,
                             repartition=default_repartitioner())
-        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, Feasibility(packer_factory))
+        feasibility = Feasibility(packer_factory)
+        # Effects after commit, in one place: every transaction's launches, stops and wake-ups.
+        effects.install(sessions, effects.Sink(launch=dispatcher.launch, stop=dispatcher.stop, wake=admitter.wake,
+                                               cluster_changed=feasibility.invalidate))
+        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility)

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from queue_service.auth import Principal
 from queue_service.context import ServiceContext
-from queue_service.db.models import Role
 from queue_service.db.session import transaction
 from queue_service.services import tokens
 
@@ -23,12 +22,18 @@ ContextDep = Annotated[ServiceContext, Depends(get_context)]
 
 
 def get_session(ctx: ContextDep) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    """One transaction per request: committed when the route returns, rolled back if it raises.
+
+    Routes never commit by hand. ``scope="function"`` commits before the
+    response is sent (a client that reads right after sees its write), and
+    the lifecycle's effects (launches, stops, waking the admitter) go out
+    from the commit hook (``lifecycle.effects``), never from a route.
+    """
     with transaction(ctx.sessions) as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(request: Request, ctx: ContextDep) -> Principal:
@@ -42,11 +47,3 @@ def get_principal(request: Request, ctx: ContextDep) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
-
-
-def require_roles(*roles: Role):
-    def check(principal: CurrentPrincipal) -> Principal:
-        principal.require(*roles)
-        return principal
-
-    return Depends(check)

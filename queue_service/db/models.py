@@ -17,26 +17,9 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, I
 from sqlalchemy.orm import Mapped, mapped_column
 
 from queue_service.db.base import Base, new_id, utcnow
+from queue_service.lifecycle.states import FINAL_STATES, LIVE_STATES, AttemptState, JobState, StopCause
 
-
-class JobState(StrEnum):
-    """A job's life: queued → admitted → running → a final state."""
-
-    QUEUED = "queued"
-    ADMITTED = "admitted"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATES
-
-
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
-LIVE_STATES = frozenset({JobState.ADMITTED, JobState.RUNNING})
+__all__ = ["FINAL_STATES", "LIVE_STATES", "AttemptState", "JobState", "StopCause"]  # re-exported for readers
 
 
 class NodeStatus(StrEnum):
@@ -153,6 +136,9 @@ class Job(Base):
     stop_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     stop_grace_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # lifecycle (revision 0005): why the job is stopping, and the words for people; never parsed back
+    stop_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)  # a StopCause while stopping
+    stop_reason: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
 
 
 class Attempt(Base):
@@ -205,6 +191,24 @@ class Allocation(Base):
     memory_mib: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     released_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class JobEvent(Base):
+    """One accepted transition of a job (append-only): what the history, webhooks and dependencies read."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # 0: no attempt yet
+    at: Mapped[datetime] = mapped_column(DateTime)  # the database's clock
+    event: Mapped[str] = mapped_column(String(16))  # an Event
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None for submit
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))  # who: a token label, "admitter", "agent:NODE", "service"
+    cause: Mapped[str | None] = mapped_column(String(16), nullable=True)  # a StopCause, for stops
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class AuditEntry(Base):

@@ -4,41 +4,78 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from partitioner.catalog import all_mig_profile_names
 from partitioner.types import NoFit, Request
-from queue_service.api.schemas.jobs import AllocationPublic, JobCreate, JobPublic, ResourcesPublic
 from queue_service.auth import Principal
-from queue_service.billing import ledger
-from queue_service.db.base import new_id, utcnow
-from queue_service.db.models import FINAL_STATES, Allocation, Attempt, Job, JobState, LogChunk, Node, Project
+from queue_service.db.base import new_id
+from queue_service.db.models import FINAL_STATES, Allocation, Job, JobEvent, JobState, LogChunk, Node, Project, Role
 from queue_service.errors import Forbidden, InvalidRequest, NotFound
+from queue_service.lifecycle import events, grace, transitions
+from queue_service.lifecycle.states import Actor
 from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
 from queue_service.services.convert import model_key, request_for
-from queue_service.settings import Settings
-from workers.messages import StopRequest
+from queue_service.settings import PriorityClass, Settings
 
 # Answers whether a request could ever fit the registered cluster: None if it
 # could (or nothing is registered yet), else the reason it never can.
 FeasibilityCheck = Callable[[Request], NoFit | None]
 
 
+class ResourcesSpec(Protocol):
+    """What a submission asks for per replica (``api.schemas.jobs.ResourcesCreate`` has this shape)."""
+
+    gpus: int | None
+    mig: str | None
+    mig_count: int
+    blocks: int | None
+    gpu_memory_mib: int | None
+    gpu_models: list[str]
+    cpus: float | None
+    memory_mib: int | None
+    replicas: int
+
+
+class JobSpec(Protocol):
+    """A validated submission (``api.schemas.jobs.JobCreate`` has this shape; services never import api)."""
+
+    name: str
+    project: str
+    image: str | None
+    command: list[str]
+    env: dict[str, str]
+    priority_class: str | None
+    time_limit_s: int | None
+    requeue: bool
+
+    @property
+    def resources(self) -> ResourcesSpec: ...
+
+
+def who(principal: Principal) -> transitions.Who:
+    """The lifecycle actor for a caller: operators and admins act as operators, others as users."""
+    kind = Actor.OPERATOR if principal.role in (Role.ADMIN, Role.OPERATOR) else Actor.USER
+    return transitions.Who(kind, principal.label)
+
+
 def submit(
     session: Session,
     *,
-    body: JobCreate,
+    body: JobSpec,
     principal: Principal,
     settings: Settings,
     feasibility: FeasibilityCheck | None = None,
-    classes: dict | None = None,
+    classes: dict[str, PriorityClass] | None = None,
     projects: dict[str, Project] | None = None,
     flush: bool = True,
+    at: datetime | None = None,
 ) -> Job:
     """Validate against configuration and cluster, then queue the job.
 
@@ -82,17 +119,38 @@ def submit(
         priority=klass.value,
         time_limit_s=body.time_limit_s,
         requeue_on_preempt=body.requeue,
-        state=JobState.QUEUED,
-        reason="waiting for the next admission cycle",
     )
     if feasibility is not None:
         never = feasibility(request_for(job))
         if never is not None:
             raise InvalidRequest(f"this job can never run on this cluster: {never.reason}", field="resources")
-    session.add(job)
-    if flush:  # a batch leaves it to the commit: one multi-row INSERT for all its jobs
-        session.flush()
-    return job
+    return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush)
+
+
+def submit_many(
+    session: Session, *, bodies: Sequence[JobSpec], principal: Principal, settings: Settings,
+    feasibility: FeasibilityCheck | None = None,
+) -> list[Job]:
+    """A job array: every job validated first, then all queued in one transaction, or none.
+
+    An error names the job's index (``jobs[3]: ...``, field ``jobs.3.resources``).
+    """
+    from queue_service.db.clock import db_now
+    from queue_service.errors import GpuqError
+
+    classes = class_service.effective(session, settings=settings)
+    projects: dict[str, Project] = {}
+    at = db_now(session)
+    jobs = []
+    for index, body in enumerate(bodies):
+        try:
+            jobs.append(submit(session, body=body, principal=principal, settings=settings, classes=classes,
+                               projects=projects, feasibility=feasibility, flush=False, at=at))
+        except GpuqError as exc:
+            exc.message = f"jobs[{index}]: {exc.message}"
+            exc.field = f"jobs.{index}.{exc.field}" if exc.field else f"jobs.{index}"
+            raise
+    return jobs
 
 
 def get_visible(session: Session, *, job_id: str, principal: Principal) -> tuple[Job, Project]:
@@ -161,112 +219,27 @@ def live_allocations(session: Session, *, job: Job) -> list[tuple[Allocation, st
     return [(r[0], r[1]) for r in rows]
 
 
-def release_allocations(session: Session, *, job_id: str, attempt: int | None = None) -> int:
-    """Mark the job's live allocations released now; returns how many were live."""
-    query = select(Allocation).where(Allocation.job_id == job_id, Allocation.released_at.is_(None))
-    if attempt is not None:
-        query = query.where(Allocation.attempt == attempt)
-    now = utcnow()
-    rows = session.scalars(query).all()
-    for row in rows:
-        row.released_at = now
-    # The ledger closes in the same transaction as the release, so it cannot drift from it.
-    ledger.close_intervals(session, allocation_ids=[row.id for row in rows])
-    return len(rows)
-
-
-def cancel(session: Session, *, job_id: str, principal: Principal, grace_s: float) -> tuple[Job, list[StopRequest]]:
-    """Cancel in any non-final state; returns stop commands to send after commit."""
+def cancel(session: Session, *, job_id: str, principal: Principal, settings: Settings) -> Job:
+    """Cancel in any non-final state (a final job is returned unchanged), with the job's class grace."""
     job, _project = get_visible(session, job_id=job_id, principal=principal)
-    if principal.role.value == "viewer":
-        raise Forbidden("viewers may not cancel jobs")
-    if JobState(job.state) in FINAL_STATES:
-        return job, []
-    now = utcnow()
-    stops: list[StopRequest] = []
-    node_names = {name for _alloc, name in live_allocations(session, job=job)}
-    if job.state == JobState.QUEUED:
-        job.state, job.reason, job.finished_at = JobState.CANCELLED, f"cancelled by {principal.label}", now
-    elif job.state == JobState.ADMITTED:
-        # Not started: the agent's start claim will be refused, so free it now.
-        job.state, job.reason, job.finished_at = JobState.CANCELLED, f"cancelled by {principal.label}", now
-        release_allocations(session, job_id=job.id)
-        _end_attempt(session, job=job, reason="cancelled before start")
-        stops = [StopRequest(job.id, job.attempt, n, grace_s, "cancelled") for n in sorted(node_names)]
-    else:  # running: the agent stops it; its exit report frees the allocation
-        job.cancel_requested = True
-        job.reason = f"cancel requested by {principal.label}; stopping"
-        stops = [StopRequest(job.id, job.attempt, n, grace_s, "cancelled") for n in sorted(node_names)]
-        attempt = _current_attempt(session, job=job)
-        if attempt is not None:
-            attempt.stop_sent_at = now
-    return job, stops
+    if principal.role is Role.VIEWER or principal.role is Role.AGENT:
+        raise Forbidden(f"role {principal.role.value} may not cancel jobs")
+    session.refresh(job, with_for_update=True)
+    return transitions.cancel(session, job=job, who=who(principal),
+                              grace_s=grace.grace_s(session, settings=settings, priority_class=job.priority_class))
 
 
-def _current_attempt(session: Session, *, job: Job) -> Attempt | None:
-    return session.scalar(select(Attempt).where(Attempt.job_id == job.id, Attempt.number == job.attempt))
-
-
-def _end_attempt(session: Session, *, job: Job, reason: str) -> None:
-    attempt = _current_attempt(session, job=job)
-    if attempt is not None and attempt.ended_at is None:
-        attempt.ended_at = utcnow()
-        attempt.state = job.state
-        attempt.reason = reason
-
-
-def to_public(session: Session, *, job: Job, project: Project) -> JobPublic:
-    allocations = live_allocations(session, job=job) if job.attempt else []
-    return JobPublic(
-        id=job.id,
-        name=job.name,
-        project=project.name,
-        image=job.image,
-        command=job.command,
-        env=job.env,
-        resources=ResourcesPublic(
-            gpus=job.gpus if not job.mig_profile and not job.blocks else None,
-            mig=job.mig_profile,
-            mig_count=job.mig_count,
-            blocks=job.blocks or None,
-            gpu_memory_mib=job.gpu_memory_mib or None,
-            gpu_models=job.gpu_models or [],
-            cpus=job.cpus or None,
-            memory_mib=job.memory_mib or None,
-            replicas=job.replicas,
-        ),
-        priority_class=job.priority_class,
-        priority=job.priority,
-        priority_override=job.priority_override,
-        time_limit_s=job.time_limit_s,
-        held=job.held,
-        requeue=job.requeue_on_preempt,
-        preemptions=job.preemptions,
-        state=job.state,
-        reason=job.reason,
-        exit_code=job.exit_code,
-        attempt=job.attempt,
-        submitted_at=job.submitted_at,
-        admitted_at=job.admitted_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        allocation=[
-            AllocationPublic(
-                node=node_name, replica=a.replica, kind=a.kind, gpu_uuid=a.mig_uuid or a.gpu_uuid,
-                blocks=a.blocks, gpu_memory_mib=a.gpu_memory_mib, mig_profile=a.mig_profile,
-                mig_start=a.mig_start, cpus_milli=a.cpus_milli, memory_mib=a.memory_mib,
-            )
-            for a, node_name in allocations
-        ],
-    )
+def history(session: Session, *, job: Job) -> list[JobEvent]:
+    """The job's events, oldest first."""
+    return events.for_job(session, job_id=job.id)
 
 
 def read_logs(
     session: Session, *, job: Job, attempt: int | None = None, stdout_offset: int = 0, stderr_offset: int = 0
-) -> dict:
+) -> dict[str, object]:
     """Log text after the given byte offsets, per stream, for one attempt (default: the latest)."""
     number = attempt if attempt is not None else job.attempt
-    out: dict = {"job_id": job.id, "attempt": number, "final": JobState(job.state) in FINAL_STATES}
+    out: dict[str, object] = {"job_id": job.id, "attempt": number, "final": JobState(job.state) in FINAL_STATES}
     for stream, offset in (("stdout", stdout_offset), ("stderr", stderr_offset)):
         chunks = session.execute(
             select(LogChunk.offset, LogChunk.data)

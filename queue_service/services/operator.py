@@ -9,22 +9,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from queue_service.auth import Principal
-from queue_service.db.base import utcnow
-from queue_service.db.models import LIVE_STATES, Allocation, Attempt, Job, JobState, Node, NodeStatus, Project, Role
+from queue_service.db.models import LIVE_STATES, Allocation, Job, JobState, Node, NodeStatus, Project, Role
 from queue_service.errors import Conflict, InvalidRequest, NotFound
+from queue_service.lifecycle import effects, grace, transitions
+from queue_service.lifecycle.states import Actor, StopCause
 from queue_service.services import audit
-from queue_service.services.jobs import release_allocations
-from workers.messages import StopRequest
+from queue_service.settings import Settings
 
 OPERATORS = (Role.ADMIN, Role.OPERATOR)
 
 
 @dataclass(slots=True)
 class StopPlan:
-    """Jobs an action stops, and the commands to send after commit."""
+    """The jobs an action stops (their stop requests go out after commit)."""
 
     jobs: list[str] = field(default_factory=list)
-    stops: list[StopRequest] = field(default_factory=list)
 
 
 def _job(session: Session, job_id: str) -> Job:
@@ -34,8 +33,12 @@ def _job(session: Session, job_id: str) -> Job:
     return job
 
 
-def _snap(job: Job) -> dict:
+def _snap(job: Job) -> dict[str, object]:
     return {"state": job.state, "priority_override": job.priority_override, "held": job.held}
+
+
+def _who(actor: Principal) -> transitions.Who:
+    return transitions.Who(Actor.OPERATOR, actor.label)
 
 
 def set_priority(session: Session, *, job_id: str, priority: int | None, actor: Principal, reason: str = "") -> Job:
@@ -45,6 +48,7 @@ def set_priority(session: Session, *, job_id: str, priority: int | None, actor: 
     job.priority_override = priority
     audit.record(session, actor=actor, action="job.priority", target=job.id, reason=reason, before=before,
                  after=_snap(job))
+    effects.queue(session, wake=True)
     return job
 
 
@@ -60,6 +64,7 @@ def move_to_top(session: Session, *, job_id: str, actor: Principal, reason: str 
     job.priority_override = int(top) + 1
     audit.record(session, actor=actor, action="job.top", target=job.id, reason=reason, before=before,
                  after=_snap(job))
+    effects.queue(session, wake=True)
     return job
 
 
@@ -69,43 +74,13 @@ def set_held(session: Session, *, job_id: str, held: bool, actor: Principal, rea
     if held and job.state != JobState.QUEUED:
         raise Conflict(f"job {job_id} is {job.state}; only queued jobs can be held")
     before = _snap(job)
-    job.held = held
-    job.reason = f"held by {actor.label}" + (f": {reason}" if reason else "") if held else "released; waiting for the next cycle"
+    if held:
+        transitions.hold(session, job=job, who=_who(actor), reason=reason)
+    else:
+        transitions.release_hold(session, job=job, who=_who(actor), reason=reason)
     audit.record(session, actor=actor, action="job.hold" if held else "job.release", target=job.id, reason=reason,
                  before=before, after=_snap(job))
     return job
-
-
-def stop_job(session: Session, *, job: Job, requeue: bool, reason: str, grace_s: float) -> list[StopRequest]:
-    """Take a live job's capacity back: an admitted job at once, a running one after SIGTERM + grace.
-
-    ``requeue``: the job goes back to the queue at its original position (it
-    keeps its submit time); otherwise it ends cancelled.
-    """
-    now = utcnow()
-    nodes = session.execute(
-        select(Allocation.replica, Node.name).join(Node, Node.id == Allocation.node_id)
-        .where(Allocation.job_id == job.id, Allocation.attempt == job.attempt, Allocation.released_at.is_(None))
-    ).all()
-    stops = [StopRequest(job.id, job.attempt, name, grace_s, reason, replica) for replica, name in sorted(set(nodes))]
-    if job.state == JobState.ADMITTED:  # not started: the agent's start claim will be refused
-        release_allocations(session, job_id=job.id, attempt=job.attempt)
-        attempt = session.scalar(select(Attempt).where(Attempt.job_id == job.id, Attempt.number == job.attempt))
-        if attempt is not None and attempt.ended_at is None:
-            attempt.ended_at, attempt.state, attempt.reason = now, "stopped", reason
-        if requeue:
-            job.state, job.reason = JobState.QUEUED, f"requeued: {reason}"
-        else:
-            job.state, job.reason, job.finished_at = JobState.CANCELLED, reason, now
-        return stops
-    if job.state == JobState.RUNNING:
-        job.stop_action = "requeue" if requeue else "cancel"
-        job.stop_requested_at, job.stop_grace_s = now, grace_s
-        job.reason = f"{reason}; stopping (grace {grace_s:g} s)"
-        if not requeue:
-            job.cancel_requested = True
-        return stops
-    return []
 
 
 def reclaim(
@@ -113,15 +88,17 @@ def reclaim(
     *,
     kind: str,
     target: str,
-    grace_s: float,
+    grace_s: float | None,
     requeue: bool,
     reason: str,
     actor: Principal,
+    settings: Settings,
 ) -> StopPlan:
     """Force capacity back from a job, a project's jobs, a GPU's jobs or a node's jobs.
 
     A reclaimed node is also cordoned, so the requeued jobs do not land on it
-    again; it stays cordoned until an operator uncordons it.
+    again; it stays cordoned until an operator uncordons it. Without
+    ``grace_s`` each job gets its own class's grace.
     """
     query = select(Job).where(Job.state.in_([s.value for s in LIVE_STATES]))
     if kind == "job":
@@ -143,11 +120,15 @@ def reclaim(
         raise InvalidRequest("reclaim one of: job, project, gpu, node", field="kind")
     plan = StopPlan()
     why = f"reclaimed by {actor.label}" + (f": {reason}" if reason else "")
-    for job in session.scalars(query.order_by(Job.id)).all():
+    for job in session.scalars(query.order_by(Job.id).with_for_update()).all():
         plan.jobs.append(job.id)
-        plan.stops.extend(stop_job(session, job=job, requeue=requeue, reason=why, grace_s=grace_s))
+        job_grace_s = grace_s if grace_s is not None else grace.grace_s(
+            session, settings=settings, priority_class=job.priority_class)
+        transitions.request_stop(session, job=job, who=_who(actor), cause=StopCause.RECLAIM, requeue=requeue,
+                                 reason=why, grace_s=job_grace_s)
     audit.record(session, actor=actor, action=f"reclaim.{kind}", target=target, reason=reason,
                  before={"jobs": plan.jobs}, after={"grace_s": grace_s, "requeue": requeue})
+    effects.queue(session, wake=True)
     return plan
 
 
@@ -169,4 +150,5 @@ def set_node(session: Session, *, name: str, action: str, actor: Principal, reas
         raise InvalidRequest("action is one of drain, cordon, uncordon", field="action")
     audit.record(session, actor=actor, action=f"node.{action}", target=name, reason=reason, before=before,
                  after={"status": node.status, "cordoned": node.cordoned})
+    effects.queue(session, wake=True)
     return node

@@ -5,34 +5,42 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from partitioner.types import SliceKind
 from queue_service.admission.snapshot import Quota
+from queue_service.admission.units import held_equivalents
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
 from queue_service.db.models import Allocation, Gpu, Job, Node, NodeStatus, Project, ProjectQuota
 from queue_service.errors import InvalidRequest
+from queue_service.lifecycle import effects
 from queue_service.services import audit
 from queue_service.services import projects as project_service
+from queue_service.snapshots import allocation_equivalents
 
 
 def cluster_capacity(session: Session) -> float:
-    """Whole-GPU equivalents of every present GPU on nodes that are not down."""
-    return float(session.scalar(
+    """Whole-GPU equivalents of every present GPU on nodes that are not down.
+
+    A GPU is one whole GPU whatever its mode: carved into MIG instances or
+    shared as blocks, its parts add up to at most 1 (``units.held_equivalents``).
+    """
+    gpus = session.scalar(
         select(func.count()).select_from(Gpu).join(Node, Node.id == Gpu.node_id)
         .where(Gpu.present.is_(True), Node.status != NodeStatus.DOWN)
-    ) or 0)
+    ) or 0
+    return gpus * held_equivalents(SliceKind.GPU)
 
 
 def in_use(session: Session) -> dict[str, float]:
     """Whole-GPU equivalents each project holds now (live allocations)."""
-    from queue_service.snapshots import allocation_equivalents
-
     rows = session.execute(
-        select(Project.name, Allocation).join(Job, Job.id == Allocation.job_id)
-        .join(Project, Project.id == Job.project_id).where(Allocation.released_at.is_(None))
+        select(Project.name, Allocation, Gpu.model).join(Job, Job.id == Allocation.job_id)
+        .join(Project, Project.id == Job.project_id).outerjoin(Gpu, Gpu.uuid == Allocation.gpu_uuid)
+        .where(Allocation.released_at.is_(None))
     ).all()
     usage: dict[str, float] = {}
-    for name, alloc in rows:
-        usage[name] = usage.get(name, 0.0) + allocation_equivalents(alloc)
+    for name, alloc, gpu_model in rows:
+        usage[name] = usage.get(name, 0.0) + allocation_equivalents(alloc, gpu_model)
     return usage
 
 
@@ -62,4 +70,5 @@ def set_quota(session: Session, *, project: str, guaranteed: float, borrow_limit
     row.guaranteed, row.borrow_limit, row.updated_at = guaranteed, borrow_limit, utcnow()
     audit.record(session, actor=actor, action="quota.set", target=project, reason=reason, before=before,
                  after={"guaranteed": guaranteed, "borrow_limit": borrow_limit})
+    effects.queue(session, wake=True)  # a new guarantee may admit or reclaim at once
     return Quota(guaranteed, borrow_limit)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlalchemy import text
 
-from partitioner.types import BLOCKS_PER_GPU
 from queue_service import __version__
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
+from queue_service.api.presenters import nodes_public
 from queue_service.api.schemas.admin import (
-    GpuPublic,
     HealthPublic,
     NodePublic,
     ProjectCreate,
@@ -54,28 +53,7 @@ def create_token(body: TokenCreate, principal: CurrentPrincipal, session: Sessio
 @router.get("/nodes", response_model=list[NodePublic], tags=["nodes"])
 def list_nodes(principal: CurrentPrincipal, session: SessionDep) -> list[NodePublic]:
     """Nodes, their GPUs and what is free on each."""
-    usage = node_service.usage(session)
-    out = []
-    for node, gpus in node_service.list_nodes(session):
-        used = usage.get(node.id, node_service.NodeUsage())
-        gpu_out = []
-        for g in gpus:
-            u = used.gpus.get(g.uuid, node_service.GpuUsage())
-            used_memory = g.memory_mib if u.held_whole else u.used_memory_mib
-            gpu_out.append(GpuPublic(
-                uuid=g.uuid, index=g.index, name=g.name, model=g.model, memory_mib=g.memory_mib,
-                sm_count=g.sm_count, mode=g.mode, mig_layout=g.mig_layout or [], held_whole=u.held_whole,
-                used_blocks=u.used_blocks, free_blocks=BLOCKS_PER_GPU - u.used_blocks,
-                used_memory_mib=used_memory, free_memory_mib=g.memory_mib - used_memory,
-                jobs=sorted(u.jobs) if principal.sees_all_projects else [],
-            ))
-        out.append(NodePublic(
-            id=node.id, name=node.name, hostname=node.hostname, status=node.status, cordoned=node.cordoned,
-            cpus=node.cpus, memory_mib=node.memory_mib, free_cpus_milli=node.cpus * 1000 - used.cpus_milli,
-            free_memory_mib=node.memory_mib - used.memory_mib, gpu_source=node.gpu_source, gpu_note=node.gpu_note,
-            last_heartbeat_at=node.last_heartbeat_at, gpus=gpu_out,
-        ))
-    return out
+    return nodes_public(session, principal=principal)
 
 
 @router.get("/health", response_model=HealthPublic, tags=["health"])

@@ -1,4 +1,9 @@
-"""/v1/jobs: submit, list, read, cancel, logs."""
+"""/v1/jobs: submit, list, read, cancel, logs, events.
+
+Routes validate, call a service and present the answer; the request's
+transaction commits when the route returns (``deps.SessionDep``) and the
+lifecycle's effects go out after it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
-from queue_service.api.schemas.jobs import JobCreate, JobPublic, JobsCreate, JobsCreated, JobsPublic, LogsPublic
-from queue_service.errors import GpuqError
-from queue_service.services import classes as class_service
+from queue_service.api.presenters import events_public, job_public
+from queue_service.api.schemas.jobs import (
+    JobCreate,
+    JobEventsPublic,
+    JobPublic,
+    JobsCreate,
+    JobsCreated,
+    JobsPublic,
+    LogsPublic,
+)
 from queue_service.db.models import Role
 from queue_service.services import jobs as job_service
 
@@ -25,10 +37,7 @@ def submit_job(body: JobCreate, principal: CurrentPrincipal, session: SessionDep
         feasibility=lambda request: ctx.feasibility.check(session, request),
     )
     project = job_service.project_service.require(session, name=body.project)
-    public = job_service.to_public(session, job=job, project=project)
-    session.commit()
-    ctx.admitter.wake()
-    return public
+    return job_public(session, job=job, project=project)
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, response_model=JobsCreated)
@@ -36,23 +45,11 @@ def submit_jobs(body: JobsCreate, principal: CurrentPrincipal, session: SessionD
     """Queue up to 1,000 jobs at once (a job array): all are validated first, and either all are
     queued or none is (the error names the job's index and field)."""
     principal.require(Role.ADMIN, Role.OPERATOR, Role.MEMBER)
-    classes = class_service.effective(session, settings=ctx.settings)
-    projects: dict = {}
-    ids = []
-    for index, item in enumerate(body.jobs):
-        try:
-            job = job_service.submit(
-                session, body=item, principal=principal, settings=ctx.settings, classes=classes, projects=projects,
-                feasibility=lambda request: ctx.feasibility.check(session, request), flush=False,
-            )
-        except GpuqError as exc:
-            exc.message = f"jobs[{index}]: {exc.message}"
-            exc.field = f"jobs.{index}.{exc.field}" if exc.field else f"jobs.{index}"
-            raise
-        ids.append(job.id)
-    session.commit()
-    ctx.admitter.wake()
-    return JobsCreated(ids=ids, count=len(ids))
+    jobs = job_service.submit_many(
+        session, bodies=body.jobs, principal=principal, settings=ctx.settings,
+        feasibility=lambda request: ctx.feasibility.check(session, request),
+    )
+    return JobsCreated(ids=[j.id for j in jobs], count=len(jobs))
 
 
 @router.get("", response_model=JobsPublic)
@@ -68,7 +65,7 @@ def list_jobs(
     rows, next_cursor = job_service.list_visible(
         session, principal=principal, project=project, state=state, limit=limit, cursor=cursor
     )
-    data = [job_service.to_public(session, job=j, project=p) for j, p in rows]
+    data = [job_public(session, job=j, project=p) for j, p in rows]
     return JobsPublic(data=data, count=len(data), next_cursor=next_cursor)
 
 
@@ -76,22 +73,22 @@ def list_jobs(
 def get_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobPublic:
     """State, why it waits, its allocation, exit code and timestamps."""
     job, project = job_service.get_visible(session, job_id=job_id, principal=principal)
-    return job_service.to_public(session, job=job, project=project)
+    return job_public(session, job=job, project=project)
+
+
+@router.get("/{job_id}/events", response_model=JobEventsPublic)
+def job_events(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobEventsPublic:
+    """Every accepted transition of the job, oldest first (time on the database clock, actor, reason)."""
+    job, _project = job_service.get_visible(session, job_id=job_id, principal=principal)
+    return events_public(job_service.history(session, job=job))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> JobPublic:
     """Cancel in any non-final state (a final job is returned unchanged)."""
-    job, stops = job_service.cancel(
-        session, job_id=job_id, principal=principal, grace_s=ctx.settings.default_grace_s
-    )
+    job = job_service.cancel(session, job_id=job_id, principal=principal, settings=ctx.settings)
     _, project = job_service.get_visible(session, job_id=job_id, principal=principal)
-    public = job_service.to_public(session, job=job, project=project)
-    session.commit()
-    for stop in stops:
-        ctx.dispatcher.stop(stop)
-    ctx.admitter.wake()
-    return public
+    return job_public(session, job=job, project=project)
 
 
 @router.get("/{job_id}/logs", response_model=LogsPublic)
@@ -105,6 +102,6 @@ def job_logs(
 ) -> LogsPublic:
     """Output so far (or all of it once the job ended), from byte offsets for following."""
     job, _project = job_service.get_visible(session, job_id=job_id, principal=principal)
-    return LogsPublic(**job_service.read_logs(
+    return LogsPublic.model_validate(job_service.read_logs(
         session, job=job, attempt=attempt, stdout_offset=stdout_offset, stderr_offset=stderr_offset
     ))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
-from sqlalchemy import select
 
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
+from queue_service.api.presenters import job_public
 from queue_service.api.schemas.jobs import JobPublic
 from queue_service.api.schemas.operator import (
     AuditPublic,
@@ -22,7 +22,8 @@ from queue_service.api.schemas.operator import (
     ReclaimCreate,
     ReclaimPublic,
 )
-from queue_service.db.models import AuditEntry, Role
+from queue_service.db.models import Role
+from queue_service.services import audit
 from queue_service.services import classes as class_service
 from queue_service.services import jobs as job_service
 from queue_service.services import operator as ops
@@ -35,7 +36,7 @@ OPS = (Role.ADMIN, Role.OPERATOR)
 
 def _job_public(session, principal, job_id: str) -> JobPublic:  # noqa: ANN001
     job, project = job_service.get_visible(session, job_id=job_id, principal=principal)
-    return job_service.to_public(session, job=job, project=project)
+    return job_public(session, job=job, project=project)
 
 
 @router.patch("/jobs/{job_id}", response_model=JobPublic)
@@ -44,10 +45,7 @@ def update_job(job_id: str, body: PriorityUpdate, principal: CurrentPrincipal, s
     """Override the job's priority (``{"priority": N}``; null clears the override)."""
     principal.require(*OPS)
     ops.set_priority(session, job_id=job_id, priority=body.priority, actor=principal, reason=body.reason)
-    public = _job_public(session, principal, job_id)
-    session.commit()
-    ctx.admitter.wake()
-    return public
+    return _job_public(session, principal, job_id)
 
 
 def _job_action(action: str):  # noqa: ANN202
@@ -59,10 +57,7 @@ def _job_action(action: str):  # noqa: ANN202
             ops.move_to_top(session, job_id=job_id, actor=principal, reason=reason)
         else:
             ops.set_held(session, job_id=job_id, held=action == "hold", actor=principal, reason=reason)
-        public = _job_public(session, principal, job_id)
-        session.commit()
-        ctx.admitter.wake()
-        return public
+        return _job_public(session, principal, job_id)
 
     handler.__doc__ = {"hold": "Hold a queued job: the admitter skips it until released.",
                        "release": "Release a held job.", "top": "Move a queued job to the head of the queue."}[action]
@@ -80,11 +75,7 @@ def reclaim(body: ReclaimCreate, principal: CurrentPrincipal, session: SessionDe
     requeued at their original position unless ``requeue`` is false. A reclaimed node is cordoned."""
     principal.require(*OPS)
     plan = ops.reclaim(session, kind=body.kind, target=body.target, grace_s=body.grace_s, requeue=body.requeue,
-                       reason=body.reason, actor=principal)
-    session.commit()
-    for stop in plan.stops:
-        ctx.dispatcher.stop(stop)
-    ctx.admitter.wake()
+                       reason=body.reason, actor=principal, settings=ctx.settings)
     return ReclaimPublic(kind=body.kind, target=body.target, jobs=plan.jobs, grace_s=body.grace_s,
                          requeue=body.requeue)
 
@@ -94,10 +85,7 @@ def _node_action(action: str):  # noqa: ANN202
                 body: Annotated[Reason | None, Body()] = None) -> dict:
         principal.require(*OPS)
         node = ops.set_node(session, name=name, action=action, actor=principal, reason=body.reason if body else "")
-        answer = {"name": node.name, "status": node.status, "cordoned": node.cordoned}
-        session.commit()
-        ctx.admitter.wake()
-        return answer
+        return {"name": node.name, "status": node.status, "cordoned": node.cordoned}
 
     handler.__doc__ = {"drain": "No new work on the node; running jobs finish.",
                        "cordon": "No new work on the node.", "uncordon": "Undo drain and cordon."}[action]
@@ -118,8 +106,6 @@ def set_quota(name: str, body: QuotaUpdate, principal: CurrentPrincipal, session
     quota = quota_service.set_quota(session, project=name, guaranteed=body.guaranteed,
                                     borrow_limit=body.borrow_limit, actor=principal, reason=body.reason)
     in_use = quota_service.in_use(session).get(name, 0.0)
-    session.commit()
-    ctx.admitter.wake()
     return QuotaPublic(project=name, guaranteed=quota.guaranteed, borrow_limit=quota.borrow_limit, in_use=in_use)
 
 
@@ -144,8 +130,6 @@ def put_class(name: str, body: PriorityClassUpdate, principal: CurrentPrincipal,
     principal.require(*OPS)
     klass = PriorityClass(value=body.value, preemptible=body.preemptible, grace_s=body.grace_s)
     class_service.put(session, name=name, klass=klass, settings=ctx.settings, actor=principal, reason=body.reason)
-    session.commit()
-    ctx.admitter.wake()
     return PriorityClassPublic(name=name, **klass.model_dump())
 
 
@@ -156,13 +140,6 @@ def audit_log(principal: CurrentPrincipal, session: SessionDep,
               action: str | None = None, target: str | None = None) -> AuditsPublic:
     """The audit log, newest first (admins, operators and viewers)."""
     principal.require(Role.ADMIN, Role.OPERATOR, Role.VIEWER)
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
-    if before_id is not None:
-        query = query.where(AuditEntry.id < before_id)
-    if action:
-        query = query.where(AuditEntry.action == action)
-    if target:
-        query = query.where(AuditEntry.target == target)
-    rows = session.scalars(query).all()
-    data = [AuditPublic.model_validate(r, from_attributes=True) for r in rows[:limit]]
-    return AuditsPublic(data=data, count=len(data), next_before_id=data[-1].id if len(rows) > limit else None)
+    rows, next_before_id = audit.page(session, limit=limit, before_id=before_id, action=action, target=target)
+    data = [AuditPublic.model_validate(r, from_attributes=True) for r in rows]
+    return AuditsPublic(data=data, count=len(data), next_before_id=next_before_id)

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from workers.messages import RESERVED_ENV_WHY, reserved_env_name
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Names that would let a job choose its own devices or escape its MPS limits.
-FORBIDDEN_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_")
-FORBIDDEN_ENV_NAMES = frozenset({"CUDA_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH", "HIP_VISIBLE_DEVICES"})
 # A container image reference: [registry[:port]/]path[:tag][@digest].
 IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -91,8 +90,8 @@ class JobCreate(BaseModel):
         for key in value:
             if not ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
-            if key in FORBIDDEN_ENV_NAMES or key.startswith(FORBIDDEN_ENV_PREFIXES):
-                raise ValueError(f"{key} is set by gpuq from the allocation and may not be overridden")
+            if reserved_env_name(key):  # one list with the runtimes (workers.messages says why)
+                raise ValueError(f"{key} {RESERVED_ENV_WHY}")
             if "\x00" in value[key]:
                 raise ValueError(f"{key}: NUL bytes are not allowed in values")
         return value
@@ -146,6 +145,7 @@ class JobPublic(BaseModel):
     admitted_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    stop_cause: str | None = Field(default=None, description="why the job is being stopped, while it stops")
     allocation: list[AllocationPublic] = []
 
 
@@ -175,4 +175,24 @@ class JobsCreate(BaseModel):
 
 class JobsCreated(BaseModel):
     ids: list[str]
+    count: int
+
+
+class JobEventPublic(BaseModel):
+    """One accepted transition of a job, stamped by the database's clock."""
+
+    id: int
+    job_id: str
+    attempt: int
+    at: datetime
+    event: str
+    from_state: str | None
+    to_state: str
+    actor: str
+    cause: str | None = None
+    reason: str = ""
+
+
+class JobEventsPublic(BaseModel):
+    data: list[JobEventPublic]
     count: int

@@ -27,11 +27,12 @@ class ReclaimCreate(Reason):
     project: str | None = None
     gpu: str | None = None
     node: str | None = None
-    grace_s: float = Field(default=30.0, ge=0, le=24 * 3600)
+    grace_s: float | None = Field(default=None, ge=0, le=24 * 3600,
+                                  description="seconds between SIGTERM and SIGKILL; default: each job's class grace")
     requeue: bool = True
 
     @model_validator(mode="after")
-    def _one_target(self) -> "ReclaimCreate":
+    def _one_target(self) -> ReclaimCreate:
         given = [k for k in ("job", "project", "gpu", "node") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of job, project, gpu or node (got {' and '.join(given) or 'none'})")
@@ -50,7 +51,7 @@ class ReclaimPublic(BaseModel):
     kind: str
     target: str
     jobs: list[str]
-    grace_s: float
+    grace_s: float | None  # None: each job's class grace
     requeue: bool
 
 

@@ -1,0 +1,159 @@
+"""The admitter's loop: one cycle at a time, on a wake or a timer, in its own thread.
+
+Steps of ``run_once`` (each cycle, under the admission lock):
+
+1. expire node leases;
+2. snapshot: schedulable nodes with free capacity, and the queued jobs (``read``);
+3. decide (``admission.cycle.run_cycle``, pure);
+4. persist in one transaction (``persist``: the lifecycle admits and preempts);
+5. commit: the launches and stops go out after it (``lifecycle.effects``);
+   a lost one is re-sent by ``reconcile``.
+
+Only one admitter runs at a time: a PostgreSQL advisory lock held for the
+cycle's transaction (a second replica's cycle skips), SQLite's single writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from queue_service.admission.cycle import PackerFactory, Repartitioner, run_cycle
+from queue_service.admitter import read
+from queue_service.admitter.hardware import hardware_aware
+from queue_service.admitter.persist import persist
+from queue_service.admitter.reconcile import reconcile
+from queue_service.db.priority_classes import effective
+from queue_service.services import nodes as node_service
+from queue_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ADVISORY_LOCK_KEY = 0x67707571  # "gpuq"; the reconciler holds ADVISORY_LOCK_KEY + 1
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one cycle did."""
+
+    admitted: int
+    waiting: int
+    duration_s: float
+    skipped: bool = False
+
+
+class Admitter:
+    """Runs admission cycles on demand (``wake``) and on a timer, in its own thread."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        packer_factory: PackerFactory,
+        repartition: Repartitioner | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.repartition = repartition
+        self.settings = settings
+        self.packer_factory = packer_factory
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.cycles = 0
+        self.last_report: CycleReport | None = None
+        self.is_postgres = sessions.kw["bind"].dialect.name == "postgresql"
+
+    # -- the loop -------------------------------------------------------
+    def wake(self) -> None:
+        """Ask for a cycle as soon as possible (coalesced: many wakes, one cycle)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="gpuq-admitter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self.settings.admission_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                # Recovery first, so a job requeued from a dead node is admitted in this very cycle.
+                self.reconcile()
+            except Exception:  # noqa: BLE001 - a broken broker or database must not stop admission
+                log.exception("reconcile failed; retrying on the next wake")
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - the admitter must survive a bad cycle
+                log.exception("admission cycle failed; retrying on the next wake")
+                time.sleep(0.2)
+
+    def _locked(self, session: Session, key: int) -> bool:
+        """Take the transaction's advisory lock on PostgreSQL; False if another replica holds it."""
+        if not self.is_postgres:
+            return True
+        return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}))
+
+    # -- one cycle --------------------------------------------------------
+    def run_once(self) -> CycleReport:
+        """One cycle, under the admission lock."""
+        started = time.perf_counter()
+        with self._lock:
+            session = self.sessions()
+            try:
+                if not self._locked(session, ADVISORY_LOCK_KEY):
+                    session.rollback()
+                    return CycleReport(0, 0, time.perf_counter() - started, skipped=True)
+                # 1. leases
+                node_service.expire_leases(session)
+                # 2. snapshot
+                snapshot, jobs = read.snapshot(session, settings=self.settings)
+                # 3. decide
+                result = run_cycle(snapshot, self.packer_factory, hardware_aware(session, self.repartition))
+                # 4. persist
+                persist(session, result, jobs, classes=effective(session, settings=self.settings),
+                        settings=self.settings)
+                # 5. commit; the lifecycle's effects (launches, stops) go out after it
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+        self.cycles += 1
+        if result.incomplete:
+            self.wake()  # it stopped at its re-carving budget: continue at once
+        report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started)
+        self.last_report = report
+        return report
+
+    # -- reconciliation -----------------------------------------------------
+    def reconcile(self) -> int:
+        """Recover lost nodes and re-send what is outstanding (``admitter.reconcile``); returns commands sent."""
+        session = self.sessions()
+        try:
+            if not self._locked(session, ADVISORY_LOCK_KEY + 1):
+                session.rollback()
+                return 0  # another replica reconciles right now
+            _recovered, sent = reconcile(session, settings=self.settings)
+            session.commit()
+            return sent
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()

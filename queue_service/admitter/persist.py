@@ -1,0 +1,97 @@
+"""Persisting one cycle: its decisions become lifecycle transitions, layout changes and wait reasons.
+
+All in the cycle's one transaction: GPU modes and MIG layouts, admissions
+(``lifecycle.transitions.admit``: job → admitted, attempt and allocation
+rows; the database refuses a slice held twice), preemptions
+(``request_stop`` with the victim's class grace) and the wait reasons of
+the jobs left queued. Launches go out after the commit (``lifecycle.effects``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from partitioner.types import Slice
+from queue_service.admission.cycle import CycleResult
+from queue_service.admitter.launch import launch_spec
+from queue_service.db.base import utcnow
+from queue_service.db.models import Allocation, Gpu, Job, JobState, Node
+from queue_service.lifecycle import effects, transitions
+from queue_service.lifecycle.grace import of_class
+from queue_service.lifecycle.states import StopCause
+from queue_service.settings import PriorityClass, Settings
+from workers.messages import LaunchSpec
+
+log = logging.getLogger(__name__)
+
+
+def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *,
+            classes: Mapping[str, PriorityClass], settings: Settings) -> list[LaunchSpec]:
+    """Write one cycle; returns the launches it queued (sent once the caller commits)."""
+    node_names = dict(session.execute(select(Node.id, Node.name)).all())
+    for change in result.layout_changes:
+        gpu = session.get(Gpu, change.gpu_uuid)
+        if gpu is not None:
+            log.info("GPU %s: %s -> %s (%s)", gpu.uuid, gpu.mode, change.mode.value, change.reason)
+            gpu.mode = change.mode.value
+            gpu.mig_layout = [{"profile": p, "start": s, "uuid": None} for p, s in change.mig_layout]
+    launches = _admit(session, result, jobs, node_names, classes=classes, settings=settings)
+    for preemption in result.preemptions:
+        for victim_id in preemption.victims:
+            victim = session.get(Job, victim_id, with_for_update=True)
+            if victim is None or victim.state not in (JobState.ADMITTED, JobState.RUNNING):
+                continue
+            transitions.request_stop(
+                session, job=victim, who=transitions.ADMITTER, cause=StopCause.PREEMPT,
+                requeue=victim.requeue_on_preempt,
+                grace_s=of_class(classes, victim.priority_class, default_s=settings.default_grace_s),
+                reason=f"preempted by job {preemption.job_id} ({preemption.why})",
+            )
+    reasons = dict(result.waiting)
+    reasons.update({job_id: f"cannot run on the current cluster: {why}" for job_id, why in result.never.items()})
+    transitions.set_wait_reasons(jobs, reasons)
+    session.flush()
+    return launches
+
+
+def _admit(session: Session, result: CycleResult, jobs: Mapping[str, Job], node_names: Mapping[str, str], *,
+           classes: Mapping[str, PriorityClass], settings: Settings) -> list[LaunchSpec]:
+    now = utcnow()
+    placements = []
+    for admission in result.admitted:
+        members = []
+        for replica, member in enumerate(admission.placement.replicas):
+            rows = [
+                Allocation(job_id=admission.job_id, replica=replica, node_id=member.node_id, kind=s.kind.value,
+                           gpu_uuid=s.gpu_uuid, slot=s.slot, blocks=s.blocks, gpu_memory_mib=s.memory_mib,
+                           mig_profile=s.mig_profile, mig_start=s.mig_start, mig_uuid=s.mig_uuid,
+                           cpus_milli=0, memory_mib=0)
+                for s in member.slices
+            ] or [Allocation(job_id=admission.job_id, replica=replica, node_id=member.node_id, kind="cpu", slot="",
+                             blocks=0, gpu_memory_mib=0, mig_profile=None, mig_start=None, mig_uuid=None,
+                             gpu_uuid=None, cpus_milli=0, memory_mib=0)]
+            rows[0].cpus_milli, rows[0].memory_mib = member.cpus_milli, member.memory_mib
+            members.append(transitions.ReplicaRows(replica, member.node_id, rows))
+        placements.append((jobs[admission.job_id], members))
+    chosen = {a.job_id: a.placement for a in result.admitted}
+    launches: list[LaunchSpec] = []
+    for admitted in transitions.admit(session, placements=placements, at=now):
+        for member in admitted.replicas:
+            for s in chosen[admitted.job.id].replicas[member.replica].slices:
+                if s.kind.value == "mig" and s.mig_uuid is None:
+                    _record_instance(session, s)
+            launches.append(launch_spec(admitted.job, admitted.attempt, member.replica, node_names[member.node_id],
+                                        member.rows, classes=classes, settings=settings))
+    effects.queue(session, launches=launches)
+    return launches
+
+
+def _record_instance(session: Session, s: Slice) -> None:
+    """A placement that creates a MIG instance adds it to the GPU's layout (the agent carves it)."""
+    gpu = session.get(Gpu, s.gpu_uuid)
+    if gpu is not None and all(m["start"] != s.mig_start for m in gpu.mig_layout or []):
+        gpu.mig_layout = [*(gpu.mig_layout or []), {"profile": s.mig_profile, "start": s.mig_start, "uuid": None}]

@@ -1,0 +1,96 @@
+"""The admitter's read side: database rows -> the pure domain values a cycle decides on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState
+from queue_service import snapshots
+from queue_service.admission.snapshot import PendingJob, Snapshot
+from queue_service.db.base import utcnow
+from queue_service.db.models import Gpu, Job, JobState, Node, NodeStatus, Project
+from queue_service.db.priority_classes import effective
+from queue_service.services import nodes as node_service
+from queue_service.services import quotas as quota_service
+from queue_service.services.convert import request_for
+from queue_service.settings import Settings
+
+
+def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterState:
+    """The schedulable nodes (ready, not cordoned, lease valid) with their free capacity."""
+    now = utcnow()
+    nodes = session.scalars(
+        select(Node)
+        .where(Node.status == NodeStatus.READY, Node.cordoned.is_(False))
+        .where(Node.lease_expires_at >= now)
+        .order_by(Node.name)
+    ).all()
+    if not nodes:
+        return ClusterState(())
+    usage = node_service.usage(session) if include_usage else {}
+    gpus = session.scalars(
+        select(Gpu).where(Gpu.present.is_(True), Gpu.node_id.in_([n.id for n in nodes])).order_by(Gpu.index)
+    ).all()
+    by_node: dict[str, list[Gpu]] = {}
+    for gpu in gpus:
+        by_node.setdefault(gpu.node_id, []).append(gpu)
+    states = []
+    for node in nodes:
+        used = usage.get(node.id, node_service.NodeUsage())
+        gpu_states = []
+        for gpu in by_node.get(node.id, []):
+            u = used.gpus.get(gpu.uuid, node_service.GpuUsage())
+            mig = tuple(
+                MigInstance(profile=m["profile"], start=m["start"], uuid=m.get("uuid"), held=m["start"] in u.mig_held)
+                for m in gpu.mig_layout or []
+            )
+            missing = u.mig_held - {m.start for m in mig}
+            if missing:  # held instances the layout does not list: never offer them again
+                mig += tuple(MigInstance(profile=u.mig_profiles[s], start=s, held=True) for s in sorted(missing))
+            gpu_states.append(
+                GpuState(
+                    uuid=gpu.uuid, index=gpu.index, model=gpu.model, memory_mib=gpu.memory_mib,
+                    sm_count=gpu.sm_count, mode=GpuMode(gpu.mode), held=u.held_whole,
+                    used_blocks=0 if u.held_whole else u.used_blocks, used_memory_mib=u.used_memory_mib,
+                    mig_instances=mig, nvlink_peers=tuple(gpu.nvlink_peers or ()),
+                )
+            )
+        states.append(
+            NodeState(
+                node_id=node.id, cpus_milli=node.cpus * 1000, memory_mib=node.memory_mib,
+                free_cpus_milli=node.cpus * 1000 - used.cpus_milli, free_memory_mib=node.memory_mib - used.memory_mib,
+                gpus=tuple(gpu_states),
+            )
+        )
+    return ClusterState(tuple(states))
+
+
+def snapshot(session: Session, *, settings: Settings, now: datetime | None = None) -> tuple[Snapshot, dict[str, Job]]:
+    """The cycle's snapshot and the queued job rows it names (by id), read in the cycle's transaction."""
+    now = now or utcnow()
+    classes = effective(session, settings=settings)
+    cluster = build_cluster(session)
+    rows = session.execute(
+        select(Job, Project.name).join(Project, Project.id == Job.project_id)
+        .where(Job.state == JobState.QUEUED, Job.held.is_(False))
+    ).all()
+    jobs = {job.id: job for job, _ in rows}
+    standing = snapshots.fair_share(session, now=now, half_life_s=settings.fair_share_half_life_s)
+    pending = []
+    for job, project in rows:
+        klass = classes.get(job.priority_class)
+        pending.append(PendingJob(
+            job_id=job.id, project=project, request=request_for(job),
+            priority=klass.value if klass else job.priority, submitted_at=job.submitted_at,
+            priority_override=job.priority_override, time_limit_s=job.time_limit_s,
+            fair_share=standing.get(project, 0.0), preemptible=bool(klass and klass.preemptible),
+        ))
+    snap = Snapshot(
+        cluster=cluster, pending=tuple(pending), now=now,
+        running=tuple(snapshots.running_jobs(session, now=now, classes=classes)),
+        quotas=quota_service.all_quotas(session), min_run_s=settings.min_run_s,
+    )
+    return snap, jobs

@@ -1,0 +1,99 @@
+"""Presenters: domain rows -> public schemas. The only place that knows both (services never import api)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from partitioner.types import BLOCKS_PER_GPU
+from queue_service.api.schemas.admin import GpuPublic, NodePublic
+from queue_service.api.schemas.jobs import (
+    AllocationPublic,
+    JobEventPublic,
+    JobEventsPublic,
+    JobPublic,
+    ResourcesPublic,
+)
+from queue_service.auth import Principal
+from queue_service.db.models import Job, JobEvent, Project
+from queue_service.services import jobs as job_service
+from queue_service.services import nodes as node_service
+
+
+def job_public(session: Session, *, job: Job, project: Project) -> JobPublic:
+    """A job as the API shows it, with its current attempt's allocations."""
+    allocations = job_service.live_allocations(session, job=job) if job.attempt else []
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        project=project.name,
+        image=job.image,
+        command=job.command,
+        env=job.env,
+        resources=ResourcesPublic(
+            gpus=job.gpus if not job.mig_profile and not job.blocks else None,
+            mig=job.mig_profile,
+            mig_count=job.mig_count,
+            blocks=job.blocks or None,
+            gpu_memory_mib=job.gpu_memory_mib or None,
+            gpu_models=job.gpu_models or [],
+            cpus=job.cpus or None,
+            memory_mib=job.memory_mib or None,
+            replicas=job.replicas,
+        ),
+        priority_class=job.priority_class,
+        priority=job.priority,
+        priority_override=job.priority_override,
+        time_limit_s=job.time_limit_s,
+        held=job.held,
+        requeue=job.requeue_on_preempt,
+        preemptions=job.preemptions,
+        state=job.state,
+        reason=job.reason,
+        exit_code=job.exit_code,
+        attempt=job.attempt,
+        submitted_at=job.submitted_at,
+        admitted_at=job.admitted_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        stop_cause=job.stop_cause,
+        allocation=[
+            AllocationPublic(
+                node=node_name, replica=a.replica, kind=a.kind, gpu_uuid=a.mig_uuid or a.gpu_uuid,
+                blocks=a.blocks, gpu_memory_mib=a.gpu_memory_mib, mig_profile=a.mig_profile,
+                mig_start=a.mig_start, cpus_milli=a.cpus_milli, memory_mib=a.memory_mib,
+            )
+            for a, node_name in allocations
+        ],
+    )
+
+
+def events_public(rows: list[JobEvent]) -> JobEventsPublic:
+    """A job's history as the API shows it."""
+    data = [JobEventPublic.model_validate(r, from_attributes=True) for r in rows]
+    return JobEventsPublic(data=data, count=len(data))
+
+
+def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
+    """Nodes, their GPUs and what is free on each (job ids only for callers who see every project)."""
+    usage = node_service.usage(session)
+    out = []
+    for node, gpus in node_service.list_nodes(session):
+        used = usage.get(node.id, node_service.NodeUsage())
+        gpu_out = []
+        for g in gpus:
+            u = used.gpus.get(g.uuid, node_service.GpuUsage())
+            used_memory = g.memory_mib if u.held_whole else u.used_memory_mib
+            gpu_out.append(GpuPublic(
+                uuid=g.uuid, index=g.index, name=g.name, model=g.model, memory_mib=g.memory_mib,
+                sm_count=g.sm_count, mode=g.mode, mig_layout=g.mig_layout or [], held_whole=u.held_whole,
+                used_blocks=u.used_blocks, free_blocks=BLOCKS_PER_GPU - u.used_blocks,
+                used_memory_mib=used_memory, free_memory_mib=g.memory_mib - used_memory,
+                jobs=sorted(u.jobs) if principal.sees_all_projects else [],
+            ))
+        out.append(NodePublic(
+            id=node.id, name=node.name, hostname=node.hostname, status=node.status, cordoned=node.cordoned,
+            cpus=node.cpus, memory_mib=node.memory_mib, free_cpus_milli=node.cpus * 1000 - used.cpus_milli,
+            free_memory_mib=node.memory_mib - used.memory_mib, gpu_source=node.gpu_source, gpu_note=node.gpu_note,
+            last_heartbeat_at=node.last_heartbeat_at, gpus=gpu_out,
+        ))
+    return out

@@ -1,0 +1,100 @@
+"""Effects after commit, in one place.
+
+A transition never sends anything itself: it queues its launches, stops and
+"wake the admitter" on the session (:func:`queue`). One hook, installed on
+the service's session factory (:func:`install`), sends them once the
+transaction has committed, and drops them if it rolled back — so an agent
+never hears of an uncommitted admission, and a route cannot forget to wake
+the admitter. The broker is only a doorbell: a send that fails is re-sent
+by the reconciler from what the database says is outstanding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from workers.messages import LaunchSpec, StopRequest
+
+log = logging.getLogger(__name__)
+
+_KEY = "gpuq.effects"
+
+
+@dataclass(slots=True)
+class Effects:
+    """What one transaction asks for once it has committed."""
+
+    launches: list[LaunchSpec] = field(default_factory=list)
+    stops: list[StopRequest] = field(default_factory=list)
+    wake: bool = False  # run an admission cycle soon (capacity freed, a job queued or changed)
+    cluster_changed: bool = False  # a node registered: "never fits" answers may change
+
+    def merge(self, other: Effects) -> None:
+        self.launches.extend(other.launches)
+        self.stops.extend(other.stops)
+        self.wake = self.wake or other.wake
+        self.cluster_changed = self.cluster_changed or other.cluster_changed
+
+
+def pending(session: Session) -> Effects:
+    """The effects queued on this session's current transaction (created on first use)."""
+    effects = session.info.get(_KEY)
+    if effects is None:
+        effects = session.info[_KEY] = Effects()
+    return effects
+
+
+def queue(
+    session: Session, *, launches: list[LaunchSpec] | None = None, stops: list[StopRequest] | None = None,
+    wake: bool = False, cluster_changed: bool = False,
+) -> None:
+    """Ask for these effects once the session's transaction commits."""
+    effects = pending(session)
+    effects.launches.extend(launches or ())
+    effects.stops.extend(stops or ())
+    effects.wake = effects.wake or wake
+    effects.cluster_changed = effects.cluster_changed or cluster_changed
+
+
+class Sink:
+    """Where committed effects go: the dispatcher's sends and the admitter's wake."""
+
+    def __init__(
+        self, *, launch: Callable[[LaunchSpec], object], stop: Callable[[StopRequest], object],
+        wake: Callable[[], object], cluster_changed: Callable[[], object],
+    ) -> None:
+        self.launch, self.stop, self.wake, self.cluster_changed = launch, stop, wake, cluster_changed
+
+    def apply(self, effects: Effects) -> None:
+        # Feasibility first, then the doorbells: a woken admitter must see the new cluster.
+        if effects.cluster_changed:
+            self.cluster_changed()
+        for spec in effects.launches:
+            self.launch(spec)
+        for request in effects.stops:
+            self.stop(request)
+        if effects.wake:
+            self.wake()
+
+
+def install(sessions: sessionmaker[Session], sink: Sink) -> None:
+    """Send each committed transaction's effects to ``sink``; forget a rolled-back one's."""
+
+    @event.listens_for(sessions, "after_commit")
+    def _after_commit(session: Session) -> None:
+        effects = session.info.pop(_KEY, None)
+        if effects is None:
+            return
+        try:
+            sink.apply(effects)
+        except Exception:  # noqa: BLE001 - the commit stands; the reconciler re-sends what is outstanding
+            log.exception("sending the effects of a committed transaction failed")
+
+    @event.listens_for(sessions, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(_KEY, None)

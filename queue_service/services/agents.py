@@ -1,0 +1,105 @@
+"""What node agents ask of the service: registration, heartbeats, and re-adoption after a restart.
+
+- ``register``: the node's inventory; the answer carries the lease and the
+  heartbeat interval the agent must keep (self-fencing is derived from them).
+- ``heartbeat``: extends the lease (database clock) and lists, of the
+  attempts the agent says it runs, the ``stale`` ones it must stop.
+- ``adopt``: the attempts the agent's runtimes still hold after a restart:
+  which to keep supervising (with their launch spec) and which to stop.
+  Attempts the database places on the node that the agent did not bring
+  back are lost (requeued) if they had started, re-sent if not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from queue_service.admitter.launch import launch_spec
+from queue_service.db.clock import db_now
+from queue_service.db.models import Allocation, Job, JobState, Node
+from queue_service.db.priority_classes import effective
+from queue_service.lifecycle import effects, grace, transitions
+from queue_service.services import nodes as node_service
+from queue_service.settings import PriorityClass, Settings
+from workers.messages import AdoptAnswer, AttemptKey, HeartbeatAnswer, KeptAttempt, LaunchSpec, NodeInventory, RegisterAnswer
+
+Key = node_service.AttemptKey
+
+
+def _key(k: AttemptKey) -> Key:
+    return (k.job_id, k.attempt, k.replica)
+
+
+def _ref(key: Key) -> AttemptKey:
+    return AttemptKey(job_id=key[0], attempt=key[1], replica=key[2])
+
+
+def register(session: Session, *, inventory: NodeInventory, settings: Settings) -> RegisterAnswer:
+    """Create or refresh the node; the cluster changed, so "never fits" answers and the queue may too."""
+    node = node_service.register(session, inventory=inventory, lease_s=settings.node_lease_s)
+    effects.queue(session, cluster_changed=True, wake=True)
+    return RegisterAnswer(node_id=node.id, lease_s=settings.node_lease_s, heartbeat_s=settings.heartbeat_interval_s)
+
+
+def heartbeat(session: Session, *, node_name: str, running: Iterable[AttemptKey] | None,
+              settings: Settings) -> HeartbeatAnswer:
+    """Extend the lease; ``stale``: attempts the agent runs that the database no longer places there."""
+    node = node_service.heartbeat(session, node_name=node_name, lease_s=settings.node_lease_s)
+    stale: list[AttemptKey] = []
+    if node is not None and running:
+        current = node_service.current_attempts(session, node_name=node_name)
+        stale = [_ref(_key(k)) for k in running if _key(k) not in current]
+    return HeartbeatAnswer(known=node is not None, lease_s=settings.node_lease_s,
+                           heartbeat_s=settings.heartbeat_interval_s, stale=stale)
+
+
+def _spec(session: Session, job: Job, key: Key, node_name: str, *, classes: dict[str, PriorityClass],
+          settings: Settings) -> LaunchSpec:
+    rows = session.scalars(
+        select(Allocation).join(Node, Node.id == Allocation.node_id)
+        .where(Allocation.job_id == job.id, Allocation.attempt == key[1], Allocation.replica == key[2])
+        .where(Node.name == node_name)
+    ).all()
+    return launch_spec(job, key[1], key[2], node_name, rows, classes=classes, settings=settings)
+
+
+def adopt(session: Session, *, node_name: str, attempts: Iterable[AttemptKey], settings: Settings) -> AdoptAnswer:
+    """After an agent restart: which of the attempts its runtimes still hold to keep, which to stop."""
+    current = node_service.current_attempts(session, node_name=node_name)
+    adopted = {_key(k) for k in attempts}
+    classes = effective(session, settings=settings)
+    now = db_now(session)
+    keep: list[KeptAttempt] = []
+    stop: list[AttemptKey] = []
+    for key in sorted(adopted):
+        if key not in current:
+            stop.append(_ref(key))
+            continue
+        job, attempt = current[key]
+        spec = _spec(session, job, key, node_name, classes=classes, settings=settings)
+        elapsed = (now - attempt.started_at).total_seconds() if attempt.started_at else 0.0
+        keep.append(KeptAttempt(job_id=key[0], attempt=key[1], replica=key[2], state=job.state,
+                                elapsed_s=max(0.0, elapsed), spec=spec.to_dict()))
+    lost_jobs: set[str] = set()
+    launches: list[LaunchSpec] = []
+    for key, (job, attempt) in sorted(current.items()):
+        if key in adopted or job.id in lost_jobs:
+            continue
+        if job.state == JobState.RUNNING:
+            lost_jobs.add(job.id)
+            session.refresh(job, with_for_update=True)
+            if job.attempt != key[1] or JobState(job.state) not in (JobState.RUNNING, JobState.ADMITTED):
+                continue
+            transitions.lose_attempt(
+                session, job=job, reason=f"the agent of {node_name} restarted without it", who=transitions.SERVICE,
+                max_retries=settings.max_retries,
+                grace_s=grace.of_class(classes, job.priority_class, default_s=settings.default_grace_s),
+            )
+        else:
+            launches.append(_spec(session, job, key, node_name, classes=classes, settings=settings))
+            attempt.launch_sent_at = now
+    effects.queue(session, launches=launches)
+    return AdoptAnswer(keep=keep, stop=stop, lease_s=settings.node_lease_s, heartbeat_s=settings.heartbeat_interval_s)
