@@ -75,12 +75,11 @@ def describe(placement: Placement | None, cluster: ClusterState) -> str:
     if placement is None:
         return "capacity"
     model = {g.uuid: g.model for n in cluster.nodes for g in n.gpus}
-    names = {n.node_id: n.node_id for n in cluster.nodes}
     parts = []
     for member in placement.replicas:
         gpus = sorted({s.gpu_uuid for s in member.slices})
         what = f"{len(gpus)}× {model.get(gpus[0], 'GPU')}" if gpus else "CPU"
-        parts.append(f"{what} on {names.get(member.node_id, member.node_id)}")
+        parts.append(f"{what} on {member.node_id}")
     return ", ".join(parts)
 
 

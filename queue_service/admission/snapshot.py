@@ -94,7 +94,6 @@ class Snapshot:
     running: tuple[RunningJob, ...] = ()
     quotas: dict[str, Quota] = field(default_factory=dict)
     min_run_s: float = 60.0  # a job is not preempted again before it ran this long
-    notes: tuple[str, ...] = field(default=())
 
     def usage_by_project(self) -> dict[str, float]:
         """GPU equivalents each project holds now (stopping jobs still count until they end)."""
