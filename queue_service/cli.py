@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -24,8 +25,9 @@ admin_app.add_typer(project_app, name="project")
 app.add_typer(admin_app, name="admin")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-ServerOpt = Annotated[Optional[str], typer.Option("--server", help="API URL (default: GPUQ_SERVER_URL or local)")]
-TokenOpt = Annotated[Optional[str], typer.Option("--token", help="API token (default: GPUQ_TOKEN or the local admin token)")]
+ServerOpt = Annotated[str | None, typer.Option("--server", help="API URL (default: GPUQ_SERVER_URL or local)")]
+TokenOpt = Annotated[str | None, typer.Option("--token",
+                                              help="API token (default: GPUQ_TOKEN or the local admin token)")]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -65,9 +67,12 @@ class Api:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    if rows:
+        widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    else:
+        widths = [len(h) for h in headers]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
 
 
@@ -81,7 +86,7 @@ def _resources_text(r: dict) -> str:
     return text + (f" x{r['replicas']}" if r.get("replicas", 1) > 1 else "")
 
 
-def _print(data: Any, as_json: bool, human) -> None:  # noqa: ANN001
+def _print(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -91,20 +96,21 @@ def _print(data: Any, as_json: bool, human) -> None:  # noqa: ANN001
 # -- server and agent -----------------------------------------------------------
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="listen address")] = None,
-    port: Annotated[Optional[int], typer.Option(help="listen port")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="SQLite database, tokens, logs")] = None,
-    simulate_gpus: Annotated[Optional[str], typer.Option(help="declare GPUs, e.g. h100-80gb:2,a100-40gb:1")] = None,
-    database_url: Annotated[Optional[str], typer.Option(help="e.g. postgresql://user@host/db")] = None,
-    broker_url: Annotated[Optional[str], typer.Option(help="memory:// or redis://host:6379/0")] = None,
-    local_agent: Annotated[Optional[bool], typer.Option("--local-agent/--no-local-agent",
+    host: Annotated[str | None, typer.Option(help="listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="SQLite database, tokens, logs")] = None,
+    simulate_gpus: Annotated[str | None, typer.Option(help="declare GPUs, e.g. h100-80gb:2,a100-40gb:1")] = None,
+    database_url: Annotated[str | None, typer.Option(help="e.g. postgresql://user@host/db")] = None,
+    broker_url: Annotated[str | None, typer.Option(help="memory:// or redis://host:6379/0")] = None,
+    local_agent: Annotated[bool | None, typer.Option("--local-agent/--no-local-agent",
                                                         help="run an agent for this host in-process")] = None,
-    node_name: Annotated[Optional[str], typer.Option(help="name of the local node")] = None,
+    node_name: Annotated[str | None, typer.Option(help="name of the local node")] = None,
 ) -> None:
     """Run the API, the admitter and (by default) an agent for this host, in one process."""
-    overrides = {k: v for k, v in dict(host=host, port=port, data_dir=data_dir, simulate_gpus=simulate_gpus,
-                                      database_url=database_url, broker_url=broker_url, local_agent=local_agent,
-                                      node_name=node_name).items() if v is not None}
+    given: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "simulate_gpus": simulate_gpus,
+                             "database_url": database_url, "broker_url": broker_url, "local_agent": local_agent,
+                             "node_name": node_name}
+    overrides = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
     except Exception as exc:  # noqa: BLE001 - a settings error is the user's input
@@ -123,16 +129,18 @@ def agent(
     token: Annotated[str, typer.Option(help="a token with role agent", envvar="GPUQ_TOKEN")],
     broker_url: Annotated[str, typer.Option(help="redis://host:6379/0")],
     runtime: Annotated[str, typer.Option(help="auto (process + Docker if reachable), docker or process")] = "auto",
-    node_name: Annotated[Optional[str], typer.Option(help="default: the hostname")] = None,
-    simulate_gpus: Annotated[Optional[str], typer.Option(help="declare GPUs instead of NVML")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="logs and work directories")] = None,
+    node_name: Annotated[str | None, typer.Option(help="default: the hostname")] = None,
+    simulate_gpus: Annotated[str | None, typer.Option(help="declare GPUs instead of NVML")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="logs and work directories")] = None,
 ) -> None:
     """Run a node agent: register this host and run what the service sends it."""
     from queue_service.embedded import run_agent
 
     try:
+        settings = Settings()  # GPUQ_* from the environment: the data dir, GPUQ_SAMPLE_INTERVAL_S
         run_agent(server=server, token=token, broker_url=broker_url, runtime=runtime, node_name=node_name,
-                  simulate_gpus=simulate_gpus, data_dir=data_dir or Settings().data_dir / "agent")
+                  simulate_gpus=simulate_gpus, data_dir=data_dir or settings.data_dir / "agent",
+                  sample_interval_s=settings.sample_interval_s)
     except ValueError as exc:
         fail(str(exc))
 
@@ -141,19 +149,19 @@ def agent(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def submit(
     ctx: typer.Context,
-    gpus: Annotated[Optional[int], typer.Option(help="whole GPUs (0 = CPU only)")] = None,
-    mig: Annotated[Optional[str], typer.Option(help="a MIG profile, e.g. 3g.40gb")] = None,
-    blocks: Annotated[Optional[int], typer.Option(help="share of one GPU in 1%% blocks (1-100)")] = None,
-    gpu_memory: Annotated[Optional[str], typer.Option(help="GPU memory with --blocks, e.g. 10GiB")] = None,
-    gpu_model: Annotated[Optional[list[str]], typer.Option(help="allowed GPU model (repeatable)")] = None,
-    cpus: Annotated[Optional[float], typer.Option(help="CPU cores")] = None,
-    memory: Annotated[Optional[str], typer.Option(help="host memory, e.g. 16GiB")] = None,
-    image: Annotated[Optional[str], typer.Option(help="container image (default: run on the host)")] = None,
+    gpus: Annotated[int | None, typer.Option(help="whole GPUs (0 = CPU only)")] = None,
+    mig: Annotated[str | None, typer.Option(help="a MIG profile, e.g. 3g.40gb")] = None,
+    blocks: Annotated[int | None, typer.Option(help="share of one GPU in 1%% blocks (1-100)")] = None,
+    gpu_memory: Annotated[str | None, typer.Option(help="GPU memory with --blocks, e.g. 10GiB")] = None,
+    gpu_model: Annotated[list[str] | None, typer.Option(help="allowed GPU model (repeatable)")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPU cores")] = None,
+    memory: Annotated[str | None, typer.Option(help="host memory, e.g. 16GiB")] = None,
+    image: Annotated[str | None, typer.Option(help="container image (default: run on the host)")] = None,
     name: Annotated[str, typer.Option(help="job name")] = "job",
     project: Annotated[str, typer.Option(help="project")] = "default",
-    priority_class: Annotated[Optional[str], typer.Option("--priority-class", help="e.g. production, normal")] = None,
-    time_limit: Annotated[Optional[int], typer.Option("--time-limit", help="seconds")] = None,
-    env: Annotated[Optional[list[str]], typer.Option(help="NAME=VALUE (repeatable)")] = None,
+    priority_class: Annotated[str | None, typer.Option("--priority-class", help="e.g. production, normal")] = None,
+    time_limit: Annotated[int | None, typer.Option("--time-limit", help="seconds")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE (repeatable)")] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -196,15 +204,15 @@ def submit(
 
 @app.command()
 def jobs(
-    project: Annotated[Optional[str], typer.Option(help="only this project")] = None,
-    state: Annotated[Optional[str], typer.Option(help="only this state")] = None,
+    project: Annotated[str | None, typer.Option(help="only this project")] = None,
+    state: Annotated[str | None, typer.Option(help="only this state")] = None,
     limit: Annotated[int, typer.Option(help="at most this many")] = 50,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first."""
-    params = {k: v for k, v in dict(project=project, state=state, limit=limit).items() if v is not None}
+    params = {k: v for k, v in {"project": project, "state": state, "limit": limit}.items() if v is not None}
     page = Api(server, token).call("GET", "/v1/jobs", params=params)
 
     def human(p: dict) -> str:
@@ -217,8 +225,10 @@ def jobs(
 
 @app.command()
 def show(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """One job in full."""
-    job = Api(server, token).call("GET", f"/v1/jobs/{job_id}")
+    """One job in full, with its timeline (every transition, oldest first)."""
+    api = Api(server, token)
+    job = api.call("GET", f"/v1/jobs/{job_id}")
+    job["events"] = api.call("GET", f"/v1/jobs/{job_id}/events")["data"]
 
     def human(j: dict) -> str:
         lines = [f"{k}: {j[k]}" for k in ("id", "name", "project", "state", "reason", "exit_code", "image",
@@ -229,6 +239,12 @@ def show(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json:
         for a in j["allocation"]:
             what = a["kind"] if a["kind"] != "blocks" else f"{a['blocks']} blocks, {a['gpu_memory_mib']} MiB"
             lines.append(f"allocation: node {a['node']} gpu {a['gpu_uuid'] or '-'} ({what})")
+        lines.append("timeline:")
+        for e in j["events"]:
+            moved = f"{e['from_state'] or 'new'} -> {e['to_state']}"
+            why = f" [{e['cause']}]" if e["cause"] else ""
+            words = f": {e['reason']}" if e["reason"] else ""
+            lines.append(f"  {e['at']}  #{e['attempt']}  {e['event']:<8} {moved:<22} by {e['actor']}{why}{words}")
         return "\n".join(lines)
 
     _print(job, as_json, human)
@@ -287,9 +303,9 @@ def nodes(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = F
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option(help="admin, operator, member, viewer or agent")],
-    project: Annotated[Optional[list[str]], typer.Option(help="project of a member (repeatable)")] = None,
+    project: Annotated[list[str] | None, typer.Option(help="project of a member (repeatable)")] = None,
     name: Annotated[str, typer.Option(help="a label")] = "",
-    node_name: Annotated[Optional[str], typer.Option(help="bind an agent token to one node")] = None,
+    node_name: Annotated[str | None, typer.Option(help="bind an agent token to one node")] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -333,13 +349,14 @@ def simulate(ctx: typer.Context) -> None:
 
 @app.command()
 def migrate(
-    database_url: Annotated[Optional[str], typer.Option(help="default: GPUQ_DATABASE_URL or the local SQLite")] = None,
+    database_url: Annotated[str | None, typer.Option(help="default: GPUQ_DATABASE_URL or the local SQLite")] = None,
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
 ) -> None:
     """Apply database migrations."""
     from queue_service.db.migrate import upgrade
 
-    settings = Settings(**({"database_url": database_url} if database_url else {}))
+    overrides: dict[str, Any] = {"database_url": database_url} if database_url else {}
+    settings = Settings(**overrides)
     upgrade(settings.effective_database_url, revision)
     typer.echo(f"database at {revision}")
 
@@ -351,10 +368,10 @@ app.add_typer(prices_app, name="prices")
 
 @app.command()
 def usage(
-    project: Annotated[Optional[str], typer.Option(help="one project (default: every project you can see)")] = None,
-    month: Annotated[Optional[str], typer.Option(help="e.g. 2026-11 (default: this month so far)")] = None,
-    start: Annotated[Optional[str], typer.Option(help="ISO start, instead of --month")] = None,
-    end: Annotated[Optional[str], typer.Option(help="ISO end, instead of --month")] = None,
+    project: Annotated[str | None, typer.Option(help="one project (default: every project you can see)")] = None,
+    month: Annotated[str | None, typer.Option(help="e.g. 2026-11 (default: this month so far)")] = None,
+    start: Annotated[str | None, typer.Option(help="ISO start, instead of --month")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO end, instead of --month")] = None,
     group_by: Annotated[str, typer.Option(help="day, job, user, gpu_model or project")] = "day",
     csv: Annotated[bool, typer.Option("--csv", help="CSV for finance")] = False,
     server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
@@ -398,12 +415,12 @@ def prices_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonO
 def prices_set(
     gpu_model: Annotated[str, typer.Argument(help="e.g. h100-80gb, or * for CPU/RAM of GPU-less nodes")],
     gpu_hour: Annotated[float, typer.Option(help="price of a whole-GPU hour")],
-    block_hour: Annotated[Optional[float], typer.Option(help="default: gpu_hour / 100")] = None,
-    gpu_memory_gib_hour: Annotated[Optional[float], typer.Option(help="GPU memory held beside blocks")] = None,
-    mig: Annotated[Optional[list[str]], typer.Option(help="PROFILE=PRICE, repeatable (default: compute share)")] = None,
-    cpu_hour: Annotated[Optional[float], typer.Option()] = None,
-    ram_gib_hour: Annotated[Optional[float], typer.Option()] = None,
-    effective_from: Annotated[Optional[str], typer.Option(help="ISO time, now or later (default now)")] = None,
+    block_hour: Annotated[float | None, typer.Option(help="default: gpu_hour / 100")] = None,
+    gpu_memory_gib_hour: Annotated[float | None, typer.Option(help="GPU memory held beside blocks")] = None,
+    mig: Annotated[list[str] | None, typer.Option(help="PROFILE=PRICE, repeatable (default: compute share)")] = None,
+    cpu_hour: Annotated[float | None, typer.Option()] = None,
+    ram_gib_hour: Annotated[float | None, typer.Option()] = None,
+    effective_from: Annotated[str | None, typer.Option(help="ISO time, now or later (default now)")] = None,
     note: Annotated[str, typer.Option(help="why (kept in the audit log)")] = "",
     server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -419,7 +436,8 @@ def prices_set(
             "gpu_memory_gib_hour": gpu_memory_gib_hour, "mig_profile_hour": mig_prices, "cpu_hour": cpu_hour,
             "ram_gib_hour": ram_gib_hour, "effective_from": effective_from, "note": note}
     made = Api(server, token).call("POST", "/v1/prices", json={k: v for k, v in body.items() if v is not None})
-    _print(made, as_json, lambda p: f"prices for {p['gpu_model']} from {p['effective_from']}: {p['gpu_hour']:g}/GPU-hour")
+    _print(made, as_json,
+           lambda p: f"prices for {p['gpu_model']} from {p['effective_from']}: {p['gpu_hour']:g}/GPU-hour")
 
 
 # -- operators --------------------------------------------------------------------
@@ -441,7 +459,7 @@ def _job_line(j: dict) -> str:
 @app.command()
 def priority(
     job_id: str,
-    value: Annotated[Optional[int], typer.Argument(help="the override; omit with --clear")] = None,
+    value: Annotated[int | None, typer.Argument(help="the override; omit with --clear")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="remove the override")] = False,
     reason: ReasonOpt = "",
     server: ServerOpt = None,
@@ -473,10 +491,10 @@ _job_action("top", "Move a queued job to the head of the queue.")
 
 @app.command()
 def reclaim(
-    job: Annotated[Optional[str], typer.Option(help="a job id")] = None,
-    project: Annotated[Optional[str], typer.Option(help="every live job of a project")] = None,
-    gpu: Annotated[Optional[str], typer.Option(help="every job on a GPU (UUID)")] = None,
-    node: Annotated[Optional[str], typer.Option(help="every job on a node (it is cordoned)")] = None,
+    job: Annotated[str | None, typer.Option(help="a job id")] = None,
+    project: Annotated[str | None, typer.Option(help="every live job of a project")] = None,
+    gpu: Annotated[str | None, typer.Option(help="every job on a GPU (UUID)")] = None,
+    node: Annotated[str | None, typer.Option(help="every job on a node (it is cordoned)")] = None,
     grace: Annotated[float, typer.Option(help="seconds between SIGTERM and SIGKILL")] = 30.0,
     requeue: Annotated[bool, typer.Option("--requeue/--no-requeue", help="requeue, or cancel")] = True,
     reason: ReasonOpt = "",
@@ -485,7 +503,7 @@ def reclaim(
     as_json: JsonOpt = False,
 ) -> None:
     """Force capacity back: SIGTERM, the grace period, SIGKILL; requeued at their original position."""
-    body = {k: v for k, v in dict(job=job, project=project, gpu=gpu, node=node).items() if v}
+    body = {k: v for k, v in {"job": job, "project": project, "gpu": gpu, "node": node}.items() if v}
     if len(body) != 1:
         fail("give exactly one of --job, --project, --gpu, --node")
     answer = Api(server, token).call("POST", "/v1/reclaim", json={**body, "grace_s": grace, "requeue": requeue,
@@ -513,7 +531,7 @@ _node_action("uncordon", "Undo drain and cordon.")
 def quota_set(
     project: str,
     guaranteed: Annotated[float, typer.Option(help="guaranteed whole-GPU equivalents")],
-    borrow_limit: Annotated[Optional[float], typer.Option(help="how far above the guarantee (default: no limit)")] = None,
+    borrow_limit: Annotated[float | None, typer.Option(help="how far above the guarantee (default: no limit)")] = None,
     reason: ReasonOpt = "",
     server: ServerOpt = None,
     token: TokenOpt = None,
@@ -565,13 +583,13 @@ def class_set(
 @app.command()
 def audit(
     limit: Annotated[int, typer.Option(help="at most this many rows")] = 50,
-    action: Annotated[Optional[str], typer.Option(help="only this action, e.g. reclaim.node")] = None,
+    action: Annotated[str | None, typer.Option(help="only this action, e.g. reclaim.node")] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The audit log, newest first."""
-    params = {k: v for k, v in dict(limit=limit, action=action).items() if v is not None}
+    params = {k: v for k, v in {"limit": limit, "action": action}.items() if v is not None}
     data = Api(server, token).call("GET", "/v1/audit", params=params)
     _print(data, as_json, lambda page: _table(
         [[a["at"][:19], a["actor"], a["action"], a["target"], a["reason"][:50]] for a in page["data"]],

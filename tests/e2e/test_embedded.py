@@ -41,7 +41,7 @@ class Server:
                str(self.data_dir), "--simulate-gpus", gpus, "--node-name", "e2e-node"]
         if database_url:
             cmd += ["--database-url", database_url]
-        self.log = open(tmp / "serve.log", "w")
+        self.log = open(tmp / "serve.log", "w")  # noqa: SIM115 - the server's stdout until stop() closes it
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")} | (extra_env or {})
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
@@ -58,8 +58,8 @@ class Server:
             raise AssertionError("gpuq serve did not become ready")
         token_file = self.data_dir / "admin.token"
         assert token_file.stat().st_mode & 0o777 == 0o600, "the admin token file must be private"
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
-                                 timeout=30)
+        token = token_file.read_text().strip()
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -184,6 +184,11 @@ def test_cli_tour(server: Server, tmp_path: Path) -> None:
     assert followed.returncode == 0 and "out" in followed.stdout and "err" in followed.stderr
     shown = gpuq("show", job_id)
     assert "state: succeeded" in shown.stdout and "25 blocks, 10240 MiB" in shown.stdout
+    # The timeline: every transition in order, by whom.
+    timeline = shown.stdout.split("timeline:", 1)[1]
+    moves = [m for m in ("new -> queued", "queued -> admitted", "admitted -> running", "running -> succeeded")]
+    assert [timeline.index(m) for m in moves] == sorted(timeline.index(m) for m in moves), timeline
+    assert "by agent:" in timeline and "by admitter" in timeline
     listed = gpuq("jobs")
     assert job_id in listed.stdout
     bad = gpuq("submit", "--blocks", "0", "--gpu-memory", "1GiB", "--", "true")
