@@ -495,7 +495,8 @@ def reclaim(
     project: Annotated[str | None, typer.Option(help="every live job of a project")] = None,
     gpu: Annotated[str | None, typer.Option(help="every job on a GPU (UUID)")] = None,
     node: Annotated[str | None, typer.Option(help="every job on a node (it is cordoned)")] = None,
-    grace: Annotated[float, typer.Option(help="seconds between SIGTERM and SIGKILL")] = 30.0,
+    grace: Annotated[float | None, typer.Option(
+        help="seconds between SIGTERM and SIGKILL (default: each job's priority-class grace)")] = None,
     requeue: Annotated[bool, typer.Option("--requeue/--no-requeue", help="requeue, or cancel")] = True,
     reason: ReasonOpt = "",
     server: ServerOpt = None,
@@ -507,7 +508,7 @@ def reclaim(
     if len(body) != 1:
         fail("give exactly one of --job, --project, --gpu, --node")
     answer = Api(server, token).call("POST", "/v1/reclaim", json={**body, "grace_s": grace, "requeue": requeue,
-                                                                  "reason": reason})
+                                                                  "reason": reason})  # None: the class's grace
     _print(answer, as_json, lambda a: f"reclaiming {len(a['jobs'])} job(s) from {a['kind']} {a['target']}: "
            + (", ".join(a["jobs"]) or "none running"))
 
