@@ -166,7 +166,7 @@ class FakeNvml:
         nvlink: bool = False,
         driver: bool = True,
         seed: str = "fake",
-    ) -> "FakeNvml":
+    ) -> FakeNvml:
         """GPUs from ``"model:count,…"``; ``mig`` maps GPU index -> [(profile_id, start)] (MIG on).
 
         ``nvlink``: every pair of GPUs of the same model is NVLink-connected.
@@ -296,14 +296,14 @@ class FakeNvml:
             raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         if sum(c.slices for c in gi.cis.values()) + slices > gi.profile.compute_slices:
             raise _err(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-        ci_id = next(i for i in range(0, 64) if i not in gi.cis)
+        ci_id = next(i for i in range(64) if i not in gi.cis)
         ci = FakeCi(id=ci_id, profile_const=const, slices=slices, uuid=self._uuid("MIG"), handle=None)
         ci.handle = self._pointer("ci", (gi, ci), pynvml.struct_c_nvmlComputeInstance_t)
         gi.cis[ci_id] = ci
         return ci
 
     def _all_processes(self, dev: _Dev) -> list[tuple[FakeProcess, int, int]]:
-        if dev.ci is not None:
+        if dev.gi is not None and dev.ci is not None:  # a MIG device handle has both
             return [(p, dev.gi.id, dev.ci.id) for p in dev.ci.processes]
         out = [(p, 0xFFFFFFFF, 0xFFFFFFFF) for p in dev.gpu.processes]
         for gi, ci in dev.gpu.mig_devices():
@@ -373,7 +373,7 @@ class FakeNvml:
         dev = self._dev(handle)
         if dev.gpu.model.key in _PRE_AMPERE:
             raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        if dev.gi is not None:
+        if dev.gi is not None and dev.ci is not None:  # a MIG device handle has both
             p = dev.gi.profile
             return SimpleNamespace(
                 multiprocessorCount=p.sm_count,
@@ -406,7 +406,8 @@ class FakeNvml:
             raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         self._clock_us += 1_000_000
         samples = [
-            SimpleNamespace(pid=p.pid, timeStamp=self._clock_us, smUtil=p.sm_percent, memUtil=p.mem_percent, encUtil=0, decUtil=0)
+            SimpleNamespace(pid=p.pid, timeStamp=self._clock_us, smUtil=p.sm_percent, memUtil=p.mem_percent,
+                            encUtil=0, decUtil=0)
             for p in dev.gpu.processes
             if p.sm_percent is not None
         ]
@@ -495,7 +496,9 @@ class FakeNvml:
                 )
         raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
-    def nvmlDeviceGetGpuInstancePossiblePlacements(self, device: Any, profileId: int, placementsRef: Any, countRef: Any) -> int:
+    def nvmlDeviceGetGpuInstancePossiblePlacements(
+        self, device: Any, profileId: int, placementsRef: Any, countRef: Any
+    ) -> int:
         self._check("nvmlDeviceGetGpuInstancePossiblePlacements")
         gpu = self._whole(device)
         profile = self._profile(gpu, profileId)
@@ -565,21 +568,27 @@ class FakeNvml:
 
     # -- MIG: compute instances -------------------------------------------
 
-    def nvmlGpuInstanceGetComputeInstanceProfileInfo(self, device: Any, profile: int, engProfile: int, version: int = 2) -> SimpleNamespace:
+    def nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        self, device: Any, profile: int, engProfile: int, version: int = 2
+    ) -> SimpleNamespace:
         self._check("nvmlGpuInstanceGetComputeInstanceProfileInfo")
         _gpu, gi = self._deref(device, "gi")
         slices = _CI_CONST_SLICES.get(profile)
-        if slices is None or slices > gi.profile.compute_slices or engProfile != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
+        shared = engProfile == pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+        if slices is None or slices > gi.profile.compute_slices or not shared:
             raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         sms = gi.profile.sm_count * slices // gi.profile.compute_slices
-        return SimpleNamespace(id=profile, sliceCount=slices, instanceCount=gi.profile.compute_slices // slices, multiprocessorCount=sms)
+        return SimpleNamespace(id=profile, sliceCount=slices, instanceCount=gi.profile.compute_slices // slices,
+                               multiprocessorCount=sms)
 
     def nvmlGpuInstanceCreateComputeInstance(self, gpuInstance: Any, profileId: int) -> Any:
         self._check("nvmlGpuInstanceCreateComputeInstance")
         _gpu, gi = self._deref(gpuInstance, "gi")
         return self._create_ci(gi, profileId).handle
 
-    def nvmlGpuInstanceGetComputeInstances(self, gpuInstance: Any, profileId: int, computeInstancesRef: Any, countRef: Any) -> int:
+    def nvmlGpuInstanceGetComputeInstances(
+        self, gpuInstance: Any, profileId: int, computeInstancesRef: Any, countRef: Any
+    ) -> int:
         self._check("nvmlGpuInstanceGetComputeInstances")
         _gpu, gi = self._deref(gpuInstance, "gi")
         found = [ci for ci in gi.cis.values() if ci.profile_const == profileId]

@@ -99,8 +99,9 @@ class FirstFitPacker:
             (sum(1 for g in n.gpus if self._gpu_ok(g, request)) for n in self.nodes), default=0
         ) < request.gpus:
             return f"needs {request.gpus} GPUs on one node; no node has that many"
-        if request.blocks and max(g.memory_mib for g in gpus) < request.gpu_memory_mib:
-            return f"needs {request.gpu_memory_mib} MiB of GPU memory; the largest GPU has {max(g.memory_mib for g in gpus)} MiB"
+        largest_mib = max(g.memory_mib for g in gpus) if gpus else 0
+        if request.blocks and largest_mib < request.gpu_memory_mib:
+            return f"needs {request.gpu_memory_mib} MiB of GPU memory; the largest GPU has {largest_mib} MiB"
         if not any(n.cpus_milli >= request.cpus_milli and n.memory_mib >= request.memory_mib for n in self.nodes):
             return "no node has enough CPUs and memory"
         return None
