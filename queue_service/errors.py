@@ -3,7 +3,8 @@
     GpuqError
     ├── NotFound            (404)
     ├── Conflict            (409)
-    │   └── StaleAttempt    (409)
+    │   ├── StaleAttempt    (409)
+    │   └── lifecycle.table.IllegalTransition (409)
     ├── InvalidRequest      (422)
     ├── Unauthenticated     (401)
     └── Forbidden           (403)
@@ -26,7 +27,11 @@ class NotFound(GpuqError):
 
 
 class Conflict(GpuqError):
-    """The request is valid but clashes with the current state."""
+    """The request is valid but clashes with the current state (``job_state``: the job's, when one is involved)."""
+
+    def __init__(self, message: str, *, field: str | None = None, state: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.job_state = state
 
 
 class StaleAttempt(Conflict):

@@ -42,9 +42,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GpuqError)
     async def _domain(_request: Request, exc: GpuqError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
-        return JSONResponse(
-            status_code=_status(exc), content={"detail": exc.message, "field": exc.field}, headers=headers
-        )
+        content: dict[str, object] = {"detail": exc.message, "field": exc.field}
+        if isinstance(exc, Conflict) and exc.job_state is not None:
+            content["state"] = exc.job_state  # the job's current state: a 409 says what it clashed with
+        return JSONResponse(status_code=_status(exc), content=content, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

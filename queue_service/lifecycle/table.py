@@ -78,8 +78,8 @@ class IllegalTransition(Conflict):
     """The table has no such move from the job's current state (HTTP 409; nothing changed)."""
 
     def __init__(self, message: str, *, state: JobState | None, event: Event) -> None:
-        super().__init__(message, field="state")
-        self.state = state
+        super().__init__(message, field="state", state=state.value if state else None)
+        self.source = state  # the job's state when the move was refused (None: no job yet)
         self.event = event
 
 

@@ -215,22 +215,25 @@ def fenced(session: Session, *, job_id: str, attempt: int, node_name: str, repli
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
         raise NotFound(f"job {job_id} not found")
+    state = job.state
     if attempt != job.attempt:
-        raise StaleAttempt(f"attempt {attempt} of job {job_id} is stale (current attempt: {job.attempt})")
+        raise StaleAttempt(f"attempt {attempt} of job {job_id} is stale (current attempt: {job.attempt})",
+                           state=state)
     if job.state == JobState.QUEUED:  # requeued: no attempt is current until the next admission
-        raise StaleAttempt(f"attempt {attempt} of job {job_id} is over; the job is queued again")
+        raise StaleAttempt(f"attempt {attempt} of job {job_id} is over; the job is queued again", state=state)
     row = _attempt(session, job, attempt)
     if row is None:
-        raise StaleAttempt(f"job {job_id} has no attempt {attempt}")
+        raise StaleAttempt(f"job {job_id} has no attempt {attempt}", state=state)
     if row.ended_at is not None and str(replica) not in (row.exits or {}):
-        raise StaleAttempt(f"attempt {attempt} of job {job_id} has ended ({row.reason or row.state})")
+        raise StaleAttempt(f"attempt {attempt} of job {job_id} has ended ({row.reason or row.state})", state=state)
     on_node = session.scalar(
         select(func.count()).select_from(Allocation).join(Node, Node.id == Allocation.node_id)
         .where(Allocation.job_id == job_id, Allocation.attempt == attempt, Allocation.replica == replica)
         .where(Node.name == node_name)
     )
     if not on_node:
-        raise StaleAttempt(f"replica {replica} of job {job_id} attempt {attempt} is not allocated on {node_name}")
+        raise StaleAttempt(f"replica {replica} of job {job_id} attempt {attempt} is not allocated on {node_name}",
+                           state=state)
     return job, row
 
 
@@ -239,9 +242,9 @@ def claim_start(session: Session, *, job_id: str, attempt: int, node_name: str, 
     job, row = fenced(session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica)
     state = JobState(job.state)
     if state.final or job.cancel_requested:
-        raise Conflict(f"job {job_id} is {job.state}; not starting it")
+        raise Conflict(f"job {job_id} is {job.state}; not starting it", state=state.value)
     if str(replica) in (row.exits or {}):
-        raise Conflict(f"replica {replica} of job {job_id} attempt {attempt} has already ended")
+        raise Conflict(f"replica {replica} of job {job_id} attempt {attempt} has already ended", state=state.value)
     now = db_now(session)
     if state is JobState.ADMITTED:
         _move(session, job, Event.START, JobState.RUNNING, agent(node_name), at=now)
