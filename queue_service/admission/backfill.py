@@ -18,14 +18,14 @@ Rules (EASY backfilling, one reservation):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from partitioner.types import BLOCKS_PER_GPU, ClusterState, Placement, Request
-
+from queue_service.admission.packer import PackerFactory
+from queue_service.admission.recarve import Repartitioner, fits_on
 from queue_service.admission.snapshot import RunningJob
-from queue_service.admission.recarve import fits_on
 from queue_service.admission.state import release_placements
 
 
@@ -43,8 +43,8 @@ def reserve(
     request: Request,
     cluster: ClusterState,
     running: Sequence[RunningJob],
-    packer_factory: Callable[[ClusterState], object],
-    repartition: Callable[[ClusterState, list[Request]], list] | None = None,
+    packer_factory: PackerFactory,
+    repartition: Repartitioner | None = None,
 ) -> Reservation:
     """Find the earliest moment ``request`` fits as running jobs end.
 

@@ -14,7 +14,6 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -22,25 +21,13 @@ from partitioner.types import ClusterState, LayoutChange, NoFit, Placement, Requ
 
 from queue_service.admission.backfill import Reservation, ends_before, reserve, reserved_view
 from queue_service.admission.ordering import ordered
+from queue_service.admission.packer import PackerFactory, PackerLike
 from queue_service.admission.preemption import Preemption, choose_victims
 from queue_service.admission.recarve import Repartitioner
 from queue_service.admission.snapshot import PendingJob, RunningJob, Snapshot
 from queue_service.admission.state import apply_changes, apply_placements
 
 __all__ = ["Admission", "CycleResult", "PackerFactory", "PackerLike", "Repartitioner", "run_cycle"]
-
-
-class PackerLike:
-    """What the cycle needs from a packer (``partitioner.place.Packer`` satisfies it)."""
-
-    def place(self, request: Request) -> Placement | NoFit: ...  # pragma: no cover
-
-    def commit(self, placement: Placement) -> None: ...  # pragma: no cover
-
-    def release(self, placement: Placement) -> None: ...  # pragma: no cover
-
-
-PackerFactory = Callable[[ClusterState], PackerLike]
 
 
 @dataclass(frozen=True, slots=True)

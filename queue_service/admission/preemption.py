@@ -16,12 +16,12 @@ among equals, then pruned to the fewest that still make room.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from partitioner.types import ClusterState, Request
-
+from queue_service.admission.packer import PackerFactory
 from queue_service.admission.recarve import Repartitioner, fits_on
 from queue_service.admission.snapshot import PendingJob, Quota, RunningJob
 from queue_service.admission.state import release_placements
@@ -69,7 +69,7 @@ def choose_victims(
     waiting: PendingJob,
     cluster: ClusterState,
     running: Sequence[RunningJob],
-    packer_factory: Callable[[ClusterState], object],
+    packer_factory: PackerFactory,
     *,
     repartition: Repartitioner | None = None,
     now: datetime,

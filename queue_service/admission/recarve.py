@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from partitioner.types import ClusterState, LayoutChange, NoFit, Placement, Request
-
+from queue_service.admission.packer import PackerFactory
 from queue_service.admission.state import apply_changes
 
-PackerFactory = Callable[[ClusterState], object]
 Repartitioner = Callable[[ClusterState, list[Request]], list[LayoutChange]]
 
 
