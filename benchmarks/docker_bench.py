@@ -20,14 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workers.messages import LaunchSpec  # noqa: E402
-from workers.runtime.docker import DockerRuntime  # noqa: E402
+from workers.messages import LaunchSpec
+from workers.runtime.docker import DockerRuntime
 
 
 def one_run(rt: DockerRuntime, image: str, node: str, n: int, logs: Path) -> float:
     """Launch, wait for exit, collect logs, remove; seconds from launch to exit seen."""
     spec = LaunchSpec(
-        job_id=f"bench-{n}", attempt=1, node_name=node, command=["sh", "-c", "true"], image=image, cpus=0.5, memory_mib=64
+        job_id=f"bench-{n}", attempt=1, node_name=node, command=["sh", "-c", "true"], image=image,
+        cpus=0.5, memory_mib=64,
     )
     out, err = logs / f"{n}.out", logs / f"{n}.err"
     t0 = time.perf_counter()
@@ -63,9 +64,12 @@ def main() -> None:
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
     info = rt.client.info()
-    print(f"engine: Docker {info.get('ServerVersion')}, storage {info.get('Driver')}, cgroup v{info.get('CgroupVersion')}, {info.get('NCPU')} CPUs")
-    print(f"launch->exit latency over {args.runs} sequential runs of `sh -c true`: median {statistics.median(latencies) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
-    print(f"throughput with {args.parallel} concurrent launches (incl. logs + remove): {args.runs / wall_s:.2f} containers/s")
+    print(f"engine: Docker {info.get('ServerVersion')}, storage {info.get('Driver')}, "
+          f"cgroup v{info.get('CgroupVersion')}, {info.get('NCPU')} CPUs")
+    print(f"launch->exit latency over {args.runs} sequential runs of `sh -c true`: "
+          f"median {statistics.median(latencies) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    print(f"throughput with {args.parallel} concurrent launches (incl. logs + remove): "
+          f"{args.runs / wall_s:.2f} containers/s")
 
 
 if __name__ == "__main__":

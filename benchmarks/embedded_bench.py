@@ -29,8 +29,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from queue_service.embedded import EmbeddedServer  # noqa: E402
-from queue_service.settings import Settings  # noqa: E402
+from queue_service.embedded import EmbeddedServer
+from queue_service.settings import Settings
 
 STAMP = "date +%s.%N; sleep 0.05; date +%s.%N"
 

@@ -22,6 +22,7 @@ Runs a real ``gpuq serve`` (PostgreSQL, Redis broker, no local agent) and one
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine, text
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/13"
@@ -39,14 +40,14 @@ IMAGE = "gpuq-test-busybox:latest"
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def raw_docker(client, n: int) -> tuple[list[float], float]:  # noqa: ANN001
+def raw_docker(client, n: int) -> tuple[list[float], float]:
     """Back-to-back containers with the SDK alone: per-container seconds and containers per second."""
     times = []
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         t = time.perf_counter()
         c = client.containers.create(IMAGE, ["true"], network_mode="none", labels={"gpuq.bench": "raw"},
                                      cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
@@ -69,7 +70,7 @@ def main() -> None:
     import docker
     import redis
 
-    from tests.conftest import _postgres_database  # noqa: PLC0415 - the tests' fresh-database helper
+    from tests.conftest import _postgres_database
     from tests.faults.cluster import Cluster
 
     client = docker.from_env(timeout=60)
@@ -91,7 +92,7 @@ def main() -> None:
                     "SELECT j.id, a.started_at, (SELECT max(released_at) FROM allocations l WHERE l.job_id = j.id) "
                     "AS released FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = j.attempt "
                     "WHERE j.id = ANY(:ids) ORDER BY a.started_at"), {"ids": ids}).all()
-            gaps = [(b.started_at - a.released).total_seconds() for a, b in zip(rows, rows[1:])]
+            gaps = [(b.started_at - a.released).total_seconds() for a, b in itertools.pairwise(rows)]
 
             t_submit = time.perf_counter()
             burst = [cluster.submit(["true"], resources={"gpus": 0}) for _ in range(args.burst)]

@@ -16,16 +16,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from partitioner import reference  # noqa: E402
-from partitioner.place import Packer, warmup  # noqa: E402
-from partitioner.simulate import (  # noqa: E402
-    GPUQ_COVERAGE, Trace, arrival_order, find_trace_dir, load_trace, run_policy, target_shapes,
+from partitioner import reference
+from partitioner.place import Packer, warmup
+from partitioner.simulate import (
+    GPUQ_COVERAGE,
+    Trace,
+    arrival_order,
+    find_trace_dir,
+    load_trace,
+    run_policy,
+    target_shapes,
 )
-from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Request  # noqa: E402
+from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Request
 
 
 def jit_time() -> None:
-    code = "import time; t=time.perf_counter(); from partitioner.place import warmup; warmup(); print(time.perf_counter()-t)"
+    code = ("import time; t=time.perf_counter(); from partitioner.place import warmup; warmup(); "
+            "print(time.perf_counter()-t)")
     secs = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     print(f"JIT warm-up in a fresh process (numba cache on disk): {secs:.2f} s")
 
@@ -43,13 +50,16 @@ def reference_speedup(trace: Trace) -> None:
     tasks = tasks[:300]
     shapes = target_shapes(trace, GPUQ_COVERAGE)
     from partitioner.kernels.replay import replay
-    args = [trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks], trace.task_models[tasks]]
+    args = [trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks],
+            trace.task_models[tasks]]
     out = np.full(len(tasks), -1, dtype=np.int64)
     t = time.perf_counter()
     replay(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, order, *args,
-           shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, 50.0, 2, out, out.copy())
+           shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, 50.0, 2,
+           out, out.copy())
     fast = time.perf_counter() - t
-    nodes = list(zip(*(a.tolist() for a in (trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model)), strict=True))
+    node_columns = (trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model)
+    nodes = list(zip(*(a.tolist() for a in node_columns), strict=True))
     tl = list(zip(*(a.tolist() for a in args), strict=True))
     sl = list(zip(*(shapes[k].tolist() for k in ("cpu", "milli", "ngpu", "models", "p")), strict=True))
     t = time.perf_counter()
@@ -72,7 +82,8 @@ def openb_cluster(trace: Trace) -> ClusterState:
 
 def decision_latency(trace: Trace) -> None:
     cluster = openb_cluster(trace)
-    demand = [Request(gpus=1, cpus_milli=8000), Request(blocks=50, cpus_milli=4000), Request(blocks=25), Request(gpus=2)]
+    demand = [Request(gpus=1, cpus_milli=8000), Request(blocks=50, cpus_milli=4000), Request(blocks=25),
+              Request(gpus=2)]
     packer = Packer(cluster, demand=demand)
     rng = np.random.default_rng(1)
     reqs = [Request(gpus=int(rng.integers(1, 3)), cpus_milli=4000) if rng.random() < 0.5 else
@@ -92,7 +103,8 @@ def decision_latency(trace: Trace) -> None:
             packer.commit(got)
     lat_ms = np.array(lat) * 1e3
     best_ms = np.array(best) * 1e3
-    print(f"Packer.place on the openb cluster (1,213 nodes, 6,212 GPUs, gpuq): first call p50 {np.percentile(lat_ms, 50):.3f} ms, "
+    print("Packer.place on the openb cluster (1,213 nodes, 6,212 GPUs, gpuq): "
+          f"first call p50 {np.percentile(lat_ms, 50):.3f} ms, "
           f"p99 {np.percentile(lat_ms, 99):.3f} ms; min of 3 p50 {np.percentile(best_ms, 50):.3f} ms, "
           f"p99 {np.percentile(best_ms, 99):.3f} ms")
 
@@ -112,8 +124,8 @@ def sharing_bound(trace: Trace, seeds: list[int], quiet: bool = False) -> float:
         tasks, _ = arrival_order(trace, seed)
         arrived = np.cumsum(trace.task_request[tasks])
         upto = tasks[: int(np.searchsorted(arrived, trace.capacity_milli))]
-        items = sorted((int(trace.task_milli[t]) for t in upto if trace.task_ngpu[t] == 1 and trace.task_milli[t] < 1000),
-                       reverse=True)
+        slivers = (int(trace.task_milli[t]) for t in upto if trace.task_ngpu[t] == 1 and trace.task_milli[t] < 1000)
+        items = sorted(slivers, reverse=True)
         free: list[int] = []  # remaining share of each opened GPU, best fit
         for x in items:
             fits = [i for i, r in enumerate(free) if r >= x]
@@ -151,7 +163,8 @@ def mixes(trace: Trace, seeds: list[int]) -> None:
     for name, tr in cases.items():
         res = {p: np.mean([run_policy(tr, p, s)["allocation_ratio"].get("1.0", np.nan) for s in seeds]) * 100
                for p in ("best-fit", "fgd", "gpuq")}
-        print(f"  {name}: " + ", ".join(f"{p} {v:.2f}" for p, v in res.items()) + f"  (gpuq - fgd {res['gpuq'] - res['fgd']:+.2f}; "
+        print(f"  {name}: " + ", ".join(f"{p} {v:.2f}" for p, v in res.items())
+              + f"  (gpuq - fgd {res['gpuq'] - res['fgd']:+.2f}; "
               f"sliver ceiling {sharing_bound(tr, seeds, quiet=True):.2f})")
 
 

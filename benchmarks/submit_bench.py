@@ -24,10 +24,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from queue_service.bootstrap import read_secret  # noqa: E402
-from queue_service.embedded import EmbeddedServer  # noqa: E402
-from queue_service.settings import Settings  # noqa: E402
-from tests.builders import inventory  # noqa: E402
+from queue_service.bootstrap import read_secret
+from queue_service.embedded import EmbeddedServer
+from queue_service.settings import Settings
+from tests.builders import inventory
 
 JOB = {"command": ["true"], "resources": {"gpus": 0}}
 
@@ -93,7 +93,7 @@ def main() -> None:
             server.stop()
 
 
-def timed(fn) -> float:  # noqa: ANN001
+def timed(fn) -> float:
     start = time.perf_counter()
     list(fn())
     return time.perf_counter() - start

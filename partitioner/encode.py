@@ -43,6 +43,10 @@ KIND_SHARED = 1
 KIND_MIG = 2
 KIND_MIG_SHARED = 3
 
+# One unit as encode() collects it, in column order:
+# kind, node, gpu, free blocks, free memory MiB, memory MiB, MIG profile id, MIG start.
+_UnitRow = tuple[int, int, int, int, int, int, int, int]
+
 
 @dataclass
 class UnitInfo:
@@ -92,7 +96,7 @@ def gpu_model_key(gpu: GpuState) -> str:
 
 def encode(cluster: ClusterState) -> Encoded:
     """Encode ``cluster`` (units sorted by node, GPU index, MIG start)."""
-    rows: list[tuple[int, int, int, int, int, int, int]] = []
+    rows: list[_UnitRow] = []
     infos: list[UnitInfo] = []
     gpus: list[GpuState] = []
     gpu_node: list[int] = []
@@ -119,7 +123,8 @@ def encode(cluster: ClusterState) -> Encoded:
                         free_b = 0 if inst.held else BLOCKS_PER_GPU
                         free_m = 0 if inst.held else profile.memory_mib
                         kind = KIND_MIG
-                    rows.append((kind, n, g, max(free_b, 0), max(free_m, 0), profile.memory_mib, profile.profile_id, inst.start))
+                    rows.append((kind, n, g, max(free_b, 0), max(free_m, 0), profile.memory_mib, profile.profile_id,
+                                 inst.start))
                     infos.append(UnitInfo(node.node_id, gpu, profile.name, inst.start, inst.uuid))
             elif gpu.mode is GpuMode.SHARED:
                 rows.append((KIND_SHARED, n, g, max(BLOCKS_PER_GPU - gpu.used_blocks, 0),

@@ -87,6 +87,8 @@ def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, varia
                     tie = -gpus[n][j] if (j >= 0 and policy == 3) else 0
                 if node_best is None or (s, tie) > node_best[:2]:
                     node_best = (s, tie, j)
+            if node_best is None:  # never: a feasible node has at least one option
+                continue
             if best is None or node_best[0] > best[0]:
                 best = (node_best[0], n, node_best[2])
         if policy == 0 and feasible:

@@ -143,7 +143,8 @@ def target_shapes(trace: Trace, coverage: float = 0.95) -> dict[str, np.ndarray]
     Frequencies are over all tasks (not renormalised over the kept shapes),
     as the paper's simulator does; ties in frequency keep first-seen order.
     """
-    keys = list(zip(trace.task_cpu.tolist(), trace.task_milli.tolist(), trace.task_ngpu.tolist(), trace.task_models.tolist(), strict=True))
+    columns = (trace.task_cpu, trace.task_milli, trace.task_ngpu, trace.task_models)
+    keys = list(zip(*(column.tolist() for column in columns), strict=True))
     counts = Counter(keys)
     total = len(keys)
     chosen: list[tuple[tuple[int, int, int, int], int]] = []
@@ -212,7 +213,8 @@ def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarra
     started = time.perf_counter()
     replay(
         trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, node_order,
-        trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks], trace.task_models[tasks],
+        trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks],
+        trace.task_models[tasks],
         shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"],
         POLICY_IDS[policy], seed, tie_weight, variant, out_node, out_gpu,
     )
@@ -251,7 +253,9 @@ def run_many(trace: Trace, policies: list[str], seeds: list[int]) -> dict[str, d
         runs = [run_policy(trace, policy, seed, shapes) for seed in seeds]
         keys = sorted({k for r in runs for k in r["allocation_ratio"]}, key=float)
         out[policy] = {
-            "allocation_ratio": {k: float(np.mean([r["allocation_ratio"][k] for r in runs if k in r["allocation_ratio"]])) for k in keys},
+            "allocation_ratio": {
+                k: float(np.mean([r["allocation_ratio"][k] for r in runs if k in r["allocation_ratio"]])) for k in keys
+            },
             "failed_by_kind": {k: float(np.mean([r["failed_by_kind"][k] for r in runs])) for k in KINDS},
             "seconds": float(np.mean([r["seconds"] for r in runs])),
             "_curves": [(r["arrived_curve"], r["allocated_curve"]) for r in runs],
@@ -268,7 +272,8 @@ def _plot(results: dict[str, dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for policy, res in results.items():
         arrived, allocated = res["_curves"][0]
-        ax.plot(arrived * 100, allocated * 100, label=f"{policy} ({res['allocation_ratio'].get('1.0', 0) * 100:.2f} % at 100 %)")
+        at_full = res["allocation_ratio"].get("1.0", 0) * 100
+        ax.plot(arrived * 100, allocated * 100, label=f"{policy} ({at_full:.2f} % at 100 %)")
     ax.plot([0, 130], [0, 130], color="0.8", lw=0.8, ls="--", label="arrived")
     ax.set_xlim(60, 130)
     ax.set_ylim(60, 100)
@@ -287,7 +292,8 @@ def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gpuq simulate", description="Replay the openb trace (FGD paper protocol).")
     parser.add_argument("--nodes", help="node list CSV (default: shared/traces/openb)")
     parser.add_argument("--tasks", help="task list CSV (default: shared/traces/openb)")
-    parser.add_argument("--policies", default="random,best-fit,fgd,gpuq", help="comma-separated: random,best-fit,fgd,gpuq")
+    parser.add_argument("--policies", default="random,best-fit,fgd,gpuq",
+                        help="comma-separated: random,best-fit,fgd,gpuq")
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds, from 42 (default 10)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--plot", metavar="PNG", help="write allocation ratio vs arrived workload")
@@ -295,7 +301,10 @@ def cli(argv: list[str]) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICY_IDS]
     if unknown or args.seeds < 1:
-        print(f"unknown policies {unknown}; choose from {', '.join(POLICY_IDS)}" if unknown else "--seeds must be >= 1", file=sys.stderr)
+        problem = f"unknown policies {unknown}; choose from {', '.join(POLICY_IDS)}"
+        if not unknown:
+            problem = "--seeds must be >= 1"
+        print(problem, file=sys.stderr)
         return 2
     trace_dir = find_trace_dir()
     nodes = Path(args.nodes) if args.nodes else (trace_dir / "openb_node_list_gpu_node.csv" if trace_dir else None)

@@ -6,14 +6,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from queue_service import __version__
+from queue_service import __version__, ui
 from queue_service.api import errors
-from queue_service.api.routes import admin, agent, jobs, operator
+from queue_service.api.routes import admin, agent, jobs, operator, prices, samples, usage
 from queue_service.api.routes import metrics as metrics_routes
-from queue_service.api.routes import prices, samples, usage
 from queue_service.context import ServiceContext
 from queue_service.metrics import build_registry
-from queue_service import ui
 
 
 def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:

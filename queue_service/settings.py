@@ -96,9 +96,12 @@ class Settings(BaseSettings):
     # -- billing and measured usage (issue 6) --
     sample_interval_s: float = Field(default=30.0, description="how often agents send NVML samples")
     idle_sm_percent: float = Field(default=5.0, description="a job's GPU is idle below this SM %")
-    idle_after_s: float = Field(default=1800.0, description="idle this long (every sample below the threshold): flagged")
+    idle_after_s: float = Field(default=1800.0,
+                                description="idle this long (every sample below the threshold): flagged")
     idle_reclaim: bool = Field(default=False, description="cancel flagged idle jobs (operators switch it on)")
 
     # -- many hosts: recovery (issue 4) --
-    max_retries: int = Field(default=3, ge=0, description="times a job is requeued after its node or attempt was lost; then it fails with the reason")
-    resend_after_s: float = Field(default=10.0, gt=0, description="re-send a launch or stop still outstanding after this long")
+    max_retries: int = Field(default=3, ge=0, description="times a job is requeued after its node or attempt was lost; "
+                                                          "then it fails with the reason")
+    resend_after_s: float = Field(default=10.0, gt=0,
+                                  description="re-send a launch or stop still outstanding after this long")

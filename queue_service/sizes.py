@@ -18,7 +18,7 @@ def parse_size_mib(text: str) -> int:
     if not match or match.group(2).lower() not in _UNITS_MIB:
         raise ValueError(f"cannot read size {text!r} (examples: 512MiB, 10GiB, 1.5G)")
     value = float(match.group(1)) * _UNITS_MIB[match.group(2).lower()]
-    mib = int(round(value))
+    mib = round(value)
     if mib < 1:
         raise ValueError(f"size {text!r} is less than 1 MiB")
     return mib

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision = '0001'
 down_revision = None
@@ -149,7 +148,9 @@ def upgrade() -> None:
     with op.batch_alter_table('allocations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_allocations_job_id'), ['job_id'], unique=False)
         batch_op.create_index('ix_allocations_live', ['released_at', 'node_id'], unique=False)
-        batch_op.create_index('uq_allocations_live_slot', ['gpu_uuid', 'slot'], unique=True, sqlite_where=sa.text("released_at IS NULL AND kind != 'blocks'"), postgresql_where=sa.text("released_at IS NULL AND kind != 'blocks'"))
+        batch_op.create_index('uq_allocations_live_slot', ['gpu_uuid', 'slot'], unique=True,
+                              sqlite_where=sa.text("released_at IS NULL AND kind != 'blocks'"),
+                              postgresql_where=sa.text("released_at IS NULL AND kind != 'blocks'"))
 
     op.create_table('attempts',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -197,7 +198,9 @@ def downgrade() -> None:
 
     op.drop_table('attempts')
     with op.batch_alter_table('allocations', schema=None) as batch_op:
-        batch_op.drop_index('uq_allocations_live_slot', sqlite_where=sa.text("released_at IS NULL AND kind != 'blocks'"), postgresql_where=sa.text("released_at IS NULL AND kind != 'blocks'"))
+        batch_op.drop_index('uq_allocations_live_slot',
+                            sqlite_where=sa.text("released_at IS NULL AND kind != 'blocks'"),
+                            postgresql_where=sa.text("released_at IS NULL AND kind != 'blocks'"))
         batch_op.drop_index('ix_allocations_live')
         batch_op.drop_index(batch_op.f('ix_allocations_job_id'))
 

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MODELS",
     "GpuModel",
     "MigProfile",
-    "MODELS",
     "all_mig_profile_names",
     "find_mig_profile",
     "lookup_model",

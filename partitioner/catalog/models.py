@@ -12,8 +12,8 @@ Figures and where they come from:
   (share of the full 7g instance per memory slice) applied to the model's
   memory, rounded down to 1 MiB — an estimate; NVML reports the truth.
 * ``sm_count`` of a profile: exact for H100-80GB (16/32/60/64/132, §1 [S]);
-  A100 as real A100s report (14 per slice, 98 for 7g) [S]; for the others the H100 share of the whole GPU's SMs (16/132 per slice, 60/132
-  for 3g, …) applied to the model's SM count, rounded down — an estimate.
+  A100 as real A100s report (14 per slice, 98 for 7g) [S]; for the others the H100 share of the whole
+  GPU's SMs (16/132 per slice, 60/132 for 3g, …) applied to the model's SM count, rounded down — an estimate.
 * A30: 1g.6gb ×4 (starts 0–3), 2g.12gb ×2 (0, 2), 4g.24gb ×1 (0); names [C],
   starts [U], smi IDs 14/5/0 as on real A30s [U].
 * openb's ``G2`` and ``G3`` are undisclosed models; they get plausible

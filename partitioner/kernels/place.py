@@ -112,7 +112,7 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
     same free blocks and memory are scored once (the first keeps the tie).
     """
     n_nodes = node_free_cpu.shape[0]
-    use_frag = policy == P_FGD or policy == P_GPUQ
+    use_frag = policy in (P_FGD, P_GPUQ)
     packed = policy == P_GPUQ
     for n in range(n_nodes):
         out_score[n] = -np.inf
@@ -134,7 +134,8 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
             room = False
             for u in range(lo, hi):
                 k = unit_kind[u]
-                if unit_ok[u] and (k == 1 or k == 3) and unit_free_blocks[u] >= req_blocks and unit_free_mem[u] >= req_mem:
+                fits = unit_free_blocks[u] >= req_blocks and unit_free_mem[u] >= req_mem
+                if unit_ok[u] and (k == 1 or k == 3) and fits:
                     room = True
                     break
             if not room:
@@ -148,8 +149,9 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
         before = 0.0
         if use_frag:
             if not frag_ok[n]:
-                frag_cache[n] = node_fragment(n, node_unit_start, unit_kind, unit_free_blocks, unit_free_mem, -1, 0, 0, 0,
-                                              node_free_cpu[n], sh_kind, sh_blocks, sh_mem, sh_count, sh_cpu, sh_p, packed)
+                frag_cache[n] = node_fragment(n, node_unit_start, unit_kind, unit_free_blocks, unit_free_mem,
+                                              -1, 0, 0, 0, node_free_cpu[n],
+                                              sh_kind, sh_blocks, sh_mem, sh_count, sh_cpu, sh_p, packed)
                 frag_ok[n] = True
             before = frag_cache[n]
         cpu_share = cpu_after / node_cpu[n] if node_cpu[n] > 0 else 0.0

@@ -63,7 +63,8 @@ def packed_fragment(cpu_after, units, idle, allowed, sh_cpu, sh_milli, sh_ngpu):
 
 
 @njit(cache=True)
-def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
+def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle,
+                    allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
     """F of node ``n`` after ``k`` GPUs go from free share ``r_old`` to ``r_new`` and CPU to ``cpu_after``."""
     idle_after = idle[n] - k * (r_old - r_new)
     total = 0.0
@@ -92,7 +93,8 @@ def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle, allowed, sh
 
 
 @njit(cache=True)
-def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
+def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+                 allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
     """Recompute the caches of node ``n`` from its GPU shares."""
     total = 0
     for j in range(node_ngpu[n]):
@@ -114,7 +116,8 @@ def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allow
             for j in range(node_ngpu[n]):
                 u += gpu_free[n, j] // sh_milli[m]
         units[n, m] = u
-    frag[n] = node_frag_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+    frag[n] = node_frag_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle,
+                              allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
 
 
 @njit(cache=True)
@@ -168,10 +171,11 @@ def replay(
     units = np.zeros((n_nodes, n_shapes), dtype=np.int64)
     # 0: FGD's fragment; 1: gpuq's CPU-bounded multi-task fragment only; 2: both summed (gpuq)
     packed = variant if policy == POLICY_GPUQ else 0
-    use_frag = policy == POLICY_FGD or policy == POLICY_GPUQ
+    use_frag = policy in (POLICY_FGD, POLICY_GPUQ)
     if use_frag:
         for n in range(n_nodes):
-            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
     else:
         for n in range(n_nodes):
             idle[n] = node_ngpu[n] * MILLI
@@ -226,7 +230,8 @@ def replay(
                         s = best_fit_score(cpu_after, idle[n] - milli)
                         tt = -r  # tightest GPU within the node
                     else:
-                        fa = node_frag_after(n, r, r - milli, 1, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+                        fa = node_frag_after(n, r, r - milli, 1, cpu_after, cnt, small, idle,
+                                             allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
                         if policy == POLICY_FGD:
                             s = sigmoid_score(frag[n] - fa)
                             tt = 0.0
@@ -241,7 +246,8 @@ def replay(
                 if policy == POLICY_BEST_FIT:
                     score = best_fit_score(cpu_after, idle[n] - k * milli)
                 else:
-                    fa = node_frag_after(n, MILLI, 0, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+                    fa = node_frag_after(n, MILLI, 0, k, cpu_after, cnt, small, idle,
+                                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
                     if policy == POLICY_FGD:
                         score = sigmoid_score(frag[n] - fa)
                     else:
@@ -277,6 +283,7 @@ def replay(
                     if taken == 1:
                         out_gpu[t] = j
         if use_frag:
-            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
         else:
             idle[n] -= k * milli

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from partitioner.catalog import lookup_model
 from partitioner.types import Request
-
 from queue_service.db.models import Job
 
 
@@ -23,7 +22,7 @@ def request_for(job: Job) -> Request:
         blocks=job.blocks,
         gpu_memory_mib=job.gpu_memory_mib,
         gpu_models=tuple(job.gpu_models or ()),
-        cpus_milli=int(round(job.cpus * 1000)),
+        cpus_milli=round(job.cpus * 1000),
         memory_mib=job.memory_mib,
         replicas=job.replicas,
     )

@@ -8,9 +8,7 @@ replica answered, so every replica and the admitter agree on who is alive.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
-
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session

@@ -99,7 +99,8 @@ def test_nodes_show_free_capacity_that_follows_allocations(api, ctx, actors) -> 
     memory = node["gpus"][0]["memory_mib"]
     for gpu in node["gpus"]:
         assert gpu["model"] == "a100-40gb" and gpu["uuid"].startswith("GPU-")
-        assert (gpu["free_blocks"], gpu["used_blocks"], gpu["free_memory_mib"], gpu["held_whole"]) == (100, 0, memory, False)
+        free = (gpu["free_blocks"], gpu["used_blocks"], gpu["free_memory_mib"], gpu["held_whole"])
+        assert free == (100, 0, memory, False)
 
     shared = submit(api, actors.member_a, project="alpha",
                     resources={"blocks": 30, "gpu_memory_mib": 1000, "cpus": 2, "memory_mib": 4096})

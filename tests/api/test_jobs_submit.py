@@ -45,7 +45,8 @@ def test_submit_echoes_the_request(api, actors) -> None:
     assert job["env"] == {"SEED": "1", "OMP_NUM_THREADS": "4"}
     assert (job["priority_class"], job["priority"], job["time_limit_s"]) == ("production", 1000, 600)
     res = job["resources"]
-    assert (res["blocks"], res["gpu_memory_mib"], res["gpus"], res["cpus"], res["memory_mib"]) == (25, 8000, None, 2, 4096)
+    shape = (res["blocks"], res["gpu_memory_mib"], res["gpus"], res["cpus"], res["memory_mib"])
+    assert shape == (25, 8000, None, 2, 4096)
     assert res["gpu_models"] == ["h100-80gb"], "model names are normalised to catalogue keys"
 
 
@@ -214,7 +215,7 @@ def test_submit_needs_a_valid_token(api, ctx, actors) -> None:
     assert job_count(ctx) == 0
 
 
-def test_batch_submission_is_all_or_nothing(ctx, api, actors) -> None:  # noqa: ANN001
+def test_batch_submission_is_all_or_nothing(ctx, api, actors) -> None:
     from tests.api.helpers import auth, job_count
 
     good = {"command": ["true"], "resources": {"gpus": 0}}

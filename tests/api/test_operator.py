@@ -10,12 +10,12 @@ from tests.api.helpers import auth, get_job, started, submit
 from tests.builders import register
 
 
-def audit_rows(ctx) -> int:  # noqa: ANN001
+def audit_rows(ctx) -> int:
     with ctx.sessions() as session:
         return session.scalar(select(func.count()).select_from(AuditEntry))
 
 
-def test_members_and_viewers_may_not_operate(api, actors) -> None:  # noqa: ANN001
+def test_members_and_viewers_may_not_operate(api, actors) -> None:
     job = submit(api, actors.admin)
     calls = [
         ("PATCH", f"/v1/jobs/{job['id']}", {"priority": 5}),
@@ -33,7 +33,7 @@ def test_members_and_viewers_may_not_operate(api, actors) -> None:  # noqa: ANN0
     assert api.get("/v1/audit", headers=auth(actors.viewer)).status_code == 200
 
 
-def test_each_action_writes_one_audit_row(ctx, api, actors) -> None:  # noqa: ANN001
+def test_each_action_writes_one_audit_row(ctx, api, actors) -> None:
     register(api, actors.agent, "n1", "h100-80gb:1")
     job = submit(api, actors.admin)
     other = submit(api, actors.admin)
@@ -57,14 +57,14 @@ def test_each_action_writes_one_audit_row(ctx, api, actors) -> None:  # noqa: AN
     assert priority_row["before"]["priority_override"] is None and priority_row["after"]["priority_override"] == 7
 
 
-def test_the_audit_log_cannot_be_edited(api, actors) -> None:  # noqa: ANN001
+def test_the_audit_log_cannot_be_edited(api, actors) -> None:
     for method in ("PUT", "PATCH", "DELETE"):
         response = api.request(method, "/v1/audit", headers=auth(actors.admin))
         assert response.status_code == 405, method
     assert not [r for r in api.get("/openapi.json").json()["paths"] if r.startswith("/v1/audit/")]
 
 
-def test_held_jobs_are_not_admitted_until_released(ctx, api, actors) -> None:  # noqa: ANN001
+def test_held_jobs_are_not_admitted_until_released(ctx, api, actors) -> None:
     register(api, actors.agent, "n1", "h100-80gb:1")
     job = submit(api, actors.admin)
     api.post(f"/v1/jobs/{job['id']}/hold", headers=auth(actors.admin))
@@ -78,7 +78,7 @@ def test_held_jobs_are_not_admitted_until_released(ctx, api, actors) -> None:  #
     assert conflict.status_code == 409 and "only queued" in conflict.json()["detail"]
 
 
-def test_reclaim_stops_running_jobs_and_requeues_them(ctx, api, actors) -> None:  # noqa: ANN001
+def test_reclaim_stops_running_jobs_and_requeues_them(ctx, api, actors) -> None:
     register(api, actors.agent, "n1", "h100-80gb:2")
     jobs = [submit(api, actors.admin) for _ in range(2)]
     ctx.admitter.run_once()
@@ -99,7 +99,7 @@ def test_reclaim_stops_running_jobs_and_requeues_them(ctx, api, actors) -> None:
     assert api.get("/v1/nodes", headers=auth(actors.admin)).json()[0]["cordoned"] is True
 
 
-def test_reclaim_without_requeue_cancels(ctx, api, actors) -> None:  # noqa: ANN001
+def test_reclaim_without_requeue_cancels(ctx, api, actors) -> None:
     register(api, actors.agent, "n1", "h100-80gb:1")
     job = submit(api, actors.admin)
     ctx.admitter.run_once()
@@ -111,7 +111,7 @@ def test_reclaim_without_requeue_cancels(ctx, api, actors) -> None:  # noqa: ANN
     assert get_job(api, actors.admin, job["id"])["state"] == "cancelled"
 
 
-def test_bad_operator_input(ctx, api, actors) -> None:  # noqa: ANN001
+def test_bad_operator_input(ctx, api, actors) -> None:
     register(api, actors.agent, "n1", "h100-80gb:2")
     h = auth(actors.admin)
     before = audit_rows(ctx)
@@ -133,7 +133,7 @@ def test_bad_operator_input(ctx, api, actors) -> None:  # noqa: ANN001
     assert audit_rows(ctx) == before, "refused actions write nothing"
 
 
-def test_operator_priority_classes_apply_to_submissions(api, actors) -> None:  # noqa: ANN001
+def test_operator_priority_classes_apply_to_submissions(api, actors) -> None:
     h = auth(actors.admin)
     assert api.post("/v1/jobs", json={"command": ["true"], "resources": {"gpus": 0}, "priority_class": "urgent"},
                     headers=h).status_code == 422

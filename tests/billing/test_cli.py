@@ -13,7 +13,7 @@ from tests.billing.helpers import finish, pin, running
 
 
 def _wire(monkeypatch, api, token: str) -> None:
-    def init(self, server, tok) -> None:  # noqa: ANN001
+    def init(self, server, tok) -> None:
         self.base, self.token, self.http = "http://testserver", token, api
         api.headers["Authorization"] = f"Bearer {token}"
     monkeypatch.setattr(cli.Api, "__init__", init)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -131,7 +132,7 @@ def test_per_gpu_never_over_capacity_and_no_overlaps(history) -> None:
             held = sum(ledger.gpu_equivalents(r) for r in mine if r.started_at <= t < (r.ended_at or model.now))
             assert held <= 1.0 + 1e-9
         whole = sorted((r.started_at, r.ended_at or model.now) for r in mine if r.kind == "gpu")
-        for (_s1, e1), (s2, _e2) in zip(whole, whole[1:], strict=False):
+        for (_s1, e1), (s2, _e2) in itertools.pairwise(whole):
             assert e1 <= s2, "two intervals of one exclusive slot overlap"
         elapsed = (model.now - EPOCH).total_seconds()
         total = sum(ledger.gpu_equivalents(r) * ((r.ended_at or model.now) - r.started_at).total_seconds()

@@ -74,7 +74,7 @@ def test_production_preempts_one_experiment_after_its_grace(server: Server) -> N
     victim = victims[0]
     assert victim["state"] == "queued" and victim["attempt"] == 1, "requeued; its next admission is attempt 2"
     assert victim["submitted_at"] < started["submitted_at"], "requeued at its original position"
-    assert [s for s in states if s is not victim][0]["state"] == "running"
+    assert next(s for s in states if s is not victim)["state"] == "running"
     # No preemption loop: the requeued experiment waits, the production job keeps running.
     time.sleep(2)
     assert job(server, prod)["state"] == "running" and job(server, victim["id"])["state"] == "queued"

@@ -10,6 +10,7 @@ number (``FAULTS_REDIS_DB``), flushed before and after.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -78,8 +79,8 @@ class Cluster:
         self.agent_token = self.http.post("/v1/tokens", json={"role": "agent", "name": "faults"}).json()["token"]
 
     # -- processes --------------------------------------------------------------
-    def _log(self, name: str):  # noqa: ANN202
-        fh = open(self.tmp / f"{name}.log", "a")
+    def _log(self, name: str):
+        fh = open(self.tmp / f"{name}.log", "a")  # noqa: SIM115 - outlives the call; close() closes it
         self._logs.append(fh)
         return fh
 
@@ -186,7 +187,10 @@ class Cluster:
         return [dict(r) for r in rows]
 
     def containers(self, *, all: bool = True, job_id: str | None = None, node: str | None = None) -> list[dict]:
-        """Containers of this cluster's nodes (or of one node / job) as ``docker ps`` lists them (``Id``, ``Labels``, ``State``)."""
+        """Containers of this cluster's nodes (or of one node / job) as ``docker ps`` lists them.
+
+        Each is a dict with ``Id``, ``Labels`` and ``State``.
+        """
         label = f"gpuq.node={node}" if node else "gpuq.node"
         found = self.docker.api.containers(all=all, filters={"label": [label]})
         mine = [c for c in found if ((c.get("Labels") or {}).get("gpuq.node") or "").startswith(self.prefix)]
@@ -202,10 +206,8 @@ class Cluster:
     # -- teardown -------------------------------------------------------------------
     def close(self) -> None:
         for name in list(self.agents):
-            try:
+            with contextlib.suppress(Exception):  # teardown goes on whatever failed
                 self.kill_agent(name, signal.SIGKILL)
-            except Exception:  # noqa: BLE001 - teardown goes on
-                pass
         if self.service is not None:
             self.service.send_signal(signal.SIGTERM)
             try:
@@ -214,10 +216,8 @@ class Cluster:
                 self.service.kill()
                 self.service.wait()
         for container in self.containers():
-            try:
+            with contextlib.suppress(Exception):  # teardown goes on whatever failed
                 self.docker.api.remove_container(container["Id"], force=True)
-            except Exception:  # noqa: BLE001
-                pass
         self.engine.dispose()
         for fh in self._logs:
             fh.close()

@@ -35,7 +35,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def docker_client():  # noqa: ANN201
+def docker_client():
     require_docker()
     import docker
 
@@ -50,7 +50,7 @@ def pg_url() -> Iterator[str]:
     yield from _postgres_database()
 
 
-def make_cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Cluster:  # noqa: ANN001
+def make_cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Cluster:
     from tests.services import DOCKER_TEST_IMAGE
 
     return Cluster(tmp_path, database_url=pg_url, redis_url=redis_url, docker_client=docker_client,
@@ -58,7 +58,7 @@ def make_cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> 
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Iterator[Cluster]:  # noqa: ANN001
+def cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Iterator[Cluster]:
     made = make_cluster(tmp_path, pg_url, redis_url, docker_client)
     try:
         yield made

@@ -27,7 +27,7 @@ from workers.messages import LaunchSpec
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.postgres]
 
 
-def _container_of(cluster: Cluster, job_id: str):  # noqa: ANN202
+def _container_of(cluster: Cluster, job_id: str):
     return wait_for(f"a container for {job_id}", lambda: cluster.containers(job_id=job_id, all=False), 20)[0]
 
 
@@ -145,7 +145,7 @@ def test_duplicate_launch_messages_make_one_container(cluster: Cluster) -> None:
 
 # 4 ------------------------------------------------------------------------------------------
 @pytest.fixture
-def private_redis(tmp_path: Path):  # noqa: ANN201
+def private_redis(tmp_path: Path):
     """A redis-server of this test's own, so it can be killed and restarted without touching anyone else's."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -167,7 +167,7 @@ def private_redis(tmp_path: Path):  # noqa: ANN201
     state["proc"].wait()
 
 
-def _ping(redis, port: int) -> bool:  # noqa: ANN001
+def _ping(redis, port: int) -> bool:
     try:
         return bool(redis.Redis(port=port, socket_timeout=1).ping())
     except redis.RedisError:

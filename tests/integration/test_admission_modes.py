@@ -81,8 +81,9 @@ def test_whole_gpu_job_waits_for_shared_gpu_to_drain(ctx, api, actors) -> None:
 
 def test_real_gpus_keep_their_mig_mode(ctx, api, actors) -> None:
     """On NVML-probed GPUs MIG mode belongs to the driver: a non-MIG GPU is never re-carved as MIG."""
-    from tests.builders import inventory
     from dataclasses import replace
+
+    from tests.builders import inventory
 
     inv = replace(inventory("real", "a100-40gb:1"), gpu_source="nvml")
     assert api.post("/v1/agent/register", json={"inventory": inv.to_dict()},

@@ -13,7 +13,7 @@ from tests.api.helpers import auth
 from tests.builders import job_body, register
 
 
-def test_concurrent_admitters_never_double_admit(ctx, api, actors) -> None:  # noqa: ANN001
+def test_concurrent_admitters_never_double_admit(ctx, api, actors) -> None:
     # PostgreSQL: the advisory lock makes one of two concurrent cycles skip; SQLite: one writer at a time.
     register(api, actors.agent, "n1", "h100-80gb:4")
     for _ in range(30):
@@ -22,7 +22,7 @@ def test_concurrent_admitters_never_double_admit(ctx, api, actors) -> None:  # n
     standby = ServiceContext.build(ctx.settings.model_copy())
     reports = []
 
-    def spin(admitter) -> None:  # noqa: ANN001
+    def spin(admitter) -> None:
         for _ in range(15):
             reports.append(admitter.run_once())
 

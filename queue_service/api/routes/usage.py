@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
@@ -20,6 +20,7 @@ router = APIRouter(tags=["usage"])
 
 GroupBy = Literal["day", "job", "user", "gpu_model", "project"]
 Format = Literal["json", "csv"]
+Month = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="e.g. 2026-11")]
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -57,7 +58,7 @@ def _answer(session, projects: list[Project], start: datetime | None, end: datet
 def project_usage(
     project: str, principal: CurrentPrincipal, session: SessionDep,
     start: datetime | None = None, end: datetime | None = None,
-    month: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$", description="e.g. 2026-11"),
+    month: Month = None,
     group_by: GroupBy = "day", format: Format = "json",
 ) -> Response | UsagePublic:
     """One project's usage; members see only their own projects (others are 404, like jobs)."""
@@ -71,9 +72,9 @@ def project_usage(
 def all_usage(
     principal: CurrentPrincipal, session: SessionDep,
     start: datetime | None = None, end: datetime | None = None,
-    month: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$"),
+    month: Month = None,
     group_by: GroupBy = "project", format: Format = "json",
-    project: list[str] | None = Query(default=None, description="limit to these projects"),
+    project: Annotated[list[str] | None, Query(description="limit to these projects")] = None,
 ) -> Response | UsagePublic:
     """Usage across projects: every project for admins, operators and viewers; a member's own otherwise."""
     visible = project_service.visible(session, principal=principal)
