@@ -20,14 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from partitioner.place import Packer, warmup  # noqa: E402
-from partitioner.repartition import propose  # noqa: E402
-from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Placement, Request  # noqa: E402
-from queue_service.admission.cycle import run_cycle  # noqa: E402
-from queue_service.admission.ordering import ordered  # noqa: E402
-from queue_service.admission.snapshot import PendingJob, RunningJob, Snapshot, gpu_equivalents  # noqa: E402
-from queue_service.admission.state import apply_placements  # noqa: E402
-from tests.support.first_fit import FirstFitPacker  # noqa: E402
+from partitioner.place import Packer, warmup
+from partitioner.repartition import propose
+from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Placement, Request
+from queue_service.admission.cycle import run_cycle
+from queue_service.admission.ordering import ordered
+from queue_service.admission.snapshot import PendingJob, RunningJob, Snapshot
+from queue_service.admission.state import apply_placements
+from queue_service.admission.units import request_equivalents
+from tests.support.first_fit import FirstFitPacker
 
 NOW = datetime(2026, 11, 24, 12, 0, 0)
 
@@ -52,7 +53,7 @@ def build(nodes: int, pending: int, fill: float, seed: int = 7) -> Snapshot:
         running.append(RunningJob(job_id=f"r{i}", project=f"p{i % 5}", placement=got, effective_priority=500,
                                   preemptible=False, started_at=NOW - timedelta(minutes=5),
                                   expected_end=NOW + timedelta(seconds=rng.randint(60, 36000)),
-                                  gpu_equivalents=gpu_equivalents(req)))
+                                  gpu_equivalents=request_equivalents(req)))
     shapes = [Request(gpus=1), Request(gpus=2), Request(gpus=8), Request(blocks=25, gpu_memory_mib=10000),
               Request(blocks=50, gpu_memory_mib=20000)]
     jobs = []
@@ -84,13 +85,14 @@ def drain(snapshot: Snapshot) -> tuple[int, float, int]:
                                   preemptible=False, started_at=NOW, expected_end=None) for a in result.admitted]
         cluster = apply_placements(apply_changes(snapshot.cluster, result.layout_changes),
                                    (a.placement for a in result.admitted))
-        snapshot = dc_replace(snapshot, cluster=cluster, pending=tuple(j for j in snapshot.pending if j.job_id not in done),
+        pending = tuple(j for j in snapshot.pending if j.job_id not in done)
+        snapshot = dc_replace(snapshot, cluster=cluster, pending=pending,
                               running=snapshot.running + tuple(new_running))
         if not result.incomplete or cycles > 500:
             return cycles, total, admitted
 
 
-def timed(fn, repeat: int = 3) -> tuple[float, object]:  # noqa: ANN001
+def timed(fn, repeat: int = 3) -> tuple[float, object]:
     best, result = float("inf"), None
     for _ in range(repeat):
         start = time.perf_counter()
@@ -110,7 +112,7 @@ def main() -> None:
         report(args, fill)
 
 
-def report(args, fill: float) -> None:  # noqa: ANN001
+def report(args, fill: float) -> None:
     snapshot = build(args.nodes, args.pending, fill)
     kind = "steady state: cluster full" if fill > 0.99 else f"burst: cluster {fill:.0%} full"
     print(f"{kind}: {args.nodes} nodes x 8 GPUs, {len(snapshot.running)} running, {len(snapshot.pending)} pending")

@@ -34,10 +34,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from queue_service.billing.ledger import db_now, gpu_equivalents, mig_compute_share
+from queue_service.billing.ledger import db_now, gpu_equivalents
 from queue_service.billing.prices import PriceBook
 from queue_service.db.billing_models import GpuSample, UsageInterval
 from queue_service.db.models import Allocation, Attempt, Gpu, Job, JobState, Node, Project
+from queue_service.snapshots import allocation_equivalents
 
 __all__ = ["WAIT_BUCKETS_S", "ServiceCollector", "build_registry"]
 
@@ -64,7 +65,8 @@ class ServiceCollector(Collector):
             select(Project.name, Job.priority_class, Job.submitted_at, Job.admitted_at)
             .join(Project, Project.id == Job.project_id).where(Job.admitted_at.is_not(None))
         ):
-            waits[(project, klass)].append(max(0.0, (admitted - submitted).total_seconds()))
+            if admitted is not None:  # the query's filter, for the type checker
+                waits[(project, klass)].append(max(0.0, (admitted - submitted).total_seconds()))
         hist = HistogramMetricFamily("gpuq_queue_wait_seconds", "Time from submit to (latest) admission",
                                      labels=["project", "priority_class"])
         for (project, klass), values in sorted(waits.items()):
@@ -104,17 +106,14 @@ class ServiceCollector(Collector):
             .join(Project, Project.id == Job.project_id).outerjoin(Gpu, Gpu.uuid == Allocation.gpu_uuid)
             .where(Allocation.released_at.is_(None), Allocation.gpu_uuid.is_not(None))
         ):
-            share = mig_compute_share(model, alloc.mig_profile)
-            if alloc.kind == "gpu":
-                part = 1.0
-            elif alloc.kind == "mig":
-                part = share
-            else:
-                part = alloc.blocks / 100 * (share if alloc.mig_profile else 1.0)
-            held[alloc.gpu_uuid] += part
+            gpu_uuid = alloc.gpu_uuid
+            if gpu_uuid is None:  # the query's filter, for the type checker
+                continue
+            part = allocation_equivalents(alloc, model)  # the quota and billing unit: a share of the GPU
+            held[gpu_uuid] += part
             project_held[project] += part
             if alloc.mig_uuid:
-                mig_owner[alloc.mig_uuid] = alloc.gpu_uuid
+                mig_owner[alloc.mig_uuid] = gpu_uuid
         since = db_now(session) - timedelta(seconds=self.busy_window_s)
         busy: dict[str, float] = defaultdict(float)
         latest: dict[tuple[str, str], tuple] = {}
@@ -164,8 +163,9 @@ class ServiceCollector(Collector):
             select(Project.name, GpuSample.window_s, GpuSample.sm_percent)
             .join(Project, Project.id == GpuSample.project_id).where(GpuSample.sm_percent.is_not(None))
         ):
-            sampled[project][0] += window_s
-            sampled[project][1] += window_s * sm / 100
+            if sm is not None:  # the query's filter, for the type checker
+                sampled[project][0] += window_s
+                sampled[project][1] += window_s * sm / 100
         ratio = GaugeMetricFamily("gpuq_project_busy_ratio", "SM-busy GPU-time / sampled GPU-time",
                                   labels=["project"])
         for project, (total, busy) in sorted(sampled.items()):
@@ -178,7 +178,7 @@ def _preempted():
     return case((Attempt.reason.like("%preempt%"), 1), else_=0)
 
 
-def build_registry(ctx) -> CollectorRegistry:  # noqa: ANN001 - a ServiceContext (no import cycle)
+def build_registry(ctx) -> CollectorRegistry:  # ctx: a ServiceContext (not imported: an import cycle)
     """A registry for one app: the database collector plus the admission-cycle histogram hook."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(ctx.sessions))
@@ -189,7 +189,7 @@ def build_registry(ctx) -> CollectorRegistry:  # noqa: ANN001 - a ServiceContext
         inner = admitter.run_once
 
         @wraps(inner)
-        def run_once(*args, **kwargs):  # noqa: ANN002, ANN003
+        def run_once(*args, **kwargs):
             started = time.perf_counter()
             try:
                 return inner(*args, **kwargs)

@@ -11,21 +11,15 @@ from sqlalchemy.orm import Session
 
 from partitioner.types import Placement, ReplicaPlacement, Slice, SliceKind
 from queue_service.admission.fair_share import UsageInterval, decayed_usage, standings
-from queue_service.admission.snapshot import RunningJob, gpu_equivalents, mig_equivalents
-from queue_service.db.models import LIVE_STATES, Allocation, Job, JobState, Project
-from queue_service.services.convert import request_for
+from queue_service.admission.snapshot import RunningJob
+from queue_service.admission.units import held_equivalents
+from queue_service.db.models import LIVE_STATES, Allocation, Gpu, Job, JobState, Project
 from queue_service.settings import PriorityClass
 
 
-def allocation_equivalents(alloc: Allocation) -> float:
-    """Whole-GPU equivalents one allocation row holds (same units as quotas)."""
-    if alloc.kind == "gpu":
-        return 1.0
-    if alloc.kind == "blocks":
-        return alloc.blocks / 100.0
-    if alloc.kind == "mig" and alloc.mig_profile:
-        return mig_equivalents(alloc.mig_profile)
-    return 0.0
+def allocation_equivalents(alloc: Allocation, gpu_model: str | None) -> float:
+    """Whole-GPU equivalents one allocation row holds on a GPU of ``gpu_model`` (``units.held_equivalents``)."""
+    return held_equivalents(alloc.kind, blocks=alloc.blocks, mig_profile=alloc.mig_profile, gpu_model=gpu_model)
 
 
 def placement_of(rows: list[Allocation]) -> Placement:
@@ -49,14 +43,17 @@ def placement_of(rows: list[Allocation]) -> Placement:
 def running_jobs(session: Session, *, now: datetime, classes: dict[str, PriorityClass]) -> list[RunningJob]:
     """Admitted and running jobs with what they hold and when they are expected to end."""
     rows = session.execute(
-        select(Job, Project.name, Allocation)
+        select(Job, Project.name, Allocation, Gpu.model)
         .join(Project, Project.id == Job.project_id)
         .join(Allocation, (Allocation.job_id == Job.id) & (Allocation.attempt == Job.attempt))
+        .outerjoin(Gpu, Gpu.uuid == Allocation.gpu_uuid)
         .where(Job.state.in_([s.value for s in LIVE_STATES]), Allocation.released_at.is_(None))
     ).all()
     grouped: dict[str, tuple[Job, str, list[Allocation]]] = {}
-    for job, project, alloc in rows:
+    held: dict[str, float] = defaultdict(float)
+    for job, project, alloc, gpu_model in rows:
         grouped.setdefault(job.id, (job, project, []))[2].append(alloc)
+        held[job.id] += allocation_equivalents(alloc, gpu_model)
     out = []
     for job, project, allocs in grouped.values():
         klass = classes.get(job.priority_class)
@@ -74,7 +71,7 @@ def running_jobs(session: Session, *, now: datetime, classes: dict[str, Priority
             effective_priority=value if job.priority_override is None else job.priority_override,
             preemptible=bool(klass and klass.preemptible),
             started_at=job.started_at if job.state == JobState.RUNNING else None,
-            expected_end=expected_end, gpu_equivalents=gpu_equivalents(request_for(job)),
+            expected_end=expected_end, gpu_equivalents=held[job.id],
             stopping=stopping, grace_s=grace_s,
         ))
     return sorted(out, key=lambda r: r.job_id)
@@ -84,11 +81,13 @@ def fair_share(session: Session, *, now: datetime, half_life_s: float) -> dict[s
     """Each project's standing: decayed GPU-equivalent seconds over the last five half-lives, per weight."""
     since = now - timedelta(seconds=5 * half_life_s)
     rows = session.execute(
-        select(Project.name, Allocation)
+        select(Project.name, Allocation, Gpu.model)
         .join(Job, Job.id == Allocation.job_id).join(Project, Project.id == Job.project_id)
+        .outerjoin(Gpu, Gpu.uuid == Allocation.gpu_uuid)
         .where(Allocation.kind != "cpu", or_(Allocation.released_at.is_(None), Allocation.released_at >= since))
     ).all()
-    intervals = [UsageInterval(name, allocation_equivalents(a), a.created_at, a.released_at) for name, a in rows]
+    intervals = [UsageInterval(name, allocation_equivalents(a, model), a.created_at, a.released_at)
+                 for name, a, model in rows]
     usage = decayed_usage(intervals, now=now, half_life_s=half_life_s)
     weights = dict(session.execute(select(Project.name, Project.weight)).all())
     return standings(usage, weights)

@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from partitioner.types import ClusterState, Placement, Request
-
-_MIG_SLICES = re.compile(r"^(\d+)g\.")
-
-
-def mig_equivalents(profile: str) -> float:
-    """Whole-GPU equivalents of one MIG instance: its compute slices / 7 ("3g.40gb" -> 3/7)."""
-    match = _MIG_SLICES.match(profile)
-    return int(match.group(1)) / 7.0 if match else 1.0
-
-
-def gpu_equivalents(request: Request) -> float:
-    """Whole-GPU equivalents of a request (quota and fair-share unit).
-
-    A whole GPU is 1, a block 1/100, a MIG instance its compute slices / 7
-    (the A100/H100 family's slice count; an A30 slice is counted the same way,
-    slightly under-charging it). Gangs count every replica.
-    """
-    each = float(request.gpus)
-    if request.blocks:
-        each = request.blocks / 100.0
-    elif request.mig_profile:
-        each = mig_equivalents(request.mig_profile) * request.mig_count
-    return each * request.replicas
+from queue_service.admission.units import request_equivalents
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +30,8 @@ class PendingJob:
 
     @property
     def gpu_equivalents(self) -> float:
-        return gpu_equivalents(self.request)
+        """Whole-GPU equivalents the job will hold (``units.request_equivalents``: its GPU is not chosen yet)."""
+        return request_equivalents(self.request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +45,7 @@ class RunningJob:
     preemptible: bool
     started_at: datetime | None  # None: admitted, not started yet
     expected_end: datetime | None  # start + time limit (or stop deadline); None: unknown
-    gpu_equivalents: float = 0.0
+    gpu_equivalents: float = 0.0  # what its allocations hold (units.held_equivalents)
     stopping: bool = False  # a stop (preemption, reclaim, cancel) is under way
     grace_s: float = 30.0  # how long a stop may take
 

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import case, select, text, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from partitioner.catalog import lookup_model
-from partitioner.types import BLOCKS_PER_GPU
+from queue_service.admission.units import held_equivalents, mig_share
 from queue_service.db.base import utcnow
 from queue_service.db.billing_models import UsageInterval
 from queue_service.db.models import Allocation, Gpu, Job, Node, Project
 
-__all__ = ["db_now", "mig_compute_share", "open_intervals", "close_intervals", "gpu_equivalents"]
+__all__ = ["close_intervals", "db_now", "gpu_equivalents", "mig_compute_share", "open_intervals"]
 
 
 def db_now(session: Session) -> datetime:
@@ -42,25 +43,13 @@ def db_now(session: Session) -> datetime:
 
 
 def mig_compute_share(gpu_model: str | None, mig_profile: str | None) -> float:
-    """A MIG profile's compute slices over its GPU's (3g on a 7-slice GPU: 3/7); 0 if unknown."""
-    if not gpu_model or not mig_profile:
-        return 0.0
-    model = lookup_model(gpu_model)
-    profile = model.mig_profile(mig_profile) if model is not None else None
-    if profile is None or not model.compute_slices:
-        return 0.0
-    return profile.compute_slices / model.compute_slices
+    """The MIG share stored on an interval (``units.mig_share``: 3g on a 7-slice GPU 3/7); 0 without a profile."""
+    return mig_share(mig_profile, gpu_model) if mig_profile else 0.0
 
 
 def gpu_equivalents(row: UsageInterval) -> float:
-    """How much of one GPU the interval holds: 1 whole, a MIG compute share, blocks/100 (of its instance)."""
-    if row.kind == "gpu":
-        return float(row.gpus)
-    if row.kind == "mig":
-        return row.mig_compute_share
-    if row.kind == "blocks":  # blocks of a shared MIG instance are blocks of that instance
-        return row.blocks / BLOCKS_PER_GPU * (row.mig_compute_share if row.mig_profile else 1.0)
-    return 0.0
+    """How much of one GPU the interval holds (``units.held_equivalents``, the quota and metrics unit)."""
+    return held_equivalents(row.kind, blocks=row.blocks, mig_profile=row.mig_profile, gpu_model=row.gpu_model)
 
 
 def open_intervals(session: Session, *, job: Job, attempt: int, replica: int, at: datetime | None = None) -> int:
@@ -112,10 +101,10 @@ def close_intervals(session: Session, *, allocation_ids: Iterable[str], at: date
     if not ids:
         return 0
     end = at or db_now(session)
-    result = session.execute(
+    result = cast("CursorResult[Any]", session.execute(  # an UPDATE answers a CursorResult (rowcount)
         update(UsageInterval)
         .where(UsageInterval.allocation_id.in_(ids), UsageInterval.ended_at.is_(None))
         .values(ended_at=case((UsageInterval.started_at > end, UsageInterval.started_at), else_=end))
         .execution_options(synchronize_session=False)
-    )
+    ))
     return result.rowcount or 0

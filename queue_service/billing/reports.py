@@ -23,7 +23,7 @@ from queue_service.db.billing_models import GpuSample, UsageInterval
 from queue_service.db.models import Allocation, ApiToken, Gpu
 from queue_service.errors import InvalidRequest
 
-__all__ = ["GROUP_BY", "UsageRow", "UsageReport", "usage", "to_csv", "parse_month", "clip"]
+__all__ = ["GROUP_BY", "UsageReport", "UsageRow", "clip", "parse_month", "to_csv", "usage"]
 
 GROUP_BY = ("day", "job", "user", "gpu_model", "project")
 
@@ -37,7 +37,7 @@ class UsageRow:
     gpu_hours: float = 0.0  # whole GPUs
     block_hours: float = 0.0
     mig_hours: float = 0.0  # MIG instances (any profile)
-    gpu_equivalent_hours: float = 0.0  # whole + MIG compute share + blocks/100
+    gpu_equivalent_hours: float = 0.0  # whole-GPU equivalents (admission.units, as quotas) × hours
     gpu_memory_gib_hours: float = 0.0  # memory held beside blocks
     cpu_hours: float = 0.0
     ram_gib_hours: float = 0.0
@@ -159,11 +159,12 @@ def usage(
 
     # Measured use: samples of the same jobs, in the same window.
     if job_info:
-        models = dict(session.execute(select(Gpu.uuid, Gpu.model)).all())
-        models.update(dict(session.execute(
+        models: dict[str | None, str] = {}  # GPU and MIG device UUIDs -> model
+        for uuid, model in [*session.execute(select(Gpu.uuid, Gpu.model)), *session.execute(
             select(Allocation.mig_uuid, Gpu.model).join(Gpu, Gpu.uuid == Allocation.gpu_uuid)
             .where(Allocation.mig_uuid.is_not(None))
-        ).all()))
+        )]:
+            models[uuid] = model
         samples = session.execute(
             select(GpuSample.job_id, GpuSample.at, GpuSample.gpu_uuid, GpuSample.window_s, GpuSample.sm_percent,
                    GpuSample.memory_used_mib)

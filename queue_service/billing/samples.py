@@ -1,4 +1,4 @@
-"""Measured usage: NVML samples from agents, busy share and peak memory per job, idle detection.
+"""Measured usage: NVML samples from agents and idle detection (``reports`` turns them into busy share).
 
 A sample says how busy a job kept one GPU (SM %) and how much GPU memory
 it used over the ``window_s`` before it arrived. The service stamps it
@@ -14,7 +14,7 @@ memory only, and the busy share is ``None`` when no sample had a figure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,7 +24,7 @@ from queue_service.db.billing_models import GpuSample
 from queue_service.db.models import Allocation, Job, Node
 from queue_service.errors import StaleAttempt
 
-__all__ = ["SampleIn", "Measured", "record", "measured", "is_idle"]
+__all__ = ["SampleIn", "is_idle", "record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,20 +38,6 @@ class SampleIn:
     window_s: float
     sm_percent: float | None
     memory_used_mib: int
-
-
-@dataclass(slots=True)
-class Measured:
-    """What the samples say about one job (or a set of jobs)."""
-
-    sampled_s: float = 0.0  # GPU-seconds covered by samples with an SM figure
-    busy_s: float = 0.0  # of those, SM-busy GPU-seconds
-    peak_memory_used_mib: int = 0
-    samples: int = 0
-
-    @property
-    def busy_share(self) -> float | None:
-        return self.busy_s / self.sampled_s if self.sampled_s > 0 else None
 
 
 def record(session: Session, *, node_name: str, samples: list[SampleIn]) -> int:
@@ -88,29 +74,6 @@ def record(session: Session, *, node_name: str, samples: list[SampleIn]) -> int:
     return len(samples)
 
 
-def measured(session: Session, *, job_ids: list[str] | None = None, start: datetime | None = None,
-             end: datetime | None = None) -> dict[str, Measured]:
-    """Per job: sampled and busy GPU-seconds, peak memory, sample count (optionally in a window)."""
-    query = select(
-        GpuSample.job_id, GpuSample.window_s, GpuSample.sm_percent, GpuSample.memory_used_mib
-    )
-    if job_ids is not None:
-        query = query.where(GpuSample.job_id.in_(job_ids))
-    if start is not None:
-        query = query.where(GpuSample.at >= start)
-    if end is not None:
-        query = query.where(GpuSample.at < end)
-    out: dict[str, Measured] = {}
-    for job_id, window_s, sm, mem in session.execute(query):
-        m = out.setdefault(job_id, Measured())
-        m.samples += 1
-        m.peak_memory_used_mib = max(m.peak_memory_used_mib, mem)
-        if sm is not None:
-            m.sampled_s += window_s
-            m.busy_s += window_s * sm / 100
-    return out
-
-
 def is_idle(session: Session, *, job_id: str, attempt: int, threshold_percent: float, after_s: float) -> bool:
     """True when every SM figure of the attempt over the last ``after_s`` is below the threshold.
 
@@ -128,4 +91,4 @@ def is_idle(session: Session, *, job_id: str, attempt: int, threshold_percent: f
     earliest = min(at - timedelta(seconds=w) for at, w, _ in rows)
     if (now - earliest).total_seconds() < after_s * 0.999:
         return False
-    return all(sm < threshold_percent for _, _, sm in rows)
+    return all(sm is not None and sm < threshold_percent for _, _, sm in rows)

@@ -25,8 +25,9 @@ from partitioner.types import BLOCKS_PER_GPU, ClusterState, GpuMode, Request, Sl
 from queue_service.admission.backfill import ends_before
 from queue_service.admission.cycle import run_cycle
 from queue_service.admission.ordering import ordered
-from queue_service.admission.snapshot import PendingJob, Quota, RunningJob, Snapshot, gpu_equivalents
+from queue_service.admission.snapshot import PendingJob, Quota, RunningJob, Snapshot
 from queue_service.admission.state import apply_changes
+from queue_service.admission.units import request_equivalents
 from tests.support.builders import H100_MIB, T0, cluster, gpu, node, pending, running, snapshot
 
 PROJECTS = ("alpha", "beta", "gamma")
@@ -206,7 +207,7 @@ TestAdmissionMachine = AdmissionMachine.TestCase
 
 
 def test_gpu_equivalents_units() -> None:
-    assert gpu_equivalents(Request(gpus=2, replicas=3)) == 6
-    assert gpu_equivalents(Request(blocks=25, gpu_memory_mib=1)) == 0.25
-    assert abs(gpu_equivalents(Request(mig_profile="3g.40gb")) - 3 / 7) < 1e-9
+    assert request_equivalents(Request(gpus=2, replicas=3)) == 6
+    assert request_equivalents(Request(blocks=25, gpu_memory_mib=1)) == 0.25
+    assert abs(request_equivalents(Request(mig_profile="3g.40gb")) - 3 / 7) < 1e-9
     assert apply_changes(ClusterState(()), []) == ClusterState(())
