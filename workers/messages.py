@@ -1,7 +1,16 @@
-"""Messages between the service and the node agents: plain, JSON-safe values.
+"""Messages between the service and the node agents, and the rules both sides apply to them.
 
-This is the only module of ``workers`` that ``queue_service`` imports. Every
-message carries ``job_id`` and ``attempt``; the attempt number is the fencing
+This is the only module of ``workers`` that ``queue_service`` imports. It holds:
+
+- the dramatiq messages (``LaunchSpec``, ``StopRequest``) and the inventory an
+  agent registers (``NodeInventory``): plain, JSON-safe dataclasses with
+  ``to_dict`` / ``from_dict``;
+- the HTTP contract of ``/v1/agent/*`` (request and answer models, ``ExitReason``),
+  defined in :mod:`workers.protocol` and re-exported here;
+- the reserved environment names (``reserved_env_name``), refused by the API
+  and by every runtime.
+
+Every message carries ``job_id`` and ``attempt``; the attempt number is the fencing
 token: an agent acts on and reports about exactly one attempt, and the
 service refuses reports whose attempt is not the job's current one.
 """
@@ -9,15 +18,100 @@ service refuses reports whose attempt is not the job's current one.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from workers.protocol import (
+    AdoptAnswer,
+    AdoptBody,
+    AttemptKey,
+    AttemptRef,
+    ExitBody,
+    ExitedAnswer,
+    ExitReason,
+    HeartbeatAnswer,
+    HeartbeatBody,
+    IdleJob,
+    KeptAttempt,
+    LogBody,
+    LogsAnswer,
+    RegisterAnswer,
+    RegisterBody,
+    SampleBody,
+    SamplesAnswer,
+    SamplesBody,
+    StartedAnswer,
+)
+
+# The HTTP contract is re-exported: queue_service imports it from here.
+__all__ = [
+    "LAUNCH_ACTOR",
+    "RESERVED_ENV_NAMES",
+    "RESERVED_ENV_PREFIXES",
+    "RESERVED_ENV_WHY",
+    "STOP_ACTOR",
+    "AdoptAnswer",
+    "AdoptBody",
+    "AttemptKey",
+    "AttemptRef",
+    "ExitBody",
+    "ExitReason",
+    "ExitedAnswer",
+    "GpuInfo",
+    "HeartbeatAnswer",
+    "HeartbeatBody",
+    "IdleJob",
+    "KeptAttempt",
+    "LaunchSpec",
+    "LogBody",
+    "LogsAnswer",
+    "MigDeviceInfo",
+    "NodeInventory",
+    "RegisterAnswer",
+    "RegisterBody",
+    "SampleBody",
+    "SamplesAnswer",
+    "SamplesBody",
+    "StartedAnswer",
+    "StopRequest",
+    "node_queue_name",
+    "reserved_env_name",
+]
 
 # dramatiq actor names: the service sends by name, agents declare the actors.
 LAUNCH_ACTOR = "gpuq_launch_attempt"
 STOP_ACTOR = "gpuq_stop_attempt"
 
 
-def _from(cls, data: dict[str, Any]):
-    names = cls.__dataclass_fields__.keys()
+_T = TypeVar("_T")
+
+# Environment names a job may not set, because gpuq sets them from the allocation or because
+# they would let a job escape it. One list for the API (it refuses the submission, 422 on
+# ``env``) and for both runtimes (they refuse the launch: the last line if the API was bypassed).
+#
+# - CUDA_VISIBLE_DEVICES, HIP_VISIBLE_DEVICES, NVIDIA_* (NVIDIA_VISIBLE_DEVICES,
+#   NVIDIA_DRIVER_CAPABILITIES, ...): they choose which devices a process or the NVIDIA
+#   container runtime exposes; gpuq sets them to exactly the allocated UUIDs.
+# - CUDA_MPS_*: the MPS pipe directory and the active-thread / pinned-memory limits of
+#   block jobs; a job setting them would take more of a shared GPU than it was given.
+# - GPUQ_*: who the job is and what it holds (``GPUQ_JOB_ID``, ``GPUQ_GPU_UUIDS``, ...),
+#   and the agent's own settings (``GPUQ_TOKEN``): never the job's to choose.
+# - LD_PRELOAD, LD_LIBRARY_PATH: inject or swap libraries (a fake libcuda or libnvidia-ml
+#   can lie about devices and limits).
+RESERVED_ENV_NAMES = frozenset({
+    "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH",
+})
+RESERVED_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_")
+RESERVED_ENV_WHY = "is set by gpuq from the allocation and may not be overridden"
+
+
+def reserved_env_name(name: str) -> bool:
+    """True if a job may not set ``name`` (see ``RESERVED_ENV_NAMES`` / ``RESERVED_ENV_PREFIXES``)."""
+    return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES)
+
+
+def _from(cls: type[_T], data: dict[str, Any]) -> _T:
+    """``cls(**data)`` without the keys ``cls`` does not know (a newer sender may add some)."""
+    names = cls.__dataclass_fields__.keys()  # type: ignore[attr-defined]
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -49,7 +143,7 @@ class LaunchSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LaunchSpec":
+    def from_dict(cls, data: dict[str, Any]) -> LaunchSpec:
         return _from(cls, data)
 
 
@@ -68,7 +162,7 @@ class StopRequest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StopRequest":
+    def from_dict(cls, data: dict[str, Any]) -> StopRequest:
         return _from(cls, data)
 
 
@@ -104,7 +198,7 @@ class GpuInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GpuInfo":
+    def from_dict(cls, data: dict[str, Any]) -> GpuInfo:
         mig = [_from(MigDeviceInfo, m) for m in data.get("mig_devices", [])]
         return _from(cls, {**data, "mig_devices": mig})
 
@@ -127,7 +221,7 @@ class NodeInventory:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "NodeInventory":
+    def from_dict(cls, data: dict[str, Any]) -> NodeInventory:
         gpus = [GpuInfo.from_dict(g) for g in data.get("gpus", [])]
         return _from(cls, {**data, "gpus": gpus})
 

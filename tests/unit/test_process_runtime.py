@@ -41,16 +41,20 @@ def test_environment_is_exactly_the_allocation(tmp_path: Path, monkeypatch) -> N
 
 
 def test_cpu_only_job_sees_no_gpu(tmp_path: Path) -> None:
-    status, out, _ = run(tmp_path, spec(["env"]))
+    _status, out, _ = run(tmp_path, spec(["env"]))
     env = dict(line.split("=", 1) for line in out.splitlines())
     assert env["CUDA_VISIBLE_DEVICES"] == ""
     assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in env
 
 
-def test_allocation_wins_over_job_env(tmp_path: Path) -> None:
-    # The API refuses these names; the runtime still puts the allocation last, as a second line of defence.
-    status, out, _ = run(tmp_path, spec(["env"], env={"CUDA_VISIBLE_DEVICES": "all"}, gpu_uuids=["GPU-b"]))
-    assert "CUDA_VISIBLE_DEVICES=GPU-b" in out.splitlines()
+def test_reserved_job_env_is_refused_and_the_allocation_is_set_last(tmp_path: Path) -> None:
+    # The API refuses these names; the runtime refuses them too (a spec may have bypassed the API),
+    # and its environment still puts the allocation last.
+    s = spec(["sh", "-c", f"touch {tmp_path / 'ran'}"], env={"CUDA_VISIBLE_DEVICES": "all"}, gpu_uuids=["GPU-b"])
+    with pytest.raises(LaunchError, match="CUDA_VISIBLE_DEVICES"):
+        ProcessRuntime().launch(s, stdout_path=tmp_path / "o", stderr_path=tmp_path / "e")
+    assert not (tmp_path / "ran").exists(), "nothing was started"
+    assert ProcessRuntime().environment(s)["CUDA_VISIBLE_DEVICES"] == "GPU-b"
 
 
 def test_exit_code_and_stderr(tmp_path: Path) -> None:

@@ -9,22 +9,13 @@ restart where the runtime allows it (``adopt``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from workers.messages import LaunchSpec
+from workers.messages import LaunchSpec, reserved_env_name
+from workers.protocol import ExitReason
 
-
-class ExitReason(StrEnum):
-    """Why an attempt ended."""
-
-    EXITED = "exited"  # the command returned (exit code 0 or not)
-    TIMED_OUT = "timed_out"  # time limit reached, stopped by the agent
-    STOPPED = "stopped"  # stopped on request (cancel, preemption, reclaim)
-    OOM_KILLED = "oom_killed"  # the memory limit was hit
-    START_FAILED = "start_failed"  # could not start (bad image, missing binary)
-    LOST = "lost"  # the runtime no longer knows it
+__all__ = ["Adopted", "ExitReason", "ExitStatus", "LaunchError", "Runtime", "RuntimeError_", "check_user_env"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +43,18 @@ class RuntimeError_(Exception):
 
 class LaunchError(RuntimeError_):
     """The attempt could not be started; the message says why."""
+
+
+def check_user_env(env: dict[str, str]) -> None:
+    """Refuse a job env that sets a reserved name (``workers.messages.reserved_env_name``).
+
+    The API refuses such a job first; every runtime calls this before it
+    starts anything, so a spec that bypassed the API cannot choose its
+    devices, its MPS share or its ``GPUQ_*`` identity either.
+    """
+    for name in env:
+        if reserved_env_name(name):
+            raise LaunchError(f"env {name} is reserved: gpuq sets devices, MPS shares and GPUQ_* itself")
 
 
 class Runtime(Protocol):

@@ -45,9 +45,10 @@ GPU environment, and why:
   ``CUDA_MPS_PIPE_DIRECTORY``, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=<blocks>``
   and ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT="0=<gpu_memory_mib>M"`` are set
   (device 0: the daemon sees only its own device).
-* User env may not set ``NVIDIA_*``, ``CUDA_VISIBLE_DEVICES``, ``CUDA_MPS_*``,
-  ``LD_PRELOAD`` or ``GPUQ_*`` (GPU-FACTS §4): such a spec is refused with
-  ``LaunchError`` (the API refuses it first; this is the last line).
+* User env may not set a reserved name (``workers.messages.reserved_env_name``:
+  ``NVIDIA_*``, ``CUDA_VISIBLE_DEVICES``, ``CUDA_MPS_*``, ``LD_PRELOAD``,
+  ``GPUQ_*``, ...; GPU-FACTS §4): such a spec is refused with ``LaunchError``
+  (the API refuses it first; this is the last line).
 
 Jobs also see ``GPUQ_JOB_ID``, ``GPUQ_ATTEMPT``, ``GPUQ_NODE``, ``GPUQ_REPLICA``,
 ``GPUQ_REPLICAS`` and their limits
@@ -66,14 +67,13 @@ from typing import Any
 
 from workers.gpu.mps import MpsControl, MpsDaemon, MpsError, mps_client_env
 from workers.messages import LaunchSpec
+from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, RuntimeError_, check_user_env
 from workers.runtime.limits import job_env
-from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, RuntimeError_
 
 __all__ = [
     "DockerError",
     "DockerRuntime",
     "DockerUnavailable",
-    "RESERVED_ENV_PREFIXES",
     "container_config",
     "container_name",
     "job_env",
@@ -83,10 +83,6 @@ LABEL_JOB = "gpuq.job"
 LABEL_ATTEMPT = "gpuq.attempt"
 LABEL_NODE = "gpuq.node"
 LABEL_REPLICA = "gpuq.replica"  # gang member index; two members of one gang may share a node
-
-# Env names a job may not set: they choose devices, MPS shares or inject code.
-RESERVED_ENV_NAMES = frozenset({"CUDA_VISIBLE_DEVICES", "LD_PRELOAD"})
-RESERVED_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_")
 
 # With an init process (tini) as PID 1, an argv[0] that cannot be executed
 # is not a start error from the engine but tini exiting 127 with a FATAL line.
@@ -107,12 +103,6 @@ def container_name(spec: LaunchSpec) -> str:
     """``gpuq-<job>-a<attempt>-r<replica>``: unique per gang member of an attempt, so a re-sent launch is idempotent."""
     job = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.job_id)
     return f"gpuq-{job}-a{spec.attempt}-r{spec.replica}"
-
-
-def _check_user_env(env: dict[str, str]) -> None:
-    for name in env:
-        if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
-            raise LaunchError(f"env {name} is reserved: gpuq sets devices, MPS shares and GPUQ_* itself")
 
 
 def container_config(
@@ -140,7 +130,7 @@ def container_config(
         raise LaunchError("the docker runtime needs an image (spec.image is empty)")
     if not spec.command or isinstance(spec.command, str):
         raise LaunchError("command must be a non-empty argv list, never a shell string")
-    _check_user_env(spec.env)
+    check_user_env(spec.env)
 
     uuids = list(spec.gpu_uuids)
     env: dict[str, str] = {**spec.env, **job_env(spec)}
@@ -189,7 +179,7 @@ def container_config(
         else [],
     }
     if spec.cpus is not None:
-        config["nano_cpus"] = int(round(spec.cpus * 1e9))
+        config["nano_cpus"] = round(spec.cpus * 1e9)
     if spec.memory_mib is not None:
         limit = f"{int(spec.memory_mib)}m"
         config["mem_limit"] = limit
@@ -257,6 +247,7 @@ class DockerRuntime:
         """Create and start the attempt's container; return its id (idempotent per attempt)."""
         import docker.errors
 
+        check_user_env(spec.env)  # before an MPS daemon is started for it
         mps_daemon = None if self.simulated_gpus else self._mps_daemon(spec)
         config = container_config(
             spec, network_mode=self.network_mode, pids_limit=self.pids_limit, init=self.init, mps_daemon=mps_daemon,
@@ -268,7 +259,8 @@ class DockerRuntime:
                 container = self.client.containers.create(**config)
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: the name exists, i.e. this attempt was launched before
-                    raise LaunchError(f"cannot create container for {spec.job_id}/{spec.attempt}: {exc.explanation or exc}") from None
+                    raise LaunchError(f"cannot create container for {spec.job_id}/{spec.attempt}: "
+                                      f"{exc.explanation or exc}") from None
                 container = self._existing(config["name"], spec)
             if container.status == "created":
                 try:
@@ -284,7 +276,8 @@ class DockerRuntime:
     def _existing(self, name: str, spec: LaunchSpec) -> Any:
         container = self.client.containers.get(name)
         labels = container.labels or {}
-        if labels.get(LABEL_JOB) != spec.job_id or labels.get(LABEL_ATTEMPT) != str(spec.attempt):  # name sanitising can collide
+        # Name sanitising can collide: the container must carry this attempt's labels.
+        if labels.get(LABEL_JOB) != spec.job_id or labels.get(LABEL_ATTEMPT) != str(spec.attempt):
             raise LaunchError(f"container name {name} is taken by a container that is not this attempt")
         return container
 

@@ -4,6 +4,8 @@ Limits travel in the environment (``CUDA_VISIBLE_DEVICES`` = the allocated
 UUIDs, MPS thread percentage and pinned memory for block jobs); the agent
 enforces the time limit. The job gets a clean environment: only a few host
 variables, its own ``env`` and gpuq's limits, never the agent's secrets.
+A spec whose ``env`` sets a reserved name (``CUDA_VISIBLE_DEVICES``,
+``GPUQ_*``, ...: ``workers.messages.reserved_env_name``) is refused.
 
 Processes cannot be re-adopted after an agent restart (exit codes of
 non-children are unknowable), so ``adopt`` returns nothing: the service's
@@ -12,6 +14,7 @@ lease and requeue logic covers that case.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 
 from workers.messages import LaunchSpec
-from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError
+from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, check_user_env
 from workers.runtime.limits import limits_env
 
 HOST_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
@@ -45,6 +48,7 @@ class ProcessRuntime:
         return env
 
     def launch(self, spec: LaunchSpec, *, stdout_path: Path, stderr_path: Path) -> str:
+        check_user_env(spec.env)  # the API refuses these first; a spec that bypassed it is refused here
         stdout_path.parent.mkdir(parents=True, exist_ok=True)
         cwd = None
         if self.work_dir is not None:
@@ -96,10 +100,8 @@ class ProcessRuntime:
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone, or not ours any more
             os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def collect_logs(self, handle: str, *, stdout_path: Path, stderr_path: Path) -> None:
         """The process writes to the files itself."""
