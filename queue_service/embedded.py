@@ -71,6 +71,7 @@ def start_agent(
     simulate_gpus: str | None,
     data_dir: Path,
     heartbeat_s: float = 5.0,
+    sample_interval_s: float = 30.0,
 ) -> LocalAgent:
     """Build, register and start an agent and its dramatiq worker."""
     from workers.actors import register_agent, start_worker
@@ -84,7 +85,8 @@ def start_agent(
     except SimulationSpecError as exc:
         raise ValueError(str(exc)) from exc
     client = ServiceClient(server, token)
-    agent = Agent(client=client, runtimes=runtimes, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s)
+    agent = Agent(client=client, runtimes=runtimes, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s,
+                  sample_interval_s=sample_interval_s)
     register_agent(agent)
     agent.start()
     worker = start_worker(broker, inventory.node_name)
@@ -131,7 +133,7 @@ class EmbeddedServer:
                 server=f"http://{settings.host}:{settings.port}", token=agent_token,
                 broker=self.ctx.dispatcher.broker, runtime=settings.runtime, node_name=settings.node_name,
                 simulate_gpus=settings.simulate_gpus, data_dir=settings.data_dir / "agent",
-                heartbeat_s=settings.heartbeat_interval_s,
+                heartbeat_s=settings.heartbeat_interval_s, sample_interval_s=settings.sample_interval_s,
             )
         self._warm_partitioner()
         return self
@@ -189,14 +191,15 @@ def run_server(settings: Settings) -> None:
 
 
 def run_agent(*, server: str, token: str, broker_url: str, runtime: str, node_name: str | None,
-              simulate_gpus: str | None, data_dir: Path) -> None:
+              simulate_gpus: str | None, data_dir: Path, sample_interval_s: float = 30.0) -> None:
     from queue_service.dispatch import make_broker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if broker_url.startswith("memory://"):
         raise ValueError("a separate agent needs a shared broker: --broker-url redis://host:6379/0")
     local = start_agent(server=server, token=token, broker=make_broker(broker_url), runtime=runtime,
-                        node_name=node_name, simulate_gpus=simulate_gpus, data_dir=data_dir)
+                        node_name=node_name, simulate_gpus=simulate_gpus, data_dir=data_dir,
+                        sample_interval_s=sample_interval_s)
     print(f"gpuq agent for node {local.node_name} connected to {server}", flush=True)
     try:
         _wait_for_signal()

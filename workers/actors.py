@@ -8,16 +8,28 @@ They are idempotent: the agent ignores an attempt it runs or has run.
 from __future__ import annotations
 
 import threading
+from typing import Any, Protocol
 
 import dramatiq
 
 from workers.messages import LAUNCH_ACTOR, STOP_ACTOR, LaunchSpec, StopRequest, node_queue_name
 
-_agents: dict[str, object] = {}
+
+class NodeAgent(Protocol):
+    """What the actors need of an agent (``workers.agent.Agent``)."""
+
+    node_name: str
+
+    def ensure_running(self, spec: LaunchSpec) -> None: ...
+
+    def ensure_stopped(self, request: StopRequest) -> None: ...
+
+
+_agents: dict[str, NodeAgent] = {}
 _lock = threading.Lock()
 
 
-def register_agent(agent) -> None:  # noqa: ANN001
+def register_agent(agent: NodeAgent) -> None:
     with _lock:
         _agents[agent.node_name] = agent
 
@@ -27,7 +39,7 @@ def unregister_agent(node_name: str) -> None:
         _agents.pop(node_name, None)
 
 
-def _agent_for(node_name: str):
+def _agent_for(node_name: str) -> NodeAgent:
     with _lock:
         agent = _agents.get(node_name)
     if agent is None:
@@ -35,12 +47,12 @@ def _agent_for(node_name: str):
     return agent
 
 
-def launch_attempt(payload: dict) -> None:
+def launch_attempt(payload: dict[str, Any]) -> None:
     spec = LaunchSpec.from_dict(payload)
     _agent_for(spec.node_name).ensure_running(spec)
 
 
-def stop_attempt(payload: dict) -> None:
+def stop_attempt(payload: dict[str, Any]) -> None:
     request = StopRequest.from_dict(payload)
     _agent_for(request.node_name).ensure_stopped(request)
 
@@ -50,8 +62,8 @@ def declare(broker: dramatiq.Broker, node_name: str) -> str:
     queue = node_queue_name(node_name)
     for fn, name in ((launch_attempt, LAUNCH_ACTOR), (stop_attempt, STOP_ACTOR)):
         if name not in broker.actors:
-            dramatiq.actor(fn, actor_name=name, queue_name=queue, broker=broker, max_retries=3,
-                           min_backoff=200, max_backoff=5000)
+            dramatiq.actor(actor_name=name, queue_name=queue, broker=broker, max_retries=3,
+                           min_backoff=200, max_backoff=5000)(fn)
     broker.declare_queue(queue)
     return queue
 

@@ -7,6 +7,10 @@ handle is the job's PID; samples it cannot attribute are dropped rather
 than billed to the wrong job. Without NVML (simulated GPUs) nothing is
 sent. The service stamps samples with its own clock; ``window_s`` is the
 only time figure an agent gives.
+
+The sampler sees the agent through two narrow seams: ``holders`` (a
+callable: which runs hold which GPU now) and the client's ``samples``
+method. It reads no other part of the agent.
 """
 
 from __future__ import annotations
@@ -14,30 +18,48 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from workers.client import Refused, ServiceUnavailable
 from workers.gpu.nvml import ProcessSample, sample_utilization
-
-if TYPE_CHECKING:
-    from workers.agent import Agent
+from workers.protocol import SampleBody, SamplesAnswer
 
 log = logging.getLogger(__name__)
 
+MAX_WINDOW_S = 3600.0  # SampleBody.window_s's limit: a longer gap (a stalled thread) is reported as this
 
-def attribute(samples: list[ProcessSample], holders: dict[str, list[tuple[str, int, int, str | None]]],
+
+class Holder(NamedTuple):
+    """A run holding a GPU here, as samples are attributed to it."""
+
+    job_id: str
+    attempt: int
+    replica: int
+    handle: str | None  # the runtime's handle (a pid for processes): attribution by PID on shared GPUs
+
+
+Holders = dict[str, list[Holder]]  # GPU / MIG UUID -> the live runs holding it
+
+
+class SamplesClient(Protocol):
+    """What the sampler needs of the agent's client."""
+
+    def samples(self, node_name: str, samples: list[SampleBody]) -> SamplesAnswer: ...
+
+
+def attribute(samples: list[ProcessSample], holders: Mapping[str, Sequence[tuple[str, int, int, str | None]]],
               window_s: float) -> list[dict[str, Any]]:
     """Per (job, attempt, replica, GPU): summed SM % (None if NVML gave none) and memory used.
 
     ``holders`` maps a GPU/MIG UUID to the runs holding it here, each as
-    (job_id, attempt, replica, runtime handle).
+    (job_id, attempt, replica, runtime handle) — a ``Holder`` or a plain tuple.
     """
-    sums: dict[tuple, dict[str, Any]] = {}
+    sums: dict[tuple[str, int, int, str], dict[str, Any]] = {}
     for s in samples:
         runs = holders.get(s.gpu_uuid, [])
         if len(runs) == 1:
-            owner = runs[0]
+            owner: tuple[str, int, int, str | None] | None = runs[0]
         else:
             owner = next((r for r in runs if r[3] is not None and r[3] == str(s.pid)), None)
         if owner is None:
@@ -49,44 +71,40 @@ def attribute(samples: list[ProcessSample], holders: dict[str, list[tuple[str, i
         entry["memory_used_mib"] += s.memory_used_mib
     # A held GPU with no process on it is idle, and that is worth saying (idle detection).
     for uuid, runs in holders.items():
-        if len(runs) == 1 and not any((*runs[0][:3], uuid) == k for k in sums):
-            sums[(*runs[0][:3], uuid)] = {"sm_percent": 0.0, "memory_used_mib": 0}
+        if len(runs) == 1:
+            job_id, attempt, replica, _handle = runs[0]
+            sums.setdefault((job_id, attempt, replica, uuid), {"sm_percent": 0.0, "memory_used_mib": 0})
     return [{"job_id": j, "attempt": a, "replica": r, "gpu_uuid": u, "window_s": window_s, **v}
             for (j, a, r, u), v in sums.items()]
 
 
 class Sampler:
-    """Samples this node's running jobs every ``interval_s`` until the agent stops."""
+    """Samples this node's running jobs every ``interval_s`` until ``stopping`` is set."""
 
-    def __init__(self, agent: Agent, *, interval_s: float = 30.0, nvml: Any = None) -> None:
-        self.agent = agent
+    def __init__(self, *, node_name: str, holders: Callable[[], Holders], client: SamplesClient,
+                 interval_s: float = 30.0, stopping: threading.Event | None = None, nvml: Any = None) -> None:
+        self.node_name = node_name
+        self.holders = holders
+        self.client = client
         self.interval_s = interval_s
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.nvml = nvml
         self._since_us = 0
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._loop, name=f"gpuq-sampler-{self.agent.node_name}", daemon=True)
+        thread = threading.Thread(target=self._loop, name=f"gpuq-sampler-{self.node_name}", daemon=True)
         thread.start()
         return thread
 
     def _loop(self) -> None:
         last = time.monotonic()
-        while not self.agent._stop.wait(self.interval_s):
+        while not self.stopping.wait(self.interval_s):
             now = time.monotonic()
             try:
                 self.once(window_s=now - last)
-            except Exception:  # noqa: BLE001 - sampling must never take the agent down
+            except Exception:
                 log.exception("sampling failed; trying again next interval")
             last = now
-
-    def holders(self) -> dict[str, list[tuple[str, int, int, str | None]]]:
-        out: dict[str, list] = defaultdict(list)
-        with self.agent._lock:
-            runs = [r for r in self.agent._runs.values() if not r.done.is_set()]
-        for run in runs:
-            for uuid in run.spec.gpu_uuids:
-                out[uuid].append((run.spec.job_id, run.spec.attempt, run.spec.replica, run.handle))
-        return dict(out)
 
     def once(self, *, window_s: float) -> int:
         """Sample and send; returns how many samples went out."""
@@ -98,10 +116,10 @@ class Sampler:
         self._since_us = started_us
         if not raw:
             return 0  # no NVML here (simulated GPUs): nothing measured, nothing claimed
-        samples = attribute(raw, holders, window_s)
+        window_s = min(window_s, MAX_WINDOW_S)
+        samples = [SampleBody.model_validate(s) for s in attribute(raw, holders, window_s)]
         try:
-            # The client's bounded-retry POST (there is no named method for this route in workers/client.py).
-            self.agent.client._post("/v1/agent/samples", {"node_name": self.agent.node_name, "samples": samples})
+            self.client.samples(self.node_name, samples)
         except (Refused, ServiceUnavailable) as exc:  # a stale attempt, or the service away: next time
             log.info("samples not accepted: %s", exc)
         return len(samples)

@@ -8,7 +8,16 @@ from pathlib import Path
 
 from workers.agent import LOST_CONTACT, Agent
 from workers.client import ServiceUnavailable
-from workers.messages import LaunchSpec, NodeInventory
+from workers.messages import (
+    AdoptAnswer,
+    ExitedAnswer,
+    HeartbeatAnswer,
+    LaunchSpec,
+    LogsAnswer,
+    NodeInventory,
+    RegisterAnswer,
+    StartedAnswer,
+)
 from workers.runtime.base import Adopted, ExitReason, ExitStatus
 
 
@@ -22,33 +31,35 @@ class FakeRuntime:
         self.stopped: list[str] = []
         self.removed: list[str] = []
 
-    def launch(self, spec, *, stdout_path, stderr_path) -> str:  # noqa: ANN001
+    def launch(self, spec, *, stdout_path, stderr_path) -> str:
         handle = f"h-{spec.job_id}-{spec.attempt}"
         self.running[handle] = threading.Event()
         return handle
 
-    def wait(self, handle, timeout_s=None):  # noqa: ANN001
+    def wait(self, handle, timeout_s=None):
         ended = self.running.setdefault(handle, threading.Event())
         if ended.wait(timeout_s or 0):
             return ExitStatus(self.codes.get(handle, 0), ExitReason.EXITED)
         return None
 
-    def stop(self, handle, *, grace_s) -> None:  # noqa: ANN001
+    def stop(self, handle, *, grace_s) -> None:
         self.stopped.append(handle)
         self.codes[handle] = 143
         self.running.setdefault(handle, threading.Event()).set()
 
-    def collect_logs(self, handle, *, stdout_path, stderr_path) -> None:  # noqa: ANN001
+    def collect_logs(self, handle, *, stdout_path, stderr_path) -> None:
         pass
 
-    def cleanup(self, handle) -> None:  # noqa: ANN001
+    def cleanup(self, handle) -> None:
         self.removed.append(handle)
 
-    def adopt(self, node_name):  # noqa: ANN001
+    def adopt(self, node_name):
         return self.adopted
 
 
 class FakeClient:
+    """The ServiceClient's surface, answering with the wire contract's models."""
+
     def __init__(self) -> None:
         self.down = False
         self.exits: list[dict] = []
@@ -60,32 +71,33 @@ class FakeClient:
         if self.down:
             raise ServiceUnavailable("down")
 
-    def register(self, inventory):  # noqa: ANN001
+    def register(self, inventory):
         self._check()
         self.registrations += 1
-        return {"lease_s": 2.0, "heartbeat_s": 0.1}
+        return RegisterAnswer(node_id="n1", lease_s=2.0, heartbeat_s=0.1)
 
-    def heartbeat(self, node_name, *, running=None, timeout_s=None):  # noqa: ANN001
+    def heartbeat(self, node_name, *, running=None, timeout_s=None):
         self._check()
-        return {"known": True, "lease_s": 2.0, "heartbeat_s": 0.1, "stale": self.stale}
+        return HeartbeatAnswer.model_validate({"known": True, "lease_s": 2.0, "heartbeat_s": 0.1,
+                                               "stale": self.stale})
 
-    def adopt(self, node_name, attempts):  # noqa: ANN001
+    def adopt(self, node_name, attempts):
         self._check()
-        return self.adopt_answer
+        return AdoptAnswer.model_validate({"lease_s": 2.0, "heartbeat_s": 0.1, **self.adopt_answer})
 
-    def claim(self, spec):  # noqa: ANN001
+    def claim(self, spec):
         self._check()
-        return {"state": "running"}
+        return StartedAnswer(state="running")
 
-    def exited(self, spec, *, exit_code, reason, message=""):  # noqa: ANN001
+    def exited(self, spec, *, exit_code, reason, message=""):
         self._check()
         self.exits.append({"job_id": spec.job_id, "attempt": spec.attempt, "exit_code": exit_code,
                            "reason": reason, "message": message})
-        return {}
+        return ExitedAnswer(state="succeeded", finalized=True)
 
-    def logs(self, spec, *, stream, offset, data):  # noqa: ANN001
+    def logs(self, spec, *, stream, offset, data):
         self._check()
-        return {}
+        return LogsAnswer(end=offset + len(data))
 
 
 def make_agent(tmp_path: Path, runtime: FakeRuntime, client: FakeClient) -> Agent:
@@ -97,7 +109,7 @@ def spec(job: str, attempt: int = 1) -> LaunchSpec:
     return LaunchSpec(job_id=job, attempt=attempt, node_name="n1", command=["true"], image="img", grace_s=0.1)
 
 
-def until(check, timeout_s: float = 5.0) -> None:  # noqa: ANN001
+def until(check, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, "timed out"
@@ -165,12 +177,12 @@ def test_cut_off_agent_fences_itself_then_reports_and_registers_again(tmp_path) 
         agent.shutdown()
 
 
-def test_mig_slices_are_carved_before_launch(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_mig_slices_are_carved_before_launch(tmp_path, monkeypatch) -> None:
     """On an NVML node the agent creates the chosen MIG instance and the job gets its MIG UUID."""
     from dataclasses import replace as dc_replace
 
-    from workers.gpu import nvml as nvml_module
     from tests.support.fake_nvml import FakeNvml
+    from workers.gpu import nvml as nvml_module
     from workers.gpu.nvml import probe
 
     fake = FakeNvml.from_spec("h100-80gb:1", mig={0: [(9, 0)]})
@@ -179,7 +191,7 @@ def test_mig_slices_are_carved_before_launch(tmp_path, monkeypatch) -> None:  # 
     agent = make_agent(tmp_path, runtime, FakeClient())
     agent.inventory = dc_replace(agent.inventory, gpu_source="nvml", gpus=probe(fake).gpus)
     parent = fake.gpus[0].uuid
-    launched = agent._carve_mig(dc_replace(spec("m", 1), gpu_uuids=[parent],
+    launched = agent.mig.carve(dc_replace(spec("m", 1), gpu_uuids=[parent],
                                            mig_slices=[{"index": 0, "gpu_uuid": parent, "profile": "3g.40gb",
                                                         "start": 4}]))
     created = [d for d in probe(fake).gpus[0].mig_devices if d.start == 4]
