@@ -17,7 +17,7 @@ MIG_A = "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
 
 def spec(**kw) -> LaunchSpec:
-    base = dict(job_id="j-1", attempt=2, node_name="node-a", command=["python", "train.py"], image="img:1")
+    base = {"job_id": "j-1", "attempt": 2, "node_name": "node-a", "command": ["python", "train.py"], "image": "img:1"}
     return LaunchSpec(**{**base, **kw})
 
 
@@ -77,11 +77,11 @@ def test_block_job_mounts_mps_and_sets_share():
 @pytest.mark.parametrize(
     "kw, mps, message",
     [
-        (dict(gpu_uuids=[GPU_A], blocks=25, gpu_memory_mib=1024), None, "MPS daemon"),
-        (dict(gpu_uuids=[GPU_A, GPU_B], blocks=25, gpu_memory_mib=1024), GPU_A, "exactly one"),
-        (dict(gpu_uuids=[GPU_A], blocks=25), GPU_A, "gpu_memory_mib"),
-        (dict(gpu_uuids=[GPU_A], blocks=101, gpu_memory_mib=1024), GPU_A, "1..100"),
-        (dict(gpu_uuids=[GPU_A], blocks=10, gpu_memory_mib=1024), GPU_B, "MPS daemon"),
+        ({"gpu_uuids": [GPU_A], "blocks": 25, "gpu_memory_mib": 1024}, None, "MPS daemon"),
+        ({"gpu_uuids": [GPU_A, GPU_B], "blocks": 25, "gpu_memory_mib": 1024}, GPU_A, "exactly one"),
+        ({"gpu_uuids": [GPU_A], "blocks": 25}, GPU_A, "gpu_memory_mib"),
+        ({"gpu_uuids": [GPU_A], "blocks": 101, "gpu_memory_mib": 1024}, GPU_A, "1..100"),
+        ({"gpu_uuids": [GPU_A], "blocks": 10, "gpu_memory_mib": 1024}, GPU_B, "MPS daemon"),
     ],
 )
 def test_bad_block_specs_refused(kw, mps, message):
@@ -90,7 +90,8 @@ def test_bad_block_specs_refused(kw, mps, message):
 
 
 @pytest.mark.parametrize(
-    "name", ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VISIBLE_DEVICES", "CUDA_MPS_PIPE_DIRECTORY", "LD_PRELOAD", "GPUQ_JOB_ID"]
+    "name", ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VISIBLE_DEVICES", "CUDA_MPS_PIPE_DIRECTORY",
+             "LD_PRELOAD", "GPUQ_JOB_ID"]
 )
 def test_reserved_env_refused(name):
     with pytest.raises(LaunchError, match=name):
@@ -123,7 +124,8 @@ def test_block_job_on_runtime_without_mps_is_refused_before_touching_docker(tmp_
 
     rt = DockerRuntime(client=object())  # any use of the client would fail loudly
     with pytest.raises(LaunchError, match="MPS"):
-        rt.launch(spec(gpu_uuids=[GPU_A], blocks=10, gpu_memory_mib=100), stdout_path=tmp_path / "o", stderr_path=tmp_path / "e")
+        rt.launch(spec(gpu_uuids=[GPU_A], blocks=10, gpu_memory_mib=100), stdout_path=tmp_path / "o",
+                  stderr_path=tmp_path / "e")
 
 
 def test_public_surfaces_are_complete():

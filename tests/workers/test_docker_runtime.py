@@ -100,7 +100,8 @@ def test_wait_returns_none_while_running(runtime, tmp_path, image, node):
 
 def test_memory_limit_kills_with_oom(runtime, tmp_path, image, node):
     # tail keeps the whole "last line" of /dev/zero (it has no newline) in memory.
-    handle = launch(runtime, tmp_path, image, node, ["sh", "-c", "head -c 300m /dev/zero | tail > /dev/null"], memory_mib=32)
+    handle = launch(runtime, tmp_path, image, node, ["sh", "-c", "head -c 300m /dev/zero | tail > /dev/null"],
+                    memory_mib=32)
     status = runtime.wait(handle, 60)
     assert status.reason is ExitReason.OOM_KILLED
     assert status.exit_code == 137

@@ -36,7 +36,8 @@ def test_start_is_per_device_with_its_env(control, stub_path):
     assert control.is_running(GPU) and not control.is_running(MIG)
     assert (d.pipe_dir / "control").exists()
     calls = stub_path.read_text()
-    assert f"args=[-d] CUDA_VISIBLE_DEVICES={GPU} CUDA_MPS_PIPE_DIRECTORY={d.pipe_dir} CUDA_MPS_LOG_DIRECTORY={d.log_dir}" in calls
+    assert (f"args=[-d] CUDA_VISIBLE_DEVICES={GPU} CUDA_MPS_PIPE_DIRECTORY={d.pipe_dir} "
+            f"CUDA_MPS_LOG_DIRECTORY={d.log_dir}") in calls
     m = control.ensure_started(MIG)
     assert m.pipe_dir != d.pipe_dir and control.is_running(MIG)
 

@@ -27,7 +27,9 @@ from typing import Any
 from workers.gpu.nvml import NvmlUnavailable, nvml_session, profile_table, read_mig_devices
 from workers.messages import MigDeviceInfo
 
-__all__ = ["GpuBusy", "InvalidLayout", "MigApplyError", "MigDriverError", "MigNotEnabled", "apply_layout", "ensure_instance"]
+__all__ = [
+    "GpuBusy", "InvalidLayout", "MigApplyError", "MigDriverError", "MigNotEnabled", "apply_layout", "ensure_instance",
+]
 
 
 class MigApplyError(Exception):
@@ -95,7 +97,8 @@ def _ensure(nvml: Any, gpu_uuid: str, profile_id: int, start: int) -> MigDeviceI
             span = set(range(int(gi_info.placement.start), int(gi_info.placement.start) + int(gi_info.placement.size)))
             if span & wanted:
                 if int(gi_info.id) in busy_gis:
-                    raise GpuBusy(f"{gpu_uuid}: a busy instance at slice {gi_info.placement.start} overlaps slice {start}")
+                    raise GpuBusy(
+                        f"{gpu_uuid}: a busy instance at slice {gi_info.placement.start} overlaps slice {start}")
                 overlapping.append(gi)
     except nvml.NVMLError as exc:
         raise MigDriverError(f"reading {gpu_uuid}: {exc}") from None
@@ -150,7 +153,8 @@ def _apply(nvml: Any, gpu_uuid: str, layout: list[tuple[int, int]]) -> list[MigD
             InvalidLayout,
         )
         ci_profile = _full_compute_profile(nvml, gi)
-        _step(nvml, lambda gi=gi: nvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile), "create compute instance", MigDriverError)
+        _step(nvml, lambda gi=gi, ci_profile=ci_profile: nvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile),
+              "create compute instance", MigDriverError)
     # 3. re-enumerate: old handles are invalid now
     try:
         return read_mig_devices(nvml, nvml.nvmlDeviceGetHandleByUUID(gpu_uuid))
@@ -182,7 +186,10 @@ def _check_layout(nvml: Any, handle: Any, layout: list[tuple[int, int]]) -> list
     profiles = profile_table(nvml, handle)
     # The biggest profile spans the whole GPU: its slice count is the GPU's compute slices.
     total_compute = max((int(i.sliceCount) for i in profiles.values()), default=0)
-    placements, used, compute, counts = [], set(), 0, {}
+    placements: list[Any] = []
+    used: set[int] = set()
+    compute = 0
+    counts: dict[int, int] = {}
     for profile_id, start in layout:
         info = profiles.get(profile_id)
         if info is None:
@@ -195,7 +202,8 @@ def _check_layout(nvml: Any, handle: Any, layout: list[tuple[int, int]]) -> list
             raise InvalidLayout(f"the layout needs more than the GPU's {total_compute} compute slices")
         possible = {p.start: p for p in _possible_placements(nvml, handle, profile_id, int(info.instanceCount))}
         if start not in possible:
-            raise InvalidLayout(f"profile {profile_id} cannot start at memory slice {start} (allowed: {sorted(possible)})")
+            raise InvalidLayout(
+                f"profile {profile_id} cannot start at memory slice {start} (allowed: {sorted(possible)})")
         span = set(range(start, start + int(possible[start].size)))
         if span & used:
             raise InvalidLayout(f"profile {profile_id} at {start} overlaps another instance of the layout")
@@ -243,7 +251,8 @@ def _compute_profiles(nvml: Any, gi: Any) -> list[Any]:
     for const in range(nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
         try:
             infos.append(
-                nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, const, nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+                nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gi, const, nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
             )
         except nvml.NVMLError:
             continue  # not offered inside this GI

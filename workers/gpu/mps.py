@@ -166,7 +166,8 @@ class MpsControl:
         deadline = time.monotonic() + self.start_timeout_s
         while not self.is_running(uuid):
             if time.monotonic() > deadline:
-                raise MpsStartError(f"MPS daemon for {uuid} made no control pipe in {self.start_timeout_s}s{self._log_tail(d)}")
+                raise MpsStartError(
+                    f"MPS daemon for {uuid} made no control pipe in {self.start_timeout_s}s{self._log_tail(d)}")
             time.sleep(0.02)
         return d
 

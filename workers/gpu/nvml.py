@@ -80,7 +80,8 @@ def _init(nvml: Any) -> None:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError_LibraryNotFound:
-        raise NvmlUnavailable("NVIDIA driver library (libnvidia-ml.so.1) not found: no NVIDIA driver on this host") from None
+        raise NvmlUnavailable(
+            "NVIDIA driver library (libnvidia-ml.so.1) not found: no NVIDIA driver on this host") from None
     except nvml.NVMLError_DriverNotLoaded:
         raise NvmlUnavailable("NVIDIA kernel driver not loaded") from None
     except nvml.NVMLError_NoPermission:
@@ -92,10 +93,8 @@ def _init(nvml: Any) -> None:
 
 
 def _shutdown(nvml: Any) -> None:
-    try:
+    with contextlib.suppress(nvml.NVMLError):  # nothing useful to do about a failing shutdown
         nvml.nvmlShutdown()
-    except nvml.NVMLError:
-        pass  # nothing useful to do about a failing shutdown
 
 
 @contextlib.contextmanager
@@ -217,7 +216,8 @@ def read_mig_devices(nvml: Any, handle: Any) -> list[MigDeviceInfo]:
             mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index)
         except nvml.NVMLError_NotFound:
             continue  # an empty slot
-        gi_info = nvml.nvmlGpuInstanceGetInfo(nvml.nvmlDeviceGetGpuInstanceById(handle, nvml.nvmlDeviceGetGpuInstanceId(mig)))
+        gi = nvml.nvmlDeviceGetGpuInstanceById(handle, nvml.nvmlDeviceGetGpuInstanceId(mig))
+        gi_info = nvml.nvmlGpuInstanceGetInfo(gi)
         profile = profiles.get(int(gi_info.profileId))
         try:
             attrs = nvml.nvmlDeviceGetAttributes(mig)
@@ -254,7 +254,8 @@ def sample_utilization(
         return []
     try:
         if gpu_uuids is None:
-            gpu_uuids = [_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(nvml.nvmlDeviceGetCount())]
+            gpu_uuids = [_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
+                         for i in range(nvml.nvmlDeviceGetCount())]
         samples: list[ProcessSample] = []
         for uuid in gpu_uuids:
             try:
