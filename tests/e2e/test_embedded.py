@@ -186,7 +186,7 @@ def test_cli_tour(server: Server, tmp_path: Path) -> None:
     assert "state: succeeded" in shown.stdout and "25 blocks, 10240 MiB" in shown.stdout
     # The timeline: every transition in order, by whom.
     timeline = shown.stdout.split("timeline:", 1)[1]
-    moves = [m for m in ("new -> queued", "queued -> admitted", "admitted -> running", "running -> succeeded")]
+    moves = ["new -> queued", "queued -> admitted", "admitted -> running", "running -> succeeded"]
     assert [timeline.index(m) for m in moves] == sorted(timeline.index(m) for m in moves), timeline
     assert "by agent:" in timeline and "by admitter" in timeline
     listed = gpuq("jobs")
