@@ -41,7 +41,7 @@ class ServiceContext:
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, *, packer_factory: PackerFactory | None = None) -> "ServiceContext":
+    def build(cls, settings: Settings, *, packer_factory: PackerFactory | None = None) -> ServiceContext:
         engine = make_engine(settings.effective_database_url)
         sessions = make_sessionmaker(engine)
         dispatcher = Dispatcher(make_broker(settings.broker_url))

@@ -45,12 +45,12 @@ class Dispatcher:
         queue = node_queue_name(node_name)
         try:
             self.broker.declare_queue(queue)
-            message = dramatiq.Message(
+            message: dramatiq.Message[None] = dramatiq.Message(
                 queue_name=queue, actor_name=actor_name, args=(payload,), kwargs={}, options={}
             )
             self.broker.enqueue(message)
             return True
-        except Exception:  # noqa: BLE001 - the reconciler resends; never fail the caller
+        except Exception:  # the reconciler resends; never fail the caller
             log.exception("could not send %s to %s", actor_name, queue)
             return False
 

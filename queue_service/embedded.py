@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -21,13 +22,18 @@ from queue_service.bootstrap import prepare
 from queue_service.context import ServiceContext
 from queue_service.settings import Settings
 
+if TYPE_CHECKING:
+    import dramatiq
+
+    from workers.agent import Agent
+
 log = logging.getLogger("gpuq")
 
 
 @dataclass
 class LocalAgent:
-    agent: object
-    worker: object
+    agent: Agent
+    worker: dramatiq.Worker
     node_name: str
 
     def stop(self) -> None:
@@ -54,7 +60,7 @@ def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False)
             client = docker.from_env(timeout=5)
             client.ping()
             runtimes["docker"] = DockerRuntime(client=client, mps_root=data_dir / "mps", simulated_gpus=simulated_gpus)
-        except Exception as exc:  # noqa: BLE001 - no engine: image jobs fail with a clear reason
+        except Exception as exc:  # no engine: image jobs fail with a clear reason
             if runtime == "docker":
                 raise ValueError(f"--runtime docker, but no Docker engine answers: {exc}") from exc
             log.info("no Docker engine (%s): jobs with an image will fail on this node", exc.__class__.__name__)
@@ -65,7 +71,7 @@ def start_agent(
     *,
     server: str,
     token: str,
-    broker,  # noqa: ANN001 - a dramatiq broker
+    broker: dramatiq.Broker,
     runtime: str,
     node_name: str | None,
     simulate_gpus: str | None,
@@ -104,7 +110,7 @@ class EmbeddedServer:
     admin_token_path: Path | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
 
-    def start(self) -> "EmbeddedServer":
+    def start(self) -> EmbeddedServer:
         settings = self.settings
         if settings.simulate_gpus:
             from workers.inventory import SimulationSpecError, parse_simulation
@@ -120,7 +126,7 @@ class EmbeddedServer:
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # the caller owns signals
+        # The caller owns signals (uvicorn only captures them on the main thread; this runs on another).
         self._thread = threading.Thread(target=self.server.run, name="gpuq-http", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
@@ -147,7 +153,7 @@ class EmbeddedServer:
                 return
             try:
                 warmup()
-            except Exception:  # noqa: BLE001 - only a speed concern
+            except Exception:  # only a speed concern
                 log.exception("partitioner warm-up failed")
 
         threading.Thread(target=warm, name="gpuq-warmup", daemon=True).start()

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from partitioner.types import ClusterState, LayoutChange, NoFit, Placement, Request
-
 from queue_service.admission.backfill import Reservation, ends_before, reserve, reserved_view
 from queue_service.admission.ordering import ordered
 from queue_service.admission.packer import PackerFactory, PackerLike
@@ -135,8 +134,9 @@ def run_cycle(
             result.waiting[job.job_id] = _head_reason(decision, preemption, reservation, cluster)
             continue
         # 6. Backfill behind the reserved head: only what cannot delay it.
+        if result.reservation is None or view is None:
+            raise RuntimeError("a blocked head always leaves a reservation and a reserved view")  # step 5 sets both
         reservation = result.reservation
-        assert reservation is not None and view is not None
         held_for = f"job {head.job_id}" + (f", reserved from {reservation.start:%H:%M:%S}" if reservation.start else "")
         if job.time_limit_s is None:
             result.waiting[job.job_id] = f"waiting behind {held_for}: jobs without a time limit cannot backfill"
@@ -172,7 +172,7 @@ def _admit(result: CycleResult, job: PendingJob, placement: Placement, packer: P
     result.admitted.append(Admission(job.job_id, placement, backfill))
 
 
-def _recarve(job, decision, cluster, packer, packer_factory, repartition, result):  # noqa: ANN001, ANN202
+def _recarve(job, decision, cluster, packer, packer_factory, repartition, result):
     """Re-carve idle GPUs for the first job that does not fit, with only what is idle after every
     higher-ranked admission: a mode change never takes capacity from a job that ranks before it."""
     taken = apply_placements(cluster, (a.placement for a in result.admitted))
@@ -190,7 +190,7 @@ def _recarve(job, decision, cluster, packer, packer_factory, repartition, result
     return retry, trial, trial_cluster
 
 
-def _stopping(job: RunningJob, now) -> RunningJob:  # noqa: ANN001
+def _stopping(job: RunningJob, now) -> RunningJob:
     """A victim being stopped: its capacity is expected back within its grace period."""
     return replace(job, stopping=True, expected_end=now + timedelta(seconds=job.grace_s))
 
@@ -200,5 +200,6 @@ def _head_reason(decision: NoFit, preemption: Preemption | None, reservation: Re
     if preemption is not None:
         return f"preempting {len(preemption.victims)} job(s) ({preemption.why}); starts when they stop"
     if reservation.start is not None:
-        return f"{decision.reason}; {describe(reservation.placement, cluster)} reserved from {reservation.start:%H:%M:%S}"
+        held = describe(reservation.placement, cluster)
+        return f"{decision.reason}; {held} reserved from {reservation.start:%H:%M:%S}"
     return f"{decision.reason}; waiting for jobs without a time limit to end"

@@ -28,7 +28,7 @@ def hardware_aware(session: Session, repartition: Repartitioner | None) -> Repar
         return repartition
     inner = repartition
 
-    def propose(cluster: ClusterState, requests: list[Request]) -> list:  # type: ignore[type-arg]
+    def propose(cluster: ClusterState, requests: list[Request]) -> list:
         return [c for c in inner(cluster, requests)
                 if c.gpu_uuid not in fixed or (c.mode is GpuMode.MIG) == fixed[c.gpu_uuid]]
 

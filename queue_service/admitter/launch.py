@@ -19,6 +19,7 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
     """
     blocks_row = next((r for r in rows if r.kind == "blocks"), None)
     gpu_rows = [r for r in rows if r.gpu_uuid]
+    devices = [r.mig_uuid or r.gpu_uuid or "" for r in gpu_rows]  # MIG UUID once carved, else the GPU's
     mig_slices = [
         {"index": i, "gpu_uuid": r.gpu_uuid, "profile": r.mig_profile, "start": r.mig_start}
         for i, r in enumerate(gpu_rows) if r.kind == "mig" and r.mig_uuid is None
@@ -26,7 +27,7 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
     return LaunchSpec(
         job_id=job.id, attempt=attempt, node_name=node_name, command=list(job.command), image=job.image,
         env=dict(job.env),  # the runtimes add GPUQ_* and the device / MPS variables
-        gpu_uuids=[r.mig_uuid or r.gpu_uuid for r in gpu_rows if (r.mig_uuid or r.gpu_uuid)],
+        gpu_uuids=devices,
         mig_slices=mig_slices,
         blocks=blocks_row.blocks if blocks_row else None,
         gpu_memory_mib=blocks_row.gpu_memory_mib if blocks_row else None,

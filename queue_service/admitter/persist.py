@@ -80,12 +80,12 @@ def _admit(session: Session, result: CycleResult, jobs: Mapping[str, Job], node_
     chosen = {a.job_id: a.placement for a in result.admitted}
     launches: list[LaunchSpec] = []
     for admitted in transitions.admit(session, placements=placements, at=now):
-        for member in admitted.replicas:
-            for s in chosen[admitted.job.id].replicas[member.replica].slices:
+        for held in admitted.replicas:
+            for s in chosen[admitted.job.id].replicas[held.replica].slices:
                 if s.kind.value == "mig" and s.mig_uuid is None:
                     _record_instance(session, s)
-            launches.append(launch_spec(admitted.job, admitted.attempt, member.replica, node_names[member.node_id],
-                                        member.rows, classes=classes, settings=settings))
+            launches.append(launch_spec(admitted.job, admitted.attempt, held.replica, node_names[held.node_id],
+                                        held.rows, classes=classes, settings=settings))
     effects.queue(session, launches=launches)
     return launches
 

@@ -72,11 +72,11 @@ def install(app: FastAPI) -> None:
 class BodyLimit:
     """ASGI middleware: refuse bodies over ``max_bytes`` with 413, whatever the Content-Length says."""
 
-    def __init__(self, app, max_bytes: int) -> None:  # noqa: ANN001
+    def __init__(self, app, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
+    async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
@@ -98,7 +98,7 @@ class BodyLimit:
         except _TooLarge:
             return await self._too_large(send)
 
-    async def _too_large(self, send) -> None:  # noqa: ANN001
+    async def _too_large(self, send) -> None:
         body = b'{"detail":"request body too large (limit %d bytes)","field":"body"}' % self.max_bytes
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

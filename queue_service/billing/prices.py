@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,7 +32,7 @@ from queue_service.errors import InvalidRequest
 from queue_service.services import audit
 from queue_service.services.convert import model_key
 
-__all__ = ["ANY_MODEL", "PriceBook", "set_price", "price_dict"]
+__all__ = ["ANY_MODEL", "PriceBook", "price_dict", "set_price"]
 
 ANY_MODEL = "*"
 # A few seconds of slack: the admin's "now" left their machine a moment ago.
@@ -126,7 +127,8 @@ class PriceBook:
                 block = own.block_hour if own.block_hour is not None else own.gpu_hour / BLOCKS_PER_GPU
                 share = row.mig_compute_share if row.mig_profile else 1.0  # blocks of a shared MIG instance
                 cost += row.blocks * block * share + row.gpu_memory_mib / 1024 * (own.gpu_memory_gib_hour or 0.0)
-        cpu = own.cpu_hour if own is not None and own.cpu_hour is not None else (fallback.cpu_hour if fallback else None)
+        cpu = (own.cpu_hour if own is not None and own.cpu_hour is not None
+               else (fallback.cpu_hour if fallback else None))
         ram = (own.ram_gib_hour if own is not None and own.ram_gib_hour is not None
                else (fallback.ram_gib_hour if fallback else None))
         cost += row.cpus_milli / 1000 * (cpu or 0.0) + row.memory_mib / 1024 * (ram or 0.0)
@@ -139,6 +141,6 @@ class PriceBook:
         cuts = sorted({start, end, *self._changes(row.gpu_model or ANY_MODEL, start, end),
                        *self._changes(ANY_MODEL, start, end)})
         total = 0.0
-        for a, b in zip(cuts, cuts[1:], strict=False):
+        for a, b in pairwise(cuts):
             total += self.hourly(row, a) * (b - a).total_seconds() / 3600
         return total

@@ -92,7 +92,7 @@ def install(sessions: sessionmaker[Session], sink: Sink) -> None:
             return
         try:
             sink.apply(effects)
-        except Exception:  # noqa: BLE001 - the commit stands; the reconciler re-sends what is outstanding
+        except Exception:
             log.exception("sending the effects of a committed transaction failed")
 
     @event.listens_for(sessions, "after_rollback")

@@ -24,7 +24,15 @@ from queue_service.db.priority_classes import effective
 from queue_service.lifecycle import effects, grace, transitions
 from queue_service.services import nodes as node_service
 from queue_service.settings import PriorityClass, Settings
-from workers.messages import AdoptAnswer, AttemptKey, HeartbeatAnswer, KeptAttempt, LaunchSpec, NodeInventory, RegisterAnswer
+from workers.messages import (
+    AdoptAnswer,
+    AttemptKey,
+    HeartbeatAnswer,
+    KeptAttempt,
+    LaunchSpec,
+    NodeInventory,
+    RegisterAnswer,
+)
 
 Key = node_service.AttemptKey
 

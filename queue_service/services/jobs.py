@@ -172,7 +172,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         return datetime.fromisoformat(at), str(job_id)
-    except Exception as exc:  # noqa: BLE001 - any garbage is the caller's error
+    except Exception as exc:
         raise InvalidRequest("invalid cursor", field="cursor") from exc
 
 
@@ -202,8 +202,8 @@ def list_visible(
     if cursor:
         at, job_id = _decode_cursor(cursor)
         query = query.where(or_(Job.submitted_at < at, and_(Job.submitted_at == at, Job.id < job_id)))
-    rows = session.execute(query.order_by(Job.submitted_at.desc(), Job.id.desc()).limit(limit + 1)).all()
-    rows = [(r[0], r[1]) for r in rows]
+    found = session.execute(query.order_by(Job.submitted_at.desc(), Job.id.desc()).limit(limit + 1)).all()
+    rows = [(r[0], r[1]) for r in found]
     next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 

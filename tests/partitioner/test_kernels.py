@@ -8,13 +8,14 @@ from partitioner import reference
 from partitioner.kernels.place import node_fragment
 from partitioner.kernels.replay import replay
 
-node_st = st.tuples(st.sampled_from([8000, 16000, 32000]), st.sampled_from([32768, 65536]), st.sampled_from([1, 2, 4, 8]),
-                    st.integers(0, 1))
+node_st = st.tuples(st.sampled_from([8000, 16000, 32000]), st.sampled_from([32768, 65536]),
+                    st.sampled_from([1, 2, 4, 8]), st.integers(0, 1))
 task_st = st.one_of(
     st.tuples(st.sampled_from([0, 2000, 4000]), st.sampled_from([0, 4096]), st.just(0), st.just(0), st.just(-1)),
-    st.tuples(st.sampled_from([1000, 4000]), st.sampled_from([0, 8192]), st.just(1), st.sampled_from([100, 250, 500, 700]),
-              st.sampled_from([-1, 1, 2])),
-    st.tuples(st.sampled_from([1000, 6000]), st.just(0), st.sampled_from([1, 2, 4, 8]), st.just(1000), st.sampled_from([-1, 1])),
+    st.tuples(st.sampled_from([1000, 4000]), st.sampled_from([0, 8192]), st.just(1),
+              st.sampled_from([100, 250, 500, 700]), st.sampled_from([-1, 1, 2])),
+    st.tuples(st.sampled_from([1000, 6000]), st.just(0), st.sampled_from([1, 2, 4, 8]), st.just(1000),
+              st.sampled_from([-1, 1])),
 )
 
 

@@ -11,7 +11,8 @@ from partitioner.kernels.mig import mig_pick
 PROFILES = [(1, 7, [0, 1, 2, 3, 4, 5, 6]), (2, 4, [0, 2, 4, 6]), (2, 3, [0, 2, 4]), (4, 2, [0, 4]), (4, 1, [0]),
             (8, 1, [0]), (1, 4, [0, 1, 2, 3])]
 
-gpu_st = st.tuples(st.integers(0, 3), st.integers(0, 255), st.booleans(), st.booleans(), st.integers(0, len(PROFILES) - 1))
+gpu_st = st.tuples(st.integers(0, 3), st.integers(0, 255), st.booleans(), st.booleans(),
+                   st.integers(0, len(PROFILES) - 1))
 unit_st = st.tuples(st.integers(0, 7), st.sampled_from([2, 3]), st.sampled_from([0, 100]))
 
 

@@ -69,7 +69,8 @@ def test_memory_in_bytes_and_mig_handles(fake):
 def test_ref_style_calls_fill_ctypes_arrays(fake):
     h100 = fake.nvmlDeviceGetHandleByIndex(0)
     info = fake.nvmlDeviceGetGpuInstanceProfileInfo(h100, pynvml.NVML_GPU_INSTANCE_PROFILE_3_SLICE)
-    assert (info.id, info.sliceCount, info.instanceCount, info.multiprocessorCount, info.memorySizeMB) == (9, 3, 2, 60, 40448)
+    got = (info.id, info.sliceCount, info.instanceCount, info.multiprocessorCount, info.memorySizeMB)
+    assert got == (9, 3, 2, 60, 40448)
     placements = (pynvml.c_nvmlGpuInstancePlacement_t * 8)()
     count = ctypes.c_uint(8)
     fake.nvmlDeviceGetGpuInstancePossiblePlacements(h100, 9, placements, ctypes.byref(count))

@@ -19,19 +19,20 @@ import base64
 import binascii
 
 from fastapi import APIRouter
+
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
 from queue_service.errors import InvalidRequest
 from queue_service.services import agents as agent_service
 from queue_service.services import nodes as node_service
 from queue_service.services import reports
+
 # The bodies are the agent wire contract (workers/protocol.py, re-exported by workers.messages):
 # the agent's client builds the same models, so the two ends cannot drift apart.
 from workers.messages import (
+    AdoptAnswer,
     AdoptBody,
-    AttemptKey,
     AttemptRef,
     ExitBody,
-    AdoptAnswer,
     ExitedAnswer,
     HeartbeatAnswer,
     HeartbeatBody,

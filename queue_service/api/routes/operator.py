@@ -34,7 +34,7 @@ router = APIRouter(tags=["operator"])
 OPS = (Role.ADMIN, Role.OPERATOR)
 
 
-def _job_public(session, principal, job_id: str) -> JobPublic:  # noqa: ANN001
+def _job_public(session, principal, job_id: str) -> JobPublic:
     job, project = job_service.get_visible(session, job_id=job_id, principal=principal)
     return job_public(session, job=job, project=project)
 
@@ -48,7 +48,7 @@ def update_job(job_id: str, body: PriorityUpdate, principal: CurrentPrincipal, s
     return _job_public(session, principal, job_id)
 
 
-def _job_action(action: str):  # noqa: ANN202
+def _job_action(action: str):
     def handler(job_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep,
                 body: Annotated[Reason | None, Body()] = None) -> JobPublic:
         principal.require(*OPS)
@@ -80,7 +80,7 @@ def reclaim(body: ReclaimCreate, principal: CurrentPrincipal, session: SessionDe
                          requeue=body.requeue)
 
 
-def _node_action(action: str):  # noqa: ANN202
+def _node_action(action: str):
     def handler(name: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep,
                 body: Annotated[Reason | None, Body()] = None) -> dict:
         principal.require(*OPS)
@@ -120,7 +120,8 @@ def list_quotas(principal: CurrentPrincipal, session: SessionDep) -> list[QuotaP
 @router.get("/priority-classes", response_model=list[PriorityClassPublic], tags=["operator"])
 def list_classes(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> list[PriorityClassPublic]:
     classes = class_service.effective(session, settings=ctx.settings)
-    return [PriorityClassPublic(name=n, **c.model_dump()) for n, c in sorted(classes.items(), key=lambda t: -t[1].value)]
+    ranked = sorted(classes.items(), key=lambda t: -t[1].value)
+    return [PriorityClassPublic(name=n, **c.model_dump()) for n, c in ranked]
 
 
 @router.put("/priority-classes/{name}", response_model=PriorityClassPublic, tags=["operator"])

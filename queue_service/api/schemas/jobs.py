@@ -36,7 +36,7 @@ class ResourcesCreate(BaseModel):
     replicas: Annotated[StrictInt, Field(ge=1, le=64)] = 1
 
     @model_validator(mode="after")
-    def _exactly_one_kind(self) -> "ResourcesCreate":
+    def _exactly_one_kind(self) -> ResourcesCreate:
         kinds = [k for k in ("gpus", "mig", "blocks") if getattr(self, k) is not None]
         if len(kinds) != 1:
             named = " and ".join(kinds) if kinds else "none"
