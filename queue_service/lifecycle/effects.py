@@ -43,6 +43,8 @@ class Effects:
 
 def pending(session: Session) -> Effects:
     """The effects queued on this session's current transaction (created on first use)."""
+    if not session.in_transaction():
+        session.begin()  # so a rollback before any SQL still drops them (it ends this transaction)
     effects = session.info.get(_KEY)
     if effects is None:
         effects = session.info[_KEY] = Effects()
@@ -87,6 +89,8 @@ def install(sessions: sessionmaker[Session], sink: Sink) -> None:
 
     @event.listens_for(sessions, "after_commit")
     def _after_commit(session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # a SAVEPOINT was released: the transaction has not committed yet
         effects = session.info.pop(_KEY, None)
         if effects is None:
             return
@@ -97,4 +101,6 @@ def install(sessions: sessionmaker[Session], sink: Sink) -> None:
 
     @event.listens_for(sessions, "after_rollback")
     def _after_rollback(session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # only a SAVEPOINT rolled back: the outer transaction's effects still stand
         session.info.pop(_KEY, None)

@@ -122,9 +122,6 @@ def test_effects_queued_in_a_transaction_block_before_any_sql_are_dropped_on_rol
     session.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): effects queued on a session with no transaction begun survive "
-                   "session.rollback() (no transaction, so no after_rollback) and go out with the session's next "
-                   "commit; fix: effects.pending() begins the session's transaction when not in_transaction()")
 def test_effects_queued_before_the_transaction_began_are_dropped_on_rollback(sessions, sent) -> None:
     session = sessions()
     effects.queue(session, launches=[LAUNCH_1])
@@ -173,9 +170,6 @@ def test_pending_and_merge_accumulate() -> None:
 # -- savepoints: only the outermost transaction's commit sends -------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after_commit also fires when a SAVEPOINT is released, so effects "
-                   "go out before the real commit (and even if the outer transaction then rolls back); "
-                   "fix: return early from both hooks while session.in_nested_transaction()")
 def test_a_released_savepoint_sends_nothing_until_the_outer_commit(sessions, sent) -> None:
     session = sessions()
     _mark(session, "outer")
@@ -188,9 +182,6 @@ def test_a_released_savepoint_sends_nothing_until_the_outer_commit(sessions, sen
     session.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after_rollback also fires when a SAVEPOINT rolls back, and pops "
-                   "every effect of the outer transaction, which then commits without sending them; "
-                   "fix: return early from both hooks while session.in_nested_transaction()")
 def test_a_rolled_back_savepoint_keeps_the_outer_transactions_effects(sessions, sent) -> None:
     session = sessions()
     _mark(session, "outer")
