@@ -143,6 +143,10 @@ class Packer:
         if memo_key not in self._never_memo:
             self._never_memo[memo_key] = self._never(request)
         never = self._never_memo[memo_key]
+        if never is None and request.replicas > 1:
+            if request not in self._never_memo:
+                self._never_memo[request] = self._never_gang(request)
+            never = self._never_memo[request]
         if never is not None:
             return never
         replicas: list[ReplicaPlacement] = []
@@ -247,6 +251,48 @@ class Packer:
             if not fits:
                 return NoFit(f"no allowed GPU model has MIG profile {req.mig_profile} (x{req.mig_count})", never=True)
         return None
+
+    def _never_gang(self, req: Request) -> NoFit | None:
+        """``never=True`` when the emptied cluster cannot hold all ``replicas`` members at once.
+
+        Counts, per node, how many members its full capacity could hold (any GPU mode: idle GPUs
+        can be re-carved): whole GPUs ``⌊allowed GPUs / gpus⌋``, blocks ``Σ_gpu min(⌊100/blocks⌋,
+        ⌊memory/gpu_memory⌋)``, MIG ``⌊Σ_gpu max_count / mig_count⌋``, each capped by the node's CPU and
+        RAM. The member check alone (memoised with ``replicas=1``) would accept 4 × 1 GPU on 3 GPUs.
+        """
+        empty = self._empty_enc
+        if empty is None:
+            empty = self._empty_enc = _emptied_encoding(self.cluster)
+        keys = self._gpu_keys
+        wanted = _model_keys(req.gpu_models) if req.gpu_models else None
+        per_node = np.zeros(len(empty.node_ids), dtype=np.int64)
+        if req.gpus > 0 or req.blocks > 0 or req.mig_profile:
+            name = (req.mig_profile or "").strip().lower()
+            for g, gpu in enumerate(empty.gpus):
+                if wanted is not None and keys[g] not in wanted:
+                    continue
+                n = int(empty.gpu_node[g])
+                if req.gpus > 0:
+                    per_node[n] += 1
+                elif req.blocks > 0:
+                    by_mem = gpu.memory_mib // req.gpu_memory_mib if req.gpu_memory_mib > 0 else BLOCKS_PER_GPU
+                    per_node[n] += min(BLOCKS_PER_GPU // req.blocks, by_mem)
+                else:
+                    model = lookup_model(gpu.model)
+                    profile = model.mig_profile(name) if model else None
+                    per_node[n] += profile.max_count if profile is not None else 0
+            per_node //= max(req.gpus, 1) if req.gpus > 0 else (req.mig_count if req.mig_profile else 1)
+        else:
+            per_node[:] = req.replicas  # CPU-only: bounded by CPU and RAM below
+        if req.cpus_milli > 0:
+            per_node = np.minimum(per_node, empty.node_cpu // req.cpus_milli)
+        if req.memory_mib > 0:
+            per_node = np.minimum(per_node, empty.node_mem // req.memory_mib)
+        most = int(per_node.sum())
+        if most >= req.replicas:
+            return None
+        return NoFit(f"a gang of {req.replicas} replicas ({_member_text(req)} each) needs room for all of them at "
+                     f"once; the emptied cluster holds at most {most}", never=True)
 
     # -- one member ----------------------------------------------------------
 
@@ -486,6 +532,17 @@ class Packer:
             del enc.units[u]
             enc.node_unit_start[n + 1:] -= 1
         self._reindex()
+
+
+def _member_text(req: Request) -> str:
+    """'2 GPUs', '25 blocks', '1g.10gb x2', 'CPU' for reasons."""
+    if req.gpus > 0:
+        return f"{req.gpus} GPU" + ("s" if req.gpus > 1 else "")
+    if req.blocks > 0:
+        return f"{req.blocks} blocks"
+    if req.mig_profile:
+        return f"{req.mig_profile} x{req.mig_count}"
+    return "CPU only"
 
 
 def _model_keys(names: Sequence[str]) -> set[str]:

@@ -15,7 +15,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from partitioner.types import ClusterState, LayoutChange, NoFit, Placement, Request
 from queue_service.admission.backfill import Reservation, ends_before, reserve, reserved_view
@@ -128,6 +128,9 @@ def run_cycle(
             if preemption is not None:
                 result.preemptions.append(preemption)
                 running = [_stopping(r, now) if r.job_id in preemption.victims else r for r in running]
+            # Jobs admitted earlier in this cycle hold capacity in ``taken`` too: the reservation must
+            # know when they end (their time limits), or it would wait for "jobs without a time limit".
+            running.extend(_admitted_as_running(result.admitted, queue[:position], now))
             result.reservation = reservation = reserve(job.job_id, job.request, taken, running, packer_factory,
                                                        repartition)
             view = packer_factory(reserved_view(taken, reservation))
@@ -188,6 +191,19 @@ def _recarve(job, decision, cluster, packer, packer_factory, repartition, result
         return decision, packer, cluster
     result.layout_changes.extend(changes)
     return retry, trial, trial_cluster
+
+
+def _admitted_as_running(admitted: list[Admission], earlier: list[PendingJob], now: datetime) -> list[RunningJob]:
+    """This cycle's admissions as running jobs starting ``now``, ending by their time limits (None: unknown)."""
+    by_id = {j.job_id: j for j in earlier}
+    out = []
+    for admission in admitted:
+        job = by_id[admission.job_id]
+        end = None if job.time_limit_s is None else now + timedelta(seconds=job.time_limit_s)
+        out.append(RunningJob(job_id=job.job_id, project=job.project, placement=admission.placement,
+                              effective_priority=job.effective_priority, preemptible=job.preemptible,
+                              started_at=None, expected_end=end, gpu_equivalents=job.gpu_equivalents))
+    return out
 
 
 def _stopping(job: RunningJob, now) -> RunningJob:

@@ -38,7 +38,9 @@ CASES = [
     (Request(cpus_milli=2000, memory_mib=1000), True, "", False),
     (Request(cpus_milli=10**6), False, "the largest node has 64 CPUs", True),
     (Request(gpus=2, replicas=2), True, "", False),
-    (Request(gpus=3, replicas=2), False, "gang of 2: only 1 members fit", False),
+    (Request(gpus=3, replicas=2), False, "a gang of 2 replicas (3 GPUs each)", True),  # one node has 3+ GPUs
+    (Request(gpus=1, replicas=2, gpu_models=("t4",)), False, "gang of 2: only 1 members fit", False),  # one held
+    (Request(gpus=1, replicas=3, gpu_models=("t4",)), False, "holds at most 2", True),
     (Request(gpus=1, blocks=10), False, "one of", True),
 ]
 
