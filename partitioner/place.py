@@ -266,22 +266,25 @@ class Packer:
         keys = self._gpu_keys
         wanted = _model_keys(req.gpu_models) if req.gpu_models else None
         per_node = np.zeros(len(empty.node_ids), dtype=np.int64)
-        if req.gpus > 0 or req.blocks > 0 or req.mig_profile:
+        if req.gpus > 0:  # the common case, vectorised (thousands of GPUs)
+            allowed = (np.ones(len(keys), dtype=np.bool_) if wanted is None
+                       else np.array([k in wanted for k in keys], dtype=np.bool_))
+            per_node = np.bincount(empty.gpu_node[allowed], minlength=len(empty.node_ids)) // req.gpus
+        elif req.blocks > 0 or req.mig_profile:
             name = (req.mig_profile or "").strip().lower()
             for g, gpu in enumerate(empty.gpus):
                 if wanted is not None and keys[g] not in wanted:
                     continue
                 n = int(empty.gpu_node[g])
-                if req.gpus > 0:
-                    per_node[n] += 1
-                elif req.blocks > 0:
+                if req.blocks > 0:
                     by_mem = gpu.memory_mib // req.gpu_memory_mib if req.gpu_memory_mib > 0 else BLOCKS_PER_GPU
                     per_node[n] += min(BLOCKS_PER_GPU // req.blocks, by_mem)
                 else:
                     model = lookup_model(gpu.model)
                     profile = model.mig_profile(name) if model else None
                     per_node[n] += profile.max_count if profile is not None else 0
-            per_node //= max(req.gpus, 1) if req.gpus > 0 else (req.mig_count if req.mig_profile else 1)
+            if req.mig_profile:
+                per_node //= req.mig_count
         else:
             per_node[:] = req.replicas  # CPU-only: bounded by CPU and RAM below
         if req.cpus_milli > 0:
