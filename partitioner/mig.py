@@ -103,3 +103,89 @@ def validate_layout(model_key: str, layout: Sequence[tuple[str, int]]) -> list[s
     if compute > model.compute_slices and not reasons:
         reasons.append(f"uses {compute} compute slices; {model.key} has {model.compute_slices}")
     return reasons
+
+
+# -- where a new instance goes ---------------------------------------------------------------------
+#
+# A GPU's MIG state is its occupied memory-slice mask and the instance count per profile (in
+# ``model.mig_profiles`` order; counts matter for ``max_count``, e.g. the one ``+me`` profile).
+# Its *future* is the family of multisets of profiles that could still be added (in some
+# arrangement). Putting a new instance at the lowest free start can shrink that family more than
+# another start would: on 7x8 parts a 1g at slice 0 kills the 4g (start 0 only) that a 1g at
+# slice 6 leaves. ``best_start`` takes, among the free valid starts, the one whose future contains
+# the lowest start's future and is the largest (ties: the lower start), so it never gives up a
+# combination the lowest start would have kept. Families are bitsets over the multisets that fit
+# the empty GPU, computed once per model; :func:`partitioner.reference.best_start` is the
+# frozenset twin.
+
+_MigState = tuple[int, tuple[int, ...]]
+
+
+class _Futures:
+    """Per model: every state's future as a bitset over the multisets that fit the empty GPU."""
+
+    def __init__(self, model: GpuModel) -> None:
+        self.profiles = model.mig_profiles
+        self._bit: dict[tuple[int, ...], int] = {(): 0}
+        self._memo: dict[_MigState, int] = {}
+
+    def family(self, mask: int, counts: tuple[int, ...]) -> int:
+        key = (mask, counts)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        family = 1 << self._bit[()]
+        for i, p in enumerate(self.profiles):
+            if counts[i] >= p.max_count:
+                continue
+            after = (*counts[:i], counts[i] + 1, *counts[i + 1:])
+            for s in p.starts:
+                span = span_mask(s, p.memory_slices)
+                if mask & span:
+                    continue
+                sub = self.family(mask | span, after)
+                family |= self._shift_in(sub, i)
+        self._memo[key] = family
+        return family
+
+    def _shift_in(self, family: int, i: int) -> int:
+        """The family with profile ``i`` added to each of its multisets."""
+        out = 0
+        for multiset, bit in list(self._bit.items()):
+            if family >> bit & 1:
+                grown = tuple(sorted((*multiset, i)))
+                out |= 1 << self._index(grown)
+        return out
+
+    def _index(self, multiset: tuple[int, ...]) -> int:
+        bit = self._bit.get(multiset)
+        if bit is None:
+            bit = self._bit[multiset] = len(self._bit)
+        return bit
+
+
+_FUTURES: dict[str, _Futures] = {}
+
+
+def best_start(model: GpuModel, profile: MigProfile, mask: int, counts: Sequence[int]) -> int | None:
+    """Where a new ``profile`` instance keeps the most future placements (None: no free valid start).
+
+    ``counts``: instances per profile of ``model.mig_profiles`` already on the GPU.
+    """
+    free = free_starts(profile, mask)
+    if not free or counts[model.mig_profiles.index(profile)] >= profile.max_count:
+        return None
+    if len(free) == 1:
+        return free[0]
+    futures = _FUTURES.get(model.key)
+    if futures is None:
+        futures = _FUTURES[model.key] = _Futures(model)
+    i = model.mig_profiles.index(profile)
+    after = (*counts[:i], counts[i] + 1, *counts[i + 1:])
+    base = futures.family(mask | span_mask(free[0], profile.memory_slices), after)
+    best, best_size = free[0], base.bit_count()
+    for s in free[1:]:
+        family = futures.family(mask | span_mask(s, profile.memory_slices), after)
+        if family & base == base and family.bit_count() > best_size:
+            best, best_size = s, family.bit_count()
+    return best

@@ -37,7 +37,7 @@ from partitioner.encode import (
     encode,
     gpu_model_key,
 )
-from partitioner.mig import span_mask
+from partitioner.mig import best_start, count_new_instances, free_starts, span_mask
 from partitioner.policies import DEFAULT_POLICY, POLICIES, POLICY_IDS
 from partitioner.types import (
     BLOCKS_PER_GPU,
@@ -430,14 +430,27 @@ class Packer:
                         slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name,
                                             info.mig_start, info.mig_uuid))
             mask = int(enc.gpu_mig_mask[g])
-            for start in profile.starts:
-                if len(slices) >= req.mig_count or existing >= profile.max_count:
+            make = min(req.mig_count - len(slices), count_new_instances(profile, mask, existing))
+            if make <= 0:
+                continue
+            model = lookup_model(gpu.model)
+            if model is None:
+                continue
+            counts = [sum(1 for u in range(lo, hi) if enc.unit_gpu[u] == g and enc.unit_profile[u] == q.profile_id)
+                      for q in model.mig_profiles]
+            for left in range(make - 1, -1, -1):
+                # the start that keeps the most future placements (mig.best_start), unless it would leave
+                # too little room for this request's other new instances on this GPU (then: lowest start)
+                start = best_start(model, profile, mask, counts)
+                if start is None:
                     break
-                span = span_mask(start, profile.memory_slices)
-                if mask & span == 0:
-                    mask |= span
-                    existing += 1
-                    slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name, start, None))
+                if left and count_new_instances(profile, mask | span_mask(start, profile.memory_slices),
+                                                existing + 1) < left:
+                    start = free_starts(profile, mask)[0]
+                mask |= span_mask(start, profile.memory_slices)
+                existing += 1
+                counts[model.mig_profiles.index(profile)] += 1
+                slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name, start, None))
         return ReplicaPlacement(enc.node_ids[n], tuple(slices), req.cpus_milli, req.memory_mib), float(reused[n])
 
     # -- reasons -------------------------------------------------------------

@@ -188,3 +188,41 @@ def mig_pick(need, req_cpu, req_ram, nodes, gpus, units):
     if not cands:
         return (-1 if any_cpu else -2), reused_out
     return max(cands)[1], reused_out
+
+
+def mig_future(model, mask: int, counts: tuple[int, ...], memo=None) -> frozenset[tuple[str, ...]]:
+    """Every multiset of profile names that could still be added to a GPU in state (mask, counts).
+
+    ``memo`` lives for one top-level call only (the recursion revisits states many times).
+    """
+    memo = {} if memo is None else memo
+    if (mask, counts) in memo:
+        return memo[mask, counts]
+    out = {()}
+    for i, p in enumerate(model.mig_profiles):
+        if counts[i] >= p.max_count:
+            continue
+        after = (*counts[:i], counts[i] + 1, *counts[i + 1:])
+        for s in p.starts:
+            span = ((1 << p.memory_slices) - 1) << s
+            if mask & span == 0:
+                out |= {tuple(sorted((*rest, p.name))) for rest in mig_future(model, mask | span, after, memo)}
+    memo[mask, counts] = result = frozenset(out)
+    return result
+
+
+def best_start(model, profile, mask: int, counts) -> int | None:
+    """Twin of :func:`partitioner.mig.best_start`: the free valid start whose future contains the
+    lowest start's and is the largest (ties: lowest), by plain set arithmetic."""
+    i = model.mig_profiles.index(profile)
+    if counts[i] >= profile.max_count:
+        return None
+    size = profile.memory_slices
+    free = [s for s in profile.starts if mask & (((1 << size) - 1) << s) == 0]
+    if not free:
+        return None
+    after = (*counts[:i], counts[i] + 1, *counts[i + 1:])
+    futures = {s: mig_future(model, mask | (((1 << size) - 1) << s), after) for s in free}
+    base = futures[free[0]]
+    keep = [s for s in free if futures[s] >= base]
+    return max(keep, key=lambda s: (len(futures[s]), -s))
