@@ -226,3 +226,64 @@ def best_start(model, profile, mask: int, counts) -> int | None:
     base = futures[free[0]]
     keep = [s for s in free if futures[s] >= base]
     return max(keep, key=lambda s: (len(futures[s]), -s))
+
+
+def score_nodes(request, nodes, shapes, policy):
+    """Twin of :func:`partitioner.kernels.place.score_nodes` (policies best-fit 1, fgd 2, gpuq 3).
+
+    ``request`` = (kind 2 whole / 1 blocks, blocks, gpu memory, count, cpu, ram); ``nodes`` =
+    [(free_cpu, free_ram, cpu, units)] with ``units`` = [(kind, free_blocks, free_mem, ok)], kinds as in
+    :mod:`partitioner.encode`; ``shapes`` = [(kind, blocks, mem, count, cpu, p)]. Returns per node
+    (score or -inf, the unit index on that node a blocks request takes or -1). No cache, no
+    de-duplication of alike units: every unit is scored, the first best one kept.
+    """
+    kind, blocks, mem, count, cpu, ram = request
+    packed = policy == 3
+    out = []
+    for free_cpu, free_ram, node_cpu, units in nodes:
+        if free_cpu < cpu or free_ram < ram:
+            out.append((-math.inf, -1))
+            continue
+        cpu_after = free_cpu - cpu
+        own = [(k, b, m) for k, b, m, _ in units]
+        before = place_node_fragment(own, free_cpu, shapes, packed)
+        idle = sum(b for k, b, _, _ in units if k <= 1)
+        gpus = sum(1 for k, *_ in units if k <= 1)
+        cpu_share = cpu_after / node_cpu if node_cpu > 0 else 0.0
+        if kind == 2:
+            free = [i for i, (k, b, _, ok) in enumerate(units) if ok and k == 0 and b == 100]
+            if len(free) < count:
+                out.append((-math.inf, -1))
+                continue
+            fit = 1.0 - 0.5 * cpu_share - 0.5 * (idle - 100 * count) / max(100 * gpus, 1)
+            if policy == 1:
+                out.append((math.floor(100.0 * fit), -1))
+                continue
+            # the fragment counts the first ``count`` free exclusive GPUs of the node as taken
+            taken = [i for i, (k, b, _, _) in enumerate(units) if k == 0 and b == 100][:count]
+            after_units = [(k, 0 if i in taken else b, m) for i, (k, b, m, _) in enumerate(units)]
+            after = place_node_fragment(after_units, cpu_after, shapes, packed)
+            score = math.floor(100.0 / (1.0 + math.exp(-(before - after) / 100.0)))
+            out.append((score + (fit * 0.999 if packed else 0.0), -1))
+            continue
+        best, best_unit = -math.inf, -1
+        for i, (k, b, m, ok) in enumerate(units):
+            if not ok or k not in (1, 3) or b < blocks or m < mem:
+                continue
+            fit = 1.0 - 0.5 * cpu_share - 0.5 * (idle - (blocks if k == 1 else 0)) / max(100 * gpus, 1)
+            tight = (100 - b + blocks) / 1000.0
+            if policy == 1:
+                s = math.floor(100.0 * fit) + tight * 0.1
+            else:
+                after = before
+                if k == 1:
+                    after_units = [(kk, bb - blocks, mm - mem) if j == i else (kk, bb, mm)
+                                   for j, (kk, bb, mm) in enumerate(own)]
+                    after = place_node_fragment(after_units, cpu_after, shapes, packed)
+                s = math.floor(100.0 / (1.0 + math.exp(-(before - after) / 100.0)))
+                if packed:
+                    s += fit * 0.9 + tight * 0.09
+            if s > best:
+                best, best_unit = s, i
+        out.append((best, best_unit))
+    return out

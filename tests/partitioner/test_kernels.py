@@ -56,3 +56,54 @@ def test_node_fragment_kernel_matches_reference(units, cpu, packed, shapes):
     got = node_fragment(0, np.array([0, len(units)]), *_arrays(units, 3), -1, 0, 0, 0, cpu,
                         *_arrays(shapes, 5), np.array([s[5] for s in shapes]), packed)
     assert abs(got - want) < 1e-6 * max(1.0, abs(want))
+
+
+# -- score_nodes, the kernel the live service calls, against its slow twin -----------------------
+
+live_unit_st = st.one_of(
+    st.tuples(st.just(0), st.sampled_from([0, 100]), st.just(81559), st.booleans()),  # exclusive GPU
+    st.tuples(st.just(1), st.integers(0, 100), st.integers(0, 81559), st.booleans()),  # shared GPU
+    st.tuples(st.sampled_from([2, 3]), st.integers(0, 100), st.integers(0, 40000), st.booleans()),  # MIG
+)
+live_node_st = st.tuples(st.integers(0, 64000), st.integers(0, 512000), st.sampled_from([16000, 64000]),
+                         st.lists(live_unit_st, min_size=0, max_size=8))
+live_request_st = st.one_of(
+    st.tuples(st.just(2), st.just(100), st.just(0), st.integers(1, 4), st.sampled_from([0, 4000, 32000]),
+              st.sampled_from([0, 1024])),
+    st.tuples(st.just(1), st.integers(1, 100), st.sampled_from([0, 1000, 20000]), st.just(1),
+              st.sampled_from([0, 4000]), st.just(0)),
+)
+shape_st = st.tuples(st.integers(0, 2), st.sampled_from([10, 25, 50, 100]), st.sampled_from([0, 10000]),
+                     st.integers(1, 4), st.sampled_from([0, 4000, 16000]), st.floats(0.05, 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(live_request_st, st.lists(live_node_st, min_size=1, max_size=5), st.lists(shape_st, min_size=1, max_size=4),
+       st.sampled_from([1, 2, 3]), st.booleans())
+def test_score_nodes_matches_its_slow_twin(request, nodes, shapes, policy, warm_cache):
+    """Scores and chosen units agree, with the fragment cache cold or already filled by an earlier call."""
+    from partitioner.kernels.place import score_nodes
+
+    kind, blocks, mem, count, cpu, ram = request
+    want = reference.score_nodes(request, nodes, shapes, policy)
+    units = [u for *_, us in nodes for u in us]
+    starts = np.cumsum([0] + [len(us) for *_, us in nodes]).astype(np.int64)
+    col = lambda rows, i, dt=np.int64: np.array([r[i] for r in rows], dtype=dt)  # noqa: E731
+    ok = col(units, 3, np.bool_)
+    frag = np.zeros(len(nodes))
+    frag_ok = np.zeros(len(nodes), dtype=np.bool_)
+    out_score = np.empty(len(nodes))
+    out_unit = np.empty(len(nodes), dtype=np.int64)
+    args = (kind, blocks, mem, count, cpu, ram, ok, col(nodes, 0), col(nodes, 1), col(nodes, 2), starts,
+            col(units, 0), col(units, 1), col(units, 2), *(col(shapes, i) for i in range(5)),
+            col(shapes, 5, np.float64), policy, out_score, out_unit, frag, frag_ok)
+    score_nodes(*args)
+    if warm_cache:
+        score_nodes(*args)  # the second call reads F from the cache it filled
+    for n, (score, unit) in enumerate(want):
+        if score == -np.inf:
+            assert out_score[n] == -np.inf, (n, out_score[n])
+            continue
+        assert abs(out_score[n] - score) < 1e-9, (n, out_score[n], score)
+        if kind == 1:
+            assert out_unit[n] - starts[n] == unit, (n, out_unit[n] - starts[n], unit)
