@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import combinations
 
 import numpy as np
 
@@ -131,6 +132,10 @@ class Packer:
         # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
         self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
         self._frag_ok = np.zeros(len(self.enc.node_ids), dtype=np.bool_)
+        # NVLink: only clusters that report peers pay for the clique search (node choice and GPU choice)
+        self._nvlink = any(g.nvlink_peers for g in self.enc.gpus)
+        self._clique_memo: dict[tuple, tuple[int, ...] | None] = {}
+        self._no_clique = 0  # the last whole-GPU member was placed without an NVLink clique of this size
 
     # -- public --------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class Packer:
             return never
         replicas: list[ReplicaPlacement] = []
         score = 0.0
+        no_clique = 0
         try:
             for _ in range(request.replicas):  # >= 1: _validate refused fewer
                 one = self._place_one(request)
@@ -159,13 +165,15 @@ class Packer:
                         return NoFit(f"gang of {request.replicas}: only {len(replicas)} members fit; {one.reason}")
                     return one
                 member, member_score = one
+                no_clique, self._no_clique = max(no_clique, self._no_clique), 0
                 replicas.append(member)
                 score = max(score, member_score)
                 self._apply(member, +1)  # scratch commit so the next member sees it
         finally:
             for member in reversed(replicas):
                 self._apply(member, -1)
-        return Placement(replicas=tuple(replicas), score=int(score))
+        note = f"no NVLink-connected set of {no_clique} free GPUs on any node: placed without one" if no_clique else ""
+        return Placement(replicas=tuple(replicas), score=int(score), note=note)
 
     def commit(self, placement: Placement) -> None:
         """Subtract ``placement`` from the encoded state."""
@@ -330,6 +338,8 @@ class Packer:
         n = int(np.argmax(out_score))
         if not np.isfinite(out_score[n]):
             return NoFit(self._why_not(req, unit_ok))
+        if kind == REQ_WHOLE and req.gpus > 1 and self._nvlink:
+            n = self._nvlink_node(n, req.gpus, out_score, unit_ok)
         if kind == REQ_BLOCKS:
             u = int(out_unit[n])
             info = enc.units[u]
@@ -341,13 +351,49 @@ class Packer:
             slices = self._pick_whole(n, req.gpus, unit_ok)
         return ReplicaPlacement(enc.node_ids[n], slices, req.cpus_milli, req.memory_mib), float(out_score[n])
 
+    def _free_whole(self, n: int, unit_ok: np.ndarray) -> list[int]:
+        enc = self.enc
+        lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
+        return [u for u in range(lo, hi)
+                if unit_ok[u] and enc.unit_kind[u] == KIND_GPU and enc.unit_free_blocks[u] == BLOCKS_PER_GPU]
+
+    def _clique(self, free: list[int], count: int) -> tuple[int, ...] | None:
+        """``count`` of the units ``free`` that are all NVLink peers of each other (first in index order), if any."""
+        enc = self.enc
+        key = (tuple((enc.units[u].gpu.index, enc.units[u].gpu.nvlink_peers) for u in free), count)
+        if key not in self._clique_memo:
+            found: tuple[int, ...] | None = None
+            for trial in combinations(range(len(free)), count):
+                picked = [key[0][p] for p in trial]
+                if all(a[0] in b[1] for a, b in combinations(picked, 2)):
+                    found = trial
+                    break
+            self._clique_memo[key] = found
+        chosen = self._clique_memo[key]
+        return None if chosen is None else tuple(free[p] for p in chosen)
+
+    def _nvlink_node(self, best: int, count: int, out_score: np.ndarray, unit_ok: np.ndarray) -> int:
+        """The best-scoring node whose free GPUs hold an NVLink clique of ``count`` (else ``best``).
+
+        Nodes are tried in score order and the first with a clique wins, so a multi-GPU job runs over
+        NVLink when any node can offer it, and packing decides among those that can.
+        """
+        feasible = np.flatnonzero(np.isfinite(out_score))
+        for n in feasible[np.argsort(-out_score[feasible], kind="stable")]:
+            if self._clique(self._free_whole(int(n), unit_ok), count) is not None:
+                return int(n)
+        self._no_clique = count
+        return best
+
     def _pick_whole(self, n: int, count: int, unit_ok: np.ndarray) -> tuple[Slice, ...]:
         """``count`` free exclusive GPUs of node ``n``, NVLink-connected ones first."""
         enc = self.enc
-        lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
-        free = [u for u in range(lo, hi)
-                if unit_ok[u] and enc.unit_kind[u] == KIND_GPU and enc.unit_free_blocks[u] == BLOCKS_PER_GPU]
+        free = self._free_whole(n, unit_ok)
         by_index = {enc.units[u].gpu.index: u for u in free}
+        clique = self._clique(free, count) if count > 1 and self._nvlink else None
+        if clique is not None:
+            return tuple(Slice(gpu_uuid=enc.units[u].gpu.uuid, kind=SliceKind.GPU, blocks=BLOCKS_PER_GPU,
+                               memory_mib=enc.units[u].gpu.memory_mib) for u in sorted(clique))
 
         def links(u: int, chosen: list[int]) -> int:
             peers = set(enc.units[u].gpu.nvlink_peers)

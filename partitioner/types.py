@@ -141,6 +141,8 @@ class Placement:
 
     replicas: tuple[ReplicaPlacement, ...]
     score: int = 0
+    # for humans, e.g. "no NVLink-connected set of 4 GPUs was free: placed without one" (not compared)
+    note: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
