@@ -116,11 +116,11 @@ def replay_queue(cluster: ClusterState, jobs: Sequence[TraceJob], packer_factory
         if admitted:
             free = apply_placements(free, [p for _, p in admitted])
         for job_id, placement in admitted:
-            job = pending.pop(job_id)
+            queued = pending.pop(job_id)
             trace = by_id[job_id]
             result.waits_s.append(t - trace.arrive_s)
             end_s = t + trace.duration_s
-            running[job_id] = RunningJob(job_id, "trace", placement, job.priority, False, now,
+            running[job_id] = RunningJob(job_id, "trace", placement, queued.priority, False, now,
                                          EPOCH + timedelta(seconds=end_s))
             heapq.heappush(ends, (end_s, job_id))
             allocated += _gpu_share(placement)
