@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from typer._click.core import Context as ClickContext  # typer ships its own click: use its types
+from typer._click.core import ParameterSource
+from typer._click.exceptions import UsageError
 
+from queue_service import cli_config, cli_script
 from queue_service.settings import Settings
 from queue_service.sizes import parse_size_mib
 
@@ -40,15 +48,22 @@ class Api:
 
     def __init__(self, server: str | None, token: str | None) -> None:
         settings = Settings()
-        self.base = (server or settings.effective_server_url).rstrip("/")
-        self.token = token or settings.token or self._local_token(settings)
+        record = None
+        url = server or settings.server_url
+        if url is None:  # the server `gpuq serve` recorded (queue_service/cli_config.py says the order)
+            record = cli_config.find(settings.data_dir if "GPUQ_DATA_DIR" in os.environ else None)
+            url = record.server_url if record else settings.effective_server_url
+        self.base = url.rstrip("/")
+        self.token = token or settings.token or self._local_token(settings, record)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.base, headers=headers, timeout=30)
 
     @staticmethod
-    def _local_token(settings: Settings) -> str | None:
+    def _local_token(settings: Settings, record: cli_config.ServerRecord | None) -> str | None:
         from queue_service.bootstrap import ADMIN_TOKEN_FILE, read_secret
 
+        if record is not None and record.token_file:
+            return read_secret(Path(record.token_file))
         return read_secret(settings.data_dir / ADMIN_TOKEN_FILE)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -146,60 +161,237 @@ def agent(
 
 
 # -- jobs -------------------------------------------------------------------------
+FINAL = ("succeeded", "failed", "cancelled", "timed_out")
+ID_LENGTH = 20  # queue_service.db.base.new_id: 80 bits as hex; anything shorter is a prefix
+
+
+def _resolve(api: Api, job_id: str) -> str:
+    """A full job id from a unique prefix (``3f1c``); a full id is used as given."""
+    if len(job_id) >= ID_LENGTH or not all(c in "0123456789abcdefABCDEF" for c in job_id):
+        return job_id
+    found = api.call("GET", "/v1/jobs", params={"id_prefix": job_id, "limit": 10})["data"]
+    if not found:
+        fail(f"no job id starts with {job_id!r} (among the jobs you can see)")
+    if len(found) > 1:
+        shown = ", ".join(j["id"] for j in found[:5]) + (", ..." if len(found) > 5 else "")
+        fail(f"{job_id!r} is the start of {len(found)} job ids ({shown}); give more of it")
+    return str(found[0]["id"])
+
+
+@dataclass
+class _Submit:
+    """The ``gpuq submit`` / ``gpuq run`` flags, as given (None: not given)."""
+
+    gpus: int | None = None
+    mig: str | None = None
+    mig_count: int | None = None
+    blocks: int | None = None
+    gpu_memory: str | None = None
+    gpu_model: list[str] | None = None
+    cpus: float | None = None
+    memory: str | None = None
+    replicas: int | None = None
+    image: str | None = None
+    name: str | None = None
+    project: str | None = None
+    priority_class: str | None = None
+    time_limit: str | None = None
+    env: list[str] | None = None
+    chdir: str | None = None
+    requeue: bool | None = None
+
+
+def _given(ctx: ClickContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of ``ctx`` that were given on its command line (not defaults)."""
+    return {k: v for k, v in params.items() if k in _Submit.__dataclass_fields__
+            and ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+
+
+def _script_flags(ctx: ClickContext, path: Path) -> dict[str, Any]:
+    """The flags of the script's ``#GPUQ`` lines (later lines win; lists add up); bad lines name line and flag."""
+    try:
+        lines = cli_script.directives(path)
+    except cli_script.ScriptError as exc:
+        fail(str(exc))
+    command = ctx.command
+    merged: dict[str, Any] = {}
+    for d in lines:
+        try:
+            sub = command.make_context(ctx.info_name, list(d.args), parent=ctx.parent, resilient_parsing=False)
+        except UsageError as exc:
+            fail(f"{path}:{d.line_no}: {d.text!r}: {exc.format_message()}")
+        if sub.args:
+            fail(f"{path}:{d.line_no}: {d.text!r}: {sub.args[0]!r} is not a gpuq submit flag "
+                 f"(directives take flags only, e.g. #GPUQ --gpus 1 --time-limit 2h)")
+        flags = _given(sub, sub.params)
+        try:  # the values parsed later, checked here so the error names this line
+            for key, check in (("time_limit", cli_script.parse_duration_s), ("gpu_memory", parse_size_mib),
+                               ("memory", parse_size_mib)):
+                if key in flags:
+                    check(flags[key])
+        except ValueError as exc:
+            fail(f"{path}:{d.line_no}: {d.text!r}: --{key.replace('_', '-')}: {exc}")
+        for key, value in flags.items():
+            merged[key] = [*merged.get(key, []), *value] if isinstance(value, list) else value
+    return merged
+
+
+def _job_body(flags: _Submit, command: list[str]) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body from the flags; a flag that does not parse is a CLI error naming it."""
+    resources: dict[str, Any] = {}
+    for key in ("gpus", "mig", "mig_count", "blocks", "cpus", "replicas"):
+        if getattr(flags, key) is not None:
+            resources[key] = getattr(flags, key)
+    try:
+        if flags.gpu_memory is not None:
+            resources["gpu_memory_mib"] = parse_size_mib(flags.gpu_memory)
+        if flags.memory is not None:
+            resources["memory_mib"] = parse_size_mib(flags.memory)
+        time_limit_s = None if flags.time_limit is None else cli_script.parse_duration_s(flags.time_limit)
+    except ValueError as exc:
+        fail(str(exc))
+    if not any(k in resources for k in ("gpus", "mig", "blocks")):
+        resources["gpus"] = 0
+    if flags.gpu_model:
+        resources["gpu_models"] = flags.gpu_model
+    env_dict = {}
+    for item in flags.env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env wants NAME=VALUE, got {item!r}")
+        env_dict[key] = value
+    if flags.chdir is not None:
+        workdir: str | None = str(Path(flags.chdir).expanduser().absolute())
+    else:  # Slurm's convention: where you submitted from (an image job keeps the image's WORKDIR)
+        workdir = None if flags.image else os.getcwd()
+    body = {"name": flags.name or "job", "project": flags.project or "default", "command": command, "env": env_dict,
+            "resources": resources, "image": flags.image, "priority_class": flags.priority_class,
+            "time_limit_s": time_limit_s, "workdir": workdir, "requeue": flags.requeue}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _prepare(ctx: typer.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """The job body of ``gpuq submit`` / ``gpuq run``: a job script's directives, then the command line's flags."""
+    args = list(ctx.args)
+    if not args:
+        fail(f"no command given: gpuq {ctx.info_name} [options] -- CMD ARGS...  (or: gpuq {ctx.info_name} job.sh)")
+    given = _given(ctx, params)
+    if cli_script.is_script(args[0]):
+        path = Path(args[0])
+        given = {**_script_flags(ctx, path), **given}  # the command line wins
+        try:
+            command = cli_script.argv(path, args[1:])
+        except cli_script.ScriptError as exc:
+            fail(str(exc))
+        given.setdefault("name", path.stem if cli_script.NAME_OK.match(path.stem) else "job")
+    else:
+        command = args
+    return _job_body(_Submit(**given), command)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def submit(
     ctx: typer.Context,
     gpus: Annotated[int | None, typer.Option(help="whole GPUs (0 = CPU only)")] = None,
     mig: Annotated[str | None, typer.Option(help="a MIG profile, e.g. 3g.40gb")] = None,
+    mig_count: Annotated[int | None, typer.Option(help="MIG instances of that profile (default 1)")] = None,
     blocks: Annotated[int | None, typer.Option(help="share of one GPU in 1%% blocks (1-100)")] = None,
     gpu_memory: Annotated[str | None, typer.Option(help="GPU memory with --blocks, e.g. 10GiB")] = None,
     gpu_model: Annotated[list[str] | None, typer.Option(help="allowed GPU model (repeatable)")] = None,
     cpus: Annotated[float | None, typer.Option(help="CPU cores")] = None,
     memory: Annotated[str | None, typer.Option(help="host memory, e.g. 16GiB")] = None,
+    replicas: Annotated[int | None, typer.Option(help="a gang: this many replicas, all started or none")] = None,
     image: Annotated[str | None, typer.Option(help="container image (default: run on the host)")] = None,
-    name: Annotated[str, typer.Option(help="job name")] = "job",
-    project: Annotated[str, typer.Option(help="project")] = "default",
+    name: Annotated[str | None, typer.Option(help="job name (default: the script's name, else 'job')")] = None,
+    project: Annotated[str | None, typer.Option(help="project (default: default)")] = None,
     priority_class: Annotated[str | None, typer.Option("--priority-class", help="e.g. production, normal")] = None,
-    time_limit: Annotated[int | None, typer.Option("--time-limit", help="seconds")] = None,
+    time_limit: Annotated[str | None, typer.Option(
+        "--time-limit", help="wall-clock limit: 3600, 90s, 30m, 2h, 1d or 1:30:00")] = None,
     env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE (repeatable)")] = None,
+    chdir: Annotated[str | None, typer.Option(
+        "--chdir", help="directory the job starts in on its node (default: this one; an --image job: the image's)")
+    ] = None,
+    requeue: Annotated[bool | None, typer.Option(
+        "--requeue/--no-requeue", help="if preempted or reclaimed: back to the queue (default), or cancelled")] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a job: gpuq submit [--gpus N | --mig P | --blocks B --gpu-memory 10GiB] -- CMD ARGS..."""
-    command = list(ctx.args)
-    if not command:
-        fail("no command given: gpuq submit [options] -- CMD ARGS...")
-    resources: dict[str, Any] = {}
-    if gpus is not None:
-        resources["gpus"] = gpus
-    if mig is not None:
-        resources["mig"] = mig
-    if blocks is not None:
-        resources["blocks"] = blocks
-    try:
-        if gpu_memory is not None:
-            resources["gpu_memory_mib"] = parse_size_mib(gpu_memory)
-        if memory is not None:
-            resources["memory_mib"] = parse_size_mib(memory)
-    except ValueError as exc:
-        fail(str(exc))
-    if not any(k in resources for k in ("gpus", "mig", "blocks")):
-        resources["gpus"] = 0
-    if gpu_model:
-        resources["gpu_models"] = gpu_model
-    if cpus is not None:
-        resources["cpus"] = cpus
-    env_dict = {}
-    for item in env or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--env wants NAME=VALUE, got {item!r}")
-        env_dict[key] = value
-    body = {"name": name, "project": project, "command": command, "env": env_dict, "resources": resources,
-            "image": image, "priority_class": priority_class, "time_limit_s": time_limit}
-    job = Api(server, token).call("POST", "/v1/jobs", json={k: v for k, v in body.items() if v is not None})
+    """Submit a job: gpuq submit [flags] -- CMD ARGS..., or gpuq submit [flags] job.sh ARGS (#GPUQ directives)."""
+    body = _prepare(ctx, locals())
+    job = Api(server, token).call("POST", "/v1/jobs", json=body)
     _print(job, as_json, lambda j: f"submitted {j['id']} ({j['state']}: {_resources_text(j['resources'])})")
+
+
+def run(ctx: typer.Context, **params: Any) -> None:
+    """Submit, wait in the queue showing why, stream stdout/stderr, exit with the job's exit code (like srun).
+
+    Ctrl-C (or SIGTERM) cancels the job. Takes every ``gpuq submit`` flag and job scripts.
+    """
+    body = _prepare(ctx, params)
+    api = Api(params.get("server"), params.get("token"))
+    job = api.call("POST", "/v1/jobs", json=body)
+    raise typer.Exit(_attend(api, job["id"], quiet=bool(params.get("as_json"))))
+
+
+run.__signature__ = inspect.signature(submit, eval_str=True)  # type: ignore[attr-defined]  # the same flags as submit
+app.command(name="run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(run)
+
+
+def _exit_code(job: dict) -> int:
+    """What ``gpuq run`` exits with: the job's code; 1 for a job that ended without success or code."""
+    if job["state"] == "succeeded":
+        return 0
+    code = job.get("exit_code")
+    return code if isinstance(code, int) and 0 < code < 256 else 1
+
+
+def _attend(api: Api, job_id: str, *, quiet: bool = False, poll_s: float = 0.5) -> int:
+    """Follow a job to its end: its waiting reason on stderr when it changes, then its output; its exit code."""
+    def note(text: str) -> None:
+        if not quiet:
+            typer.echo(f"gpuq: {text}", err=True)
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    offsets = {"stdout_offset": 0, "stderr_offset": 0}
+    said = ""
+    try:
+        note(f"job {job_id} submitted")
+        while True:
+            job = api.call("GET", f"/v1/jobs/{job_id}")
+            state = job["state"]
+            if state in ("queued", "admitted"):
+                line = f"{state}: {job['reason']}" if job["reason"] else state
+                if line != said:
+                    note(f"job {job_id} {line}")
+                    said = line
+                time.sleep(poll_s)
+                continue
+            if said != "running" and state == "running":
+                note(f"job {job_id} running")
+                said = "running"
+            chunk = api.call("GET", f"/v1/jobs/{job_id}/logs", params=offsets)
+            sys.stdout.write(chunk["stdout"])
+            sys.stderr.write(chunk["stderr"])
+            sys.stdout.flush()
+            sys.stderr.flush()
+            offsets = {"stdout_offset": chunk["stdout_offset"], "stderr_offset": chunk["stderr_offset"]}
+            if state in FINAL and chunk["final"] and not chunk["stdout"] and not chunk["stderr"]:
+                if state != "succeeded":
+                    code = "" if job["exit_code"] is None else f", exit code {job['exit_code']}"
+                    note(f"job {job_id} {state}{code}" + (f": {job['reason']}" if job["reason"] else ""))
+                return _exit_code(job)
+            if not chunk["stdout"] and not chunk["stderr"]:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        api.call("POST", f"/v1/jobs/{job_id}/cancel")
+        note(f"job {job_id} cancelled (interrupted)")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -227,6 +419,7 @@ def jobs(
 def show(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """One job in full, with its timeline (every transition, oldest first)."""
     api = Api(server, token)
+    job_id = _resolve(api, job_id)
     job = api.call("GET", f"/v1/jobs/{job_id}")
     job["events"] = api.call("GET", f"/v1/jobs/{job_id}/events")["data"]
 
@@ -260,6 +453,7 @@ def logs(
 ) -> None:
     """Print a job's stdout and stderr (stderr goes to stderr)."""
     api = Api(server, token)
+    job_id = _resolve(api, job_id)
     offsets = {"stdout_offset": 0, "stderr_offset": 0}
     while True:
         chunk = api.call("GET", f"/v1/jobs/{job_id}/logs", params=offsets)
@@ -276,10 +470,15 @@ def logs(
 
 
 @app.command()
-def cancel(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """Cancel a job in any non-final state."""
-    job = Api(server, token).call("POST", f"/v1/jobs/{job_id}/cancel")
-    _print(job, as_json, lambda j: f"{j['id']}: {j['state']}" + (f" ({j['reason']})" if j["reason"] else ""))
+def cancel(
+    job_ids: Annotated[list[str], typer.Argument(metavar="JOB...", help="job ids or unique id prefixes")],
+    server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Cancel jobs in any non-final state (a final job is left as it is)."""
+    api = Api(server, token)
+    done = [api.call("POST", f"/v1/jobs/{_resolve(api, job_id)}/cancel") for job_id in job_ids]
+    _print(done, as_json, lambda js: "\n".join(
+        f"{j['id']}: {j['state']}" + (f" ({j['reason']})" if j["reason"] else "") for j in js))
 
 
 @app.command()
@@ -290,7 +489,9 @@ def nodes(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = F
     def human(ns: list) -> str:
         rows = []
         for n in ns:
-            rows.append([n["name"], n["status"], f"{n['cpus']} cpus", f"{n['memory_mib']} MiB", "", "", n["gpu_note"]])
+            note = "; ".join(x for x in (f"limits: {n.get('limits', 'env-only')}", n.get("drain_reason", ""),
+                                         n["gpu_note"]) if x)
+            rows.append([n["name"], n["status"], f"{n['cpus']} cpus", f"{n['memory_mib']} MiB", "", "", note])
             for g in n["gpus"]:
                 rows.append(["", "", "", "", f"gpu{g['index']} {g['model']} ({g['mode']})",
                              f"{g['free_blocks']}/100 blocks, {g['free_memory_mib']} MiB free", ""])
@@ -469,7 +670,8 @@ def priority(
     """Override a job's priority (above or below every class)."""
     if value is None and not clear:
         fail("give a priority value, or --clear")
-    job = Api(server, token).call("PATCH", f"/v1/jobs/{job_id}", json={"priority": None if clear else value,
+    api = Api(server, token)
+    job = api.call("PATCH", f"/v1/jobs/{_resolve(api, job_id)}", json={"priority": None if clear else value,
                                                                         "reason": reason})
     _print(job, as_json, _job_line)
 
@@ -477,7 +679,8 @@ def priority(
 def _job_action(action: str, doc: str) -> None:
     def command(job_id: str, reason: ReasonOpt = "", server: ServerOpt = None, token: TokenOpt = None,
                 as_json: JsonOpt = False) -> None:
-        job = Api(server, token).call("POST", f"/v1/jobs/{job_id}/{action}", json={"reason": reason})
+        api = Api(server, token)
+        job = api.call("POST", f"/v1/jobs/{_resolve(api, job_id)}/{action}", json={"reason": reason})
         _print(job, as_json, _job_line)
 
     command.__doc__ = doc
@@ -507,7 +710,10 @@ def reclaim(
     body = {k: v for k, v in {"job": job, "project": project, "gpu": gpu, "node": node}.items() if v}
     if len(body) != 1:
         fail("give exactly one of --job, --project, --gpu, --node")
-    answer = Api(server, token).call("POST", "/v1/reclaim", json={**body, "grace_s": grace, "requeue": requeue,
+    api = Api(server, token)
+    if job:
+        body["job"] = _resolve(api, job)
+    answer = api.call("POST", "/v1/reclaim", json={**body, "grace_s": grace, "requeue": requeue,
                                                                   "reason": reason})  # None: the class's grace
     _print(answer, as_json, lambda a: f"reclaiming {len(a['jobs'])} job(s) from {a['kind']} {a['target']}: "
            + (", ".join(a["jobs"]) or "none running"))

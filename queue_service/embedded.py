@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from queue_service import cli_config
 from queue_service.app import create_app
 from queue_service.bootstrap import prepare
 from queue_service.context import ServiceContext
@@ -181,7 +182,11 @@ def run_server(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embedded = EmbeddedServer(settings).start()
     url = f"http://{settings.host}:{settings.port}"
-    print(f"gpuq serving on {url}  (API docs: {url}/docs)", flush=True)
+    print(f"gpuq serving on {url}  (dashboard: {url}/ui, API docs: {url}/docs)", flush=True)
+    # Where the CLI finds this server (its --port, its --data-dir): queue_service/cli_config.py.
+    written = cli_config.record(settings.data_dir, cli_config.client_url(settings.host, settings.port),
+                                embedded.admin_token_path)
+    print(f"client config: {', '.join(map(str, written)) or 'not written'} (the CLI follows it)", flush=True)
     print(f"database: {settings.effective_database_url}   broker: {settings.broker_url}", flush=True)
     print(f"admin token: {embedded.admin_token_path} (mode 0600; the CLI reads it when it talks to this server)",
           flush=True)

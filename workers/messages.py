@@ -138,6 +138,9 @@ class LaunchSpec:
     # [{"index": i in gpu_uuids, "gpu_uuid": parent, "profile": "3g.40gb", "start": 4}]; the agent
     # creates each one and puts its MIG UUID at gpu_uuids[index] before the job starts.
     mig_slices: list[dict[str, Any]] = field(default_factory=list)
+    # The directory the job starts in (absolute, on the node; in the container for an image job).
+    # None: the agent's own per-attempt directory (process) or the image's WORKDIR (Docker).
+    workdir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

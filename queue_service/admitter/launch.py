@@ -33,5 +33,5 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
         gpu_memory_mib=blocks_row.gpu_memory_mib if blocks_row else None,
         cpus=job.cpus or None, memory_mib=job.memory_mib or None, time_limit_s=job.time_limit_s,
         grace_s=of_class(classes, job.priority_class, default_s=settings.default_grace_s),
-        replica=replica, replicas=job.replicas,
+        replica=replica, replicas=job.replicas, workdir=job.workdir,
     )

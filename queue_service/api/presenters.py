@@ -44,6 +44,7 @@ def job_public(session: Session, *, job: Job, project: Project) -> JobPublic:
         priority=job.priority,
         priority_override=job.priority_override,
         time_limit_s=job.time_limit_s,
+        workdir=job.workdir,
         held=job.held,
         requeue=job.requeue_on_preempt,
         preemptions=job.preemptions,

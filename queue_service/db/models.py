@@ -152,6 +152,8 @@ class Job(Base):
     # lifecycle (revision 0005): why the job is stopping, and the words for people; never parsed back
     stop_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)  # a StopCause while stopping
     stop_reason: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    # researcher's path (revision 0009): the directory the job starts in on its node (None: the agent's)
+    workdir: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Attempt(Base):

@@ -54,6 +54,7 @@ class JobSpec(Protocol):
     priority_class: str | None
     time_limit_s: int | None
     requeue: bool
+    workdir: str | None
 
     @property
     def resources(self) -> ResourcesSpec: ...
@@ -119,6 +120,7 @@ def submit(
         priority=klass.value,
         time_limit_s=body.time_limit_s,
         requeue_on_preempt=body.requeue,
+        workdir=body.workdir,
     )
     if feasibility is not None:
         never = feasibility(request_for(job))
@@ -184,9 +186,12 @@ def list_visible(
     state: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    id_prefix: str | None = None,
 ) -> tuple[list[tuple[Job, Project]], str | None]:
-    """Newest first, keyset-paginated."""
+    """Newest first, keyset-paginated; ``id_prefix`` keeps the jobs whose id starts with it (``gpuq show 3f1c``)."""
     query = select(Job, Project).join(Project, Project.id == Job.project_id)
+    if id_prefix is not None:
+        query = query.where(Job.id.startswith(id_prefix.lower(), autoescape=True))
     if project is not None:
         if not principal.can_see_project(project):
             return [], None

@@ -17,10 +17,16 @@ async def _to_index(request: Request) -> RedirectResponse:
     return RedirectResponse("/ui/" + (f"?{query}" if query else ""))
 
 
+async def _to_ui(request: Request) -> RedirectResponse:
+    """``/`` is the dashboard (the API lives under /v1, its docs at /docs)."""
+    return RedirectResponse("/ui/")
+
+
 def mount(app: FastAPI) -> None:
     """Serve ``/ui/`` from the package (no build step); ``/ui`` redirects there.
 
     Plain Starlette routes, not API routes: the API (and its OpenAPI document) is all under /v1.
     """
+    app.add_route("/", _to_ui, include_in_schema=False)
     app.add_route("/ui", _to_index, include_in_schema=False)
     app.mount("/ui/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")

@@ -178,6 +178,8 @@ def container_config(
         "device_requests": [DeviceRequest(device_ids=uuids, capabilities=[["gpu"]])] if uuids and not simulated_gpus
         else [],
     }
+    if spec.workdir is not None:
+        config["working_dir"] = spec.workdir  # inside the container; else the image's WORKDIR
     if spec.cpus is not None:
         config["nano_cpus"] = round(spec.cpus * 1e9)
     if spec.memory_mib is not None:

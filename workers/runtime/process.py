@@ -51,7 +51,11 @@ class ProcessRuntime:
         check_user_env(spec.env)  # the API refuses these first; a spec that bypassed it is refused here
         stdout_path.parent.mkdir(parents=True, exist_ok=True)
         cwd = None
-        if self.work_dir is not None:
+        if spec.workdir is not None:  # the job's own directory: it must exist here, it is never made
+            cwd = Path(spec.workdir)
+            if not cwd.is_dir():
+                raise LaunchError(f"working directory {spec.workdir} does not exist on node {spec.node_name}")
+        elif self.work_dir is not None:
             cwd = self.work_dir / f"{spec.job_id}-{spec.attempt}-{spec.replica}"
             cwd.mkdir(parents=True, exist_ok=True)
         try:

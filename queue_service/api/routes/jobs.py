@@ -60,10 +60,15 @@ def list_jobs(
     state: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    id_prefix: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[0-9a-fA-F]+$")] = None,
 ) -> JobsPublic:
-    """Jobs the caller may see, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Jobs the caller may see, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+
+    ``id_prefix`` keeps the jobs whose id starts with it: the CLI resolves ``gpuq show 3f1c`` with it.
+    """
     rows, next_cursor = job_service.list_visible(
-        session, principal=principal, project=project, state=state, limit=limit, cursor=cursor
+        session, principal=principal, project=project, state=state, limit=limit, cursor=cursor,
+        id_prefix=id_prefix,
     )
     data = [job_public(session, job=j, project=p) for j, p in rows]
     return JobsPublic(data=data, count=len(data), next_cursor=next_cursor)

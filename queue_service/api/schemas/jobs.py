@@ -62,6 +62,20 @@ class JobCreate(BaseModel):
     priority_class: str | None = None
     time_limit_s: Annotated[StrictInt, Field(ge=1)] | None = None
     requeue: bool = Field(default=True, description="if preempted or reclaimed: back to the queue (else cancelled)")
+    workdir: str | None = Field(default=None, max_length=4096,
+                                description="absolute directory the job starts in on its node (default: the agent's)")
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        # Checked on the node too (a missing directory fails the attempt there); here only its shape.
+        if value is None:
+            return value
+        if not value.startswith("/"):
+            raise ValueError(f"workdir must be an absolute path, got {value!r}")
+        if "\x00" in value:
+            raise ValueError("workdir: NUL bytes are not allowed")
+        return value
 
     @field_validator("command", mode="before")
     @classmethod
@@ -134,6 +148,7 @@ class JobPublic(BaseModel):
     priority: int
     priority_override: int | None
     time_limit_s: int | None
+    workdir: str | None = None
     held: bool = False
     requeue: bool = True
     preemptions: int = 0
