@@ -110,10 +110,68 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--pending", type=int, default=10000)
     parser.add_argument("--fill", type=float, default=None, help="one fill level (default: 0.999 and 0.5)")
+    parser.add_argument("--queued", type=int, default=0, metavar="N",
+                        help="instead: queued replay of the first N openb tasks (0: off) through the real cycle")
     args = parser.parse_args()
     warmup()
+    if args.queued:
+        queued_replay(args.queued)
+        return
     for fill in [args.fill] if args.fill is not None else [0.999, 0.5]:
         report(args, fill)
+
+
+def openb_jobs(limit: int) -> tuple[ClusterState, list]:
+    """The openb cluster (whole and shared GPUs alternating) and its first ``limit`` tasks with trace times."""
+    import csv
+
+    from partitioner.simulate import find_trace_dir
+    from queue_service.admission.replay import TraceJob
+
+    d = find_trace_dir()
+    assert d is not None, "no openb trace"
+    nodes = []
+    with open(d / "openb_node_list_gpu_node.csv") as f:
+        for n, row in enumerate(csv.DictReader(f)):
+            gpus = tuple(GpuState(f"GPU-{n}-{j}", j, "t4", 15360, 40,
+                                  mode=GpuMode.SHARED if j % 2 else GpuMode.EXCLUSIVE) for j in range(int(row["gpu"])))
+            cpu, mem = int(row["cpu_milli"]), int(row["memory_mib"])
+            nodes.append(NodeState(f"node-{n}", cpu, mem, cpu, mem, gpus=gpus))
+    jobs = []
+    with open(d / "openb_pod_list_default.csv") as f:
+        for row in list(csv.DictReader(f))[:limit]:
+            ngpu, milli = int(row["num_gpu"]), int(row["gpu_milli"])
+            cpu, mem = int(row["cpu_milli"]), int(row["memory_mib"])
+            if ngpu == 0:
+                req = Request(cpus_milli=cpu, memory_mib=mem)
+            elif milli < 1000:
+                req = Request(blocks=max(1, milli // 10), cpus_milli=cpu, memory_mib=mem)
+            else:
+                req = Request(gpus=ngpu, cpus_milli=cpu, memory_mib=mem)
+            start, end = float(row["creation_time"]), float(row["deletion_time"])
+            jobs.append(TraceJob(row["name"], req, start, max(1.0, end - start)))
+    return ClusterState(tuple(nodes)), jobs
+
+
+def queued_replay(limit: int) -> None:
+    from queue_service.admission.replay import replay_queue
+
+    cluster, jobs = openb_jobs(limit)
+    print(f"queued replay: {len(jobs)} openb tasks on {len(cluster.nodes)} nodes, simulated time")
+    print(f"  {'scheduler':34} {'mean wait s':>12} {'p50':>9} {'p95':>9} {'alloc':>7} {'makespan s':>11} "
+          f"{'never':>6} {'wall s':>7}")
+    runs = {
+        "FIFO + first-fit": (FirstFitPacker, True),
+        "FIFO + best-fit": (lambda c: Packer(c, policy="best-fit"), True),
+        "cycle + fgd (re-carving idle GPUs)": (lambda c: Packer(c, policy="fgd"), False),
+        "cycle + gpuq (re-carving idle GPUs)": (Packer, False),
+    }
+    for name, (factory, fifo) in runs.items():
+        t0 = time.perf_counter()
+        r = replay_queue(cluster, jobs, factory, strict_fifo=fifo, repartition=None if fifo else propose)
+        wall = time.perf_counter() - t0
+        print(f"  {name:34} {r.mean_wait_s:12.0f} {r.percentile(0.5):9.0f} {r.percentile(0.95):9.0f} "
+              f"{r.allocation_ratio * 100:6.1f}% {r.makespan_s:11.0f} {r.never_started:6d} {wall:7.1f}")
 
 
 def report(args, fill: float) -> None:

@@ -219,6 +219,7 @@ class NodeInventory:
     gpu_source: str = "none"  # "nvml", "simulated" or "none"
     gpu_note: str = ""  # why there are no GPUs, when there are none
     runtimes: list[str] = field(default_factory=lambda: ["process"])
+    limits: str = "env-only"  # "enforced": process jobs' memory, CPU and pids are held by cgroups
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

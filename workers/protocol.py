@@ -154,9 +154,11 @@ class StartedAnswer(BaseModel):
 class ExitBody(AttemptRef):
     """How an attempt ended."""
 
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-INT32_MAX - 1, le=INT32_MAX)
     reason: ExitReason
     message: str = Field(default="", max_length=4000)
+    # Why the agent stopped it, when it did so on its own (the service records it as the StopCause).
+    stop_cause: str | None = Field(default=None, pattern=r"^(fence|shutdown|time_limit)$")
 
 
 class ExitedAnswer(BaseModel):

@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from partitioner.types import BLOCKS_PER_GPU, ClusterState, Placement, Request, SliceKind
 from queue_service.admission.cycle import run_cycle
 from queue_service.admission.packer import PackerFactory
+from queue_service.admission.recarve import Repartitioner
 from queue_service.admission.snapshot import PendingJob, RunningJob, Snapshot
-from queue_service.admission.state import apply_placements, release_placements
+from queue_service.admission.state import apply_changes, apply_placements, release_placements
 
 EPOCH = datetime(2026, 1, 1)
 
@@ -70,7 +71,8 @@ def _gpu_share(placement: Placement) -> float:
 
 
 def replay_queue(cluster: ClusterState, jobs: Sequence[TraceJob], packer_factory: PackerFactory, *,
-                 strict_fifo: bool = False, horizon_s: float | None = None) -> QueuedResult:
+                 strict_fifo: bool = False, horizon_s: float | None = None,
+                 repartition: Repartitioner | None = None) -> QueuedResult:
     """Replay ``jobs`` on the idle ``cluster`` through the admission cycle (or strict FIFO)."""
     capacity = float(sum(len(n.gpus) for n in cluster.nodes)) or 1.0
     arrivals = sorted(jobs, key=lambda j: (j.arrive_s, j.job_id))
@@ -111,7 +113,10 @@ def replay_queue(cluster: ClusterState, jobs: Sequence[TraceJob], packer_factory
         else:
             snapshot = Snapshot(cluster=free, pending=tuple(pending.values()), now=now,
                                 running=tuple(running.values()))
-            admitted = [(a.job_id, a.placement) for a in run_cycle(snapshot, packer_factory).admitted]
+            decided = run_cycle(snapshot, packer_factory, repartition)
+            if decided.layout_changes:
+                free = apply_changes(free, decided.layout_changes)
+            admitted = [(a.job_id, a.placement) for a in decided.admitted]
         result.cycles += 1
         if admitted:
             free = apply_placements(free, [p for _, p in admitted])
