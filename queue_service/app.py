@@ -34,7 +34,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
-    v1 = APIRouter(prefix="/v1")
+    v1 = APIRouter(prefix="/v1", responses=errors.ERROR_RESPONSES)  # every 4xx: errors.ErrorPublic
     v1.include_router(jobs.router)
     v1.include_router(operator.router)
     v1.include_router(admin.router)
@@ -46,5 +46,6 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     app.state.metrics_registry = build_registry(ctx)
     metrics_routes.mount(app)
     ui.mount(app)
-    app.add_middleware(errors.BodyLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(errors.InputGuard)  # NULs, repeated JSON keys, NaN: refused before any route
+    app.add_middleware(errors.BodyLimit, max_bytes=ctx.settings.max_body_bytes)  # outermost: bounds what is read
     return app

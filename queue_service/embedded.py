@@ -7,7 +7,9 @@ database code never import it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -37,21 +39,61 @@ class LocalAgent:
     worker: dramatiq.Worker
     node_name: str
 
-    def stop(self) -> None:
+    def stop(self, *, stop_jobs: bool = False) -> None:
+        """Stop the agent; by default its jobs go on under their shims (and containers) for the next agent."""
         from workers.actors import unregister_agent
 
-        self.agent.shutdown(stop_jobs=True, grace_s=5.0)
+        self.agent.shutdown(stop_jobs=stop_jobs, grace_s=5.0)
         self.worker.stop()
         unregister_agent(self.node_name)
 
 
+def job_work_root(data_dir: Path, *, switching_user: bool) -> Path:
+    """Where process jobs get their work directories: inside the (root-only) data dir unless they run as another user.
+
+    A job user cannot traverse the 0700 data directory, so its work directories
+    live under ``GPUQ_JOB_WORK_DIR`` (default ``/var/tmp/gpuq-work/<data dir hash>``,
+    0711: each job enters only its own 0700 directory).
+    """
+    configured = os.environ.get("GPUQ_JOB_WORK_DIR")
+    if configured:
+        return Path(configured)
+    if not switching_user:
+        return data_dir / "work"
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp/gpuq-work") / digest
+
+
 def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False) -> dict:
-    """The host-process runtime always; Docker too when asked for ("docker") or reachable ("auto")."""
+    """Host processes ("process"), Docker ("docker"), or both ("auto": processes, and Docker when it answers).
+
+    ``--runtime docker`` registers Docker only: a node that allows containers
+    only never runs a job as a host process (the service does not place one there).
+    Host processes get a cgroup each (``GPUQ_CGROUP_PARENT``) where the host
+    lets the agent write one, and run as ``GPUQ_JOB_USER`` when the agent is root;
+    both are logged here, at start.
+    """
+    from workers.runtime import cgroups, jobuser
     from workers.runtime.process import ProcessRuntime
 
     if runtime not in ("auto", "docker", "process"):
         raise ValueError(f"unknown runtime {runtime!r} (auto, docker or process)")
-    runtimes: dict = {"process": ProcessRuntime(work_dir=data_dir / "work")}
+    runtimes: dict = {}
+    if runtime in ("auto", "process"):
+        probe = cgroups.probe(os.environ.get("GPUQ_CGROUP_PARENT") or cgroups.DEFAULT_PARENT)
+        if probe.mode == cgroups.ENFORCED:
+            log.info("process jobs: limits enforced (%s)", probe.note)
+        else:
+            log.warning("process jobs: limits are env-only, NOT enforced: %s", probe.note)
+        try:
+            user = jobuser.resolve()
+        except jobuser.JobUserError as exc:
+            raise ValueError(str(exc)) from exc
+        (log.info if user.switch else log.warning)("process jobs: %s", user.note)
+        pids_max = int(os.environ.get("GPUQ_PIDS_MAX") or cgroups.DEFAULT_PIDS_MAX)
+        runtimes["process"] = ProcessRuntime(work_dir=job_work_root(data_dir, switching_user=user.switch),
+                                             state_dir=data_dir / "shims", cgroups=probe, job_user=user,
+                                             pids_max=pids_max)
     if runtime in ("auto", "docker"):
         try:
             import docker
@@ -88,7 +130,8 @@ def start_agent(
 
     runtimes = make_runtimes(runtime, data_dir, simulated_gpus=bool(simulate_gpus))
     try:
-        inventory = host_inventory(node_name=node_name, simulate=simulate_gpus, runtimes=sorted(runtimes))
+        inventory = host_inventory(node_name=node_name, simulate=simulate_gpus, runtimes=sorted(runtimes),
+                                   limits=getattr(runtimes.get("process"), "limits", "enforced"))  # containers: Docker
     except SimulationSpecError as exc:
         raise ValueError(str(exc)) from exc
     client = ServiceClient(server, token)
@@ -159,9 +202,16 @@ class EmbeddedServer:
 
         threading.Thread(target=warm, name="gpuq-warmup", daemon=True).start()
 
-    def stop(self) -> None:
+    def stop(self, *, stop_jobs: bool = False) -> None:
+        """Stop admitting first (no launch may start during the shutdown), then the agent, then HTTP.
+
+        Running jobs go on under their shims unless ``stop_jobs``: the restarted
+        server's agent re-adopts them within the lease (half of it, before a shim fences).
+        """
+        if self.ctx is not None:
+            self.ctx.admitter.stop()
         if self.local_agent is not None:
-            self.local_agent.stop()
+            self.local_agent.stop(stop_jobs=stop_jobs)
         if self.server is not None:
             self.server.should_exit = True
         if self._thread is not None:

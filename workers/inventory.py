@@ -70,7 +70,8 @@ def probe_gpus(simulate: str | None, *, node_name: str) -> tuple[list[GpuInfo], 
     return list(result.gpus), result.source, result.note
 
 
-def host_inventory(*, node_name: str | None, simulate: str | None, runtimes: list[str]) -> NodeInventory:
+def host_inventory(*, node_name: str | None, simulate: str | None, runtimes: list[str],
+                   limits: str = "env-only") -> NodeInventory:
     hostname = socket.gethostname()
     name = node_name or hostname
     gpus, source, note = probe_gpus(simulate, node_name=name)
@@ -79,4 +80,5 @@ def host_inventory(*, node_name: str | None, simulate: str | None, runtimes: lis
     return NodeInventory(
         node_name=name, hostname=hostname, boot_id=_boot_id(), cpus=os.cpu_count() or 1,
         memory_mib=_memory_mib(), gpus=gpus, gpu_source=source, gpu_note=note, runtimes=runtimes,
+        limits=limits,
     )

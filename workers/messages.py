@@ -95,12 +95,13 @@ _T = TypeVar("_T")
 #   block jobs; a job setting them would take more of a shared GPU than it was given.
 # - GPUQ_*: who the job is and what it holds (``GPUQ_JOB_ID``, ``GPUQ_GPU_UUIDS``, ...),
 #   and the agent's own settings (``GPUQ_TOKEN``): never the job's to choose.
-# - LD_PRELOAD, LD_LIBRARY_PATH: inject or swap libraries (a fake libcuda or libnvidia-ml
-#   can lie about devices and limits).
+# - LD_* (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, LD_DEBUG_OUTPUT, LD_BIND_NOW, ...): the
+#   dynamic loader's variables inject, swap or audit libraries (a fake libcuda or
+#   libnvidia-ml can lie about devices and limits); every one of them, by prefix.
 RESERVED_ENV_NAMES = frozenset({
-    "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT",
 })
-RESERVED_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_")
+RESERVED_ENV_PREFIXES = ("NVIDIA_", "CUDA_MPS_", "GPUQ_", "LD_")
 RESERVED_ENV_WHY = "is set by gpuq from the allocation and may not be overridden"
 
 

@@ -24,6 +24,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The database columns' integer types bound every integer a body carries (PostgreSQL refuses more
+# with an error, not a 4xx): INTEGER for attempts, replicas, exit codes and sizes, BIGINT for offsets.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 __all__ = [
     "AdoptAnswer",
     "AdoptBody",
@@ -65,8 +69,8 @@ class AttemptKey(BaseModel):
     """One replica of one attempt of one job: the fencing token every report carries."""
 
     job_id: str = Field(max_length=32)
-    attempt: int = Field(ge=1)
-    replica: int = Field(default=0, ge=0)
+    attempt: int = Field(ge=1, le=INT32_MAX)
+    replica: int = Field(default=0, ge=0, le=INT32_MAX)
 
     def key(self) -> tuple[str, int, int]:
         """``(job_id, attempt, replica)``, the agent's and the service's dictionary key."""
@@ -172,7 +176,7 @@ class LogBody(AttemptRef):
     """One chunk of an attempt's output at byte ``offset`` of its stream."""
 
     stream: str = Field(pattern=r"^(stdout|stderr)$")
-    offset: int = Field(ge=0)
+    offset: int = Field(ge=0, le=INT64_MAX)
     data_b64: str
 
 
@@ -191,12 +195,12 @@ class SampleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(max_length=32)
-    attempt: int = Field(ge=1)
-    replica: int = Field(default=0, ge=0)
+    attempt: int = Field(ge=1, le=INT32_MAX)
+    replica: int = Field(default=0, ge=0, le=INT32_MAX)
     gpu_uuid: str = Field(max_length=64)
     window_s: float = Field(gt=0, le=3600)
     sm_percent: float | None = Field(default=None, ge=0, le=100)
-    memory_used_mib: int = Field(ge=0)
+    memory_used_mib: int = Field(ge=0, le=INT32_MAX)
 
 
 class SamplesBody(BaseModel):

@@ -95,6 +95,7 @@ def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
             id=node.id, name=node.name, hostname=node.hostname, status=node.status, cordoned=node.cordoned,
             cpus=node.cpus, memory_mib=node.memory_mib, free_cpus_milli=node.cpus * 1000 - used.cpus_milli,
             free_memory_mib=node.memory_mib - used.memory_mib, gpu_source=node.gpu_source, gpu_note=node.gpu_note,
+            runtimes=list(node.runtimes or []), limits=node.limits or "env-only", drain_reason=node.drain_reason or "",
             last_heartbeat_at=node.last_heartbeat_at, gpus=gpu_out,
         ))
     return out

@@ -103,14 +103,15 @@ def _final_state(job: Job, exits: Mapping[str, Mapping[str, Any]]) -> tuple[JobS
 
 def record_exit(
     session: Session, *, job_id: str, attempt: int, node_name: str, replica: int = 0, exit_code: int | None,
-    reason: str, message: str = "", grace_s: float, max_retries: int,
+    reason: str, message: str = "", grace_s: float, max_retries: int, cause: StopCause | None = None,
 ) -> ExitOutcome:
     """Record one replica's end; when the attempt is over, end or requeue the job and free it at once.
 
     A replica ``lost`` by its node (its container vanished, the engine
     restarted under it, its agent lost contact) is not the job's fault: the
     attempt is lost (requeued, at most ``max_retries`` times). A failed gang
-    member has the others stopped; the job ends when they report.
+    member has the others stopped; the job ends when they report. ``cause``:
+    why the agent stopped it on its own (fence, shutdown, time limit), recorded on the event.
     """
     job, row = fenced(session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica)
     exits = dict(row.exits or {})
@@ -133,7 +134,7 @@ def record_exit(
     lost = [e.get("message") or "lost" for _r, e in sorted(exits.items()) if e["reason"] == "lost"]
     if lost:
         target = lose_attempt(session, job=job, reason=f"lost on {node_name}: {lost[0]}", who=who,
-                              max_retries=max_retries, grace_s=grace_s, at=now)
+                              max_retries=max_retries, grace_s=grace_s, at=now, cause=cause)
         return ExitOutcome(job, finalized=True, requeued=target is JobState.QUEUED)
     if job.stop_action == REQUEUE:
         # Preempted or reclaimed with requeue: back in the queue at its original position
@@ -157,7 +158,7 @@ def record_exit(
     else:
         target, words, code = _final_state(job, exits)
         cause = StopCause.TIME_LIMIT if target is JobState.TIMED_OUT else (
-            StopCause(job.stop_cause) if job.stop_cause else None)
+            StopCause(job.stop_cause) if job.stop_cause else cause)
         move(session, job, Event.FINISH, target, who, at=now, reason=words, cause=cause)
     job.reason, job.exit_code, job.finished_at = words, code, now
     end_attempt(row, _ENDED_AS[target], at=now, reason=words, exit_code=code)

@@ -96,7 +96,7 @@ LOST = AttemptState.LOST.value  # attempts.state of an attempt its node lost
 
 def lose_attempt(
     session: Session, *, job: Job, reason: str, who: Who, max_retries: int, grace_s: float,
-    at: datetime | None = None,
+    at: datetime | None = None, cause: StopCause | None = None,
 ) -> JobState:
     """End the job's current attempt as lost, free it everywhere, then requeue (or fail after ``max_retries``).
 
@@ -114,14 +114,15 @@ def lose_attempt(
     ) or 0
     if job.stop_action == CANCEL:
         words = job.stop_reason or "cancelled"
-        move(session, job, Event.LOSE, JobState.CANCELLED, who, at=now, reason=reason, cause=StopCause.NODE_LOST)
+        move(session, job, Event.LOSE, JobState.CANCELLED, who, at=now, reason=reason,
+             cause=cause or StopCause.NODE_LOST)
         job.reason, job.finished_at = words, now
     elif lost > max_retries:
-        move(session, job, Event.LOSE, JobState.FAILED, who, at=now, reason=reason, cause=StopCause.NODE_LOST)
+        move(session, job, Event.LOSE, JobState.FAILED, who, at=now, reason=reason, cause=cause or StopCause.NODE_LOST)
         job.finished_at = now
         job.reason = f"{reason}; not retried: {lost} attempts lost (max_retries={max_retries})"
     else:
-        move(session, job, Event.LOSE, JobState.QUEUED, who, at=now, reason=reason, cause=StopCause.NODE_LOST)
+        move(session, job, Event.LOSE, JobState.QUEUED, who, at=now, reason=reason, cause=cause or StopCause.NODE_LOST)
         job.reason = f"requeued: {reason} (retry {lost} of {max_retries})"
     clear_stop(job)
     log.warning("job %s attempt %s lost (%s): now %s", job.id, number, reason, job.state)

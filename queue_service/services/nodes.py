@@ -71,6 +71,7 @@ def register(session: Session, *, inventory: NodeInventory, lease_s: float) -> N
     node.gpu_source = inventory.gpu_source
     node.gpu_note = inventory.gpu_note
     node.runtimes = list(inventory.runtimes)
+    node.limits = inventory.limits
     node.last_heartbeat_at = now
     node.lease_expires_at = now + timedelta(seconds=lease_s)
     if node.status == NodeStatus.DOWN:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from queue_service.db.models import Allocation, Job, LogChunk, Node
 from queue_service.errors import NotFound, StaleAttempt
 from queue_service.lifecycle import grace, transitions
+from queue_service.lifecycle.states import StopCause
 from queue_service.lifecycle.transitions import ExitOutcome
 from queue_service.settings import Settings
 
@@ -26,9 +27,9 @@ def claim_start(session: Session, *, job_id: str, attempt: int, node_name: str, 
 
 def report_exit(
     session: Session, *, settings: Settings, job_id: str, attempt: int, node_name: str, replica: int = 0,
-    exit_code: int | None, reason: str, message: str = "",
+    exit_code: int | None, reason: str, message: str = "", stop_cause: str | None = None,
 ) -> ExitOutcome:
-    """Record one replica's end (see ``lifecycle.transitions.record_exit``)."""
+    """Record one replica's end (``lifecycle.transitions.record_exit``); ``stop_cause``: why its agent stopped it."""
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
@@ -36,6 +37,7 @@ def report_exit(
     return transitions.record_exit(
         session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica, exit_code=exit_code,
         reason=reason, message=message, grace_s=grace_s, max_retries=settings.max_retries,
+        cause=StopCause(stop_cause) if stop_cause else None,
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from queue_service.context import ServiceContext
@@ -268,9 +267,6 @@ def test_a_reclaim_without_requeue_ends_cancelled(api, ctx, actors) -> None:
     _replays(ctx, job["id"], "cancelled")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: services/operator.set_held checks 'only queued jobs can be held' itself "
-                   "and raises a plain Conflict without state=, so the 409 body has no 'state'; fix: drop the "
-                   "pre-check and let transitions.hold's table check raise IllegalTransition (or pass state=)")
 def test_holding_a_job_that_is_not_queued_is_refused_with_its_state(api, ctx, actors) -> None:
     builders.register(api, actors.agent, "n1", "h100-80gb:1")
     job = _admitted(api, ctx, actors)

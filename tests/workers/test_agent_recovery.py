@@ -89,10 +89,10 @@ class FakeClient:
         self._check()
         return StartedAnswer(state="running")
 
-    def exited(self, spec, *, exit_code, reason, message=""):
+    def exited(self, spec, *, exit_code, reason, message="", stop_cause=None):
         self._check()
         self.exits.append({"job_id": spec.job_id, "attempt": spec.attempt, "exit_code": exit_code,
-                           "reason": reason, "message": message})
+                           "reason": reason, "message": message, **({"stop_cause": stop_cause} if stop_cause else {})})
         return ExitedAnswer(state="succeeded", finalized=True)
 
     def logs(self, spec, *, stream, offset, data):
@@ -170,7 +170,7 @@ def test_cut_off_agent_fences_itself_then_reports_and_registers_again(tmp_path) 
         client.down = False
         until(lambda: client.exits and not agent.fenced)
         assert client.exits == [{"job_id": "j", "attempt": 1, "exit_code": 143, "reason": "lost",
-                                 "message": LOST_CONTACT}]
+                                 "message": LOST_CONTACT, "stop_cause": "fence"}]
         assert client.registrations == 2
         until(lambda: runtime.removed == ["h-j-1"])
     finally:

@@ -66,6 +66,7 @@ class Agent:
         self.work_dir = work_dir
         self.sample_interval_s = sample_interval_s
         self._stop = threading.Event()
+        self._leaving = threading.Event()  # shutdown leaves the jobs running (their shims / containers)
         self._threads: list[threading.Thread] = []
         self.book = RunBook(work_dir)
         self.lease = Lease(client=client, inventory=inventory, heartbeat_s=heartbeat_s, lease_s=lease_s,
@@ -76,7 +77,7 @@ class Agent:
         self.mig = MigCarver(inventory=lambda: self.lease.inventory, report_gpus=self.lease.report_gpus)
         self.supervisor = Supervisor(client=client, node_name=self.node_name, runtimes=runtimes, book=self.book,
                                      carver=self.mig, logs=self.logs, reports=self.reports, cleanup=self.cleanup,
-                                     stopping=self._stop)
+                                     stopping=self._stop, leaving=self._leaving)
         self.sampler = Sampler(node_name=self.node_name, holders=self.book.holders, client=client,
                                interval_s=sample_interval_s, stopping=self._stop)
 
@@ -113,17 +114,21 @@ class Agent:
     def start(self, *, register_timeout_s: float = 60.0) -> None:
         """Register (retrying while the service is unreachable), re-adopt, then heartbeat, fence and sample."""
         self.lease.register(timeout_s=register_timeout_s)
+        self.renew()  # in contact again: the shims found below must not fence while they are adopted
         adopt(client=self.client, node_name=self.node_name, runtimes=self.runtimes, book=self.book,
               supervise=self.supervisor.start)
         self._threads += self.lease.start(self._stop)
         self._threads.append(self.sampler.start())  # NVML samples -> measured usage (billing)
 
     def shutdown(self, *, stop_jobs: bool = True, grace_s: float = 5.0) -> None:
+        """Stop the agent; ``stop_jobs`` False leaves its attempts running for the next agent to re-adopt."""
+        if not stop_jobs:
+            self._leaving.set()
         self._stop.set()
         if stop_jobs:
             runs = self.book.runs()
             for run in runs:
-                run.request_stop(SHUTDOWN, grace_s)
+                run.request_stop(SHUTDOWN, grace_s, cause="shutdown")
             for run in runs:
                 run.done.wait(timeout=grace_s + 5)
 
@@ -149,7 +154,16 @@ class Agent:
         return self.book.keys()
 
     # -- wiring ---------------------------------------------------------------
+    def renew(self) -> None:
+        """Renew the runtimes' local leases (process shims fence themselves without it)."""
+        for runtime in self.runtimes.values():
+            renew = getattr(runtime, "renew", None)
+            if renew is not None:
+                renew(self.fence_after_s)
+
     def _after_heartbeat(self, answer: HeartbeatAnswer) -> None:
+        if not self.fenced:
+            self.renew()
         for ref in answer.stale:
             self.ensure_stopped(StopRequest(ref.job_id, ref.attempt, self.node_name, STALE_GRACE_S, STALE,
                                             ref.replica))
@@ -161,4 +175,5 @@ class Agent:
         if runs:
             log.error("no answer from the service for %.1f s: stopping %d job(s)", self.fence_after_s, len(runs))
         for run in runs:
-            run.request_stop(LOST_CONTACT, min(run.spec.grace_s, grace_cap_s), as_reason=ExitReason.LOST)
+            run.request_stop(LOST_CONTACT, min(run.spec.grace_s, grace_cap_s), as_reason=ExitReason.LOST,
+                             cause="fence")

@@ -33,7 +33,8 @@ class ExitReports:
         self._lock = threading.Lock()
 
     def _send(self, run: Run, status: ExitStatus) -> None:
-        self.client.exited(run.spec, exit_code=status.exit_code, reason=status.reason, message=status.message)
+        self.client.exited(run.spec, exit_code=status.exit_code, reason=status.reason, message=status.message,
+                           stop_cause=status.cause)
 
     def report(self, run: Run, status: ExitStatus) -> bool:
         """Tell the service how the attempt ended; False if it could not be told (kept for ``flush``)."""

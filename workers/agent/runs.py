@@ -31,6 +31,7 @@ class Run:
     runtime: Runtime | None = None
     stop_reason: str | None = None
     stop_as: ExitReason = ExitReason.STOPPED
+    stop_cause: str | None = None  # the agent's own reason to stop it (fence, shutdown), reported as the StopCause
     stop_grace_s: float = 10.0
     stop_event: threading.Event = field(default_factory=threading.Event)
     shipped: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})  # log bytes sent
@@ -43,12 +44,14 @@ class Run:
     def key(self) -> RunKey:
         return (self.spec.job_id, self.spec.attempt, self.spec.replica)
 
-    def request_stop(self, reason: str, grace_s: float, *, as_reason: ExitReason = ExitReason.STOPPED) -> None:
+    def request_stop(self, reason: str, grace_s: float, *, as_reason: ExitReason = ExitReason.STOPPED,
+                     cause: str | None = None) -> None:
         """Ask the run's supervisor to stop it (the first request wins: its reason is the one reported)."""
         if self.stop_event.is_set():
             return
         self.stop_reason = reason
         self.stop_as = as_reason
+        self.stop_cause = cause
         self.stop_grace_s = grace_s
         self.stop_event.set()
 

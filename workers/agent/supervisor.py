@@ -44,7 +44,7 @@ class Supervisor:
 
     def __init__(self, *, client: ServiceClient, node_name: str, runtimes: dict[str, Runtime], book: RunBook,
                  carver: MigCarver, logs: LogShipper, reports: ExitReports, cleanup: Cleanup,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, leaving: threading.Event | None = None) -> None:
         self.client = client
         self.node_name = node_name
         self.runtimes = runtimes
@@ -54,6 +54,7 @@ class Supervisor:
         self.reports = reports
         self.cleanup = cleanup
         self.stopping = stopping  # the agent is shutting down: stop waiting for an engine
+        self.leaving = leaving  # the agent leaves its attempts running (shutdown without stopping jobs)
 
     def start(self, run: Run) -> None:
         """Supervise ``run`` in its own thread."""
@@ -86,7 +87,11 @@ class Supervisor:
                     return
             else:
                 run.stdout_path.parent.mkdir(parents=True, exist_ok=True)
-            status = watch(run, ship_logs=self.logs.ship)
+            status = watch(run, ship_logs=self.logs.ship, leave=self.leaving)
+            if status is None:  # left running under its shim: no report, no cleanup; the next agent adopts it
+                self.logs.ship(run)
+                keep = True
+                return
             self.logs.ship(run, final=True)
             keep = not self.reports.report(run, status)
         except Exception as exc:

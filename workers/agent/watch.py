@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -73,19 +74,25 @@ def _stop_and_wait(run: Run, grace_s: float) -> ExitStatus | None:
     return wait_once(run, 5.0)
 
 
-def watch(run: Run, *, ship_logs: Callable[[Run], None]) -> ExitStatus:
-    """Wait for ``run`` to end, enforcing its time limit and its stop request; ``ship_logs`` every second."""
+def watch(run: Run, *, ship_logs: Callable[[Run], None], leave: threading.Event | None = None) -> ExitStatus | None:
+    """Wait for ``run`` to end, enforcing its time limit and its stop request; ``ship_logs`` every second.
+
+    None once ``leave`` is set: the agent is shutting down and leaves the
+    attempt running under its shim (the next agent re-adopts it).
+    """
     spec = run.spec
     limit = spec.time_limit_s
     deadline = time.monotonic() + max(0.0, limit - run.elapsed_s) if limit else None
     last_ship = time.monotonic()
     runtime, _handle = _launched(run)
     while True:
+        if leave is not None and leave.is_set() and not run.stop_event.is_set():
+            return None
         timeout = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
         status = wait_once(run, timeout)
         if status is not None:
             if run.stop_event.is_set() and status.reason in (ExitReason.EXITED, ExitReason.STOPPED):
-                return ExitStatus(status.exit_code, run.stop_as, run.stop_reason or "stopped")
+                return ExitStatus(status.exit_code, run.stop_as, run.stop_reason or "stopped", run.stop_cause)
             if status.reason is ExitReason.EXITED and status.exit_code in SIGNAL_EXITS:
                 _engine_going_down(run)
             if run.engine_lost and status.exit_code != 0 and status.reason in (
@@ -97,12 +104,13 @@ def watch(run: Run, *, ship_logs: Callable[[Run], None]) -> ExitStatus:
             status = _stop_and_wait(run, run.stop_grace_s)
             if status is None:
                 continue  # the engine is away: try again
-            return ExitStatus(status.exit_code, run.stop_as, run.stop_reason or "stopped")
+            return ExitStatus(status.exit_code, run.stop_as, run.stop_reason or "stopped", run.stop_cause)
         if deadline is not None and time.monotonic() >= deadline:
             status = _stop_and_wait(run, spec.grace_s)
             if status is None:
                 continue
-            return ExitStatus(status.exit_code, ExitReason.TIMED_OUT, f"time limit of {limit} s reached")
+            return ExitStatus(status.exit_code, ExitReason.TIMED_OUT, f"time limit of {limit} s reached",
+                              "time_limit")
         if time.monotonic() - last_ship >= SHIP_EVERY_S:
             ship_logs(run)
             last_ship = time.monotonic()

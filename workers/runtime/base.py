@@ -25,6 +25,7 @@ class ExitStatus:
     exit_code: int | None
     reason: ExitReason
     message: str = ""
+    cause: str | None = None  # why the agent (or a shim) stopped it on its own: fence, shutdown, time_limit
 
 
 @dataclass(frozen=True)

@@ -1,124 +1,334 @@
-"""Bare-metal runtime: the job as a process in its own process group.
+"""Bare-metal runtime: each attempt under its own shim, in its own cgroup, as the job user.
 
-Limits travel in the environment (``CUDA_VISIBLE_DEVICES`` = the allocated
-UUIDs, MPS thread percentage and pinned memory for block jobs); the agent
-enforces the time limit. The job gets a clean environment: only a few host
-variables, its own ``env`` and gpuq's limits, never the agent's secrets.
-A spec whose ``env`` sets a reserved name (``CUDA_VISIBLE_DEVICES``,
-``GPUQ_*``, ...: ``workers.messages.reserved_env_name``) is refused.
-
-Processes cannot be re-adopted after an agent restart (exit codes of
-non-children are unknowable), so ``adopt`` returns nothing: the service's
-lease and requeue logic covers that case.
+- **Shim** (:mod:`workers.shim`): started in its own session, it starts the
+  job, keeps its exit in ``RUN_DIR/exit.json`` and fences it when the agent
+  stops renewing its lease (``renew``). It outlives the agent and ``gpuq
+  serve``, so an agent that restarts re-adopts live attempts (``adopt``)
+  and reads the exits of those that ended while it was away, exactly once.
+  The handle is the run directory's name, ``<job>.<attempt>.<replica>``.
+- **Limits**: with a cgroup probe (:mod:`workers.runtime.cgroups`) the job's
+  memory (swap off), CPU quota and pids are enforced, the whole group is
+  killed at the end, and an OOM kill is reported as ``oom_killed``; without
+  one (``limits: env-only``) they travel in the environment only.
+- **User**: as root, the job runs as the job user (:mod:`workers.runtime.jobuser`)
+  in a work directory it owns; run directories and logs stay root's (0700).
+- **Environment**: only a few host variables, its own ``env`` and gpuq's
+  limits (``CUDA_VISIBLE_DEVICES`` = the allocated UUIDs, ...), never the
+  agent's secrets; a reserved name in ``env`` is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from workers.messages import LaunchSpec
 from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, check_user_env
+from workers.runtime.cgroups import DEFAULT_PIDS_MAX, CgroupError, JobCgroup, Limits, Probe
+from workers.runtime.jobuser import JobUser
 from workers.runtime.limits import limits_env
+from workers.shim import cgroup_of
 
-HOST_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
+HOST_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ")
+START_WAIT_S = 10.0  # how long launch waits for the shim to say the job started (or could not)
+POLL_S = 0.02
+DEFAULT_FENCE_AFTER_S = 15.0
 
 
 class ProcessRuntime:
-    """Runs attempts as local processes."""
+    """Runs attempts as local processes, one shim each."""
 
     name = "process"
 
-    def __init__(self, *, work_dir: Path | None = None) -> None:
+    def __init__(self, *, work_dir: Path | None = None, state_dir: Path | None = None,
+                 cgroups: Probe | None = None, job_user: JobUser | None = None,
+                 pids_max: int = DEFAULT_PIDS_MAX) -> None:
         self.work_dir = work_dir
-        self._procs: dict[str, subprocess.Popen] = {}
+        if state_dir is None:
+            state_dir = work_dir.parent / "shims" if work_dir is not None else Path(tempfile.mkdtemp(prefix="gpuq-"))
+        self.state_dir = state_dir
+        self.cgroups = cgroups if cgroups is not None and cgroups.layout is not None else None
+        self.job_user = job_user
+        self.pids_max = pids_max
+        self.fence_after_s = DEFAULT_FENCE_AFTER_S
+        self._shims: dict[str, subprocess.Popen] = {}  # our own children, reaped here
         self._stopped: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def limits(self) -> str:
+        """``enforced`` (cgroups) or ``env-only``: what the node reports in its inventory."""
+        return "enforced" if self.cgroups is not None else "env-only"
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         """The exact environment the job gets."""
         env = {k: os.environ[k] for k in HOST_ENV_KEEP if k in os.environ}
+        user = self.job_user
+        if user is not None and user.switch:
+            env.update(HOME=self._cwd(spec).as_posix() if self.work_dir else "/", USER=user.name, LOGNAME=user.name)
+        else:
+            env.update({k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "TMPDIR") if k in os.environ})
         env.update(spec.env)
         env.update(limits_env(spec))  # last: the allocation always wins
         return env
 
-    def launch(self, spec: LaunchSpec, *, stdout_path: Path, stderr_path: Path) -> str:
-        check_user_env(spec.env)  # the API refuses these first; a spec that bypassed it is refused here
-        stdout_path.parent.mkdir(parents=True, exist_ok=True)
-        cwd = None
-        if spec.workdir is not None:  # the job's own directory: it must exist here, it is never made
-            cwd = Path(spec.workdir)
-            if not cwd.is_dir():
-                raise LaunchError(f"working directory {spec.workdir} does not exist on node {spec.node_name}")
-        elif self.work_dir is not None:
-            cwd = self.work_dir / f"{spec.job_id}-{spec.attempt}-{spec.replica}"
-            cwd.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
-                proc = subprocess.Popen(
-                    spec.command, env=self.environment(spec), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                    cwd=cwd, start_new_session=True, close_fds=True,
-                )
-        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-            raise LaunchError(f"cannot run {spec.command[0]!r}: {exc.strerror or exc}") from exc
-        except OSError as exc:
-            raise LaunchError(f"cannot start {spec.command[0]!r}: {exc}") from exc
-        handle = str(proc.pid)
-        with self._lock:
-            self._procs[handle] = proc
-        return handle
-
-    def wait(self, handle: str, timeout_s: float | None = None) -> ExitStatus | None:
-        proc = self._procs.get(handle)
-        if proc is None:
-            return ExitStatus(None, ExitReason.LOST, "process unknown to this agent")
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-        # A negative code is death by signal; report it the way shells and Docker do (128 + n).
-        code = code if code >= 0 else 128 - code
-        if handle in self._stopped:
-            return ExitStatus(code, ExitReason.STOPPED, "stopped by the agent")
-        return ExitStatus(code, ExitReason.EXITED)
-
-    def stop(self, handle: str, *, grace_s: float) -> None:
-        proc = self._procs.get(handle)
-        if proc is None or proc.poll() is not None:
-            return
-        self._stopped.add(handle)
-        self._signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + max(grace_s, 0.0)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        # Kill the whole group even if the leader exited: children must not outlive the job.
-        self._signal_group(proc, signal.SIGKILL)
-        proc.wait()
+    # -- paths ---------------------------------------------------------------
+    def _run_dir(self, handle: str) -> Path:
+        return self.state_dir / handle
 
     @staticmethod
-    def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone, or not ours any more
-            os.killpg(proc.pid, sig)
+    def handle_of(spec: LaunchSpec) -> str:
+        return f"{spec.job_id}.{spec.attempt}.{spec.replica}"
+
+    def _cwd(self, spec: LaunchSpec) -> Path:
+        assert self.work_dir is not None
+        return self.work_dir / f"{spec.job_id}-{spec.attempt}-{spec.replica}"
+
+    def _cgroup(self, handle: str) -> JobCgroup | None:
+        if self.cgroups is None or self.cgroups.layout is None:
+            return None
+        return JobCgroup(self.cgroups.layout, f"{self.cgroups.parent}/{handle}")
+
+    # -- launch ----------------------------------------------------------------
+    def launch(self, spec: LaunchSpec, *, stdout_path: Path, stderr_path: Path) -> str:
+        check_user_env(spec.env)  # the API refuses these first; a spec that bypassed it is refused here
+        if spec.workdir is not None and not Path(spec.workdir).is_dir():  # the job's own; never made here
+            raise LaunchError(f"working directory {spec.workdir} does not exist on node {spec.node_name}")
+        handle = self.handle_of(spec)
+        run_dir = self._run_dir(handle)
+        if self._shim_alive(handle) or (run_dir / "exit.json").exists():
+            return handle  # a re-sent launch of an attempt this node already runs (or ran)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(mode=0o700)
+        stdout_path.parent.mkdir(parents=True, exist_ok=True)
+        user = self.job_user if self.job_user is not None and self.job_user.switch else None
+        cwd = None
+        if self.work_dir is not None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.work_dir, 0o711)  # others may enter their own dir, not list the others
+            cwd = self._cwd(spec)
+            cwd.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if user is not None:
+                os.chown(cwd, user.uid, user.gid)
+        group = self._cgroup(handle)
+        if group is not None:
+            try:
+                group.create(Limits(memory_mib=spec.memory_mib, cpus=spec.cpus, pids_max=self.pids_max))
+            except CgroupError as exc:
+                raise LaunchError(f"cgroup: {exc}") from exc
+        shim_spec: dict[str, Any] = {
+            "key": [spec.job_id, spec.attempt, spec.replica], "node_name": spec.node_name,
+            "command": spec.command, "env": self.environment(spec), "cwd": spec.workdir or (str(cwd) if cwd else None),
+            "stdout": str(stdout_path), "stderr": str(stderr_path), "grace_s": spec.grace_s,
+            "memory_mib": spec.memory_mib, "uid": user.uid if user else None, "gid": user.gid if user else None,
+            "cgroup": None if group is None else {
+                "name": group.name, "version": group.layout.version,
+                "unified": str(group.layout.unified) if group.layout.unified else None,
+                "v1": {k: str(v) for k, v in group.layout.v1.items()},
+            },
+        }
+        (run_dir / "spec.json").write_text(json.dumps(shim_spec))
+        self._renew_one(run_dir)
+        try:
+            shim = subprocess.Popen(
+                [sys.executable, "-m", "workers.shim", str(run_dir)], stdin=subprocess.DEVNULL,
+                stdout=open(run_dir / "shim.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child owns it
+                start_new_session=True, close_fds=True, env=_shim_env(),
+            )
+        except OSError as exc:
+            self._discard(handle)
+            raise LaunchError(f"cannot start the shim: {exc}") from exc
+        with self._lock:
+            self._shims[handle] = shim
+        deadline = time.monotonic() + START_WAIT_S
+        while not (run_dir / "job.pid").exists():
+            exit_file = _read(run_dir / "exit.json")
+            if exit_file is not None and "start_error" in exit_file:
+                self._discard(handle)
+                raise LaunchError(exit_file["start_error"])
+            if shim.poll() is not None and not (run_dir / "job.pid").exists() and exit_file is None:
+                log_text = (run_dir / "shim.log").read_text(errors="replace")[-500:]
+                self._discard(handle)
+                raise LaunchError(f"the shim died before the job started: {log_text.strip()}")
+            if time.monotonic() > deadline:
+                break  # slow host: the shim carries on; wait() reports what happens
+            time.sleep(POLL_S)
+        return handle
+
+    # -- leases ----------------------------------------------------------------
+    def renew(self, fence_after_s: float | None = None) -> None:
+        """Renew every live shim's local lease (after an answered heartbeat): the shims fence without it."""
+        if fence_after_s is not None:
+            self.fence_after_s = fence_after_s
+        with contextlib.suppress(FileNotFoundError):
+            for run_dir in self.state_dir.iterdir():
+                if run_dir.is_dir() and not (run_dir / "exit.json").exists():
+                    self._renew_one(run_dir)
+
+    def _renew_one(self, run_dir: Path) -> None:
+        with contextlib.suppress(OSError):
+            (run_dir / "lease").write_text(f"{self.fence_after_s:g}")
+
+    # -- watching --------------------------------------------------------------
+    def _shim_alive(self, handle: str) -> bool:
+        with self._lock:
+            shim = self._shims.get(handle)
+        if shim is not None:
+            return shim.poll() is None
+        pid = _read_int(self._run_dir(handle) / "shim.pid")
+        if pid is None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z" and b"workers.shim" in cmdline and str(self._run_dir(handle)).encode() in cmdline
+
+    def wait(self, handle: str, timeout_s: float | None = None) -> ExitStatus | None:
+        run_dir = self._run_dir(handle)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            data = _read(run_dir / "exit.json")
+            if data is not None:
+                return self._status(handle, data)
+            if not run_dir.exists():
+                return ExitStatus(None, ExitReason.LOST, "attempt unknown to this node")
+            if not self._shim_alive(handle):
+                data = _read(run_dir / "exit.json")  # it may have written its file and exited just now
+                if data is not None:
+                    return self._status(handle, data)
+                self._kill_job(handle)
+                return ExitStatus(None, ExitReason.LOST, "the attempt's shim is gone (exit code unknown)")
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(POLL_S if deadline is None else min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _status(self, handle: str, data: dict[str, Any]) -> ExitStatus:
+        if "start_error" in data:
+            return ExitStatus(None, ExitReason.START_FAILED, data["start_error"])
+        code = data.get("exit_code")
+        spec = _read(self._run_dir(handle) / "spec.json") or {}
+        if data.get("oom_kills"):
+            return ExitStatus(code, ExitReason.OOM_KILLED, f"out of memory (limit {spec.get('memory_mib')} MiB)")
+        if handle in self._stopped:
+            return ExitStatus(code, ExitReason.STOPPED, "stopped by the agent")
+        if data.get("fenced"):
+            return ExitStatus(code, ExitReason.LOST, "fenced: the agent did not renew the attempt's lease",
+                              cause="fence")
+        return ExitStatus(code, ExitReason.EXITED)
+
+    def stamps(self, handle: str) -> tuple[float, float] | None:
+        """(started_at, ended_at) wall-clock seconds of an ended attempt, as its shim saw them."""
+        data = _read(self._run_dir(handle) / "exit.json")
+        if data is None:
+            return None
+        return float(data["started_at"]), float(data["ended_at"])
+
+    # -- stopping ----------------------------------------------------------------
+    def stop(self, handle: str, *, grace_s: float) -> None:
+        run_dir = self._run_dir(handle)
+        if (run_dir / "exit.json").exists():
+            return
+        self._stopped.add(handle)
+        pgid = _read_int(run_dir / "job.pid")
+        if pgid is not None:
+            _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + max(grace_s, 0.0)
+        while time.monotonic() < deadline and not (run_dir / "exit.json").exists():
+            if not self._shim_alive(handle):
+                break
+            time.sleep(POLL_S)
+        self._kill_job(handle)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and self._shim_alive(handle) and not (run_dir / "exit.json").exists():
+            time.sleep(POLL_S)
+
+    def _kill_job(self, handle: str) -> None:
+        """SIGKILL the job's process group and everything in its cgroup (its shim then records the exit)."""
+        pgid = _read_int(self._run_dir(handle) / "job.pid")
+        if pgid is not None:
+            _killpg(pgid, signal.SIGKILL)
+        spec = _read(self._run_dir(handle) / "spec.json")
+        group = cgroup_of(spec) if spec else self._cgroup(handle)
+        if group is not None:
+            group.kill()
 
     def collect_logs(self, handle: str, *, stdout_path: Path, stderr_path: Path) -> None:
-        """The process writes to the files itself."""
+        """The job writes to the files itself (they are the spool)."""
 
     def cleanup(self, handle: str) -> None:
-        with self._lock:
-            proc = self._procs.pop(handle, None)
-            self._stopped.discard(handle)
-        if proc is not None and proc.poll() is None:
-            self._signal_group(proc, signal.SIGKILL)
-            proc.wait()
-        elif proc is not None:
-            self._signal_group(proc, signal.SIGKILL)  # stray children of an exited leader
+        if self._shim_alive(handle):
+            self._kill_job(handle)
+            deadline = time.monotonic() + 5.0
+            while self._shim_alive(handle) and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+        self._discard(handle)
 
+    def _discard(self, handle: str) -> None:
+        run_dir = self._run_dir(handle)
+        spec = _read(run_dir / "spec.json")
+        group = cgroup_of(spec) if spec else self._cgroup(handle)
+        if not (run_dir / "exit.json").exists():  # else its shim killed the group already (and the pgid is free)
+            self._kill_job(handle)
+        if group is not None:
+            group.remove()
+        with self._lock:
+            shim = self._shims.pop(handle, None)
+            self._stopped.discard(handle)
+        if shim is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                shim.wait(timeout=5)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    # -- re-adoption -------------------------------------------------------------
     def adopt(self, node_name: str) -> list[Adopted]:
-        return []
+        """Every attempt of this node a shim still holds (running, or ended with its exit unread)."""
+        found = []
+        with contextlib.suppress(FileNotFoundError):
+            for run_dir in sorted(self.state_dir.iterdir()):
+                spec = _read(run_dir / "spec.json")
+                if spec is None or spec.get("node_name") != node_name:
+                    continue
+                job_id, attempt, replica = spec["key"]
+                found.append(Adopted(job_id, int(attempt), run_dir.name, int(replica)))
+        return found
+
+
+def _shim_env() -> dict[str, str]:
+    """The shim's own environment: enough to import gpuq, none of the agent's secrets."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -93,6 +93,7 @@ def exited(body: ExitBody, principal: CurrentPrincipal, session: SessionDep, ctx
     outcome = reports.report_exit(
         session, settings=ctx.settings, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name,
         replica=body.replica, exit_code=body.exit_code, reason=body.reason.value, message=body.message,
+        stop_cause=body.stop_cause,
     )
     return ExitedAnswer(state=outcome.job.state, finalized=outcome.finalized)
 

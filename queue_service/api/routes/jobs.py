@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, status
 
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
 from queue_service.api.presenters import events_public, job_public
+from queue_service.api.schemas.common import INT32_MAX, INT64_MAX
 from queue_service.api.schemas.jobs import (
     JobCreate,
     JobEventsPublic,
@@ -101,9 +102,9 @@ def job_logs(
     job_id: str,
     principal: CurrentPrincipal,
     session: SessionDep,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
-    stdout_offset: Annotated[int, Query(ge=0)] = 0,
-    stderr_offset: Annotated[int, Query(ge=0)] = 0,
+    attempt: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    stdout_offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    stderr_offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> LogsPublic:
     """Output so far (or all of it once the job ended), from byte offsets for following."""
     job, _project = job_service.get_visible(session, job_id=job_id, principal=principal)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
 from queue_service.api.presenters import job_public
+from queue_service.api.schemas.common import INT32_MAX
 from queue_service.api.schemas.jobs import JobPublic
 from queue_service.api.schemas.operator import (
     AuditPublic,
@@ -32,6 +33,7 @@ from queue_service.settings import PriorityClass
 
 router = APIRouter(tags=["operator"])
 OPS = (Role.ADMIN, Role.OPERATOR)
+CLASS_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # the column holds 32 characters
 
 
 def _job_public(session, principal, job_id: str) -> JobPublic:
@@ -125,7 +127,8 @@ def list_classes(principal: CurrentPrincipal, session: SessionDep, ctx: ContextD
 
 
 @router.put("/priority-classes/{name}", response_model=PriorityClassPublic, tags=["operator"])
-def put_class(name: str, body: PriorityClassUpdate, principal: CurrentPrincipal, session: SessionDep,
+def put_class(name: Annotated[str, Path(pattern=CLASS_NAME)], body: PriorityClassUpdate, principal: CurrentPrincipal,
+              session: SessionDep,
               ctx: ContextDep) -> PriorityClassPublic:
     """Create or change a priority class (jobs of that class are re-ranked from the next cycle)."""
     principal.require(*OPS)
@@ -137,7 +140,7 @@ def put_class(name: str, body: PriorityClassUpdate, principal: CurrentPrincipal,
 @router.get("/audit", response_model=AuditsPublic, tags=["operator"])
 def audit_log(principal: CurrentPrincipal, session: SessionDep,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              before_id: Annotated[int | None, Query(ge=1)] = None,
+              before_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
               action: str | None = None, target: str | None = None) -> AuditsPublic:
     """The audit log, newest first (admins, operators and viewers)."""
     principal.require(Role.ADMIN, Role.OPERATOR, Role.VIEWER)

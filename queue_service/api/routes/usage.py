@@ -20,11 +20,17 @@ router = APIRouter(tags=["usage"])
 
 GroupBy = Literal["day", "job", "user", "gpu_model", "project"]
 Format = Literal["json", "csv"]
-Month = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="e.g. 2026-11")]
+# Dates are bounded (years 1970-2999): a month or instant near year 9999 overflows the window's end.
+Month = Annotated[str | None, Query(pattern=r"^(19[7-9]\d|2\d{3})-(0[1-9]|1[0-2])$", description="e.g. 2026-11")]
+MIN_YEAR, MAX_YEAR = 1970, 2999
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
+def _naive_utc(value: datetime | None, field: str = "effective_from") -> datetime | None:
+    if value is None:
+        return value
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise InvalidRequest(f"{field}: the year must be within {MIN_YEAR}-{MAX_YEAR}", field=field)
+    if value.tzinfo is None:
         return value
     return value.astimezone(UTC).replace(tzinfo=None)
 
@@ -35,8 +41,11 @@ def _window(session, start: datetime | None, end: datetime | None, month: str | 
         if start is not None or end is not None:
             raise InvalidRequest("give month, or start and end, not both", field="month")
         return reports.parse_month(month)
+    lo, hi = _naive_utc(start, "start"), _naive_utc(end, "end")
+    if lo is not None and hi is not None and lo > hi:
+        raise InvalidRequest("start is after end", field="start")
     now = db_now(session)
-    start, end = _naive_utc(start), _naive_utc(end)
+    start, end = _naive_utc(start, "start"), _naive_utc(end, "end")
     return start or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), end or now
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from queue_service.api.schemas.common import UtcDateTime
 from queue_service.db.models import Role
 
 PROJECT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -22,7 +21,7 @@ class ProjectPublic(BaseModel):
     id: str
     name: str
     weight: float
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class TokenCreate(BaseModel):
@@ -44,7 +43,7 @@ class TokenPublic(BaseModel):
     name: str
     role: Role
     projects: list[str]
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class TokenCreated(TokenPublic):
@@ -80,7 +79,10 @@ class NodePublic(BaseModel):
     free_memory_mib: int
     gpu_source: str
     gpu_note: str
-    last_heartbeat_at: datetime | None
+    runtimes: list[str] = []
+    limits: str = "env-only"  # "enforced": cgroups hold memory, CPU and pids; "env-only": variables only
+    drain_reason: str = ""
+    last_heartbeat_at: UtcDateTime | None
     gpus: list[GpuPublic]
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from queue_service.api.schemas.common import INT32_MAX, UtcDateTime
 from workers.messages import RESERVED_ENV_WHY, reserved_env_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -18,6 +18,7 @@ IMAGE_REF = re.compile(
     r"(?:@sha256:[a-f0-9]{64})?$"
 )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_ARGV_BYTES = 128 * 1024  # the whole argv, each argument with its terminating NUL (Linux ARG_MAX is larger)
 
 
 class ResourcesCreate(BaseModel):
@@ -29,7 +30,7 @@ class ResourcesCreate(BaseModel):
     mig: str | None = Field(default=None, description="a MIG profile name, e.g. 3g.40gb")
     mig_count: Annotated[StrictInt, Field(ge=1, le=7)] = 1
     blocks: Annotated[StrictInt, Field(ge=1, le=100, description="share of one GPU's SMs, in %")] | None = None
-    gpu_memory_mib: Annotated[StrictInt, Field(ge=1)] | None = None
+    gpu_memory_mib: Annotated[StrictInt, Field(ge=1, le=INT32_MAX)] | None = None
     gpu_models: list[str] = Field(default_factory=list, max_length=32)
     cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
     memory_mib: Annotated[StrictInt, Field(ge=1, le=64 * 1024 * 1024)] | None = None
@@ -59,8 +60,8 @@ class JobCreate(BaseModel):
     command: list[Annotated[str, Field(max_length=8192)]] = Field(min_length=1, max_length=4096)
     env: dict[str, Annotated[str, Field(max_length=32768)]] = Field(default_factory=dict, max_length=512)
     resources: ResourcesCreate
-    priority_class: str | None = None
-    time_limit_s: Annotated[StrictInt, Field(ge=1)] | None = None
+    priority_class: str | None = Field(default=None, max_length=32)
+    time_limit_s: Annotated[StrictInt, Field(ge=1, le=INT32_MAX)] | None = None
     requeue: bool = Field(default=True, description="if preempted or reclaimed: back to the queue (else cancelled)")
     workdir: str | None = Field(default=None, max_length=4096,
                                 description="absolute directory the job starts in on its node (default: the agent's)")
@@ -82,6 +83,19 @@ class JobCreate(BaseModel):
     def _argv(cls, value: Any) -> Any:
         if isinstance(value, str):
             raise ValueError("command must be an argv list such as [\"python\", \"train.py\"], not a shell string")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _argv_elements(cls, value: list[str]) -> list[str]:
+        # execve() cannot pass a NUL inside an argument, and refuses an argv past ARG_MAX: either would
+        # be accepted here and then fail every attempt on the node as if the node were at fault.
+        for index, arg in enumerate(value):
+            if "\x00" in arg:
+                raise ValueError(f"command[{index}]: NUL bytes are not allowed in arguments")
+        total = sum(len(arg.encode()) + 1 for arg in value)
+        if total > MAX_ARGV_BYTES:
+            raise ValueError(f"command is {total} bytes; at most {MAX_ARGV_BYTES} (arguments and their NULs)")
         return value
 
     @field_validator("name")
@@ -156,10 +170,10 @@ class JobPublic(BaseModel):
     reason: str
     exit_code: int | None
     attempt: int
-    submitted_at: datetime
-    admitted_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    submitted_at: UtcDateTime
+    admitted_at: UtcDateTime | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     stop_cause: str | None = Field(default=None, description="why the job is being stopped, while it stops")
     allocation: list[AllocationPublic] = []
 
@@ -199,7 +213,7 @@ class JobEventPublic(BaseModel):
     id: int
     job_id: str
     attempt: int
-    at: datetime
+    at: UtcDateTime
     event: str
     from_state: str | None
     to_state: str

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from queue_service.api.schemas.common import UtcDateTime
 
 
 class Reason(BaseModel):
@@ -83,7 +84,7 @@ class PriorityClassPublic(BaseModel):
 
 class AuditPublic(BaseModel):
     id: int
-    at: datetime
+    at: UtcDateTime
     actor: str
     action: str
     target: str

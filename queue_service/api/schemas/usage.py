@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from queue_service.api.schemas.common import UtcDateTime
+
 
 class PriceCreate(BaseModel):
     """A new price list for one GPU model (``*``: CPU/RAM prices for nodes without GPUs)."""
@@ -27,14 +29,14 @@ class PriceCreate(BaseModel):
 class PricePublic(BaseModel):
     id: int
     gpu_model: str
-    effective_from: datetime
+    effective_from: UtcDateTime
     gpu_hour: float
     block_hour: float | None
     gpu_memory_gib_hour: float | None
     mig_profile_hour: dict[str, float]
     cpu_hour: float | None
     ram_gib_hour: float | None
-    created_at: datetime
+    created_at: UtcDateTime
     created_by: str
     note: str
 
@@ -59,8 +61,8 @@ class UsageRowPublic(BaseModel):
 
 
 class UsagePublic(BaseModel):
-    start: datetime
-    end: datetime
+    start: UtcDateTime
+    end: UtcDateTime
     group_by: str
     projects: list[str]
     rows: list[UsageRowPublic]
