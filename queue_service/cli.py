@@ -313,6 +313,8 @@ def submit(
     ] = None,
     requeue: Annotated[bool | None, typer.Option(
         "--requeue/--no-requeue", help="if preempted or reclaimed: back to the queue (default), or cancelled")] = None,
+    parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (JOB=$(gpuq submit ...))")
+                        ] = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -320,6 +322,9 @@ def submit(
     """Submit a job: gpuq submit [flags] -- CMD ARGS..., or gpuq submit [flags] job.sh ARGS (#GPUQ directives)."""
     body = _prepare(ctx, locals())
     job = Api(server, token).call("POST", "/v1/jobs", json=body)
+    if parsable and not as_json:
+        typer.echo(job["id"])
+        return
     _print(job, as_json, lambda j: f"submitted {j['id']} ({j['state']}: {_resources_text(j['resources'])})")
 
 
