@@ -114,8 +114,8 @@ class ProcessRuntime:
         run_dir.mkdir(mode=0o700)
         stdout_path.parent.mkdir(parents=True, exist_ok=True)
         user = self.job_user if self.job_user is not None and self.job_user.switch else None
-        cwd = None
-        if self.work_dir is not None:
+        cwd = Path(spec.workdir) if spec.workdir is not None else None
+        if cwd is None and self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.work_dir, 0o711)  # others may enter their own dir, not list the others
             cwd = self._cwd(spec)
@@ -130,7 +130,7 @@ class ProcessRuntime:
                 raise LaunchError(f"cgroup: {exc}") from exc
         shim_spec: dict[str, Any] = {
             "key": [spec.job_id, spec.attempt, spec.replica], "node_name": spec.node_name,
-            "command": spec.command, "env": self.environment(spec), "cwd": spec.workdir or (str(cwd) if cwd else None),
+            "command": spec.command, "env": self.environment(spec), "cwd": str(cwd) if cwd else None,
             "stdout": str(stdout_path), "stderr": str(stderr_path), "grace_s": spec.grace_s,
             "memory_mib": spec.memory_mib, "uid": user.uid if user else None, "gid": user.gid if user else None,
             "cgroup": None if group is None else {
