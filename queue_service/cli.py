@@ -399,25 +399,133 @@ def _attend(api: Api, job_id: str, *, quiet: bool = False, poll_s: float = 0.5) 
         signal.signal(signal.SIGTERM, previous)
 
 
+LIVE = ("running", "admitted", "queued")
+
+
+def _all_pages(api: Api, params: dict[str, Any], cap: int = 10_000) -> list[dict]:
+    """Every job the list answers for ``params`` (newest first), page after page, up to ``cap``."""
+    found: list[dict] = []
+    cursor = None
+    while len(found) < cap:
+        page = api.call("GET", "/v1/jobs", params={**params, "limit": 500, **({"cursor": cursor} if cursor else {})})
+        found += page["data"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return found
+
+
+def _effective_priority(j: dict) -> int:
+    return int(j["priority"] if j.get("priority_override") is None else j["priority_override"])
+
+
+def queue_order(jobs: list[dict]) -> list[dict]:
+    """Running, then admitted, then queued in admission order (higher effective priority, then earlier submit).
+
+    The admitter also orders equal priorities by fair share (``admission/ordering.py``): the positions
+    here are the order by priority and submit time, the admitter's when projects' usage is equal.
+    """
+    def key(j: dict) -> tuple[int, int, str, str]:
+        return (LIVE.index(j["state"]) if j["state"] in LIVE else len(LIVE), -_effective_priority(j),
+                str(j["submitted_at"]), str(j["id"]))
+    return sorted(jobs, key=key)
+
+
 @app.command()
 def jobs(
     project: Annotated[str | None, typer.Option(help="only this project")] = None,
     state: Annotated[str | None, typer.Option(help="only this state")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    show_all: Annotated[bool, typer.Option("--all", help="finished jobs too (newest first, after the live ones)")
+                        ] = False,
+    limit: Annotated[int, typer.Option(help="at most this many rows")] = 50,
+    wide: Annotated[bool, typer.Option("--wide", help="full reasons (no 60-character cut)")] = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List jobs, newest first."""
-    params = {k: v for k, v in {"project": project, "state": state, "limit": limit}.items() if v is not None}
-    page = Api(server, token).call("GET", "/v1/jobs", params=params)
+    """Jobs in queue order: running, admitted, then the queue with its position, priority and class."""
+    api = Api(server, token)
+    base = {"project": project} if project else {}
+    if state:
+        found = _all_pages(api, {**base, "state": state})
+    else:
+        found = [j for s in LIVE for j in _all_pages(api, {**base, "state": s})]
+        if show_all:
+            found += [j for j in _all_pages(api, base) if j["state"] not in LIVE]
+    ordered = queue_order(found)
+    shown = ordered[:limit]
+    data = {"data": shown, "count": len(shown), "total": len(ordered)}
 
-    def human(p: dict) -> str:
-        rows = [[j["id"], j["name"], j["project"], j["state"], _resources_text(j["resources"]),
-                 "" if j["exit_code"] is None else j["exit_code"], j["reason"][:60]] for j in p["data"]]
-        return _table(rows, ["id", "name", "project", "state", "resources", "exit", "reason"])
+    def human(d: dict) -> str:
+        rows = []
+        position = 0
+        for j in d["data"]:
+            if j["state"] == "queued":
+                position += 1
+            reason = j["reason"] if wide or len(j["reason"]) <= 60 else j["reason"][:59] + "…"
+            rows.append([str(position) if j["state"] == "queued" else "", j["id"], j["name"], j["project"],
+                         j["priority_class"], str(_effective_priority(j)),
+                         j["state"] + (" (held)" if j["held"] else ""),
+                         _resources_text(j["resources"]), "" if j["exit_code"] is None else j["exit_code"], reason])
+        text = _table(rows, ["pos", "id", "name", "project", "class", "prio", "state", "resources", "exit", "reason"])
+        if d["count"] < d["total"]:
+            text += f"\nshowing {d['count']} of {d['total']} (--limit N for more)"
+        return text
 
-    _print(page, as_json, human)
+    _print(data, as_json, human)
+
+
+def _elapsed(j: dict) -> float | None:
+    from datetime import datetime
+
+    if not j.get("started_at") or not j.get("finished_at"):
+        return None
+    started, finished = (datetime.fromisoformat(str(j[k]).replace("Z", "+00:00"))
+                         for k in ("started_at", "finished_at"))
+    return (finished - started).total_seconds()
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+@app.command()
+def history(
+    project: Annotated[str | None, typer.Option(help="only this project")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many jobs, newest first")] = 50,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Finished jobs (like sacct): elapsed time, exit code, GPU-hours and cost (from the usage report)."""
+    api = Api(server, token)
+    base = {"project": project} if project else {}
+    finished = sorted((j for s in FINAL for j in _all_pages(api, {**base, "state": s})),
+                      key=lambda j: str(j["finished_at"] or ""), reverse=True)[:limit]
+    usage: dict[str, dict] = {}
+    starts = [str(j["started_at"]) for j in finished if j.get("started_at")]
+    if starts:
+        path = f"/v1/projects/{project}/usage" if project else "/v1/usage"
+        report = api.call("GET", path, params={"group_by": "job", "start": min(starts)})
+        usage = {r["key"]: r for r in report["rows"]}
+    rows = []
+    for j in finished:
+        u = usage.get(j["id"], {})
+        j["elapsed_s"] = _elapsed(j)
+        j["gpu_equivalent_hours"] = u.get("gpu_equivalent_hours", 0.0)
+        j["cost"] = u.get("cost", 0.0)
+        rows.append(j)
+
+    def human(js: list) -> str:
+        return _table([[j["id"], j["name"], j["project"], j["state"], "" if j["exit_code"] is None else j["exit_code"],
+                        _duration_text(j["elapsed_s"]), f"{j['gpu_equivalent_hours']:.2f}", f"{j['cost']:.2f}",
+                        str(j["finished_at"] or "")[:19]] for j in js],
+                      ["id", "name", "project", "state", "exit", "elapsed", "GPU h", "cost", "finished"])
+
+    _print(rows, as_json, human)
 
 
 @app.command()
@@ -522,6 +630,42 @@ def token_create(
         body["node_name"] = node_name
     made = Api(server, token).call("POST", "/v1/tokens", json=body)
     _print(made, as_json, lambda t: t["token"])
+
+
+@token_app.command("list")
+def token_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Every token: id, role, binding, expiry, last use, revocation (never the secret)."""
+    data = Api(server, token).call("GET", "/v1/tokens")
+    _print(data, as_json, lambda ts: _table(
+        [[t["id"], t["name"], t["role"], ",".join(t["projects"]) or (t["node_name"] or ""),
+          str(t["expires_at"] or "never")[:19], str(t["last_used_at"] or "")[:16],
+          "revoked" if t["revoked_at"] else ""] for t in ts],
+        ["id", "name", "role", "bound to", "expires", "last used", ""]))
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke a token: refused from its next request (audited)."""
+    revoked = Api(server, token).call("DELETE", f"/v1/tokens/{token_id}")
+    _print(revoked, as_json, lambda t: f"revoked {t['id']} ({t['role']} {t['name']})")
+
+
+@token_app.command("rotate")
+def token_rotate(
+    data_dir: Annotated[Path | None, typer.Option(help="where admin.token lives (default: GPUQ_DATA_DIR)")] = None,
+    server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Replace the admin token in the data directory: a new one is made and written, then the old one revoked."""
+    from queue_service.bootstrap import ADMIN_TOKEN_FILE, write_secret
+
+    api = Api(server, token)
+    me = api.call("GET", "/v1/tokens/me")
+    made = api.call("POST", "/v1/tokens", json={"role": "admin", "name": me["name"] or "admin"})
+    path = (data_dir or Settings().data_dir) / ADMIN_TOKEN_FILE
+    write_secret(path, made["token"])
+    Api(server, made["token"]).call("DELETE", f"/v1/tokens/{me['id']}")
+    _print({"id": made["id"], "revoked": me["id"], "token_file": str(path)}, as_json,
+           lambda r: f"new admin token {r['id']} in {r['token_file']}; {r['revoked']} revoked")
 
 
 @project_app.command("create")

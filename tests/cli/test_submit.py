@@ -125,3 +125,29 @@ def test_member_prefix_sees_only_own_projects(gpuq) -> None:
     theirs = _job(gpuq, "--project", "default", "--", "true")["id"]
     out = gpuq("show", theirs[:8], as_="member")
     assert out.exit_code != 0 and "no job id starts with" in out.output
+
+
+def test_jobs_in_queue_order_with_positions_limit_and_wide(gpuq) -> None:
+    low = _job(gpuq, "--priority-class", "experiment", "--", "true")["id"]
+    first = _job(gpuq, "--", "true")["id"]
+    second = _job(gpuq, "--", "true")["id"]
+    top = _job(gpuq, "--priority-class", "production", "--", "true")["id"]
+    out = gpuq("jobs", "--wide")
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()[1:]
+    assert [line.split()[1] for line in lines] == [top, first, second, low]  # priority, then submit time
+    assert [line.split()[0] for line in lines] == ["1", "2", "3", "4"]
+    assert "production" in lines[0] and "1000" in lines[0]
+    limited = gpuq("jobs", "--limit", "2")
+    assert "showing 2 of 4" in limited.output
+    data = json.loads(gpuq("jobs", "--json", "--limit", "1").output)
+    assert data["count"] == 1 and data["total"] == 4
+
+
+def test_history_lists_finished_jobs(gpuq) -> None:
+    job = _job(gpuq, "--", "true")["id"]
+    assert gpuq("cancel", job).exit_code == 0
+    out = gpuq("history")
+    assert out.exit_code == 0, out.output
+    assert job in out.output and "cancelled" in out.output
+    assert job not in gpuq("jobs").output and job in gpuq("jobs", "--all").output
