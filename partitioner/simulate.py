@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import os
 import sys
@@ -40,6 +41,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -55,11 +57,16 @@ GPUQ_PINNED_LIMIT = 0.05  # above this share of model-pinned GPU shapes, gpuq dr
 ALL_MODELS = np.int64(-1)  # every bit set: any model
 
 
+SHIPPED_TRACE_DIR = Path(__file__).resolve().parent / "traces" / "openb"  # gzipped CSVs, CC BY 4.0 (its README)
+
+
 def find_trace_dir() -> Path | None:
-    """``$GPUQ_TRACE_DIR``, else the first ``shared/traces/openb`` walking up from cwd or this file."""
+    """``$GPUQ_TRACE_DIR``, else the trace shipped in the package, else a ``shared/traces/openb`` walking up."""
     env = os.environ.get("GPUQ_TRACE_DIR")
     if env:
         return Path(env)
+    if SHIPPED_TRACE_DIR.is_dir():
+        return SHIPPED_TRACE_DIR
     for base in (Path.cwd(), Path(__file__).resolve().parent):
         for parent in (base, *base.parents):
             candidate = parent / "shared" / "traces" / "openb"
@@ -100,11 +107,24 @@ class Trace:
         return kind.astype(np.int64)
 
 
+def trace_file(trace_dir: Path, name: str) -> Path:
+    """``name`` in ``trace_dir``, or its gzipped copy (``name.gz``, as the package ships it)."""
+    plain = trace_dir / name
+    return plain if plain.exists() or not (trace_dir / f"{name}.gz").exists() else trace_dir / f"{name}.gz"
+
+
+def _open_csv(path: Path) -> IO[str]:
+    """A CSV file for reading, gunzipped on the fly when it ends in ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="")
+    return open(path, newline="")
+
+
 def load_trace(nodes_csv: Path, tasks_csv: Path) -> Trace:
     """Read the openb CSVs into a :class:`Trace`."""
-    with open(nodes_csv, newline="") as fh:
+    with _open_csv(nodes_csv) as fh:
         nodes = list(csv.DictReader(fh))
-    with open(tasks_csv, newline="") as fh:
+    with _open_csv(tasks_csv) as fh:
         tasks = list(csv.DictReader(fh))
     names = sorted({r["model"] for r in nodes if r.get("model")})
     index = {name: i for i, name in enumerate(names)}
@@ -290,8 +310,8 @@ def _plot(results: dict[str, dict], path: str) -> None:
 def cli(argv: list[str]) -> int:
     """``gpuq simulate``: replay the openb trace under each policy and print the figures."""
     parser = argparse.ArgumentParser(prog="gpuq simulate", description="Replay the openb trace (FGD paper protocol).")
-    parser.add_argument("--nodes", help="node list CSV (default: shared/traces/openb)")
-    parser.add_argument("--tasks", help="task list CSV (default: shared/traces/openb)")
+    parser.add_argument("--nodes", help="node list CSV, or .csv.gz (default: the shipped partitioner/traces/openb)")
+    parser.add_argument("--tasks", help="task list CSV, or .csv.gz (default: the shipped partitioner/traces/openb)")
     parser.add_argument("--policies", default="random,best-fit,fgd,gpuq",
                         help="comma-separated: random,best-fit,fgd,gpuq")
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds, from 42 (default 10)")
@@ -307,8 +327,10 @@ def cli(argv: list[str]) -> int:
         print(problem, file=sys.stderr)
         return 2
     trace_dir = find_trace_dir()
-    nodes = Path(args.nodes) if args.nodes else (trace_dir / "openb_node_list_gpu_node.csv" if trace_dir else None)
-    tasks = Path(args.tasks) if args.tasks else (trace_dir / "openb_pod_list_default.csv" if trace_dir else None)
+    nodes = Path(args.nodes) if args.nodes else (
+        trace_file(trace_dir, "openb_node_list_gpu_node.csv") if trace_dir else None)
+    tasks = Path(args.tasks) if args.tasks else (
+        trace_file(trace_dir, "openb_pod_list_default.csv") if trace_dir else None)
     if nodes is None or tasks is None or not nodes.is_file() or not tasks.is_file():
         print("trace not found: pass --nodes and --tasks or set GPUQ_TRACE_DIR", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from queue_service.db.models import Role
 from queue_service.errors import Forbidden
@@ -33,6 +34,7 @@ class Principal:
     role: Role
     projects: frozenset[str] = frozenset()
     node_name: str | None = None
+    last_used_at: datetime | None = field(default=None, compare=False)  # as read when authenticating
 
     @property
     def label(self) -> str:

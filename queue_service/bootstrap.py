@@ -1,8 +1,15 @@
-"""First-start set-up of a data directory: schema, the ``default`` project, admin and agent tokens."""
+"""First-start set-up of a data directory: schema, the ``default`` project, admin and agent tokens.
+
+The admin token expires like any other (``admin_lifetime_s``; made anew at
+the next start once expired, or replaced by ``gpuq admin token rotate``);
+the local agent's token is bound to the node it runs (an agent speaks only
+for its own node), and made anew when the node name changes.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,8 +38,10 @@ def read_secret(path: Path) -> str | None:
         return None
 
 
-def prepare(database_url: str, data_dir: Path, sessions: sessionmaker[Session]) -> tuple[Path, str]:
+def prepare(database_url: str, data_dir: Path, sessions: sessionmaker[Session], *, node_name: str | None = None,
+            admin_lifetime_s: float = 0.0) -> tuple[Path, str]:
     """Migrate, create ``default`` and the tokens if missing; returns (admin token path, agent token)."""
+    node_name = node_name or socket.gethostname()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     upgrade(database_url)
@@ -42,18 +51,21 @@ def prepare(database_url: str, data_dir: Path, sessions: sessionmaker[Session]) 
         projects.ensure(session, name="default")
         admin = read_secret(admin_path)
         if admin is None or _invalid(session, admin):
-            _row, admin = tokens.create(session, role=Role.ADMIN, name="bootstrap-admin", actor="system")
+            _row, admin = tokens.create(session, role=Role.ADMIN, name="bootstrap-admin", actor="system",
+                                        lifetime_s=admin_lifetime_s)
             write_secret(admin_path, admin)
         agent = read_secret(agent_path)
-        if agent is None or _invalid(session, agent):
-            _row, agent = tokens.create(session, role=Role.AGENT, name="local-agent", actor="system")
+        if agent is None or _invalid(session, agent, node_name=node_name):
+            _row, agent = tokens.create(session, role=Role.AGENT, name="local-agent", actor="system",
+                                        node_name=node_name)
             write_secret(agent_path, agent)
     return admin_path, agent
 
 
-def _invalid(session: Session, token: str) -> bool:
+def _invalid(session: Session, token: str, *, node_name: str | None = None) -> bool:
+    """True if the token is unknown, revoked, expired or (for the agent's) bound to another node."""
     try:
-        tokens.authenticate(session, token=token)
+        principal = tokens.authenticate(session, token=token)
     except Exception:  # noqa: BLE001 - any failure: make a new one
         return True
-    return False
+    return node_name is not None and principal.node_name != node_name

@@ -165,7 +165,8 @@ class EmbeddedServer:
                 raise ValueError(str(exc)) from exc
         self.ctx = ServiceContext.build(settings)
         self.admin_token_path, agent_token = prepare(settings.effective_database_url, settings.data_dir,
-                                                     self.ctx.sessions)
+                                                     self.ctx.sessions, node_name=settings.node_name,
+                                                     admin_lifetime_s=settings.token_lifetime_s)
         app = create_app(self.ctx)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on")

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     min_run_s: float = Field(default=60.0, ge=0, description="a job is not preempted before it ran this long")
     server_url: str | None = Field(default=None, description="where the CLI and agents find the API")
     token: str | None = Field(default=None, description="API token for the CLI / agent")
+    token_lifetime_s: float = Field(default=90 * 24 * 3600.0, ge=0,
+                                    description="new tokens expire after this long (0: never); GPUQ_TOKEN_LIFETIME_S")
 
     @field_validator("priority_classes", mode="before")
     @classmethod

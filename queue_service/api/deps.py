@@ -43,7 +43,9 @@ def get_principal(request: Request, ctx: ContextDep) -> Principal:
         token = ""
     # Authentication reads in its own short session so a 401 never holds a write lock.
     with ctx.sessions() as session:
-        return tokens.authenticate(session, token=token.strip() or None)
+        principal = tokens.authenticate(session, token=token.strip() or None)
+    tokens.touch(ctx.sessions, principal=principal)  # at most one UPDATE a minute per token
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -69,6 +69,9 @@ class ApiToken(Base):
     node_name: Mapped[str | None] = mapped_column(String(128), nullable=True)  # agents may be bound to a node
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # revision 0006: a token past expires_at is refused like a revoked one; last use, at most once a minute
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Node(Base):

@@ -1,14 +1,25 @@
-"""API tokens: create (shown once), authenticate."""
+"""API tokens: create (shown once), authenticate, list, revoke.
+
+A token is refused (401) once revoked or past ``expires_at``. Authentication
+runs on every request, so ``last_used_at`` is written at most once per
+``LAST_USED_EVERY_S`` per token (a read-only UPDATE guarded by the old value:
+two replicas racing write it once).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.auth import Principal, hash_token, new_token
+from queue_service.db.base import utcnow
 from queue_service.db.models import ApiToken, Project, Role
-from queue_service.errors import InvalidRequest, Unauthenticated
+from queue_service.errors import InvalidRequest, NotFound, Unauthenticated
 from queue_service.services import audit
+
+LAST_USED_EVERY_S = 60.0
 
 
 def create(
@@ -19,8 +30,9 @@ def create(
     projects: list[str] | None = None,
     node_name: str | None = None,
     actor: Principal | str,
+    lifetime_s: float | None = None,
 ) -> tuple[ApiToken, str]:
-    """Make a token; returns the row and the plain token (never stored)."""
+    """Make a token; returns the row and the plain token (never stored). ``lifetime_s`` 0 or None: no expiry."""
     projects = sorted(set(projects or []))
     if role is Role.MEMBER and not projects:
         raise InvalidRequest("a member token needs at least one project", field="projects")
@@ -33,23 +45,62 @@ def create(
     if unknown:
         raise InvalidRequest(f"unknown project(s): {', '.join(unknown)}", field="projects")
     plain = new_token()
-    row = ApiToken(name=name, role=role.value, token_hash=hash_token(plain), projects=projects, node_name=node_name)
+    expires_at = utcnow() + timedelta(seconds=lifetime_s) if lifetime_s else None
+    row = ApiToken(name=name, role=role.value, token_hash=hash_token(plain), projects=projects, node_name=node_name,
+                   expires_at=expires_at)
     session.add(row)
     session.flush()
     audit.record(
         session, actor=actor, action="token.create", target=row.id,
-        after={"role": role.value, "name": name, "projects": projects},
+        after={"role": role.value, "name": name, "projects": projects, "node_name": node_name,
+               "expires_at": expires_at.isoformat() if expires_at else None},
     )
     return row, plain
 
 
-def authenticate(session: Session, *, token: str | None) -> Principal:
+def authenticate(session: Session, *, token: str | None, now: datetime | None = None) -> Principal:
+    """The caller behind ``token``; Unauthenticated if missing, unknown, revoked or expired."""
     if not token:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    now = now or utcnow()
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked token")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthenticated("token expired (gpuq admin token rotate, or create a new one)")
     return Principal(
         token_id=row.id, name=row.name, role=Role(row.role), projects=frozenset(row.projects or []),
-        node_name=row.node_name,
+        node_name=row.node_name, last_used_at=row.last_used_at,
     )
+
+
+def touch(sessions: sessionmaker[Session], *, principal: Principal, now: datetime | None = None) -> None:
+    """Record a use, at most once per ``LAST_USED_EVERY_S``: nothing is written while the last use is recent."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=LAST_USED_EVERY_S)
+    if principal.last_used_at is not None and principal.last_used_at >= cutoff:
+        return
+    token_id = principal.token_id
+    with sessions() as session, session.begin():
+        session.execute(
+            update(ApiToken).where(ApiToken.id == token_id)
+            .where((ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < cutoff))
+            .values(last_used_at=now)
+        )
+
+
+def list_all(session: Session) -> list[ApiToken]:
+    """Every token, newest first (hashes stay inside)."""
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at.desc(), ApiToken.id)))
+
+
+def revoke(session: Session, *, token_id: str, actor: Principal | str, reason: str = "") -> ApiToken:
+    """Revoke a token (refused from its next request); revoking twice keeps the first time. Audited."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"token {token_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit.record(session, actor=actor, action="token.revoke", target=row.id, reason=reason,
+                     before={"role": row.role, "name": row.name}, after={"revoked_at": row.revoked_at.isoformat()})
+    return row

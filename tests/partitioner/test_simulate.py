@@ -2,12 +2,22 @@
 
 import json
 
-import pytest
-
-from partitioner.simulate import cli, find_trace_dir
+from partitioner.simulate import SHIPPED_TRACE_DIR, cli, find_trace_dir, load_trace, trace_file
 
 
-@pytest.mark.skipif(find_trace_dir() is None, reason="openb trace not found")
+def test_the_trace_ships_with_the_package(monkeypatch, tmp_path):
+    """A clone has the trace (no shared/ needed): find_trace_dir() finds the gzipped copy and it loads whole."""
+    monkeypatch.delenv("GPUQ_TRACE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find_trace_dir() == SHIPPED_TRACE_DIR
+    nodes = trace_file(SHIPPED_TRACE_DIR, "openb_node_list_gpu_node.csv")
+    tasks = trace_file(SHIPPED_TRACE_DIR, "openb_pod_list_default.csv")
+    assert nodes.suffix == ".gz" and tasks.suffix == ".gz"
+    trace = load_trace(nodes, tasks)
+    assert trace.node_cpu.shape[0] == 1213 and int(trace.node_ngpu.sum()) == 6212 and trace.task_cpu.shape[0] == 8152
+    assert "CC BY 4.0" in (SHIPPED_TRACE_DIR / "README.md").read_text()
+
+
 def test_simulate_json(capsys, tmp_path):
     png = tmp_path / "p.png"
     assert cli(["--seeds", "1", "--policies", "best-fit,fgd,gpuq", "--json", "--plot", str(png)]) == 0

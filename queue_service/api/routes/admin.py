@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
 from sqlalchemy import text
 
 from queue_service import __version__
@@ -15,8 +17,9 @@ from queue_service.api.schemas.admin import (
     ProjectPublic,
     TokenCreate,
     TokenCreated,
+    TokenPublic,
 )
-from queue_service.db.models import NodeStatus, Role
+from queue_service.db.models import ApiToken, NodeStatus, Role
 from queue_service.services import nodes as node_service
 from queue_service.services import projects as project_service
 from queue_service.services import tokens as token_service
@@ -40,14 +43,42 @@ def list_projects(principal: CurrentPrincipal, session: SessionDep) -> list[Proj
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated, tags=["tokens"])
-def create_token(body: TokenCreate, principal: CurrentPrincipal, session: SessionDep) -> TokenCreated:
+def create_token(body: TokenCreate, principal: CurrentPrincipal, session: SessionDep,
+                 ctx: ContextDep) -> TokenCreated:
     """Admins make tokens; the plain token is in ``token``, shown this once."""
     principal.require(Role.ADMIN)
     row, plain = token_service.create(
-        session, role=body.role, name=body.name, projects=body.projects, node_name=body.node_name, actor=principal
+        session, role=body.role, name=body.name, projects=body.projects, node_name=body.node_name, actor=principal,
+        lifetime_s=body.lifetime_s if body.lifetime_s is not None else ctx.settings.token_lifetime_s,
     )
-    return TokenCreated(id=row.id, name=row.name, role=Role(row.role), projects=row.projects,
-                        created_at=row.created_at, token=plain)
+    return TokenCreated(**_token(row).model_dump(), token=plain)
+
+
+def _token(row: ApiToken) -> TokenPublic:
+    return TokenPublic.model_validate(row, from_attributes=True)
+
+
+@router.get("/tokens", response_model=list[TokenPublic], tags=["tokens"])
+def list_tokens(principal: CurrentPrincipal, session: SessionDep) -> list[TokenPublic]:
+    """Every token (never its secret): role, binding, expiry, last use, revocation. Admins only."""
+    principal.require(Role.ADMIN)
+    return [_token(r) for r in token_service.list_all(session)]
+
+
+@router.get("/tokens/me", response_model=TokenPublic, tags=["tokens"])
+def my_token(principal: CurrentPrincipal, session: SessionDep) -> TokenPublic:
+    """The caller's own token (any role): when it expires, what it is bound to."""
+    row = session.get(ApiToken, principal.token_id)
+    assert row is not None  # it just authenticated
+    return _token(row)
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenPublic, tags=["tokens"])
+def revoke_token(token_id: Annotated[str, Path(max_length=32)], principal: CurrentPrincipal,
+                 session: SessionDep) -> TokenPublic:
+    """Revoke a token: refused (401) from its next request. Audited; revoking twice is harmless."""
+    principal.require(Role.ADMIN)
+    return _token(token_service.revoke(session, token_id=token_id, actor=principal))
 
 
 @router.get("/nodes", response_model=list[NodePublic], tags=["nodes"])

@@ -31,6 +31,8 @@ class TokenCreate(BaseModel):
     name: str = Field(default="", max_length=128)
     projects: list[str] = Field(default_factory=list, max_length=256)
     node_name: str | None = Field(default=None, max_length=128)
+    lifetime_s: float | None = Field(default=None, ge=0, le=10 * 365 * 24 * 3600,
+                                     description="expires after this long; 0: never; default GPUQ_TOKEN_LIFETIME_S")
 
     @field_validator("projects")
     @classmethod
@@ -43,7 +45,11 @@ class TokenPublic(BaseModel):
     name: str
     role: Role
     projects: list[str]
+    node_name: str | None = None
     created_at: UtcDateTime
+    expires_at: UtcDateTime | None = None
+    last_used_at: UtcDateTime | None = Field(default=None, description="to the minute")
+    revoked_at: UtcDateTime | None = None
 
 
 class TokenCreated(TokenPublic):
