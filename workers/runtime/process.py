@@ -64,6 +64,7 @@ class ProcessRuntime:
         self._shims: dict[str, subprocess.Popen] = {}  # our own children, reaped here
         self._stopped: set[str] = set()
         self._lock = threading.Lock()
+        self._uid_lock = threading.Lock()
 
     @property
     def limits(self) -> str:
@@ -114,14 +115,15 @@ class ProcessRuntime:
         run_dir.mkdir(mode=0o700)
         stdout_path.parent.mkdir(parents=True, exist_ok=True)
         user = self.job_user if self.job_user is not None and self.job_user.switch else None
+        uid = None if user is None else self._claim_uid(user, run_dir)
         cwd = Path(spec.workdir) if spec.workdir is not None else None
         if cwd is None and self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.work_dir, 0o711)  # others may enter their own dir, not list the others
             cwd = self._cwd(spec)
             cwd.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if user is not None:
-                os.chown(cwd, user.uid, user.gid)
+            if user is not None and uid is not None:
+                os.chown(cwd, uid, user.gid)
         group = self._cgroup(handle)
         if group is not None:
             try:
@@ -132,7 +134,7 @@ class ProcessRuntime:
             "key": [spec.job_id, spec.attempt, spec.replica], "node_name": spec.node_name,
             "command": spec.command, "env": self.environment(spec), "cwd": str(cwd) if cwd else None,
             "stdout": str(stdout_path), "stderr": str(stderr_path), "grace_s": spec.grace_s,
-            "memory_mib": spec.memory_mib, "uid": user.uid if user else None, "gid": user.gid if user else None,
+            "memory_mib": spec.memory_mib, "uid": uid, "gid": user.gid if user else None,
             "cgroup": None if group is None else {
                 "name": group.name, "version": group.layout.version,
                 "unified": str(group.layout.unified) if group.layout.unified else None,
@@ -166,6 +168,23 @@ class ProcessRuntime:
                 break  # slow host: the shim carries on; wait() reports what happens
             time.sleep(POLL_S)
         return handle
+
+    def _claim_uid(self, user: JobUser, run_dir: Path) -> int:
+        """The job user's uid, or (per-attempt uids) the lowest one no run of this node holds (``RUN_DIR/uid``)."""
+        if user.uids is None:
+            return user.uid
+        with self._uid_lock:
+            held = set()
+            with contextlib.suppress(FileNotFoundError):
+                for other in self.state_dir.iterdir():
+                    uid = _read_int(other / "uid")
+                    if uid is not None:
+                        held.add(uid)
+            for uid in user.uids:
+                if uid not in held:
+                    (run_dir / "uid").write_text(str(uid))
+                    return uid
+        raise LaunchError(f"no free job uid left in {user.uids.start}-{user.uids.stop - 1} (GPUQ_JOB_UIDS)")
 
     # -- leases ----------------------------------------------------------------
     def renew(self, fence_after_s: float | None = None) -> None:
