@@ -189,7 +189,7 @@ def test_cli_tour(server: Server, tmp_path: Path) -> None:
     moves = ["new -> queued", "queued -> admitted", "admitted -> running", "running -> succeeded"]
     assert [timeline.index(m) for m in moves] == sorted(timeline.index(m) for m in moves), timeline
     assert "by agent:" in timeline and "by admitter" in timeline
-    listed = gpuq("jobs")
+    listed = gpuq("jobs", "--all")  # finished jobs too (plain `gpuq jobs` lists the live ones)
     assert job_id in listed.stdout
     bad = gpuq("submit", "--blocks", "0", "--gpu-memory", "1GiB", "--", "true")
     assert bad.returncode != 0 and "resources.blocks" in bad.stderr and "Traceback" not in bad.stderr
