@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 
 from queue_service import __version__, ui
 from queue_service.api import errors
-from queue_service.api.routes import admin, agent, jobs, operator, prices, samples, usage
+from queue_service.api.routes import admin, agent, jobs, operator, prices, samples, usage, webhooks
 from queue_service.api.routes import metrics as metrics_routes
 from queue_service.context import ServiceContext
 from queue_service.metrics import build_registry
@@ -20,10 +20,12 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
         if run_admitter:
             ctx.admitter.start()
             ctx.admitter.wake()
+            ctx.webhooks.start()
         try:
             yield
         finally:
             if run_admitter:
+                ctx.webhooks.stop()
                 ctx.admitter.stop()
 
     app = FastAPI(
@@ -42,6 +44,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     v1.include_router(samples.router)
     v1.include_router(usage.router)
     v1.include_router(prices.router)
+    v1.include_router(webhooks.router)
     app.include_router(v1)
     app.state.metrics_registry = build_registry(ctx)
     metrics_routes.mount(app)

@@ -13,6 +13,7 @@ from queue_service.db.session import make_engine, make_sessionmaker
 from queue_service.dispatch import Dispatcher, make_broker
 from queue_service.lifecycle import effects
 from queue_service.settings import Settings
+from queue_service.webhooks.sender import WebhookSender
 
 
 def default_packer_factory() -> PackerFactory:
@@ -38,6 +39,7 @@ class ServiceContext:
     admitter: Admitter
     packer_factory: PackerFactory
     feasibility: Feasibility
+    webhooks: WebhookSender
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -52,4 +54,5 @@ class ServiceContext:
         # Effects after commit, in one place: every transaction's launches, stops and wake-ups.
         effects.install(sessions, effects.Sink(launch=dispatcher.launch, stop=dispatcher.stop, wake=admitter.wake,
                                                cluster_changed=feasibility.invalidate))
-        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility)
+        webhooks = WebhookSender(sessions=sessions, settings=settings)
+        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility, webhooks)

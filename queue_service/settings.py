@@ -17,6 +17,8 @@ class PriorityClass(BaseModel):
     value: int
     preemptible: bool = False
     grace_s: float = 30.0
+    default_time_limit_s: int | None = None  # a job that names none gets this (Slurm's DefaultTime)
+    max_time_limit_s: int | None = None  # the most a job of this class may ask (MaxTime)
 
 
 DEFAULT_PRIORITY_CLASSES: dict[str, PriorityClass] = {
@@ -101,6 +103,14 @@ class Settings(BaseSettings):
     idle_after_s: float = Field(default=1800.0,
                                 description="idle this long (every sample below the threshold): flagged")
     idle_reclaim: bool = Field(default=False, description="cancel flagged idle jobs (operators switch it on)")
+
+    # -- webhooks (issue 12) --
+    webhook_poll_s: float = Field(default=1.0, gt=0, description="how often new job events are sent to webhooks")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="how long a receiver may take to answer")
+    webhook_backoff_s: float = Field(default=2.0, ge=0, description="first retry after this; doubles each try")
+    webhook_max_attempts: int = Field(default=8, ge=1, description="tries before a delivery is marked failed")
+    webhook_allowed_hosts: list[str] | None = Field(
+        default=None, description="if set, the only hosts webhooks may POST to (an admin's restriction)")
 
     # -- many hosts: recovery (issue 4) --
     max_retries: int = Field(default=3, ge=0, description="times a job is requeued after its node or attempt was lost; "

@@ -142,6 +142,8 @@ class LaunchSpec:
     # The directory the job starts in (absolute, on the node; in the container for an image job).
     # None: the agent's own per-attempt directory (process) or the image's WORKDIR (Docker).
     workdir: str | None = None
+    array_id: str | None = None  # a job array's task: the array (its first task's id) and this task's index
+    array_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

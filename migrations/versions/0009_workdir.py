@@ -1,7 +1,7 @@
 """jobs: the working directory a job starts in on its node
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0005
 Create Date: 2026-12-08
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"  # the latest on main at commit; re-chain to 0008 when it lands
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

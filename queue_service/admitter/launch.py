@@ -34,4 +34,5 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
         cpus=job.cpus or None, memory_mib=job.memory_mib or None, time_limit_s=job.time_limit_s,
         grace_s=of_class(classes, job.priority_class, default_s=settings.default_grace_s),
         replica=replica, replicas=job.replicas, workdir=job.workdir,
+        array_id=job.array_id, array_index=job.array_index,
     )

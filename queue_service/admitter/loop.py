@@ -3,7 +3,8 @@
 Steps of ``run_once`` (each cycle, under the admission lock):
 
 1. expire node leases;
-2. snapshot: schedulable nodes with free capacity, and the queued jobs (``read``);
+2. snapshot: schedulable nodes with free capacity, and the queued jobs (``read``)
+   that their dependencies and array limits let in (``lifecycle.gates``);
 3. decide (``admission.cycle.run_cycle``, pure);
 4. persist in one transaction (``persist``: the lifecycle admits and preempts);
 5. commit: the launches and stops go out after it (``lifecycle.effects``);
@@ -29,6 +30,7 @@ from queue_service.admitter.hardware import hardware_aware
 from queue_service.admitter.persist import persist
 from queue_service.admitter.reconcile import reconcile
 from queue_service.db.priority_classes import effective
+from queue_service.lifecycle import gates
 from queue_service.services import nodes as node_service
 from queue_service.settings import Settings
 
@@ -120,12 +122,15 @@ class Admitter:
                     return CycleReport(0, 0, time.perf_counter() - started, skipped=True)
                 # 1. leases
                 node_service.expire_leases(session)
-                # 2. snapshot
-                snapshot, jobs = read.snapshot(session, settings=self.settings)
+                # 2. snapshot: the queued jobs, minus those their dependencies or array limit hold back
+                rows = read.queued(session)
+                jobs = {job.id: job for job, _project in rows}
+                held = gates.hold_back(session, queued=jobs)
+                snapshot = read.snapshot(session, settings=self.settings, rows=rows, skip=held)
                 # 3. decide
                 result = run_cycle(snapshot, self.packer_factory, hardware_aware(session, self.repartition))
                 # 4. persist
-                persist(session, result, jobs, classes=effective(session, settings=self.settings),
+                persist(session, result, jobs, held=held, classes=effective(session, settings=self.settings),
                         settings=self.settings)
                 # 5. commit; the lifecycle's effects (launches, stops) go out after it
                 session.commit()

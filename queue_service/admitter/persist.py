@@ -29,7 +29,7 @@ from workers.messages import LaunchSpec
 log = logging.getLogger(__name__)
 
 
-def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *,
+def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *, held: Mapping[str, str],
             classes: Mapping[str, PriorityClass], settings: Settings) -> list[LaunchSpec]:
     """Write one cycle; returns the launches it queued (sent once the caller commits)."""
     node_names = dict(session.execute(select(Node.id, Node.name)).all())
@@ -51,7 +51,8 @@ def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *,
                 grace_s=of_class(classes, victim.priority_class, default_s=settings.default_grace_s),
                 reason=f"preempted by job {preemption.job_id} ({preemption.why})",
             )
-    reasons = dict(result.waiting)
+    reasons = dict(held)  # dependencies and array limits (cancelled ones are final: left alone)
+    reasons.update(result.waiting)
     reasons.update({job_id: f"cannot run on the current cluster: {why}" for job_id, why in result.never.items()})
     transitions.set_wait_reasons(jobs, reasons)
     session.flush()

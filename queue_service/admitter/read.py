@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from datetime import datetime
 
 from sqlalchemy import select
@@ -68,19 +69,26 @@ def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterSta
     return ClusterState(tuple(states))
 
 
-def snapshot(session: Session, *, settings: Settings, now: datetime | None = None) -> tuple[Snapshot, dict[str, Job]]:
-    """The cycle's snapshot and the queued job rows it names (by id), read in the cycle's transaction."""
-    now = now or utcnow()
-    classes = effective(session, settings=settings)
-    cluster = build_cluster(session)
+def queued(session: Session) -> list[tuple[Job, str]]:
+    """The queued jobs that are not held, with their project names (the cycle's candidates)."""
     rows = session.execute(
         select(Job, Project.name).join(Project, Project.id == Job.project_id)
         .where(Job.state == JobState.QUEUED, Job.held.is_(False))
     ).all()
-    jobs = {job.id: job for job, _ in rows}
+    return [(job, project) for job, project in rows]
+
+
+def snapshot(session: Session, *, settings: Settings, rows: list[tuple[Job, str]], skip: Container[str] = (),
+             now: datetime | None = None) -> Snapshot:
+    """The cycle's snapshot over the queued ``rows`` (minus ``skip``), read in the cycle's transaction."""
+    now = now or utcnow()
+    classes = effective(session, settings=settings)
+    cluster = build_cluster(session)
     standing = snapshots.fair_share(session, now=now, half_life_s=settings.fair_share_half_life_s)
     pending = []
     for job, project in rows:
+        if job.id in skip:
+            continue
         klass = classes.get(job.priority_class)
         pending.append(PendingJob(
             job_id=job.id, project=project, request=request_for(job),
@@ -88,9 +96,8 @@ def snapshot(session: Session, *, settings: Settings, now: datetime | None = Non
             priority_override=job.priority_override, time_limit_s=job.time_limit_s,
             fair_share=standing.get(project, 0.0), preemptible=bool(klass and klass.preemptible),
         ))
-    snap = Snapshot(
+    return Snapshot(
         cluster=cluster, pending=tuple(pending), now=now,
         running=tuple(snapshots.running_jobs(session, now=now, classes=classes)),
         quotas=quota_service.all_quotas(session), min_run_s=settings.min_run_s,
     )
-    return snap, jobs

@@ -8,6 +8,7 @@ from partitioner.types import BLOCKS_PER_GPU
 from queue_service.api.schemas.admin import GpuPublic, NodePublic
 from queue_service.api.schemas.jobs import (
     AllocationPublic,
+    DependencyPublic,
     JobEventPublic,
     JobEventsPublic,
     JobPublic,
@@ -57,6 +58,10 @@ def job_public(session: Session, *, job: Job, project: Project) -> JobPublic:
         started_at=job.started_at,
         finished_at=job.finished_at,
         stop_cause=job.stop_cause,
+        depends_on=[DependencyPublic(job_id=d["job_id"], condition=d["condition"]) for d in job.depends_on or []],
+        array_id=job.array_id,
+        array_index=job.array_index,
+        array_limit=job.array_limit,
         allocation=[
             AllocationPublic(
                 node=node_name, replica=a.replica, kind=a.kind, gpu_uuid=a.mig_uuid or a.gpu_uuid,

@@ -159,6 +159,11 @@ class Job(Base):
     stop_reason: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
     # researcher's path (revision 0009): the directory the job starts in on its node (None: the agent's)
     workdir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the daily path (revision 0008): dependencies and job arrays
+    depends_on: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    array_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # its first task's id
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    array_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # most tasks live at once
 
 
 class Attempt(Base):
@@ -231,6 +236,44 @@ class JobEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
 
+class Webhook(Base):
+    """A project's subscription: job events of the chosen kinds are POSTed, signed, to ``url``."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(128))  # HMAC-SHA256 key, shown once at creation
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # to-states that trigger it; [] = every event
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # only this job's events, if set
+    after_event_id: Mapped[int] = mapped_column(Integer, default=0)  # job_events up to here are enqueued
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class WebhookDelivery(Base):
+    """One event for one hook: retried with backoff until the receiver answers 2xx or the tries run out."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("uq_webhook_deliveries_event", "webhook_id", "event_id", unique=True),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(Integer)  # job_events.id: receivers de-duplicate on it
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
 
@@ -274,6 +317,8 @@ class PriorityClassRow(Base):
     value: Mapped[int] = mapped_column(Integer)
     preemptible: Mapped[bool] = mapped_column(Boolean, default=False)
     grace_s: Mapped[float] = mapped_column(Float, default=30.0)
+    default_time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)  # revision 0008
+    max_time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -13,5 +13,7 @@ def effective(session: Session, *, settings: Settings) -> dict[str, PriorityClas
     """Name -> class: settings first, database rows win."""
     classes = dict(settings.priority_classes)
     for row in session.scalars(select(PriorityClassRow)):
-        classes[row.name] = PriorityClass(value=row.value, preemptible=row.preemptible, grace_s=row.grace_s)
+        classes[row.name] = PriorityClass(value=row.value, preemptible=row.preemptible, grace_s=row.grace_s,
+                                          default_time_limit_s=row.default_time_limit_s,
+                                          max_time_limit_s=row.max_time_limit_s)
     return classes

@@ -25,6 +25,7 @@ Modules, one concept each:
 - ``admit``        queued → admitted in bulk, with attempt, allocation and event rows
 - ``reports``      what agents report, fenced by attempt: start claims, exits
 - ``stopping``     cancel, stop (preempt, reclaim, gang), lost attempts
+- ``gates``        what keeps a queued job out of a cycle: dependencies, array limits
 - ``transitions``  the front door: every writer above, by name
 
 This ``__init__`` imports nothing, so ``db.models`` can import ``states``

@@ -12,7 +12,7 @@ submit   (new)        queued                         user, operator
 admit    queued       admitted                       admitter
 start    admitted     running                        agent
 finish   running      succeeded, failed, timed_out   agent
-cancel   queued       cancelled                      user, operator
+cancel   queued       cancelled                      user, operator, service
 cancel   admitted     cancelled                      user, operator
 stop     running      running (stopping)             user, operator, admitter, agent
 stopped  admitted     queued, cancelled              operator, admitter
@@ -23,7 +23,8 @@ hold     queued       queued (held)                  operator
 release  queued       queued                         operator
 ======== ============ ============================== ==============================
 
-``stop`` leaves a running job running with ``stop_cause`` set until its
+The service cancels a queued job whose dependency can never be met
+(``gates``). ``stop`` leaves a running job running with ``stop_cause`` set until its
 agent reports the exit (``stopped``, or ``finish`` for a gang whose member
 failed). ``stopped`` from ``admitted`` is a preemption or reclaim of a job
 whose agent has not started it yet: its capacity is freed at once.
@@ -60,7 +61,7 @@ TABLE: tuple[Transition, ...] = (
     _row(Event.ADMIT, Q, {A}, {ADMITTER}),
     _row(Event.START, A, {R}, {AGENT}),
     _row(Event.FINISH, R, {S, F, T}, {AGENT}),
-    _row(Event.CANCEL, Q, {C}, {USER, OPERATOR}),
+    _row(Event.CANCEL, Q, {C}, {USER, OPERATOR, SERVICE}),
     _row(Event.CANCEL, A, {C}, {USER, OPERATOR}),
     _row(Event.STOP, R, {R}, {USER, OPERATOR, ADMITTER, AGENT}),
     _row(Event.STOPPED, A, {Q, C}, {OPERATOR, ADMITTER}),
@@ -93,8 +94,9 @@ def check(event: Event, source: JobState | None, target: JobState, actor: Actor,
     row = _INDEX.get((event, source))
     what = f"job {job_id}" if job_id else "the job"
     if row is None:
-        raise IllegalTransition(f"{what} is {source.value if source else 'new'}; it cannot {event.value}",
-                                state=source, event=event)
+        sources = sorted(t.source.value for t in TABLE if t.event is event and t.source is not None)
+        raise IllegalTransition(f"{what} is {source.value if source else 'new'}; only {' or '.join(sources)} "
+                                f"jobs can {event.value}", state=source, event=event)
     if target not in row.targets:
         raise IllegalTransition(
             f"{what}: {event.value} leads from {source.value if source else 'new'} to "

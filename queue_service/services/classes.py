@@ -24,6 +24,7 @@ def put(session: Session, *, name: str, klass: PriorityClass, settings: Settings
         row = PriorityClassRow(name=name)
         session.add(row)
     row.value, row.preemptible, row.grace_s, row.updated_at = klass.value, klass.preemptible, klass.grace_s, utcnow()
+    row.default_time_limit_s, row.max_time_limit_s = klass.default_time_limit_s, klass.max_time_limit_s
     audit.record(session, actor=actor, action="priority_class.set", target=name, reason=reason,
                  before=before.model_dump() if before else None, after=klass.model_dump())
     effects.queue(session, wake=True)  # jobs of that class are re-ranked from the next cycle

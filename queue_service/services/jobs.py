@@ -19,6 +19,7 @@ from queue_service.db.models import FINAL_STATES, Allocation, Job, JobEvent, Job
 from queue_service.errors import Forbidden, InvalidRequest, NotFound
 from queue_service.lifecycle import events, grace, transitions
 from queue_service.lifecycle.states import Actor
+from queue_service.services import arrays
 from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
 from queue_service.services.convert import model_key, request_for
@@ -43,6 +44,16 @@ class ResourcesSpec(Protocol):
     replicas: int
 
 
+class DependencySpec(Protocol):
+    """One dependency of a submission (``api.schemas.jobs.DependencyCreate``)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def condition(self) -> str: ...
+
+
 class JobSpec(Protocol):
     """A validated submission (``api.schemas.jobs.JobCreate`` has this shape; services never import api)."""
 
@@ -55,9 +66,13 @@ class JobSpec(Protocol):
     time_limit_s: int | None
     requeue: bool
     workdir: str | None
+    array: str | None
 
     @property
     def resources(self) -> ResourcesSpec: ...
+
+    @property
+    def depends_on(self) -> Sequence[DependencySpec]: ...
 
 
 def who(principal: Principal) -> transitions.Who:
@@ -94,8 +109,7 @@ def submit(
     if klass is None:
         known = ", ".join(sorted(classes))
         raise InvalidRequest(f"unknown priority_class {class_name!r} (known: {known})", field="priority_class")
-    if body.time_limit_s is not None and body.time_limit_s > settings.max_time_limit_s:
-        raise InvalidRequest(f"time_limit_s may be at most {settings.max_time_limit_s}", field="time_limit_s")
+    time_limit_s = time_limit_for(body.time_limit_s, class_name=class_name, klass=klass, settings=settings)
     res = body.resources
     if res.mig is not None and res.mig not in all_mig_profile_names():
         raise InvalidRequest(f"unknown MIG profile {res.mig!r}", field="resources.mig")
@@ -118,15 +132,74 @@ def submit(
         replicas=res.replicas,
         priority_class=class_name,
         priority=klass.value,
-        time_limit_s=body.time_limit_s,
+        time_limit_s=time_limit_s,
         requeue_on_preempt=body.requeue,
+        depends_on=_dependencies(session, body.depends_on, principal=principal),
         workdir=body.workdir,
     )
     if feasibility is not None:
         never = feasibility(request_for(job))
         if never is not None:
             raise InvalidRequest(f"this job can never run on this cluster: {never.reason}", field="resources")
-    return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush)
+    if body.array is None:
+        return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush)
+    return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at)
+
+
+ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env", "gpus", "mig_profile",
+                "mig_count", "blocks", "gpu_memory_mib", "gpu_models", "cpus", "memory_mib", "replicas",
+                "priority_class", "priority", "time_limit_s", "requeue_on_preempt", "depends_on", "workdir")
+
+
+def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, principal: Principal,
+                  at: datetime | None) -> Job:
+    """Queue every task of an array (one transaction, one multi-row INSERT); returns the first task."""
+    from queue_service.db.clock import db_now
+
+    at = at or db_now(session)
+    first.array_id, first.array_index, first.array_limit = first.id, spec.indices[0], spec.limit
+    tasks = [first]
+    for index in spec.indices[1:]:
+        task = Job(id=new_id(), **{c: getattr(first, c) for c in ARRAY_COPIED})
+        task.array_id, task.array_index, task.array_limit = first.id, index, spec.limit
+        tasks.append(task)
+    for task in tasks:
+        transitions.submit(session, job=task, who=who(principal), at=at, flush=False)
+    session.flush()
+    return first
+
+
+def time_limit_for(asked_s: int | None, *, class_name: str, klass: PriorityClass, settings: Settings) -> int | None:
+    """The job's time limit: what it asked, else its class's default (Slurm's DefaultTime); bounded by the
+    class's maximum (MaxTime) and the service's."""
+    limit_s = asked_s if asked_s is not None else klass.default_time_limit_s
+    if limit_s is not None and klass.max_time_limit_s is not None and limit_s > klass.max_time_limit_s:
+        raise InvalidRequest(f"time_limit_s may be at most {klass.max_time_limit_s} for priority class "
+                             f"{class_name!r}", field="time_limit_s")
+    if limit_s is not None and limit_s > settings.max_time_limit_s:
+        raise InvalidRequest(f"time_limit_s may be at most {settings.max_time_limit_s}", field="time_limit_s")
+    return limit_s
+
+
+def _dependencies(session: Session, deps: Sequence[DependencySpec], *, principal: Principal) -> list[dict[str, str]]:
+    """Validate ``depends_on``: each job exists and the caller may see it (a member: their projects only).
+
+    A dependency names a job that already exists, and a new job's id is made
+    here, so no submission can close a cycle.
+    """
+    out: list[dict[str, str]] = []
+    for index, dep in enumerate(deps):
+        row = session.execute(
+            select(Job.id, Project.name).join(Project, Project.id == Job.project_id).where(Job.id == dep.job_id)
+        ).first()
+        if row is None or not principal.can_see_project(row[1]):
+            raise InvalidRequest(f"depends_on[{index}]: no job {dep.job_id!r} that you may see",
+                                 field=f"depends_on.{index}.job_id")
+        if any(d["job_id"] == dep.job_id for d in out):
+            raise InvalidRequest(f"depends_on[{index}]: job {dep.job_id} is named twice",
+                                 field=f"depends_on.{index}.job_id")
+        out.append({"job_id": dep.job_id, "condition": dep.condition})
+    return out
 
 
 def submit_many(
@@ -146,6 +219,9 @@ def submit_many(
     jobs = []
     for index, body in enumerate(bodies):
         try:
+            if body.array is not None:
+                raise InvalidRequest("an array is one job of its own: submit it with POST /v1/jobs",
+                                     field="array")
             jobs.append(submit(session, body=body, principal=principal, settings=settings, classes=classes,
                                projects=projects, feasibility=feasibility, flush=False, at=at))
         except GpuqError as exc:

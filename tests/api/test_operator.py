@@ -75,7 +75,8 @@ def test_held_jobs_are_not_admitted_until_released(ctx, api, actors) -> None:
     ctx.admitter.run_once()
     assert get_job(api, actors.admin, job["id"])["state"] == "admitted"
     conflict = api.post(f"/v1/jobs/{job['id']}/hold", headers=auth(actors.admin))
-    assert conflict.status_code == 409 and "only queued" in conflict.json()["detail"]
+    assert conflict.status_code == 409 and "only queued jobs can hold" in conflict.json()["detail"]
+    assert conflict.json()["state"] == "admitted"
 
 
 def test_reclaim_stops_running_jobs_and_requeues_them(ctx, api, actors) -> None:

@@ -3,8 +3,11 @@
 1. every job is final, or live (admitted / running) on nodes whose lease is valid by the database's clock;
 2. no slice is held twice (whole GPU or MIG placement once; blocks of one GPU at most 100; a whole GPU alone);
 3. finished and queued jobs hold nothing, and no allocation of a non-current attempt is live;
-4. ``docker ps`` by label matches the database: the running containers of the cluster's nodes are
-   exactly the current attempts of running jobs (polled briefly: an exit report may be in flight).
+4. ``docker ps`` by label (a process-runtime cluster: the live shims) matches the database: what runs
+   on the cluster's nodes is exactly the current attempts of running jobs (polled briefly: an exit
+   report may be in flight);
+5. (``check_stamps``) from the processes themselves: the start/end stamps each attempt wrote show
+   no two attempts of one job alive at once.
 """
 
 from __future__ import annotations
@@ -61,12 +64,16 @@ def _docker_running(cluster: Cluster) -> set[tuple[str, int, int]]:
     }
 
 
+def _shims_running(cluster: Cluster) -> set[tuple[str, int, int]]:
+    return {key for key, held in cluster.shims().items() if held["alive"] and not held["exit"]}
+
+
 def check_invariants(cluster: Cluster, *, settle_s: float = 8.0) -> None:
     """Assert the four invariants (see the module docstring); raise with every problem found."""
     deadline = time.monotonic() + settle_s
     while True:
         problems, running = _db_state(cluster)
-        in_docker = _docker_running(cluster)
+        in_docker = _docker_running(cluster) if cluster.docker is not None else _shims_running(cluster)
         if in_docker != running:
             problems.append(f"docker runs {sorted(in_docker - running)} the database does not; "
                             f"the database runs {sorted(running - in_docker)} docker does not")
@@ -85,3 +92,24 @@ def assert_no_leftovers(cluster: Cluster) -> None:
             left = [(c["Names"], c["State"]) for c in cluster.containers(all=True)]
             raise AssertionError(f"containers left behind: {left}")
         time.sleep(0.25)
+
+
+def stamps(cluster: Cluster, job_id: str) -> dict[int, tuple[float, float, bool]]:
+    """attempt -> (first stamp, last stamp, ended normally), from the files the job's processes wrote."""
+    out = {}
+    for path in cluster.stamps.glob(f"{job_id}.*"):
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        times = [float(t) for _kind, t in rows]
+        out[int(path.suffix[1:])] = (min(times), max(times), rows[-1][0] == "end")
+    return out
+
+
+def check_stamps(cluster: Cluster, job_ids: list[str]) -> None:
+    """No two attempts of one job were alive at once, by their own stamps (not the database's word)."""
+    problems = []
+    for job_id in job_ids:
+        spans = sorted(stamps(cluster, job_id).items(), key=lambda kv: kv[1][0])
+        for (a, (_s1, e1, _), (b, (s2, _e2, _))) in zip(spans, spans[1:], strict=False):
+            if s2 <= e1:
+                problems.append(f"job {job_id}: attempt {b} started at {s2:.2f} while attempt {a} ran until {e1:.2f}")
+    assert not problems, "jobs ran twice at once:\n  " + "\n  ".join(problems)

@@ -11,12 +11,15 @@ number (``FAULTS_REDIS_DB``), flushed before and after.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,11 +55,14 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 30.0, every
 class Cluster:
     """One service and any number of agents; ``close`` leaves no process, container or Redis key behind."""
 
-    def __init__(self, tmp: Path, *, database_url: str, redis_url: str, docker_client: Any, image: str) -> None:
+    def __init__(self, tmp: Path, *, database_url: str, redis_url: str, docker_client: Any, image: str,
+                 runtime: str = "docker", lease_s: float = LEASE_S) -> None:
         self.tmp = tmp
         self.database_url = database_url  # postgresql+psycopg://…
         self.redis_url = redis_url
-        self.docker = docker_client
+        self.docker = docker_client  # None: a process-runtime cluster (no Docker needed)
+        self.runtime = runtime  # what every agent is started with (--runtime)
+        self.lease_s = lease_s
         self.image = image
         self.prefix = f"flt{secrets.token_hex(3)}"
         self.port = free_port()
@@ -69,10 +75,19 @@ class Cluster:
         self.engine: Engine = create_engine(database_url)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")}
         self.env.update({
-            "GPUQ_NODE_LEASE_S": str(LEASE_S), "GPUQ_HEARTBEAT_INTERVAL_S": "0.5",
+            "GPUQ_NODE_LEASE_S": str(lease_s), "GPUQ_HEARTBEAT_INTERVAL_S": "0.5",
             "GPUQ_ADMISSION_INTERVAL_S": "0.5", "GPUQ_RESEND_AFTER_S": "2", "GPUQ_MAX_RETRIES": "3",
             "GPUQ_DEFAULT_GRACE_S": "1",
         })
+        # Process jobs: their own cgroup parent (removed at close), work dirs and a stamps dir that the
+        # jobs' uids can reach (pytest's tmp dirs are root's 0700), where each attempt writes start/end stamps.
+        self.cgroup_parent = f"gpuq-{self.prefix}"
+        self.shared = Path(tempfile.mkdtemp(prefix=f"gpuq-{self.prefix}-", dir="/var/tmp"))
+        self.stamps = self.shared / "stamps"
+        self.stamps.mkdir()
+        os.chmod(self.shared, 0o711)
+        os.chmod(self.stamps, 0o777)
+        self.env.update({"GPUQ_CGROUP_PARENT": self.cgroup_parent, "GPUQ_JOB_WORK_DIR": str(self.shared / "work")})
         self.start_service()
         token = (self.data_dir / "admin.token").read_text().strip()
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -114,7 +129,7 @@ class Cluster:
         node = self.node(name)
         self.agent_gpus[name] = gpus
         cmd = [sys.executable, "-m", "queue_service.cli", "agent", "--server", self.url, "--broker-url",
-               self.redis_url, "--token", self.agent_token, "--runtime", "docker", "--node-name", node,
+               self.redis_url, "--token", self.agent_token, "--runtime", self.runtime, "--node-name", node,
                "--simulate-gpus", gpus, "--data-dir", str(self.tmp / f"agent-{name}")]
         log_path = self.tmp / f"agent-{name}.log"
         before = log_path.read_text().count("connected to") if log_path.exists() else 0
@@ -191,10 +206,39 @@ class Cluster:
 
         Each is a dict with ``Id``, ``Labels`` and ``State``.
         """
+        if self.docker is None:
+            return []
         label = f"gpuq.node={node}" if node else "gpuq.node"
         found = self.docker.api.containers(all=all, filters={"label": [label]})
         mine = [c for c in found if ((c.get("Labels") or {}).get("gpuq.node") or "").startswith(self.prefix)]
         return [c for c in mine if job_id is None or c["Labels"].get("gpuq.job") == job_id]
+
+    def shims(self) -> dict[tuple[str, int, int], dict]:
+        """Every process attempt a shim holds on this cluster's agents: key -> {alive, exit, dir}."""
+        found: dict[tuple[str, int, int], dict] = {}
+        for run_dir in self.tmp.glob("agent-*/shims/*"):
+            try:
+                spec = json.loads((run_dir / "spec.json").read_text())
+            except (OSError, ValueError):
+                continue
+            pid_text = (run_dir / "shim.pid").read_text().strip() if (run_dir / "shim.pid").exists() else ""
+            alive = bool(pid_text) and _running(int(pid_text))
+            job_id, attempt, replica = spec["key"]
+            found[(job_id, int(attempt), int(replica))] = {
+                "alive": alive, "exit": (run_dir / "exit.json").exists(), "dir": run_dir}
+        return found
+
+    def stamp_command(self, seconds: float, *, lines: int = 0) -> list[str]:
+        """A job that writes ``start``, an ``alive`` stamp every 0.2 s for ``seconds``, then ``end``, to its
+        attempt's own stamps file (``STAMPS/<job>.<attempt>``); ``lines`` numbered lines on stdout too."""
+        ticks = max(1, round(seconds / 0.2))
+        script = (
+            'f="$STAMPS/$GPUQ_JOB_ID.$GPUQ_ATTEMPT"; echo "start $(date +%s.%N)" >> "$f"; i=0; '
+            f'while [ $i -lt {ticks} ]; do echo "alive $(date +%s.%N)" >> "$f"; '
+            f'if [ $i -lt {lines} ]; then echo "line $i"; fi; sleep 0.2; i=$((i+1)); done; '
+            'echo "end $(date +%s.%N)" >> "$f"'
+        )
+        return ["sh", "-c", script]
 
     def inspect(self, container: dict) -> dict:
         return self.docker.api.inspect_container(container["Id"])
@@ -218,6 +262,41 @@ class Cluster:
         for container in self.containers():
             with contextlib.suppress(Exception):  # teardown goes on whatever failed
                 self.docker.api.remove_container(container["Id"], force=True)
+        self._kill_process_jobs()
         self.engine.dispose()
         for fh in self._logs:
             fh.close()
+        shutil.rmtree(self.shared, ignore_errors=True)
+
+    def _kill_process_jobs(self) -> None:
+        """Teardown: every shim and every process of this cluster's cgroups, then the cgroups."""
+        for held in self.shims().values():
+            pid_file = held["dir"] / "shim.pid"
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        for root in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"):
+            for group in sorted(root.glob("*"), reverse=True):
+                if not group.is_dir():
+                    continue
+                with contextlib.suppress(OSError):
+                    for pid in (group / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(OSError):
+                            os.kill(int(pid), signal.SIGKILL)
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:
+                    try:
+                        group.rmdir()
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+            with contextlib.suppress(OSError):
+                root.rmdir()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -64,3 +64,23 @@ def cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Itera
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def process_cluster(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Cluster]:
+    """A cluster whose agents run host processes (``--runtime process``): no Docker needed, root for cgroups.
+
+    A 10 s lease: a shim fences its job 5 s after its agent's last renewal, so an agent restarted
+    within that keeps its jobs (the interpreter alone takes seconds to start on a loaded CI box).
+    """
+    import os
+
+    from tests.isolation.conftest import need
+
+    need(os.geteuid() == 0, "process fault tests need root (cgroups, job users)")
+    made = Cluster(tmp_path, database_url=pg_url, redis_url=redis_url, docker_client=None, image="",
+                   runtime="process", lease_s=10.0)
+    try:
+        yield made
+    finally:
+        made.close()

@@ -78,13 +78,13 @@ def test_final_states_are_absorbing_and_only_submit_creates() -> None:
 
 
 def test_the_refusal_names_the_state_and_the_move() -> None:
-    with pytest.raises(IllegalTransition, match="job j1 is cancelled; it cannot finish"):
+    with pytest.raises(IllegalTransition, match="job j1 is cancelled; only running jobs can finish"):
         check(Event.FINISH, JobState.CANCELLED, JobState.SUCCEEDED, Actor.AGENT, job_id="j1")
     with pytest.raises(IllegalTransition, match="not queued"):
         check(Event.FINISH, JobState.RUNNING, JobState.QUEUED, Actor.AGENT)
     with pytest.raises(IllegalTransition, match="the user may not start it"):
         check(Event.START, JobState.ADMITTED, JobState.RUNNING, Actor.USER)
-    with pytest.raises(IllegalTransition, match="is new; it cannot admit") as raised:
+    with pytest.raises(IllegalTransition, match="is new; only queued jobs can admit") as raised:
         check(Event.ADMIT, None, JobState.ADMITTED, Actor.ADMITTER)
     assert raised.value.source is None and raised.value.job_state is None
 

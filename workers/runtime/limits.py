@@ -21,6 +21,8 @@ def job_env(spec: LaunchSpec) -> dict[str, str]:
         "GPUQ_BLOCKS": spec.blocks,
         "GPUQ_GPU_MEMORY_MIB": spec.gpu_memory_mib,
         "GPUQ_TIME_LIMIT_S": spec.time_limit_s,
+        "GPUQ_ARRAY_ID": spec.array_id,  # a job array's task (Slurm's SLURM_ARRAY_JOB_ID / _TASK_ID)
+        "GPUQ_ARRAY_INDEX": spec.array_index,
     }
     env.update({k: str(v) for k, v in optional.items() if v is not None})
     return env

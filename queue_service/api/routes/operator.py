@@ -132,7 +132,8 @@ def put_class(name: Annotated[str, Path(pattern=CLASS_NAME)], body: PriorityClas
               ctx: ContextDep) -> PriorityClassPublic:
     """Create or change a priority class (jobs of that class are re-ranked from the next cycle)."""
     principal.require(*OPS)
-    klass = PriorityClass(value=body.value, preemptible=body.preemptible, grace_s=body.grace_s)
+    klass = PriorityClass(value=body.value, preemptible=body.preemptible, grace_s=body.grace_s,
+                          default_time_limit_s=body.default_time_limit_s, max_time_limit_s=body.max_time_limit_s)
     class_service.put(session, name=name, klass=klass, settings=ctx.settings, actor=principal, reason=body.reason)
     return PriorityClassPublic(name=name, **klass.model_dump())
 

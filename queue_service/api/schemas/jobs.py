@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from queue_service.api.schemas.common import INT32_MAX, UtcDateTime
+from queue_service.services import arrays
 from workers.messages import RESERVED_ENV_WHY, reserved_env_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -49,6 +50,15 @@ class ResourcesCreate(BaseModel):
         return self
 
 
+class DependencyCreate(BaseModel):
+    """Wait for ``job_id`` to succeed (``ok``), to fail (``notok``: failed, timed out, cancelled) or to end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9]+$")
+    condition: Literal["ok", "notok", "any"] = "ok"
+
+
 class JobCreate(BaseModel):
     """A job submission."""
 
@@ -63,6 +73,22 @@ class JobCreate(BaseModel):
     priority_class: str | None = Field(default=None, max_length=32)
     time_limit_s: Annotated[StrictInt, Field(ge=1, le=INT32_MAX)] | None = None
     requeue: bool = Field(default=True, description="if preempted or reclaimed: back to the queue (else cancelled)")
+    depends_on: list[DependencyCreate] = Field(
+        default_factory=list, max_length=64,
+        description="jobs this one waits for; one that can never be met cancels it (Slurm's kill_invalid_depend)")
+    array: str | None = Field(default=None, max_length=256,
+                              description="a job array, e.g. 0-99%8: tasks 0..99, at most 8 live at once; "
+                                          "each task sees GPUQ_ARRAY_INDEX")
+
+    @field_validator("array")
+    @classmethod
+    def _array(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                arrays.parse(value)
+            except arrays.ArraySpecError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
     workdir: str | None = Field(default=None, max_length=4096,
                                 description="absolute directory the job starts in on its node (default: the agent's)")
 
@@ -138,6 +164,11 @@ class AllocationPublic(BaseModel):
     memory_mib: int = 0
 
 
+class DependencyPublic(BaseModel):
+    job_id: str
+    condition: str
+
+
 class ResourcesPublic(BaseModel):
     gpus: int | None = None
     mig: str | None = None
@@ -175,6 +206,10 @@ class JobPublic(BaseModel):
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
     stop_cause: str | None = Field(default=None, description="why the job is being stopped, while it stops")
+    depends_on: list[DependencyPublic] = []
+    array_id: str | None = Field(default=None, description="the array this task belongs to (its first task's id)")
+    array_index: int | None = None
+    array_limit: int | None = None
     allocation: list[AllocationPublic] = []
 
 

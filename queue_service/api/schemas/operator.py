@@ -73,6 +73,17 @@ class PriorityClassUpdate(Reason):
     value: int = Field(ge=-1_000_000, le=1_000_000)
     preemptible: bool = False
     grace_s: float = Field(default=30.0, ge=0, le=24 * 3600)
+    default_time_limit_s: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                             description="given to jobs of this class that name none")
+    max_time_limit_s: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                         description="the most a job of this class may ask")
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> PriorityClassUpdate:
+        if (self.default_time_limit_s is not None and self.max_time_limit_s is not None
+                and self.default_time_limit_s > self.max_time_limit_s):
+            raise ValueError("default_time_limit_s may not exceed max_time_limit_s")
+        return self
 
 
 class PriorityClassPublic(BaseModel):
@@ -80,6 +91,8 @@ class PriorityClassPublic(BaseModel):
     value: int
     preemptible: bool
     grace_s: float
+    default_time_limit_s: int | None = None
+    max_time_limit_s: int | None = None
 
 
 class AuditPublic(BaseModel):
