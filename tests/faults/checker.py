@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 
@@ -109,7 +110,7 @@ def check_stamps(cluster: Cluster, job_ids: list[str]) -> None:
     problems = []
     for job_id in job_ids:
         spans = sorted(stamps(cluster, job_id).items(), key=lambda kv: kv[1][0])
-        for (a, (_s1, e1, _), (b, (s2, _e2, _))) in zip(spans, spans[1:], strict=False):
+        for (a, (_s1, e1, _end1)), (b, (s2, _e2, _end2)) in itertools.pairwise(spans):
             if s2 <= e1:
                 problems.append(f"job {job_id}: attempt {b} started at {s2:.2f} while attempt {a} ran until {e1:.2f}")
     assert not problems, "jobs ran twice at once:\n  " + "\n  ".join(problems)
