@@ -1,7 +1,8 @@
 """A hypothesis state machine over the lifecycle API (SQLite): a fake agent, users and operators poke at jobs.
 
 Rules: submit (whole GPUs, shares of a GPU, gangs; three priority classes,
-so the admitter preempts), admission cycles, start claims and exit reports
+and production jobs that arrive while preemptible ones run, so the admitter
+preempts), admission cycles, start claims and exit reports
 (any reason and code, on current or stale attempts), cancel, reclaim with and
 without requeue, and node loss (an agent that comes back without its
 attempts, or a lease that runs out) and revival.
@@ -164,6 +165,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         with self.ctx.sessions() as session:
             return sorted(session.scalars(select(Node.name).where(Node.status == NodeStatus.DOWN)))
 
+    def _running_experiments(self) -> bool:
+        with self.ctx.sessions() as session:
+            return session.scalar(select(Job.id).where(Job.state == JobState.RUNNING, Job.stop_action.is_(None),
+                                                       Job.priority_class == "experiment").limit(1)) is not None
+
     def _queued(self) -> bool:
         with self.ctx.sessions() as session:
             return session.scalar(select(Job.id).where(Job.state == JobState.QUEUED).limit(1)) is not None
@@ -190,6 +196,13 @@ class LifecycleMachine(RuleBasedStateMachine):
     def admit(self) -> None:
         self.ctx.admitter.run_once()
         self._learn_refs()
+
+    @precondition(lambda self: self._running_experiments())
+    @rule(gpus=st.sampled_from([1, 2]))
+    def urgent_job_arrives(self, gpus: int) -> None:
+        """A production job while preemptible ones run: the cycle may stop them (cause ``preempt``)."""
+        self.submit({"gpus": gpus}, "production")
+        self.admit()
 
     @precondition(lambda self: self._current_refs())
     @rule(data=st.data())
