@@ -172,6 +172,16 @@ def replay(
     # 0: FGD's fragment; 1: gpuq's CPU-bounded multi-task fragment only; 2: both summed (gpuq)
     packed = variant if policy == POLICY_GPUQ else 0
     use_frag = policy in (POLICY_FGD, POLICY_GPUQ)
+    # score memo: a node's score (and GPU) for a task depends only on the node's state and the task's
+    # (cpu, k, milli); nodes change one per arrival, so most scores are reused (exact, not approximate)
+    combined = (task_cpu * 16 + task_ngpu) * (MILLI + 1) + task_milli
+    key_values = np.unique(combined)
+    task_key = np.searchsorted(key_values, combined)
+    memo = policy != POLICY_RANDOM
+    node_ver = np.zeros(n_nodes, dtype=np.int64)
+    memo_ver = np.full((n_nodes, key_values.shape[0] if memo else 1), -1, dtype=np.int64)
+    memo_score = np.zeros((n_nodes, key_values.shape[0] if memo else 1), dtype=np.float64)
+    memo_gpu = np.zeros((n_nodes, key_values.shape[0] if memo else 1), dtype=np.int64)
     if use_frag:
         for n in range(n_nodes):
             refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
@@ -210,6 +220,14 @@ def replay(
                 seen += 1
                 if np.random.randint(0, seen) == 0:
                     best_node = n
+                continue
+            key = task_key[t]
+            if memo_ver[n, key] == node_ver[n]:
+                score = memo_score[n, key]
+                if score > best_score:
+                    best_score = score
+                    best_node = n
+                    best_gpu = memo_gpu[n, key]
                 continue
             score = -1e300
             tie = 0.0
@@ -252,6 +270,9 @@ def replay(
                         score = sigmoid_score(frag[n] - fa)
                     else:
                         score = gpuq_score(frag[n] - fa, tie_weight)
+            memo_ver[n, key] = node_ver[n]
+            memo_score[n, key] = score
+            memo_gpu[n, key] = gpu
             if score > best_score:  # ties: the node first in node_order keeps it
                 best_score = score
                 best_node = n
@@ -262,6 +283,7 @@ def replay(
             continue
         n = best_node
         # 3. bind: subtract, then refresh the node's caches
+        node_ver[n] += 1
         cpu_free[n] -= cpu
         mem_free[n] -= mem
         if sharing:
