@@ -69,7 +69,7 @@ class _World:
     app: FastAPI
     admin: str
     operator: str
-    agent: str
+    agents: dict[str, str]  # one agent token per node, bound to it
 
 
 def _settings(directory: Path, url: str) -> Settings:
@@ -85,13 +85,15 @@ def _world() -> _World:
     ctx = ServiceContext.build(_settings(directory, url))
     with ctx.sessions() as session, session.begin():
         projects.ensure(session, name="default")
-        made = {key: tokens.create(session, role=role, name=key, projects=[], actor="test")[1]
-                for key, role in (("admin", Role.ADMIN), ("operator", Role.OPERATOR), ("agent", Role.AGENT))}
+        made: dict[str, Any] = {key: tokens.create(session, role=role, name=key, projects=[], actor="test")[1]
+                                for key, role in (("admin", Role.ADMIN), ("operator", Role.OPERATOR))}
+        made["agents"] = {name: tokens.create(session, role=Role.AGENT, name=f"agent-{name}", node_name=name,
+                                              actor="test")[1] for name in NODES}
     app = create_app(ctx, run_admitter=False)  # the routes read app.state.ctx: each example swaps in its own
     client = TestClient(app)
     for name, gpus in NODES.items():
         response = client.post("/v1/agent/register", json={"inventory": inventory(name, gpus).to_dict()},
-                               headers=auth(made["agent"]))
+                               headers=auth(made["agents"][name]))
         assert response.status_code == 200, response.text
     ctx.engine.dispose()
     return _World(template, app, **made)
@@ -101,7 +103,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         world = _world()
-        self.admin, self.operator, self.agent = world.admin, world.operator, world.agent
+        self.admin, self.operator, self.agents = world.admin, world.operator, world.agents
         self.directory = Path(tempfile.mkdtemp(prefix="gpuq-machine-"))
         shutil.copy(world.template, self.directory / "gpuq.db")
         self.ctx = ServiceContext.build(_settings(self.directory, f"sqlite:///{self.directory / 'gpuq.db'}"))
@@ -122,7 +124,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def _register(self, name: str) -> None:
         response = self.client.post("/v1/agent/register", json={"inventory": inventory(name, NODES[name]).to_dict()},
-                                    headers=auth(self.agent))
+                                    headers=auth(self.agents[name]))
         assert response.status_code == 200, response.text
 
     def _learn_refs(self) -> None:
@@ -147,7 +149,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         job_id, attempt, replica, node_name = ref
         before = rows(self.ctx, job_id)
         body = {"job_id": job_id, "attempt": attempt, "replica": replica, "node_name": node_name} | extra
-        response = self.client.post(path, json=body, headers=auth(self.agent))
+        response = self.client.post(path, json=body, headers=auth(self.agents[node_name]))
         assert response.status_code in (200, 409), (path, body, response.text)
         if response.status_code == 409:
             assert response.json().get("state") == before["job"]["state"], (path, body, response.json())
@@ -250,7 +252,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         kept = data.draw(st.lists(st.sampled_from(mine), unique=True), label="kept") if how != "restart" and mine \
             else []
         body = {"node_name": node, "attempts": [{"job_id": j, "attempt": a, "replica": r} for j, a, r, _n in kept]}
-        response = self.client.post("/v1/agent/adopt", json=body, headers=auth(self.agent))
+        response = self.client.post("/v1/agent/adopt", json=body, headers=auth(self.agents[node]))
         assert response.status_code == 200, response.text
 
     @precondition(lambda self: self._down())
