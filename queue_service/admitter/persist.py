@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from partitioner.types import Slice
 from queue_service.admission.cycle import CycleResult
 from queue_service.admitter.launch import launch_spec
-from queue_service.db.base import utcnow
+from queue_service.db.clock import db_now
 from queue_service.db.models import Allocation, Gpu, Job, JobState, Node
 from queue_service.lifecycle import effects, transitions
 from queue_service.lifecycle.grace import of_class
@@ -61,7 +61,7 @@ def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *, h
 
 def _admit(session: Session, result: CycleResult, jobs: Mapping[str, Job], node_names: Mapping[str, str], *,
            classes: Mapping[str, PriorityClass], settings: Settings) -> list[LaunchSpec]:
-    now = utcnow()
+    now = db_now(session)  # events, admitted_at and the rows' created_at on the database's clock
     placements = []
     for admission in result.admitted:
         members = []

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from queue_service.billing import ledger
-from queue_service.db.base import utcnow
+from queue_service.db.clock import db_now
 from queue_service.db.models import Allocation
 
 
@@ -21,7 +21,7 @@ def release(session: Session, *, job_id: str, attempt: int | None = None, at: da
     query = select(Allocation).where(Allocation.job_id == job_id, Allocation.released_at.is_(None))
     if attempt is not None:
         query = query.where(Allocation.attempt == attempt)
-    now = at or utcnow()
+    now = at or db_now(session)
     rows = session.scalars(query).all()
     for row in rows:
         row.released_at = now
