@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -20,6 +20,7 @@ from typer._click.core import ParameterSource
 from typer._click.exceptions import UsageError
 
 from queue_service import cli_config, cli_script
+from queue_service.services import arrays
 from queue_service.settings import Settings
 from queue_service.sizes import parse_size_mib
 
@@ -38,7 +39,7 @@ TokenOpt = Annotated[str | None, typer.Option("--token",
                                               help="API token (default: GPUQ_TOKEN or the local admin token)")]
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"gpuq: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
 
@@ -199,6 +200,8 @@ class _Submit:
     env: list[str] | None = None
     chdir: str | None = None
     requeue: bool | None = None
+    after: list[str] | None = None
+    array: str | None = None
 
 
 def _given(ctx: ClickContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +229,7 @@ def _script_flags(ctx: ClickContext, path: Path) -> dict[str, Any]:
         flags = _given(sub, sub.params)
         try:  # the values parsed later, checked here so the error names this line
             for key, check in (("time_limit", cli_script.parse_duration_s), ("gpu_memory", parse_size_mib),
-                               ("memory", parse_size_mib)):
+                               ("memory", parse_size_mib), ("array", arrays.parse)):
                 if key in flags:
                     check(flags[key])
         except ValueError as exc:
@@ -266,8 +269,51 @@ def _job_body(flags: _Submit, command: list[str]) -> dict[str, Any]:
         workdir = None if flags.image else os.getcwd()
     body = {"name": flags.name or "job", "project": flags.project or "default", "command": command, "env": env_dict,
             "resources": resources, "image": flags.image, "priority_class": flags.priority_class,
-            "time_limit_s": time_limit_s, "workdir": workdir, "requeue": flags.requeue}
+            "time_limit_s": time_limit_s, "workdir": workdir, "requeue": flags.requeue, "array": flags.array,
+            "depends_on": [_dependency(a) for a in flags.after] if flags.after else None}
     return {k: v for k, v in body.items() if v is not None}
+
+
+AFTER_CONDITIONS = ("ok", "notok", "any")
+
+
+def _dependency(text: str) -> dict[str, str]:
+    """``JOB[:ok|notok|any]`` (``--after``) as a ``depends_on`` item; JOB may still be a prefix (see ``_resolve``)."""
+    job_id, sep, condition = text.strip().partition(":")
+    condition = condition if sep else "ok"
+    if not job_id or condition not in AFTER_CONDITIONS:
+        fail(f"--after wants JOB[:ok|notok|any], got {text!r}")
+    return {"job_id": job_id, "condition": condition}
+
+
+def _resolve_dependencies(api: Api, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with each ``--after`` job resolved from its prefix; an array's id stands for all its tasks."""
+    if not body.get("depends_on"):
+        return body
+    resolved: list[dict[str, str]] = []
+    for dep in body["depends_on"]:
+        job = api.call("GET", f"/v1/jobs/{_resolve(api, dep['job_id'])}")
+        ids = [t["id"] for t in _array_tasks(api, job)] if job.get("array_id") == job["id"] else [job["id"]]
+        resolved += [{"job_id": i, "condition": dep["condition"]} for i in ids if i not in
+                     {r["job_id"] for r in resolved if r["condition"] == dep["condition"]}]
+    if len(resolved) > MAX_DEPENDENCIES:
+        fail(f"--after names {len(resolved)} jobs (an array counts each task); at most {MAX_DEPENDENCIES}")
+    return {**body, "depends_on": resolved}
+
+
+MAX_DEPENDENCIES = 64  # JobCreate.depends_on's max_length
+
+
+def _array_tasks(api: Api, job: dict, *, live_only: bool = False) -> list[dict]:
+    """Every task of the array ``job`` leads (its ``array_id``), by index; ``live_only``: those not final.
+
+    The list has no array filter: live tasks come from the live states' pages, the rest from every page.
+    """
+    base = {"project": job["project"]}
+    found = [j for s in LIVE for j in _all_pages(api, {**base, "state": s})]
+    if not live_only:
+        found += [j for j in _all_pages(api, base) if j["state"] not in LIVE]
+    return sorted((j for j in found if j.get("array_id") == job["array_id"]), key=lambda j: j["array_index"])
 
 
 def _prepare(ctx: typer.Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -313,6 +359,11 @@ def submit(
     ] = None,
     requeue: Annotated[bool | None, typer.Option(
         "--requeue/--no-requeue", help="if preempted or reclaimed: back to the queue (default), or cancelled")] = None,
+    after: Annotated[list[str] | None, typer.Option(
+        "--after", help="JOB[:ok|notok|any]: start after JOB succeeds (ok, default), fails (notok) or ends (any); "
+                        "repeatable; an array id means every task")] = None,
+    array: Annotated[str | None, typer.Option(
+        "--array", help="a job array, e.g. 0-99%%8: tasks 0..99, at most 8 at once (GPUQ_ARRAY_INDEX)")] = None,
     parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (JOB=$(gpuq submit ...))")
                         ] = False,
     server: ServerOpt = None,
@@ -321,11 +372,19 @@ def submit(
 ) -> None:
     """Submit a job: gpuq submit [flags] -- CMD ARGS..., or gpuq submit [flags] job.sh ARGS (#GPUQ directives)."""
     body = _prepare(ctx, locals())
-    job = Api(server, token).call("POST", "/v1/jobs", json=body)
+    api = Api(server, token)
+    job = api.call("POST", "/v1/jobs", json=_resolve_dependencies(api, body))
     if parsable and not as_json:
         typer.echo(job["id"])
         return
-    _print(job, as_json, lambda j: f"submitted {j['id']} ({j['state']}: {_resources_text(j['resources'])})")
+    _print(job, as_json, lambda j: f"submitted {_submitted_text(j, body)} ({j['state']}: "
+                                   f"{_resources_text(j['resources'])})")
+
+
+def _submitted_text(job: dict, body: dict[str, Any]) -> str:
+    if job.get("array_id"):
+        return f"array {job['array_id']} ({len(arrays.parse(body['array']).indices)} tasks, {body['array']})"
+    return str(job["id"])
 
 
 def run(ctx: typer.Context, **params: Any) -> None:
@@ -334,8 +393,10 @@ def run(ctx: typer.Context, **params: Any) -> None:
     Ctrl-C (or SIGTERM) cancels the job. Takes every ``gpuq submit`` flag and job scripts.
     """
     body = _prepare(ctx, params)
+    if body.get("array"):
+        fail("gpuq run follows one job; submit an array with gpuq submit --array")
     api = Api(params.get("server"), params.get("token"))
-    job = api.call("POST", "/v1/jobs", json=body)
+    job = api.call("POST", "/v1/jobs", json=_resolve_dependencies(api, body))
     raise typer.Exit(_attend(api, job["id"], quiet=bool(params.get("as_json"))))
 
 
@@ -431,6 +492,55 @@ def queue_order(jobs: list[dict]) -> list[dict]:
     return sorted(jobs, key=key)
 
 
+def _spec_text(indices: list[int], limit: int | None) -> str:
+    """``0-99%8``: the indices as runs (steps are not recovered), then the live-task limit."""
+    runs: list[str] = []
+    ordered = sorted(set(indices))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        runs.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(runs) + (f"%{limit}" if limit else "")
+
+
+STATE_ORDER = ("running", "admitted", "queued", "succeeded", "failed", "cancelled", "timed_out")
+
+
+def _counts_text(tasks: list[dict]) -> str:
+    """``12 running, 80 queued, 8 succeeded``: an array's tasks per state (held ones said apart)."""
+    counts: dict[str, int] = {}
+    for t in tasks:
+        key = "held" if t["state"] == "queued" and t.get("held") else t["state"]
+        counts[key] = counts.get(key, 0) + 1
+    order = [*STATE_ORDER[:3], "held", *STATE_ORDER[3:]]
+    return ", ".join(f"{counts[k]} {k}" for k in sorted(counts, key=lambda k: order.index(k) if k in order else 99))
+
+
+def _rows(ordered: list[dict], finished_tasks: list[dict], *, fold: bool) -> list[list[dict]]:
+    """The listing's rows, each a list of jobs: one job, or (folded) every task of an array, at its first place."""
+    if not fold:
+        return [[j] for j in ordered]
+    rows: list[list[dict]] = []
+    arrays_at: dict[str, list[dict]] = {}
+    for j in ordered:
+        array_id = j.get("array_id")
+        if array_id is None:
+            rows.append([j])
+        elif array_id in arrays_at:
+            arrays_at[array_id].append(j)
+        else:
+            arrays_at[array_id] = [j]
+            rows.append(arrays_at[array_id])
+    seen = {j["id"] for j in ordered}
+    for t in finished_tasks:
+        if t.get("array_id") in arrays_at and t["id"] not in seen:
+            arrays_at[t["array_id"]].append(t)
+    return rows
+
+
 @app.command()
 def jobs(
     project: Annotated[str | None, typer.Option(help="only this project")] = None,
@@ -439,11 +549,16 @@ def jobs(
                         ] = False,
     limit: Annotated[int, typer.Option(help="at most this many rows")] = 50,
     wide: Annotated[bool, typer.Option("--wide", help="full reasons (no 60-character cut)")] = False,
+    tasks: Annotated[bool, typer.Option("--tasks", help="one row per array task (default: one row per array)")
+                     ] = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Jobs in queue order: running, admitted, then the queue with its position, priority and class."""
+    """Jobs in queue order: running, admitted, then the queue with its position, priority and class.
+
+    An array is one row, ``ID[0-99%8]``, with its tasks counted per state (``--tasks``: a row each).
+    """
     api = Api(server, token)
     base = {"project": project} if project else {}
     if state:
@@ -453,21 +568,37 @@ def jobs(
         if show_all:
             found += [j for j in _all_pages(api, base) if j["state"] not in LIVE]
     ordered = queue_order(found)
-    shown = ordered[:limit]
-    data = {"data": shown, "count": len(shown), "total": len(ordered)}
+    fold = not tasks and not state
+    finished_tasks: list[dict] = []
+    if fold and not show_all and any(j.get("array_id") for j in ordered):  # the counts include finished tasks
+        finished_tasks = [j for j in _all_pages(api, base) if j["state"] not in LIVE and j.get("array_id")]
+    positions: dict[str, int] = {}
+    for j in ordered:
+        if j["state"] == "queued":
+            positions[j["id"]] = len(positions) + 1
+    rows = _rows(ordered, finished_tasks, fold=fold)
+    shown_rows = rows[:limit]
+    shown = [j for row in shown_rows for j in row if j["id"] in {o["id"] for o in ordered}]
+    data = {"data": shown, "count": len(shown_rows), "total": len(rows)}
+
+    def line(row: list[dict]) -> list[str]:
+        j = row[0]
+        position = next((str(positions[t["id"]]) for t in row if t["id"] in positions), "")
+        if fold and j.get("array_id"):
+            limit_of = j.get("array_limit")
+            label = f"{j['array_id']}[{_spec_text([t['array_index'] for t in row], limit_of)}]"
+            waiting = next((t["reason"] for t in row if t["state"] == "queued" and t["reason"]), "")
+            state_text, exit_text, reason = _counts_text(row), "", waiting
+        else:
+            label, state_text = j["id"], j["state"] + (" (held)" if j["held"] else "")
+            exit_text, reason = "" if j["exit_code"] is None else str(j["exit_code"]), j["reason"]
+        reason = reason if wide or len(reason) <= 60 else reason[:59] + "…"
+        return [position, label, j["name"], j["project"], j["priority_class"], str(_effective_priority(j)),
+                state_text, _resources_text(j["resources"]), exit_text, reason]
 
     def human(d: dict) -> str:
-        rows = []
-        position = 0
-        for j in d["data"]:
-            if j["state"] == "queued":
-                position += 1
-            reason = j["reason"] if wide or len(j["reason"]) <= 60 else j["reason"][:59] + "…"
-            rows.append([str(position) if j["state"] == "queued" else "", j["id"], j["name"], j["project"],
-                         j["priority_class"], str(_effective_priority(j)),
-                         j["state"] + (" (held)" if j["held"] else ""),
-                         _resources_text(j["resources"]), "" if j["exit_code"] is None else j["exit_code"], reason])
-        text = _table(rows, ["pos", "id", "name", "project", "class", "prio", "state", "resources", "exit", "reason"])
+        text = _table([line(row) for row in shown_rows],
+                      ["pos", "id", "name", "project", "class", "prio", "state", "resources", "exit", "reason"])
         if d["count"] < d["total"]:
             text += f"\nshowing {d['count']} of {d['total']} (--limit N for more)"
         return text
@@ -587,9 +718,27 @@ def cancel(
     job_ids: Annotated[list[str], typer.Argument(metavar="JOB...", help="job ids or unique id prefixes")],
     server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Cancel jobs in any non-final state (a final job is left as it is)."""
+    """Cancel jobs in any non-final state (a final job is left as it is); an array's id cancels every task.
+
+    ``ID_N`` is task N of the array ``ID`` alone (Slurm's ``scancel 1234_5``).
+    """
     api = Api(server, token)
-    done = [api.call("POST", f"/v1/jobs/{_resolve(api, job_id)}/cancel") for job_id in job_ids]
+    done = []
+    for given in job_ids:
+        array_part, sep, index = given.partition("_")
+        job = api.call("GET", f"/v1/jobs/{_resolve(api, array_part if sep else given)}")
+        if sep:
+            if job.get("array_id") is None or not index.isdigit():
+                fail(f"{given!r}: ID_N names task N of an array, and {job['id']} is not an array")
+            task = next((t for t in _array_tasks(api, job) if t["array_index"] == int(index)), None)
+            if task is None:
+                fail(f"array {job['array_id']} has no task {index}")
+            targets = [task["id"]]
+        elif job.get("array_id") == job["id"]:
+            targets = [t["id"] for t in _array_tasks(api, job, live_only=True)] or [job["id"]]
+        else:
+            targets = [job["id"]]
+        done += [api.call("POST", f"/v1/jobs/{target}/cancel") for target in targets]
     _print(done, as_json, lambda js: "\n".join(
         f"{j['id']}: {j['state']}" + (f" ({j['reason']})" if j["reason"] else "") for j in js))
 
@@ -909,31 +1058,126 @@ def quota_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOp
           f"{q['in_use']:g}"] for q in qs], ["project", "guaranteed", "borrow limit", "in use"]))
 
 
+def _limit_text(seconds: int | None) -> str:
+    return "-" if seconds is None else _duration_text(seconds)
+
+
 @class_app.command("list")
 def class_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """Priority classes, highest first."""
+    """Priority classes, highest first, with the time limit a job gets by default and the most it may ask."""
     data = Api(server, token).call("GET", "/v1/priority-classes")
     _print(data, as_json, lambda cs: _table(
-        [[c["name"], c["value"], "yes" if c["preemptible"] else "no", f"{c['grace_s']:g}"] for c in cs],
-        ["class", "value", "preemptible", "grace s"]))
+        [[c["name"], c["value"], "yes" if c["preemptible"] else "no", f"{c['grace_s']:g}",
+          _limit_text(c.get("default_time_limit_s")), _limit_text(c.get("max_time_limit_s"))] for c in cs],
+        ["class", "value", "preemptible", "grace s", "default time", "max time"]))
+
+
+def _limit_option(text: str | None, flag: str, current: int | None) -> int | None:
+    """A time-limit flag: not given keeps ``current``; ``none`` clears it; else a duration (2h, 1:30:00)."""
+    if text is None:
+        return current
+    if text.strip().lower() in ("none", "-", ""):
+        return None
+    try:
+        return cli_script.parse_duration_s(text)
+    except ValueError as exc:
+        fail(f"{flag}: {exc}")
 
 
 @class_app.command("set")
 def class_set(
     name: str,
-    value: Annotated[int, typer.Option(help="higher runs first")],
-    preemptible: Annotated[bool, typer.Option("--preemptible/--not-preemptible")] = False,
-    grace: Annotated[float, typer.Option(help="grace period when stopped, seconds")] = 30.0,
+    value: Annotated[int | None, typer.Option(help="higher runs first (required for a new class)")] = None,
+    preemptible: Annotated[bool | None, typer.Option("--preemptible/--not-preemptible")] = None,
+    grace: Annotated[float | None, typer.Option(help="grace period when stopped, seconds (default 30)")] = None,
+    default_time_limit: Annotated[str | None, typer.Option(
+        "--default-time-limit", help="given to jobs that name none: 2h, 30m, 1:30:00; 'none' clears")] = None,
+    max_time_limit: Annotated[str | None, typer.Option(
+        "--max-time-limit", help="the most a job may ask: 1d, 12h; 'none' clears")] = None,
     reason: ReasonOpt = "",
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create or change a priority class."""
-    c = Api(server, token).call("PUT", f"/v1/priority-classes/{name}",
-                                json={"value": value, "preemptible": preemptible, "grace_s": grace, "reason": reason})
+    """Create or change a priority class; flags not given keep the class's current values."""
+    api = Api(server, token)
+    current = next((c for c in api.call("GET", "/v1/priority-classes") if c["name"] == name), None)
+    if current is None and value is None:
+        fail(f"class {name} does not exist yet: give --value")
+    old = current or {"value": value, "preemptible": False, "grace_s": 30.0}
+    body = {"value": old["value"] if value is None else value,
+            "preemptible": old["preemptible"] if preemptible is None else preemptible,
+            "grace_s": old["grace_s"] if grace is None else grace,
+            "default_time_limit_s": _limit_option(default_time_limit, "--default-time-limit",
+                                                  old.get("default_time_limit_s")),
+            "max_time_limit_s": _limit_option(max_time_limit, "--max-time-limit", old.get("max_time_limit_s")),
+            "reason": reason}
+    c = api.call("PUT", f"/v1/priority-classes/{name}", json=body)
     _print(c, as_json, lambda c: f"class {c['name']}: value {c['value']}, "
-           f"{'preemptible' if c['preemptible'] else 'not preemptible'}, grace {c['grace_s']:g} s")
+           f"{'preemptible' if c['preemptible'] else 'not preemptible'}, grace {c['grace_s']:g} s, "
+           f"default time {_limit_text(c.get('default_time_limit_s'))}, "
+           f"max time {_limit_text(c.get('max_time_limit_s'))}")
+
+
+webhook_app = typer.Typer(help="Webhooks: a project's job events POSTed, signed, to a URL.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
+
+
+@webhook_app.command("add")
+def webhook_add(
+    project: str,
+    url: Annotated[str, typer.Argument(help="http(s) URL that receives the events")],
+    event: Annotated[list[str] | None, typer.Option(
+        "--event", help="a state to send (repeatable: succeeded, failed, running...; default: every change)")] = None,
+    job: Annotated[str | None, typer.Option(help="only this job's events (id or unique prefix)")] = None,
+    server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Subscribe URL to PROJECT's job events; the signing secret is printed once."""
+    api = Api(server, token)
+    body: dict[str, Any] = {"url": url, "events": event or []}
+    if job:
+        body["job_id"] = _resolve(api, job)
+    made = api.call("POST", f"/v1/projects/{project}/webhooks", json=body)
+    _print(made, as_json, lambda h: f"webhook {h['id']} -> {h['url']} "
+           f"({', '.join(h['events']) or 'every event'}{', job ' + h['job_id'] if h['job_id'] else ''})\n"
+           f"secret (shown once; verify the Gpuq-Signature header with it): {h['secret']}")
+
+
+@webhook_app.command("list")
+def webhook_list(project: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """PROJECT's webhooks (never their secrets)."""
+    data = Api(server, token).call("GET", f"/v1/projects/{project}/webhooks")
+    _print(data, as_json, lambda hs: _table(
+        [[h["id"], h["url"], ",".join(h["events"]) or "all", h["job_id"] or "", "yes" if h["active"] else "no",
+          h["created_by"], str(h["created_at"])[:19]] for h in hs],
+        ["id", "url", "events", "job", "active", "by", "created"]))
+
+
+@webhook_app.command("rm")
+def webhook_rm(project: str, hook_id: str, server: ServerOpt = None, token: TokenOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Delete a webhook: nothing more is sent to it."""
+    api = Api(server, token)
+    response = api.http.request("DELETE", f"/v1/projects/{project}/webhooks/{hook_id}")
+    if response.status_code >= 400:
+        fail(f"{response.status_code}: {response.json().get('detail') if response.content else ''}")
+    _print({"id": hook_id, "deleted": True}, as_json, lambda r: f"webhook {r['id']} deleted")
+
+
+@webhook_app.command("deliveries")
+def webhook_deliveries(
+    project: str, hook_id: str,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """What was sent to a webhook: each event's status, tries and last answer."""
+    data = Api(server, token).call("GET", f"/v1/projects/{project}/webhooks/{hook_id}/deliveries",
+                                   params={"limit": limit})
+    _print(data, as_json, lambda d: _table(
+        [[str(r["event_id"]), r["status"], str(r["attempts"]), "" if r["last_status_code"] is None
+          else str(r["last_status_code"]), str(r["delivered_at"] or r["next_attempt_at"])[:19],
+          r["last_error"][:60]] for r in d["data"]],
+        ["event", "status", "tries", "http", "at", "last error"]))
 
 
 @app.command()
