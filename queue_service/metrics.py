@@ -18,6 +18,7 @@ by wrapping ``Admitter.run_once`` (the leader's replica reports it).
     gpuq_project_busy_ratio{project}                         gauge, busy / sampled
     gpuq_usage_gpu_equivalent_seconds_total{project}         counter, from the ledger
     gpuq_usage_cost_total{project}                           counter, from the ledger and prices
+    gpuq_node_drained{node}                                  gauge, 1 while gpuq drained it for its launch failures
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ServiceCollector(Collector):
         with self.sessions() as session:
             yield from self._queue(session)
             yield from self._gpus(session)
+            yield from self._drained(session)
             yield from self._usage(session)
 
     def _queue(self, session: Session) -> Iterator:
@@ -93,6 +95,13 @@ class ServiceCollector(Collector):
             preemptions.add_metric([project], preempted or 0)
         yield admissions
         yield preemptions
+
+    def _drained(self, session: Session) -> Iterator:
+        gauge = GaugeMetricFamily("gpuq_node_drained", "1 while gpuq drained the node for failing launches itself",
+                                  labels=["node"])
+        for (name,) in session.execute(select(Node.name).where(Node.status == "draining", Node.drain_reason != "")):
+            gauge.add_metric([name], 1.0)
+        yield gauge
 
     def _gpus(self, session: Session) -> Iterator:
         gpus = session.execute(

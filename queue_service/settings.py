@@ -113,6 +113,10 @@ class Settings(BaseSettings):
         default=None, description="if set, the only hosts webhooks may POST to (an admin's restriction)")
 
     # -- many hosts: recovery (issue 4) --
+    node_fault_drain_count: int = Field(default=2, ge=1, description="launch failures that were the node's own "
+                                        "(logs unwritable, engine down, cgroup errors) after which it is drained")
+    node_fault_window_s: float = Field(default=120.0, gt=0, description="node faults further apart than this "
+                                       "start the count again")
     max_retries: int = Field(default=3, ge=0, description="times a job is requeued after its node or attempt was lost; "
                                                           "then it fails with the reason")
     resend_after_s: float = Field(default=10.0, gt=0,

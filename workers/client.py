@@ -148,9 +148,10 @@ class ServiceClient:
         return self._post("/v1/agent/started", _body(AttemptRef, _ref(spec)), StartedAnswer)
 
     def exited(self, spec: LaunchSpec, *, exit_code: int | None, reason: ExitReason | str,
-               message: str = "", stop_cause: str | None = None) -> ExitedAnswer:
+               message: str = "", stop_cause: str | None = None, node_fault: bool = False) -> ExitedAnswer:
         body = _body(ExitBody, {**_ref(spec), "exit_code": exit_code, "reason": reason,
-                                "message": message[:MESSAGE_MAX_CHARS], "stop_cause": stop_cause})
+                                "message": message[:MESSAGE_MAX_CHARS], "stop_cause": stop_cause,
+                                "node_fault": node_fault})
         return self._post("/v1/agent/exited", body, ExitedAnswer)
 
     def logs(self, spec: LaunchSpec, *, stream: str, offset: int, data: bytes) -> LogsAnswer:

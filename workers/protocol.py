@@ -163,6 +163,9 @@ class ExitBody(AttemptRef):
     message: str = Field(default="", max_length=4000)
     # Why the agent stopped it, when it did so on its own (the service records it as the StopCause).
     stop_cause: str | None = Field(default=None, pattern=r"^(fence|shutdown|time_limit)$")
+    # The node failed the attempt, not the job (logs unwritable, engine down, cgroup error): the attempt
+    # is lost (requeued) and repeated node faults drain the node.
+    node_fault: bool = False
 
 
 class ExitedAnswer(BaseModel):

@@ -90,6 +90,8 @@ class Node(Base):
     runtimes: Mapped[list[str]] = mapped_column(JSON, default=list)
     limits: Mapped[str] = mapped_column(String(16), default="env-only")  # "enforced" (cgroups) or "env-only"
     drain_reason: Mapped[str] = mapped_column(Text, default="")  # why the service drained it (launch failures)
+    node_faults: Mapped[int] = mapped_column(Integer, default=0)  # launch failures of its own, in the window
+    last_node_fault_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

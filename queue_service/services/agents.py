@@ -8,6 +8,11 @@
   which to keep supervising (with their launch spec) and which to stop.
   Attempts the database places on the node that the agent did not bring
   back are lost (requeued) if they had started, re-sent if not.
+- ``node_fault``: an attempt the node itself failed to start (logs
+  unwritable, engine down, cgroup error). ``node_fault_drain_count`` of them
+  within ``node_fault_window_s`` drain the node with the reason (an audit
+  row, ``gpuq nodes``, the ``gpuq_node_drained`` metric): one broken node is
+  taken out instead of failing the queue's jobs one attempt after another.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from sqlalchemy.orm import Session
 
 from queue_service.admitter.launch import launch_spec
 from queue_service.db.clock import db_now
-from queue_service.db.models import Allocation, Job, JobState, Node
+from queue_service.db.models import Allocation, Job, JobState, Node, NodeStatus
 from queue_service.db.priority_classes import effective
 from queue_service.lifecycle import effects, grace, transitions
+from queue_service.services import audit
 from queue_service.services import nodes as node_service
 from queue_service.settings import PriorityClass, Settings
 from workers.messages import (
@@ -47,7 +53,8 @@ def _ref(key: Key) -> AttemptKey:
 
 def register(session: Session, *, inventory: NodeInventory, settings: Settings) -> RegisterAnswer:
     """Create or refresh the node; the cluster changed, so "never fits" answers and the queue may too."""
-    node = node_service.register(session, inventory=inventory, lease_s=settings.node_lease_s)
+    node = node_service.register(session, inventory=inventory, lease_s=settings.node_lease_s,
+                                 max_gpus=settings.max_gpus_per_node)
     effects.queue(session, cluster_changed=True, wake=True)
     return RegisterAnswer(node_id=node.id, lease_s=settings.node_lease_s, heartbeat_s=settings.heartbeat_interval_s)
 
@@ -111,3 +118,25 @@ def adopt(session: Session, *, node_name: str, attempts: Iterable[AttemptKey], s
             attempt.launch_sent_at = now
     effects.queue(session, launches=launches)
     return AdoptAnswer(keep=keep, stop=stop, lease_s=settings.node_lease_s, heartbeat_s=settings.heartbeat_interval_s)
+
+
+def node_fault(session: Session, *, node_name: str, reason: str, settings: Settings) -> bool:
+    """Count one launch failure that was the node's; drain the node at ``node_fault_drain_count``. True if drained."""
+    node = session.scalar(select(Node).where(Node.name == node_name).with_for_update())
+    if node is None:
+        return False
+    now = db_now(session)
+    window = settings.node_fault_window_s
+    recent = node.last_node_fault_at is not None and (now - node.last_node_fault_at).total_seconds() <= window
+    node.node_faults = (node.node_faults or 0) + 1 if recent else 1
+    node.last_node_fault_at = now
+    if node.node_faults < settings.node_fault_drain_count or node.status != NodeStatus.READY:
+        return False
+    before = {"status": node.status}
+    node.status = NodeStatus.DRAINING
+    node.drain_reason = (f"drained by gpuq: {node.node_faults} launches failed by the node within {window:g} s "
+                         f"(last: {reason[:300]})")
+    audit.record(session, actor="service", action="node.drain", target=node_name, reason=node.drain_reason,
+                 before=before, after={"status": node.status})
+    effects.queue(session, cluster_changed=True, wake=True)
+    return True

@@ -144,6 +144,7 @@ def set_node(session: Session, *, name: str, action: str, actor: Principal, reas
         node.cordoned = False
         if node.status == NodeStatus.DRAINING:
             node.status = NodeStatus.READY
+            node.drain_reason, node.node_faults = "", 0  # an operator judged the node fixed
     else:
         raise InvalidRequest("action is one of drain, cordon, uncordon", field="action")
     audit.record(session, actor=actor, action=f"node.{action}", target=name, reason=reason, before=before,

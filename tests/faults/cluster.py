@@ -91,7 +91,7 @@ class Cluster:
         self.start_service()
         token = (self.data_dir / "admin.token").read_text().strip()
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        self.agent_token = self.http.post("/v1/tokens", json={"role": "agent", "name": "faults"}).json()["token"]
+        self._agent_tokens: dict[str, str] = {}  # node -> its agent token (an agent token speaks for one node)
 
     # -- processes --------------------------------------------------------------
     def _log(self, name: str):
@@ -129,7 +129,7 @@ class Cluster:
         node = self.node(name)
         self.agent_gpus[name] = gpus
         cmd = [sys.executable, "-m", "queue_service.cli", "agent", "--server", self.url, "--broker-url",
-               self.redis_url, "--token", self.agent_token, "--runtime", self.runtime, "--node-name", node,
+               self.redis_url, "--token", self.agent_token(node), "--runtime", self.runtime, "--node-name", node,
                "--simulate-gpus", gpus, "--data-dir", str(self.tmp / f"agent-{name}")]
         log_path = self.tmp / f"agent-{name}.log"
         before = log_path.read_text().count("connected to") if log_path.exists() else 0
@@ -228,13 +228,16 @@ class Cluster:
                 "alive": alive, "exit": (run_dir / "exit.json").exists(), "dir": run_dir}
         return found
 
-    def stamp_command(self, seconds: float, *, lines: int = 0) -> list[str]:
-        """A job that writes ``start``, an ``alive`` stamp every 0.2 s for ``seconds``, then ``end``, to its
-        attempt's own stamps file (``STAMPS/<job>.<attempt>``); ``lines`` numbered lines on stdout too."""
+    def stamp_command(self, seconds: float, *, lines: int = 0, retry_s: float | None = None) -> list[str]:
+        """A job that writes ``start``, an ``alive`` stamp every 0.2 s for ``seconds`` (``retry_s`` from its
+        second attempt on), then ``end``, to its attempt's own stamps file (``STAMPS/<job>.<attempt>``);
+        ``lines`` numbered lines on stdout too."""
         ticks = max(1, round(seconds / 0.2))
+        later = ticks if retry_s is None else max(1, round(retry_s / 0.2))
         script = (
+            f'n={ticks}; [ "$GPUQ_ATTEMPT" = 1 ] || n={later}; '
             'f="$STAMPS/$GPUQ_JOB_ID.$GPUQ_ATTEMPT"; echo "start $(date +%s.%N)" >> "$f"; i=0; '
-            f'while [ $i -lt {ticks} ]; do echo "alive $(date +%s.%N)" >> "$f"; '
+            'while [ $i -lt $n ]; do echo "alive $(date +%s.%N)" >> "$f"; '
             f'if [ $i -lt {lines} ]; then echo "line $i"; fi; sleep 0.2; i=$((i+1)); done; '
             'echo "end $(date +%s.%N)" >> "$f"'
         )
@@ -243,9 +246,18 @@ class Cluster:
     def inspect(self, container: dict) -> dict:
         return self.docker.api.inspect_container(container["Id"])
 
+    def agent_token(self, node: str) -> str:
+        """The agent token bound to ``node`` (made on first use)."""
+        if node not in self._agent_tokens:
+            response = self.http.post("/v1/tokens", json={"role": "agent", "name": f"faults-{node}", "node_name": node})
+            assert response.status_code == 201, response.text
+            self._agent_tokens[node] = response.json()["token"]
+        return self._agent_tokens[node]
+
     def agent_request(self, path: str, body: dict) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, headers={"Authorization": f"Bearer {self.agent_token}"},
-                          timeout=10)
+        """POST as the agent of the node ``body`` names."""
+        token = self.agent_token(body["node_name"])
+        return httpx.post(f"{self.url}{path}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
     # -- teardown -------------------------------------------------------------------
     def close(self) -> None:

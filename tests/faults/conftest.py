@@ -66,21 +66,31 @@ def cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Itera
         made.close()
 
 
-@pytest.fixture
-def process_cluster(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Cluster]:
-    """A cluster whose agents run host processes (``--runtime process``): no Docker needed, root for cgroups.
-
-    A 10 s lease: a shim fences its job 5 s after its agent's last renewal, so an agent restarted
-    within that keeps its jobs (the interpreter alone takes seconds to start on a loaded CI box).
-    """
+def _process_cluster(tmp_path: Path, pg_url: str, redis_url: str, lease_s: float) -> Iterator[Cluster]:
     import os
 
     from tests.isolation.conftest import need
 
     need(os.geteuid() == 0, "process fault tests need root (cgroups, job users)")
     made = Cluster(tmp_path, database_url=pg_url, redis_url=redis_url, docker_client=None, image="",
-                   runtime="process", lease_s=10.0)
+                   runtime="process", lease_s=lease_s)
     try:
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def process_cluster(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Cluster]:
+    """A cluster whose agents run host processes (``--runtime process``): no Docker needed, root for cgroups.
+
+    A 10 s lease: a shim fences its job 5 s after its agent's last renewal.
+    """
+    yield from _process_cluster(tmp_path, pg_url, redis_url, 10.0)
+
+
+@pytest.fixture
+def slow_fence_cluster(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Cluster]:
+    """A process cluster with a 30 s lease (shims fence after 15 s): room for an agent restart on a
+    loaded CI box, where the interpreter alone may take seconds to start."""
+    yield from _process_cluster(tmp_path, pg_url, redis_url, 30.0)

@@ -14,13 +14,13 @@ from tests.faults.checker import check_invariants, check_stamps, stamps
 from tests.faults.cluster import Cluster, wait_for
 
 
-def _submit(cluster: Cluster, seconds: float, *, lines: int = 0) -> str:
-    return cluster.submit(cluster.stamp_command(seconds, lines=lines), image=None,
+def _submit(cluster: Cluster, seconds: float, *, lines: int = 0, retry_s: float | None = None) -> str:
+    return cluster.submit(cluster.stamp_command(seconds, lines=lines, retry_s=retry_s), image=None,
                           env={"STAMPS": str(cluster.stamps)})
 
 
-def test_agent_killed_and_restarted_within_the_lease_keeps_its_process_job(process_cluster: Cluster) -> None:
-    cluster = process_cluster
+def test_agent_killed_and_restarted_within_the_lease_keeps_its_process_job(slow_fence_cluster: Cluster) -> None:
+    cluster = slow_fence_cluster
     cluster.start_agent("a")
     job_id = _submit(cluster, 5, lines=20)
     cluster.wait_state(job_id, "running")
@@ -41,7 +41,7 @@ def test_agent_killed_and_restarted_within_the_lease_keeps_its_process_job(proce
 def test_agent_killed_for_good_its_job_is_fenced_before_it_runs_elsewhere(process_cluster: Cluster) -> None:
     cluster = process_cluster
     cluster.start_agent("a")
-    job_id = _submit(cluster, 8)
+    job_id = _submit(cluster, 60, retry_s=1)  # attempt 1 would run a minute: only the fence ends it
     cluster.wait_state(job_id, "running")
     cluster.start_agent("b")
     cluster.kill_agent("a", signal.SIGKILL)
@@ -92,3 +92,31 @@ def test_embedded_server_stopped_and_restarted_keeps_five_running_jobs(tmp_path:
             assert out.splitlines() == [f"line-{i}-{n}" for n in range(30)], out
     finally:
         server.stop()
+
+
+def test_a_node_that_cannot_write_logs_is_drained_and_the_jobs_run_on_the_other(process_cluster: Cluster) -> None:
+    cluster = process_cluster
+    broken = cluster.start_agent("a", "h100-80gb:2")
+    cluster.start_agent("b", "h100-80gb:2")
+    logs = cluster.tmp / "agent-a" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    logs.rename(logs.with_name("logs.away"))
+    logs.write_text("not a directory")  # even root cannot make the attempts' log files now
+    t0 = time.monotonic()
+    ids = [_submit(cluster, 0.6) for _ in range(6)]
+    wait_for("node a to be drained", lambda: cluster.node_status(broken) == "draining", 30)
+    time.sleep(max(0.0, 10 - (time.monotonic() - t0)))  # unwritable for 10 s in all
+    logs.unlink()
+    logs.with_name("logs.away").rename(logs)
+    final = cluster.wait_final(ids, 60)
+    assert {j["state"] for j in final.values()} == {"succeeded"}, final
+    nodes = {n["name"]: n for n in cluster.http.get("/v1/nodes").json()}
+    assert nodes[broken]["status"] == "draining" and "launches failed by the node" in nodes[broken]["drain_reason"]
+    assert "cannot write the attempt's logs" in nodes[broken]["drain_reason"]
+    assert nodes[broken]["limits"] == "enforced" and nodes[broken]["runtimes"] == ["process"]
+    audit = cluster.http.get("/v1/audit", params={"action": "node.drain"}).json()
+    assert any(row["target"] == broken for row in audit["data"]), audit
+    metrics = cluster.http.get("/metrics").text
+    assert f'gpuq_node_drained{{node="{broken}"}} 1.0' in metrics
+    check_invariants(cluster)
+    check_stamps(cluster, ids)

@@ -34,7 +34,7 @@ class ExitReports:
 
     def _send(self, run: Run, status: ExitStatus) -> None:
         self.client.exited(run.spec, exit_code=status.exit_code, reason=status.reason, message=status.message,
-                           stop_cause=status.cause)
+                           stop_cause=status.cause, node_fault=status.node_fault)
 
     def report(self, run: Run, status: ExitStatus) -> bool:
         """Tell the service how the attempt ended; False if it could not be told (kept for ``flush``)."""

@@ -13,6 +13,11 @@ Each run gets its own thread (``start``). The steps, and why:
 4. **Report** (:mod:`workers.agent.reports`): the exit, once; an exit the
    service did not hear keeps the container until it does.
 
+A failure that is this node's, not the job's (its log directory cannot be
+written, a cgroup cannot be made, the engine stays away), is reported
+``lost`` with ``node_fault``: the job is requeued and the service drains a
+node that keeps failing launches.
+
 Re-adopted runs skip 1 and 2. Any unexpected error is reported as ``lost``:
 an attempt is never left unreported.
 """
@@ -31,7 +36,7 @@ from workers.agent.runs import Run, RunBook
 from workers.agent.watch import watch
 from workers.client import Refused, ServiceClient, ServiceUnavailable
 from workers.messages import LaunchSpec
-from workers.runtime.base import ExitReason, ExitStatus, LaunchError, Runtime, RuntimeError_
+from workers.runtime.base import ExitReason, ExitStatus, LaunchError, NodeFault, Runtime, RuntimeError_
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +83,15 @@ class Supervisor:
                     keep = not self.reports.report(run, ExitStatus(None, run.stop_as, run.stop_reason or "stopped"))
                     return
                 try:
-                    run.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+                    self._open_logs(run)
                     run.runtime = self.runtime_for(run.spec)
                     run.spec = self.carver.carve(run.spec)
                     run.handle = self._launch(run, run.runtime)
+                except NodeFault as exc:  # this node's fault: the attempt is lost (requeued), the node counted
+                    log.error("node fault starting %s: %s", key, exc)
+                    keep = not self.reports.report(run, ExitStatus(None, ExitReason.LOST, f"node failure: {exc}",
+                                                                   node_fault=True))
+                    return
                 except LaunchError as exc:
                     keep = not self.reports.report(run, ExitStatus(None, ExitReason.START_FAILED, str(exc)))
                     return
@@ -103,6 +113,18 @@ class Supervisor:
             self.book.end(run)
             run.done.set()
 
+    @staticmethod
+    def _open_logs(run: Run) -> None:
+        """Create the attempt's log files here first: a log directory this node cannot write is its fault."""
+        try:
+            run.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+            for path in (run.stdout_path, run.stderr_path):
+                with open(path, "ab"):
+                    pass
+        except OSError as exc:
+            raise NodeFault(f"cannot write the attempt's logs in {run.stdout_path.parent}: "
+                            f"{exc.strerror or exc}") from exc
+
     def runtime_for(self, spec: LaunchSpec) -> Runtime:
         """Jobs with an image run in Docker, the others as host processes."""
         kind = "docker" if spec.image else "process"
@@ -120,8 +142,10 @@ class Supervisor:
                 return runtime.launch(run.spec, stdout_path=run.stdout_path, stderr_path=run.stderr_path)
             except LaunchError:
                 raise
+            except NodeFault:
+                raise
             except RuntimeError_ as exc:
                 if time.monotonic() > deadline or run.stop_event.is_set() or self.stopping.is_set():
-                    raise
+                    raise NodeFault(f"the {runtime.name} engine does not answer: {exc}") from exc
                 log.warning("cannot launch %s yet (%s); waiting for the engine", run.spec.job_id, exc)
                 time.sleep(ENGINE_RETRY_S)

@@ -15,7 +15,8 @@ from typing import Protocol
 from workers.messages import LaunchSpec, reserved_env_name
 from workers.protocol import ExitReason
 
-__all__ = ["Adopted", "ExitReason", "ExitStatus", "LaunchError", "Runtime", "RuntimeError_", "check_user_env"]
+__all__ = ["Adopted", "ExitReason", "ExitStatus", "LaunchError", "NodeFault", "Runtime", "RuntimeError_",
+           "check_user_env"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ExitStatus:
     reason: ExitReason
     message: str = ""
     cause: str | None = None  # why the agent (or a shim) stopped it on its own: fence, shutdown, time_limit
+    node_fault: bool = False  # the node failed it, not the job (reported as lost; repeated faults drain the node)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class RuntimeError_(Exception):
 
 class LaunchError(RuntimeError_):
     """The attempt could not be started; the message says why."""
+
+
+class NodeFault(RuntimeError_):
+    """This node, not the job, could not start the attempt (logs unwritable, cgroup error, engine gone)."""
 
 
 def check_user_env(env: dict[str, str]) -> None:

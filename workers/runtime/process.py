@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.messages import LaunchSpec
-from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, check_user_env
+from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, NodeFault, check_user_env
 from workers.runtime.cgroups import DEFAULT_PIDS_MAX, CgroupError, JobCgroup, Limits, Probe
 from workers.runtime.jobuser import JobUser
 from workers.runtime.limits import limits_env
@@ -129,7 +129,7 @@ class ProcessRuntime:
             try:
                 group.create(Limits(memory_mib=spec.memory_mib, cpus=spec.cpus, pids_max=self.pids_max))
             except CgroupError as exc:
-                raise LaunchError(f"cgroup: {exc}") from exc
+                raise NodeFault(f"cgroup: {exc}") from exc
         shim_spec: dict[str, Any] = {
             "key": [spec.job_id, spec.attempt, spec.replica], "node_name": spec.node_name,
             "command": spec.command, "env": self.environment(spec), "cwd": str(cwd) if cwd else None,

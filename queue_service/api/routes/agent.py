@@ -95,6 +95,8 @@ def exited(body: ExitBody, principal: CurrentPrincipal, session: SessionDep, ctx
         replica=body.replica, exit_code=body.exit_code, reason=body.reason.value, message=body.message,
         stop_cause=body.stop_cause,
     )
+    if body.node_fault:  # the node failed it, not the job: a node that keeps failing is drained
+        agent_service.node_fault(session, node_name=body.node_name, reason=body.message, settings=ctx.settings)
     return ExitedAnswer(state=outcome.job.state, finalized=outcome.finalized)
 
 
