@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,7 @@ def sharing_bound(trace: Trace, seeds: list[int], quiet: bool = False) -> float:
     return float(np.mean(bounds))
 
 
-def _retrace(trace: Trace, idx: np.ndarray, **columns: np.ndarray) -> Trace:
+def _retrace(trace: Trace, idx: np.ndarray, **columns: Any) -> Trace:
     """``trace`` with tasks ``idx`` (resampled) and any task or node columns replaced."""
     base = {"node_cpu": trace.node_cpu, "node_mem": trace.node_mem, "node_ngpu": trace.node_ngpu,
             "node_model": trace.node_model, "task_cpu": trace.task_cpu[idx], "task_mem": trace.task_mem[idx],
