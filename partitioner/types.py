@@ -75,6 +75,7 @@ class NodeState:
     free_memory_mib: int
     gpus: tuple[GpuState, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    name: str = field(default="", compare=False)  # for humans (wait reasons); node_id is the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class ClusterState:
     """Every schedulable node (down, draining and cordoned nodes are left out)."""
 
     nodes: tuple[NodeState, ...] = ()
+    # for humans: the nodes left out and why, e.g. ("n1 cordoned", "n2 draining") (not compared)
+    unschedulable: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

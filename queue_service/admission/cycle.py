@@ -57,16 +57,29 @@ class CycleResult:
 
 
 def describe(placement: Placement | None, cluster: ClusterState) -> str:
-    """'2× h100-80gb on node-a' for wait reasons."""
+    """'2× h100-80gb (gpu0, gpu1) on node-a' for wait reasons: nodes and GPUs by name, never by id."""
     if placement is None:
         return "capacity"
-    model = {g.uuid: g.model for n in cluster.nodes for g in n.gpus}
+    gpus = {g.uuid: g for n in cluster.nodes for g in n.gpus}
+    names = {n.node_id: n.name or n.node_id for n in cluster.nodes}
     parts = []
     for member in placement.replicas:
-        gpus = sorted({s.gpu_uuid for s in member.slices})
-        what = f"{len(gpus)}× {model.get(gpus[0], 'GPU')}" if gpus else "CPU"
-        parts.append(f"{what} on {member.node_id}")
+        held = sorted({s.gpu_uuid for s in member.slices}, key=lambda u: gpus[u].index if u in gpus else 0)
+        model = gpus[held[0]].model if held and held[0] in gpus else "GPU"
+        named = ", ".join(f"gpu{gpus[u].index}" for u in held if u in gpus)
+        what = f"{len(held)}× {model}" + (f" ({named})" if named else "") if held else "CPU"
+        parts.append(f"{what} on {names.get(member.node_id, member.node_id)}")
     return ", ".join(parts)
+
+
+def describe_never(reason: str, cluster: ClusterState) -> str:
+    """A never-fit reason that says which nodes were left out (cordoned, draining, down), if any were."""
+    if not cluster.unschedulable:
+        return reason
+    left_out = ", ".join(cluster.unschedulable)
+    if not cluster.nodes:
+        return f"no schedulable node: {left_out}"
+    return f"{reason} (not counting {left_out})"
 
 
 def run_cycle(
@@ -115,7 +128,7 @@ def run_cycle(
                 _admit(result, job, decision, packer, view, usage)
                 continue
             if decision.never:
-                result.never[job.job_id] = decision.reason
+                result.never[job.job_id] = describe_never(decision.reason, snapshot.cluster)
                 continue
             # 5. The head is blocked: preempt for it if it is entitled, then reserve.
             head = job
@@ -150,7 +163,7 @@ def run_cycle(
         if isinstance(decision, NoFit):
             no_fit[("now", job.request)] = decision
             if decision.never:
-                result.never[job.job_id] = decision.reason
+                result.never[job.job_id] = describe_never(decision.reason, snapshot.cluster)
             else:
                 result.waiting[job.job_id] = f"{decision.reason} (and behind {held_for})"
             continue

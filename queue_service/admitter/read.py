@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Container
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,14 +23,11 @@ from queue_service.settings import Settings
 def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterState:
     """The schedulable nodes (ready, not cordoned, lease valid) with their free capacity."""
     now = utcnow()
-    nodes = session.scalars(
-        select(Node)
-        .where(Node.status == NodeStatus.READY, Node.cordoned.is_(False))
-        .where(Node.lease_expires_at >= now)
-        .order_by(Node.name)
-    ).all()
+    every = session.scalars(select(Node).order_by(Node.name)).all()
+    nodes = [n for n in every if schedulable(n, now=now)]
+    left_out = tuple(f"{n.name} {unschedulable_why(n, now=now)}" for n in every if not schedulable(n, now=now))
     if not nodes:
-        return ClusterState(())
+        return ClusterState((), unschedulable=left_out)
     usage = node_service.usage(session) if include_usage else {}
     gpus = session.scalars(
         select(Gpu).where(Gpu.present.is_(True), Gpu.node_id.in_([n.id for n in nodes])).order_by(Gpu.index)
@@ -61,12 +58,34 @@ def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterSta
             )
         states.append(
             NodeState(
-                node_id=node.id, cpus_milli=node.cpus * 1000, memory_mib=node.memory_mib,
+                node_id=node.id, name=node.name, cpus_milli=node.cpus * 1000, memory_mib=node.memory_mib,
                 free_cpus_milli=node.cpus * 1000 - used.cpus_milli, free_memory_mib=node.memory_mib - used.memory_mib,
                 gpus=tuple(gpu_states),
             )
         )
-    return ClusterState(tuple(states))
+    return ClusterState(tuple(states), unschedulable=left_out)
+
+
+def schedulable(node: Node, *, now: datetime) -> bool:
+    """Takes new work: ready, not cordoned, its lease valid (the agent heartbeats)."""
+    return unschedulable_why(node, now=now) == ""
+
+
+def unschedulable_why(node: Node, *, now: datetime) -> str:
+    """Why a node takes no new work ("cordoned", "draining", "down", "not heartbeating"); "" if it does."""
+    if node.status != NodeStatus.READY:
+        return str(node.status)
+    if node.cordoned:
+        return "cordoned"
+    expires = node.lease_expires_at
+    if expires is None or _aware(expires) < _aware(now):
+        return "not heartbeating"
+    return ""
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes; compare them as UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def queued(session: Session) -> list[tuple[Job, str]]:
