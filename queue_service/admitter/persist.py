@@ -80,7 +80,8 @@ def _admit(session: Session, result: CycleResult, jobs: Mapping[str, Job], node_
         placements.append((jobs[admission.job_id], members))
     chosen = {a.job_id: a.placement for a in result.admitted}
     launches: list[LaunchSpec] = []
-    for admitted in transitions.admit(session, placements=placements, at=now):
+    notes = {a.job_id: a.placement.note for a in result.admitted if a.placement.note}
+    for admitted in transitions.admit(session, placements=placements, at=now, notes=notes):
         for held in admitted.replicas:
             for s in chosen[admitted.job.id].replicas[held.replica].slices:
                 if s.kind.value == "mig" and s.mig_uuid is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,12 +39,15 @@ class Admitted:
     replicas: list[ReplicaRows] = field(default_factory=list)
 
 
-def admit(session: Session, *, placements: Sequence[tuple[Job, list[ReplicaRows]]], at: datetime) -> list[Admitted]:
+def admit(session: Session, *, placements: Sequence[tuple[Job, list[ReplicaRows]]], at: datetime,
+          notes: Mapping[str, str] | None = None) -> list[Admitted]:
     """queued → admitted for each job, in bulk: one conditional UPDATE, then attempts, allocations, events.
 
     The UPDATE only claims jobs still queued, so a cancel that committed since
     the snapshot wins; the partial unique index refuses a slice held twice
-    (the caller's whole transaction rolls back).
+    (the caller's whole transaction rolls back). ``notes`` (job id → text) says
+    how a job was placed when that matters to its user, e.g. without an NVLink
+    clique: its reason is then "starting (<note>)" instead of "starting".
     """
     if not placements:
         return []
@@ -68,8 +71,12 @@ def admit(session: Session, *, placements: Sequence[tuple[Job, list[ReplicaRows]
         if job.id not in claimed:
             continue
         number = job.attempt + 1
+        reason = f"starting ({notes[job.id]})" if notes and notes.get(job.id) else "starting"
+        if reason != "starting":  # rare: one more UPDATE for the jobs placed with a note
+            session.execute(update(Job).where(Job.id == job.id).values(reason=reason)
+                            .execution_options(synchronize_session=False))
         # The UPDATE bypassed the ORM: bring the loaded object up to date without another SELECT.
-        job.state, job.attempt, job.admitted_at, job.reason = JobState.ADMITTED, number, at, "starting"
+        job.state, job.attempt, job.admitted_at, job.reason = JobState.ADMITTED, number, at, reason
         attempts.append({"id": new_id(), "job_id": job.id, "number": number, "created_at": at,
                          "node_id": replicas[0].node_id if replicas else None, "launch_sent_at": at,
                          "exits": {}, "state": AttemptState.ADMITTED, "reason": ""})
