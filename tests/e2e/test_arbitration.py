@@ -161,3 +161,24 @@ def test_backfill_fills_the_gap_without_delaying_the_reserved_head(server: Serve
     assert gap_s < 2, "the head starts as soon as its reservation frees: backfill did not delay it"
     for j in (unlimited, long):
         assert ts(job(server, j)["started_at"] or "9999-01-01") >= ts(head_started["started_at"])
+
+
+def test_backfill_admitted_in_the_same_cycle_as_the_head_cannot_delay_it(server: Server) -> None:
+    """Issue 14's scenario: A (1 GPU, 8 s limit), HEAD (2 GPUs), B (1 GPU, 1000 s limit) all queued at once.
+
+    One cycle admits A; HEAD's reservation must count A's end (admitted in the same cycle), so B,
+    which would outlast it on the GPU HEAD needs, waits: HEAD starts when A ends, B after HEAD.
+    """
+    assert server.http.post("/v1/nodes/e2e-node/cordon").status_code == 200
+    a = submit(server, name="a", priority_class="production", command=["sleep", "2"], time_limit_s=8)
+    head = submit(server, name="head", resources={"gpus": 2}, command=["sleep", "1"], time_limit_s=30)
+    b = submit(server, name="b", command=["sleep", "1"], time_limit_s=1000)
+    assert server.http.post("/v1/nodes/e2e-node/uncordon").status_code == 200
+    wait_for(server, a, running, timeout_s=10)
+    waiting = job(server, b)
+    assert waiting["state"] == "queued" and "reserved" in waiting["reason"], waiting
+    a_done = wait_for(server, a, lambda j: j["state"] == "succeeded", timeout_s=15)
+    head_started = wait_for(server, head, lambda j: j["started_at"] is not None, timeout_s=10)
+    assert (ts(head_started["started_at"]) - ts(a_done["finished_at"])).total_seconds() < 2, "HEAD starts as A ends"
+    b_started = wait_for(server, b, lambda j: j["started_at"] is not None, timeout_s=15)
+    assert ts(b_started["started_at"]) >= ts(head_started["started_at"]), "B never jumped HEAD"
