@@ -20,6 +20,7 @@ Importing this module compiles nothing; the first placement (or
 
 from __future__ import annotations
 
+import copy
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -136,6 +137,7 @@ class Packer:
         self._nvlink = any(g.nvlink_peers for g in self.enc.gpus)
         self._clique_memo: dict[tuple, tuple[int, ...] | None] = {}
         self._no_clique = 0  # the last whole-GPU member was placed without an NVLink clique of this size
+        self._gpu_start_memo: np.ndarray | None = None
 
     # -- public --------------------------------------------------------------
 
@@ -184,6 +186,71 @@ class Packer:
         """Add ``placement`` back to the encoded state (undoes :meth:`commit`)."""
         for member in reversed(placement.replicas):
             self._apply(member, -1)
+
+    def fork(self) -> Packer:
+        """An independent copy of this packer (its commits and releases do not touch this one).
+
+        Copies the encoded arrays and the fragment cache; shares the memos that depend only on
+        the nodes and GPUs (never-fit answers, model filters, cliques). Far cheaper than encoding
+        the cluster again: a simulation keeps one packer in step and forks it for every cycle.
+        """
+        twin = object.__new__(Packer)
+        twin.__dict__.update(self.__dict__)
+        enc = self.enc
+        twin.enc = copy.copy(enc)
+        for name, value in vars(enc).items():
+            if isinstance(value, (np.ndarray, list)):
+                setattr(twin.enc, name, value.copy())
+        twin._frag, twin._frag_ok = self._frag.copy(), self._frag_ok.copy()
+        twin._gpu_is_mig = self._gpu_is_mig.copy()
+        twin._mig_memo = {}
+        return twin
+
+    def refresh_nodes(self, cluster: ClusterState, changed: Sequence[int]) -> bool:
+        """Re-encode nodes ``changed`` (indices) from ``cluster``, in place; False if it cannot.
+
+        ``cluster`` must have the same nodes and GPUs in the same order; only what they hold and
+        their modes may differ. Nodes with MIG GPUs (before or after) are refused (their units
+        come and go): the caller then builds a new packer.
+        """
+        enc = self.enc
+        if len(cluster.nodes) != len(enc.node_ids):
+            return False
+        if not changed:
+            self.cluster = cluster
+            return True
+        sub = encode(ClusterState(tuple(cluster.nodes[i] for i in changed)))
+        gpu_start = self._gpu_start()
+        for j, n in enumerate(changed):
+            lo, hi = int(enc.node_unit_start[n]), int(enc.node_unit_start[n + 1])
+            slo, shi = int(sub.node_unit_start[j]), int(sub.node_unit_start[j + 1])
+            g0, g1 = int(gpu_start[n]), int(gpu_start[n + 1])
+            sg = np.flatnonzero(sub.gpu_node == j)
+            if (hi - lo != shi - slo or g1 - g0 != len(sg) or enc.node_ids[n] != sub.node_ids[j]
+                    or self._gpu_is_mig[g0:g1].any() or any(sub.gpus[g].mode is GpuMode.MIG for g in sg)):
+                return False
+        for j, n in enumerate(changed):
+            lo, hi = int(enc.node_unit_start[n]), int(enc.node_unit_start[n + 1])
+            slo, shi = int(sub.node_unit_start[j]), int(sub.node_unit_start[j + 1])
+            enc.node_free_cpu[n], enc.node_free_mem[n] = sub.node_free_cpu[j], sub.node_free_mem[j]
+            for name in ("unit_kind", "unit_free_blocks", "unit_free_mem", "unit_mem", "unit_profile", "unit_start"):
+                getattr(enc, name)[lo:hi] = getattr(sub, name)[slo:shi]
+            enc.units[lo:hi] = sub.units[slo:shi]
+            g0 = int(gpu_start[n])
+            for k, g in enumerate(np.flatnonzero(sub.gpu_node == j)):
+                enc.gpus[g0 + k] = sub.gpus[g]
+            self._frag_ok[n] = False
+        self._mig_memo = {}
+        self.cluster = cluster
+        return True
+
+    def _gpu_start(self) -> np.ndarray:
+        """GPUs of node ``n`` are ``start[n] .. start[n+1]-1`` in the encoding (they are listed node by node)."""
+        found = self._gpu_start_memo
+        if found is None:
+            found = np.searchsorted(self.enc.gpu_node, np.arange(len(self.enc.node_ids) + 1))
+            self._gpu_start_memo = found
+        return found
 
     # -- validation ----------------------------------------------------------
 

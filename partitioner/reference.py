@@ -229,7 +229,7 @@ def best_start(model, profile, mask: int, counts) -> int | None:
 
 
 def score_nodes(request, nodes, shapes, policy):
-    """Twin of :func:`partitioner.kernels.place.score_nodes` (policies best-fit 1, fgd 2, gpuq 3).
+    """Twin of :func:`partitioner.kernels.place.score_nodes` (policies best-fit 1, fgd 2, gpuq 3, first-fit 4).
 
     ``request`` = (kind 2 whole / 1 blocks, blocks, gpu memory, count, cpu, ram); ``nodes`` =
     [(free_cpu, free_ram, cpu, units)] with ``units`` = [(kind, free_blocks, free_mem, ok)], kinds as in
@@ -256,8 +256,8 @@ def score_nodes(request, nodes, shapes, policy):
                 out.append((-math.inf, -1))
                 continue
             fit = 1.0 - 0.5 * cpu_share - 0.5 * (idle - 100 * count) / max(100 * gpus, 1)
-            if policy == 1:
-                out.append((math.floor(100.0 * fit), -1))
+            if policy in (1, 4):
+                out.append((math.floor(100.0 * fit) if policy == 1 else -float(len(out)), -1))
                 continue
             # the fragment counts the first ``count`` free exclusive GPUs of the node as taken
             taken = [i for i, (k, b, _, _) in enumerate(units) if k == 0 and b == 100][:count]
@@ -274,6 +274,8 @@ def score_nodes(request, nodes, shapes, policy):
             tight = (100 - b + blocks) / 1000.0
             if policy == 1:
                 s = math.floor(100.0 * fit) + tight * 0.1
+            elif policy == 4:
+                s = -float(len(out))
             else:
                 after = before
                 if k == 1:

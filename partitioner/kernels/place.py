@@ -29,6 +29,7 @@ P_RANDOM = 0
 P_BEST_FIT = 1
 P_FGD = 2
 P_GPUQ = 3
+P_FIRST_FIT = 4  # the first feasible node and unit, in encoding order (a baseline)
 
 
 @njit(cache=True)
@@ -161,6 +162,8 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
                 out_score[n] = math.floor(100.0 * fit)
             elif policy == P_RANDOM:
                 out_score[n] = np.random.random()
+            elif policy == P_FIRST_FIT:
+                out_score[n] = -float(n)
             else:
                 after = node_fragment(n, node_unit_start, unit_kind, unit_free_blocks, unit_free_mem, -1, 0, 0,
                                       req_count, cpu_after, sh_kind, sh_blocks, sh_mem, sh_count, sh_cpu, sh_p, packed)
@@ -189,6 +192,8 @@ def score_nodes(req_kind, req_blocks, req_mem, req_count, req_cpu, req_ram, unit
                 s = math.floor(100.0 * fit) + tight * 0.1
             elif policy == P_RANDOM:
                 s = np.random.random()
+            elif policy == P_FIRST_FIT:
+                s = -float(n)
             else:
                 after = before
                 if k == 1:

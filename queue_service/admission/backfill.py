@@ -115,6 +115,9 @@ def reserved_view(cluster: ClusterState, reservation: Reservation) -> ClusterSta
         mem[member.node_id] = mem.get(member.node_id, 0) + member.memory_mib
     nodes = []
     for node in cluster.nodes:
+        if node.node_id not in cpu:
+            nodes.append(node)  # untouched: the same object (see state.apply_placements)
+            continue
         node_gpus = tuple(
             replace(g, held=True, used_blocks=BLOCKS_PER_GPU, used_memory_mib=g.memory_mib,
                     mig_instances=tuple(replace(i, held=True) for i in g.mig_instances))

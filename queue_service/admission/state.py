@@ -37,6 +37,9 @@ def apply_placements(cluster: ClusterState, placements: Iterable[Placement], *, 
         return cluster
     nodes = []
     for node in cluster.nodes:
+        if node.node_id not in cpu:
+            nodes.append(node)  # untouched: the same object, so callers can tell what changed by identity
+            continue
         gpus = tuple(_take(g, gpu_delta[g.uuid], sign) if g.uuid in gpu_delta else g for g in node.gpus)
         nodes.append(replace(
             node, gpus=gpus,

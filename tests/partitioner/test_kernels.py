@@ -79,7 +79,7 @@ shape_st = st.tuples(st.integers(0, 2), st.sampled_from([10, 25, 50, 100]), st.s
 
 @settings(max_examples=300, deadline=None)
 @given(live_request_st, st.lists(live_node_st, min_size=1, max_size=5), st.lists(shape_st, min_size=1, max_size=4),
-       st.sampled_from([1, 2, 3]), st.booleans())
+       st.sampled_from([1, 2, 3, 4]), st.booleans())
 def test_score_nodes_matches_its_slow_twin(request, nodes, shapes, policy, warm_cache):
     """Scores and chosen units agree, with the fragment cache cold or already filled by an earlier call."""
     from partitioner.kernels.place import score_nodes
