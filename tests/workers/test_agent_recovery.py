@@ -89,7 +89,7 @@ class FakeClient:
         self._check()
         return StartedAnswer(state="running")
 
-    def exited(self, spec, *, exit_code, reason, message="", stop_cause=None):
+    def exited(self, spec, *, exit_code, reason, message="", stop_cause=None, node_fault=False):
         self._check()
         self.exits.append({"job_id": spec.job_id, "attempt": spec.attempt, "exit_code": exit_code,
                            "reason": reason, "message": message, **({"stop_cause": stop_cause} if stop_cause else {})})
