@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from partitioner.catalog import find_mig_profile
 from partitioner.types import BLOCKS_PER_GPU
-from queue_service.api.schemas.admin import GpuPublic, NodePublic
+from queue_service.admitter.read import unschedulable_why
+from queue_service.api.schemas.admin import GpuPublic, HolderPublic, MigInstancePublic, NodePublic
 from queue_service.api.schemas.jobs import (
     AllocationPublic,
     DependencyPublic,
@@ -15,7 +17,9 @@ from queue_service.api.schemas.jobs import (
     ResourcesPublic,
 )
 from queue_service.auth import Principal
+from queue_service.db.base import utcnow
 from queue_service.db.models import Job, JobEvent, Project
+from queue_service.services import holdings as holding_service
 from queue_service.services import jobs as job_service
 from queue_service.services import nodes as node_service
 
@@ -80,8 +84,11 @@ def events_public(rows: list[JobEvent]) -> JobEventsPublic:
 
 
 def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
-    """Nodes, their GPUs and what is free on each (job ids only for callers who see every project)."""
+    """Nodes, their GPUs and what is free on each: MIG instances and shares with their holders, a member
+    seeing another project's holdings as occupied by "other project" (job ids only for its own)."""
     usage = node_service.usage(session)
+    held_by = holding_service.by_gpu(session, principal=principal)
+    now = utcnow()
     out = []
     for node, gpus in node_service.list_nodes(session):
         used = usage.get(node.id, node_service.NodeUsage())
@@ -89,18 +96,49 @@ def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
         for g in gpus:
             u = used.gpus.get(g.uuid, node_service.GpuUsage())
             used_memory = g.memory_mib if u.held_whole else u.used_memory_mib
+            used_blocks = u.used_blocks
+            instances = _mig_instances(g.model, g.mig_layout or [], u.mig_held, u.mig_profiles)
+            if g.mode == "mig":  # what the held instances take: their memory and their share of the SMs
+                held = [i for i in instances if i.held]
+                used_memory = min(g.memory_mib, sum(i.memory_mib for i in held) + u.used_memory_mib)
+                used_sm = sum(_mig_sm(g.model, i.profile) for i in held)
+                used_blocks = min(BLOCKS_PER_GPU, round(BLOCKS_PER_GPU * used_sm / g.sm_count)) if g.sm_count else 0
             gpu_out.append(GpuPublic(
                 uuid=g.uuid, index=g.index, name=g.name, model=g.model, memory_mib=g.memory_mib,
                 sm_count=g.sm_count, mode=g.mode, mig_layout=g.mig_layout or [], held_whole=u.held_whole,
-                used_blocks=u.used_blocks, free_blocks=BLOCKS_PER_GPU - u.used_blocks,
+                used_blocks=used_blocks, free_blocks=BLOCKS_PER_GPU - used_blocks,
                 used_memory_mib=used_memory, free_memory_mib=g.memory_mib - used_memory,
                 jobs=sorted(u.jobs) if principal.sees_all_projects else [],
+                mig_instances=instances,
+                holders=[HolderPublic(kind=h.kind, blocks=h.blocks, gpu_memory_mib=h.gpu_memory_mib,
+                                      mig_profile=h.mig_profile, mig_start=h.mig_start, project=h.project,
+                                      job_id=h.job_id, job_name=h.job_name) for h in held_by.get(g.uuid, [])],
             ))
+        why = unschedulable_why(node, now=now)
         out.append(NodePublic(
             id=node.id, name=node.name, hostname=node.hostname, status=node.status, cordoned=node.cordoned,
             cpus=node.cpus, memory_mib=node.memory_mib, free_cpus_milli=node.cpus * 1000 - used.cpus_milli,
             free_memory_mib=node.memory_mib - used.memory_mib, gpu_source=node.gpu_source, gpu_note=node.gpu_note,
             runtimes=list(node.runtimes or []), limits=node.limits or "env-only", drain_reason=node.drain_reason or "",
+            schedulable=not why, no_work_reason=why,
             last_heartbeat_at=node.last_heartbeat_at, gpus=gpu_out,
         ))
     return out
+
+
+def _mig_sm(model: str, profile: str) -> int:
+    found = find_mig_profile(model, profile)
+    return found.sm_count if found else 0
+
+
+def _mig_instances(model: str, layout: list[dict], held: set[int], held_profiles: dict[int, str]
+                   ) -> list[MigInstancePublic]:
+    """The layout's instances, each free or held; a held one the layout does not list is shown too."""
+    def one(profile: str, start: int, uuid: str | None) -> MigInstancePublic:
+        found = find_mig_profile(model, profile)
+        return MigInstancePublic(profile=profile, start=start, uuid=uuid, memory_mib=found.memory_mib if found else 0,
+                                 held=start in held)
+    out = [one(m["profile"], m["start"], m.get("uuid")) for m in layout]
+    listed = {m["start"] for m in layout}
+    out += [one(held_profiles.get(s, ""), s, None) for s in sorted(held - listed)]
+    return sorted(out, key=lambda i: i.start)

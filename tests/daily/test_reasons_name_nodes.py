@@ -8,12 +8,18 @@ from tests import builders
 from tests.api.helpers import auth, get_job, started, submit
 
 
+def _agent(actors, node_name: str) -> str:
+    """An agent token for ``node_name`` (bound per node where tokens are; the one agent token where not)."""
+    agent_for = getattr(actors, "agent_for", None)
+    return agent_for(node_name) if agent_for else actors.agent
+
+
 def _node_ids(api, token: str) -> list[str]:
     return [n["id"] for n in api.get("/v1/nodes", headers=auth(token)).json()]
 
 
 def test_a_reservation_reason_names_the_node_and_gpu(api, ctx, actors) -> None:
-    agent = actors.agent_for("node-a")
+    agent = _agent(actors, "node-a")
     builders.register(api, agent, "node-a", "h100-80gb:1")
     first = submit(api, actors.admin, time_limit_s=3600)
     ctx.admitter.run_once()
@@ -27,7 +33,7 @@ def test_a_reservation_reason_names_the_node_and_gpu(api, ctx, actors) -> None:
 
 def test_no_schedulable_node_names_each_and_why(api, ctx, actors) -> None:
     builders.register(api, actors.agent, "n1", "h100-80gb:1")
-    builders.register(api, actors.agent_for("n2"), "n2", "h100-80gb:1")
+    builders.register(api, _agent(actors, "n2"), "n2", "h100-80gb:1")
     assert api.post("/v1/nodes/n1/cordon", json={"reason": "bios"}, headers=auth(actors.admin)).status_code == 200
     assert api.post("/v1/nodes/n2/drain", json={"reason": "rma"}, headers=auth(actors.admin)).status_code == 200
     job = submit(api, actors.admin)
@@ -38,8 +44,8 @@ def test_no_schedulable_node_names_each_and_why(api, ctx, actors) -> None:
 
 
 def test_a_never_fit_says_which_nodes_it_did_not_count(api, ctx, actors) -> None:
-    builders.register(api, actors.agent_for("big"), "big", "h100-80gb:4")
-    builders.register(api, actors.agent_for("small"), "small", "h100-80gb:1")
+    builders.register(api, _agent(actors, "big"), "big", "h100-80gb:4")
+    builders.register(api, _agent(actors, "small"), "small", "h100-80gb:1")
     job = submit(api, actors.admin, resources={"gpus": 4})
     assert api.post("/v1/nodes/big/cordon", json={}, headers=auth(actors.admin)).status_code == 200
     ctx.admitter.run_once()

@@ -56,6 +56,29 @@ class TokenCreated(TokenPublic):
     token: str = Field(description="shown once; only its hash is stored")
 
 
+class HolderPublic(BaseModel):
+    """One live allocation on a GPU; ``project`` and ``job_id`` are null for a project the caller may not see."""
+
+    kind: str = Field(description="gpu (whole), mig (an instance) or blocks (a share)")
+    blocks: int = 0
+    gpu_memory_mib: int = 0
+    mig_profile: str | None = None
+    mig_start: int | None = None
+    project: str | None = Field(default=None, description="null: another project's (drawn as occupied)")
+    job_id: str | None = None
+    job_name: str | None = None
+
+
+class MigInstancePublic(BaseModel):
+    """One MIG instance of the GPU's layout, as it is: held by a job or free."""
+
+    profile: str
+    start: int
+    uuid: str | None = None
+    memory_mib: int = 0
+    held: bool = False
+
+
 class GpuPublic(BaseModel):
     uuid: str
     index: int
@@ -71,6 +94,8 @@ class GpuPublic(BaseModel):
     used_memory_mib: int
     free_memory_mib: int
     jobs: list[str] = []
+    mig_instances: list[MigInstancePublic] = Field(default=[], description="a MIG GPU's instances, free or held")
+    holders: list[HolderPublic] = Field(default=[], description="who holds what on it now (blocks by whom)")
 
 
 class NodePublic(BaseModel):
@@ -88,6 +113,8 @@ class NodePublic(BaseModel):
     runtimes: list[str] = []
     limits: str = "env-only"  # "enforced": cgroups hold memory, CPU and pids; "env-only": variables only
     drain_reason: str = ""
+    schedulable: bool = Field(default=True, description="takes new work (ready, not cordoned, heartbeating)")
+    no_work_reason: str = Field(default="", description="why it takes no new work, e.g. 'cordoned'")
     last_heartbeat_at: UtcDateTime | None
     gpus: list[GpuPublic]
 
