@@ -194,6 +194,8 @@ class Packer:
         the nodes and GPUs (never-fit answers, model filters, cliques). Far cheaper than encoding
         the cluster again: a simulation keeps one packer in step and forks it for every cycle.
         """
+        if self._empty_enc is None:  # computed once here, not once per fork
+            self._empty_enc = _emptied_encoding(self.cluster)
         twin = object.__new__(Packer)
         twin.__dict__.update(self.__dict__)
         enc = self.enc

@@ -875,10 +875,18 @@ def project_list(server: ServerOpt = None, token: TokenOpt = None, as_json: Json
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                "help_option_names": []}, add_help_option=False)
 def simulate(ctx: typer.Context) -> None:
-    """Replay a production trace (openb format) through the placement policies; see --help."""
+    """Replay a production trace (openb format) through the placement policies (--mode queue: through
+    the whole scheduler in simulated time); see --help."""
+    args = list(ctx.args)
+    if args[:2] == ["--mode", "queue"] or "--mode=queue" in args[:1]:
+        from queue_service.admission.replay_cli import cli as queue_cli
+
+        raise typer.Exit(queue_cli(args[1:] if args[0] == "--mode=queue" else args[2:]))
+    if args[:2] == ["--mode", "place"]:
+        args = args[2:]
     from partitioner.simulate import cli as simulate_cli
 
-    raise typer.Exit(simulate_cli(list(ctx.args)))
+    raise typer.Exit(simulate_cli(args))
 
 
 @app.command()
