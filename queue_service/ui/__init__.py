@@ -1,4 +1,8 @@
-"""The dashboard: static HTML/JS/CSS served at /ui; it reads the REST API with the viewer's token."""
+"""The dashboard: static HTML/JS/CSS served at /ui; it reads the REST API with the viewer's token.
+
+The token is typed on its sign-in screen and kept in the tab's sessionStorage, sent as an
+Authorization header: never in a URL, so never in access logs (README, "Dashboard").
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def _to_index(request: Request) -> RedirectResponse:
-    query = request.url.query  # keep ?token=… across the redirect
-    return RedirectResponse("/ui/" + (f"?{query}" if query else ""))
+    return RedirectResponse("/ui/")  # a query (an old ?token=…) is not carried on: tokens stay out of URLs
 
 
 async def _to_ui(request: Request) -> RedirectResponse:

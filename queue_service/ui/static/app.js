@@ -1,20 +1,49 @@
-// gpuq dashboard: plain JS, no build step. It reads the same REST API as the CLI, with the viewer's token
-// (from ?token=, else localStorage), so a member sees only their projects' jobs and usage.
+// gpuq dashboard: plain JS, no build step. It reads the same REST API as the CLI with the viewer's token,
+// so a member sees only their projects' jobs and usage, and other projects' holdings as "other project".
+//
+// The token: typed once on the sign-in screen, kept in sessionStorage (this tab only, gone when it closes)
+// and sent as an Authorization header. It is never put in a URL (so never in server or proxy logs, history
+// or Referer), and a ?token= in the address is ignored and removed.
 "use strict";
 
-const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
-const colours = new Map();
+const TOKEN_KEY = "gpuq-token";
+const OTHER = "other project";
+
+// Stable project colours: the hue comes from a hash of the name (FNV-1a), the same for every viewer and
+// every page load, whatever projects a viewer can see. Free capacity is light grey, "other project" hatched dark.
+function hashOf(text) {
+  let h = 0x811c9dc5;
+  for (const ch of new TextEncoder().encode(text)) { h ^= ch; h = Math.imul(h, 0x01000193) >>> 0; }
+  return h;
+}
 function colourOf(project) {
-  if (!colours.has(project)) colours.set(project, PALETTE[colours.size % PALETTE.length]);
-  return colours.get(project);
+  if (project === OTHER) return "#5b6170";
+  const h = hashOf(project);
+  return `hsl(${h % 360}, ${55 + (h >>> 9) % 25}%, ${45 + (h >>> 17) % 15}%)`;
 }
 
-const params = new URLSearchParams(location.search);
-let token = params.get("token") || localStorage.getItem("gpuq-token") || "";
+if (new URLSearchParams(location.search).has("token")) {
+  history.replaceState(null, "", location.pathname + location.hash);  // never kept, never used
+}
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
+let me = null;  // GET /v1/tokens/me: the viewer's role and projects
+let timer = null;
 
-async function api(path) {
-  const response = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-  if (!response.ok) throw new Error(`${path}: ${response.status} ${(await response.text()).slice(0, 120)}`);
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}), Authorization: `Bearer ${token}` };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method: options.method || "GET", headers, credentials: "omit",
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  if (response.status === 401) throw new Unauthorized("the token was refused (401): sign in again");
+  if (!response.ok) {
+    let detail = await response.text();
+    try { detail = JSON.parse(detail).detail || detail; } catch (_) { /* plain text */ }
+    throw new Error(`${response.status}: ${String(detail).slice(0, 200)}`);
+  }
   return path === "/metrics" ? response.text() : response.json();
 }
 
@@ -37,36 +66,35 @@ function busyByGpu(text) {
   return out;
 }
 
-// Who holds what: per physical GPU, a list of {project, job, kind, blocks, mig_start, mig_profile}.
-function holdings(jobs, nodes) {
-  const migToGpu = {};
-  for (const n of nodes) for (const g of n.gpus) for (const s of g.mig_layout || []) if (s.uuid) migToGpu[s.uuid] = g.uuid;
-  const byGpu = {};
-  for (const job of jobs) for (const a of job.allocation || []) {
-    if (!a.gpu_uuid) continue;
-    const gpu = migToGpu[a.gpu_uuid] || a.gpu_uuid;
-    (byGpu[gpu] ||= []).push({ project: job.project, job: job.id, name: job.name, ...a });
-  }
-  return byGpu;
+// A GPU's holders from /v1/nodes: always every holding; whose it is only where the viewer may see it.
+function owned(h) {
+  return { ...h, project: h.project || OTHER, label: h.project ? `${h.project}/${h.job_name}` : OTHER };
 }
 
-function drawGpu(gpu, held, busy) {
+function cell(className, owner, busy, extra = {}) {
+  return el("div", {
+    className: className + (owner ? " held" : "") + (owner && owner.project === OTHER ? " other" : "") + (busy ? " busy" : ""),
+    "data-project": owner ? owner.project : "", title: owner ? owner.label : "free",
+    style: { background: owner ? colourOf(owner.project) : "", ...(extra.style || {}) },
+    ...(owner && owner.job_id ? { "data-job": owner.job_id } : {}),
+  }, ...(extra.children || []));
+}
+
+function drawGpu(gpu, busy) {
+  const held = (gpu.holders || []).map(owned);
   const box = el("div", { className: "gpu", "data-gpu": gpu.uuid, "data-mode": gpu.mode },
     el("div", { className: "label", title: gpu.uuid }, `#${gpu.index} ${gpu.model} · ${gpu.mode}`));
   const busyShare = busy[gpu.uuid] || 0;
   if (gpu.mode === "mig") {
     // MIG: each instance drawn in its real memory slots (start .. start + size) of the 8 slots.
     const grid = el("div", { className: "mig" });
-    for (const s of gpu.mig_layout || []) {
-      // Its width in memory slots: its memory over the GPU's, of 8 slots ("3g.40gb" on 80 GB: 4).
-      const gb = parseFloat((s.profile.match(/\.(\d+)gb$/) || [0, 0])[1]);
-      const span = Math.min(8 - s.start, Math.max(1, Math.round(gb * 1024 / gpu.memory_mib * 8)));
-      const owner = held.find(h => h.mig_start === s.start);
-      const slice = el("div", {
-        className: "slice" + (owner && busyShare > 0.05 ? " busy" : ""), title: owner ? `${s.profile} · ${owner.project}/${owner.name}` : `${s.profile} · free`,
-        "data-project": owner ? owner.project : "", "data-profile": s.profile,
-        style: { gridColumn: `${s.start + 1} / span ${span}`, background: owner ? colourOf(owner.project) : "" },
-      }, s.profile);
+    for (const s of gpu.mig_instances || []) {
+      const span = Math.min(8 - s.start, Math.max(1, Math.round((s.memory_mib || 0) / gpu.memory_mib * 8)));
+      const owner = held.find(h => h.mig_start === s.start) || (s.held ? owned({ project: null }) : null);
+      const slice = cell("slice", owner, owner && busyShare > 0.05, {
+        style: { gridColumn: `${s.start + 1} / span ${span}` }, children: [s.profile] });
+      slice.dataset.profile = s.profile;
+      slice.title = `${s.profile} · ${owner ? owner.label : "free"}`;
       grid.append(slice);
     }
     box.append(grid);
@@ -76,35 +104,38 @@ function drawGpu(gpu, held, busy) {
     const owners = [];
     for (const h of held) for (let i = 0; i < h.blocks; i++) owners.push(h);
     const busyBlocks = Math.round(busyShare * 100);
-    for (let i = 0; i < 100; i++) {
-      const owner = owners[i];
-      grid.append(el("div", {
-        className: "block" + (owner && i < busyBlocks ? " busy" : ""), "data-project": owner ? owner.project : "",
-        title: owner ? `${owner.project}/${owner.name}` : "free", style: { background: owner ? colourOf(owner.project) : "" },
-      }));
-    }
+    for (let i = 0; i < 100; i++) grid.append(cell("block", owners[i], owners[i] && i < busyBlocks));
     box.append(grid);
   } else {
-    const owner = held.find(h => h.kind === "gpu");
-    box.append(el("div", {
-      className: "whole" + (owner && busyShare > 0.05 ? " busy" : ""), "data-project": owner ? owner.project : "",
-      title: owner ? `${owner.project}/${owner.name}` : "free", style: { background: owner ? colourOf(owner.project) : "" },
-    }));
+    const owner = held.find(h => h.kind === "gpu") || (gpu.held_whole ? owned({ project: null }) : null);
+    box.append(cell("whole", owner, owner && busyShare > 0.05));
   }
   return box;
 }
 
-function drawCluster(nodes, byGpu, busy) {
+function nodeStatus(n) {
+  if (n.status === "ready" && n.cordoned) return "cordoned";
+  if (n.status === "ready" && n.no_work_reason) return n.no_work_reason;
+  return n.status;
+}
+
+function drawCluster(nodes, busy) {
   const root = document.getElementById("cluster");
   root.replaceChildren();
+  const seen = new Set();
   for (const n of nodes) {
     const gpus = el("div", { className: "gpus" });
-    for (const g of n.gpus) gpus.append(drawGpu(g, byGpu[g.uuid] || [], busy));
-    root.append(el("div", { className: "node", "data-node": n.name },
-      el("h3", {}, `${n.name} · ${n.status}${n.cordoned ? " (cordoned)" : ""} · ${n.cpus} CPUs`), gpus));
+    for (const g of n.gpus) {
+      gpus.append(drawGpu(g, busy));
+      for (const h of g.holders || []) seen.add(h.project || OTHER);
+    }
+    const why = n.no_work_reason ? ` · takes no new work (${n.no_work_reason})` : "";
+    root.append(el("div", { className: "node" + (n.schedulable === false ? " unschedulable" : ""), "data-node": n.name,
+      "data-status": nodeStatus(n) }, el("h3", {}, `${n.name} · ${nodeStatus(n)} · ${n.cpus} CPUs${why}`), gpus));
   }
   const legend = document.getElementById("legend");
-  legend.replaceChildren(...[...colours.entries()].flatMap(([p, c]) => [el("span", { className: "swatch", style: { background: c } }), p]));
+  legend.replaceChildren(...[...seen].sort().flatMap(p => [el("span", { className: "swatch" + (p === OTHER ? " other" : ""),
+    style: { background: colourOf(p) } }), p]), el("span", { className: "swatch free" }), "free");
 }
 
 function asks(r) {
@@ -114,11 +145,16 @@ function asks(r) {
   return "CPU";
 }
 
+function jobLink(j) {
+  return el("a", { href: `#job/${encodeURIComponent(j.id)}`, title: j.id }, j.name);
+}
+
 function drawQueue(jobs) {
   const body = document.querySelector("#queue tbody");
   body.replaceChildren(...jobs.map(j => el("tr", { "data-job": j.id },
-    el("td", {}, j.name), el("td", {}, el("span", { className: "swatch", style: { background: colourOf(j.project) } }), j.project),
-    el("td", {}, j.state), el("td", {}, j.priority_class), el("td", {}, asks(j.resources)), el("td", {}, j.reason || ""))));
+    el("td", {}, jobLink(j)), el("td", {}, el("span", { className: "swatch", style: { background: colourOf(j.project) } }), j.project),
+    el("td", {}, j.state + (j.held ? " (held)" : "")), el("td", {}, j.priority_class), el("td", {}, asks(j.resources)),
+    el("td", {}, j.reason || ""))));
 }
 
 function drawUsage(byProject, byDay) {
@@ -147,36 +183,120 @@ function drawUsage(byProject, byDay) {
     })))));
 }
 
+async function refreshOverview() {
+  const [nodes, live, queued, admitted, metrics, byProject] = await Promise.all([
+    api("/v1/nodes"), api("/v1/jobs?state=running&limit=500"), api("/v1/jobs?state=queued&limit=500"),
+    api("/v1/jobs?state=admitted&limit=500"), api("/metrics").catch(() => ""), api("/v1/usage?group_by=project"),
+  ]);
+  const byDay = await Promise.all(byProject.projects.map(async p =>
+    [p, await api(`/v1/projects/${encodeURIComponent(p)}/usage?group_by=day`)]));
+  drawCluster(nodes, busyByGpu(metrics));
+  drawQueue([...queued.data, ...admitted.data, ...live.data]);
+  drawUsage(byProject, byDay);
+}
+
+// -- the job page: facts, timeline (GET /v1/jobs/{id}/events), logs, and the operator's actions ----------
+const FACTS = ["id", "project", "state", "reason", "priority_class", "priority", "priority_override", "held",
+  "exit_code", "attempt", "time_limit_s", "workdir", "submitted_at", "started_at", "finished_at"];
+
+async function refreshJob(jobId) {
+  const [job, events, logs] = await Promise.all([api(`/v1/jobs/${jobId}`), api(`/v1/jobs/${jobId}/events`),
+    api(`/v1/jobs/${jobId}/logs`)]);
+  document.getElementById("job-title").replaceChildren(
+    el("span", { className: "swatch", style: { background: colourOf(job.project) } }), `${job.name} · ${job.state}`);
+  const facts = document.getElementById("job-facts");
+  facts.replaceChildren(...FACTS.flatMap(k => [el("dt", {}, k), el("dd", { "data-fact": k }, String(job[k] ?? "–"))]),
+    el("dt", {}, "asks"), el("dd", {}, asks(job.resources)),
+    el("dt", {}, "command"), el("dd", {}, el("code", {}, JSON.stringify(job.command))),
+    ...job.allocation.map(a => [el("dt", {}, "allocation"), el("dd", {}, `${a.node} ${a.kind} ${a.gpu_uuid || ""}`)]).flat());
+  document.querySelector("#timeline tbody").replaceChildren(...events.data.map(e => el("tr", { "data-event": e.event },
+    el("td", {}, new Date(e.at).toLocaleString()), el("td", {}, String(e.attempt)), el("td", {}, e.event),
+    el("td", {}, `${e.from_state || "new"} → ${e.to_state}`), el("td", {}, e.actor),
+    el("td", {}, [e.cause ? `[${e.cause}] ` : "", e.reason || ""].join("")))));
+  document.getElementById("stdout").textContent = logs.stdout;
+  document.getElementById("stderr").textContent = logs.stderr;
+  document.getElementById("job-actions").hidden = !(me && ["admin", "operator"].includes(me.role));
+  document.getElementById("action-priority").placeholder = String(job.priority_override ?? job.priority);
+}
+
+async function act(action) {
+  const jobId = currentJob();
+  const reason = document.getElementById("action-reason").value;
+  const out = document.getElementById("action-result");
+  try {
+    if (action === "priority") {
+      const value = document.getElementById("action-priority").value;
+      await api(`/v1/jobs/${jobId}`, { method: "PATCH", body: { priority: value === "" ? null : Number(value), reason } });
+    } else if (action === "reclaim") {
+      await api("/v1/reclaim", { method: "POST", body: { job: jobId, requeue: true, reason } });
+    } else {
+      await api(`/v1/jobs/${jobId}/${action}`, { method: "POST", body: { reason } });
+    }
+    out.textContent = `${action}: done`;
+    out.className = "ok";
+    out.dataset.done = action;
+    await refreshJob(jobId);
+  } catch (err) {
+    out.textContent = `${action}: ${err.message || err}`;
+    out.className = "error";
+  }
+}
+
+// -- routing, sign-in, refresh -------------------------------------------------------------------------
+function currentJob() {
+  const m = location.hash.match(/^#job\/(.+)$/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+function show(screen) {
+  for (const id of ["signin-screen", "overview", "job-page"]) document.getElementById(id).hidden = id !== screen;
+  document.getElementById("signout").hidden = screen === "signin-screen";
+}
+
+function signedOut(message = "") {
+  token = "";
+  me = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  document.getElementById("who").textContent = "";
+  document.getElementById("signin-error").textContent = message;
+  document.body.dataset.loaded = "";
+  show("signin-screen");
+  document.getElementById("token").focus();
+}
+
 async function refresh() {
   const status = document.getElementById("status");
+  if (!token) return signedOut();
   try {
-    const [nodes, live, queued, metrics, byProject] = await Promise.all([
-      api("/v1/nodes"), api("/v1/jobs?state=running&limit=500"), api("/v1/jobs?state=queued&limit=500"),
-      api("/metrics").catch(() => ""), api("/v1/usage?group_by=project"),
-    ]);
-    const byDay = await Promise.all(byProject.projects.map(async p =>
-      [p, await api(`/v1/projects/${encodeURIComponent(p)}/usage?group_by=day`)]));
-    const admitted = await api("/v1/jobs?state=admitted&limit=500");
-    const holding = [...live.data, ...admitted.data];
-    for (const p of byProject.projects) colourOf(p);
-    drawCluster(nodes, holdings(holding, nodes), busyByGpu(metrics));
-    drawQueue([...queued.data, ...admitted.data, ...live.data]);
-    drawUsage(byProject, byDay);
+    me = me || await api("/v1/tokens/me");
+    document.getElementById("who").textContent = `${me.name || me.id} · ${me.role}` +
+      (me.projects && me.projects.length ? ` · ${me.projects.join(", ")}` : "");
+    const jobId = currentJob();
+    if (jobId) { show("job-page"); await refreshJob(jobId); } else { show("overview"); await refreshOverview(); }
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
     status.className = "";
     document.body.dataset.loaded = "1";
+    document.body.dataset.page = jobId ? "job" : "overview";
   } catch (err) {
+    if (err instanceof Unauthorized) return signedOut(err.message);
     status.textContent = String(err.message || err);
     status.className = "error";
   }
 }
 
-document.getElementById("login").addEventListener("submit", ev => {
+document.getElementById("signin").addEventListener("submit", ev => {
   ev.preventDefault();
-  token = document.getElementById("token").value.trim();
-  localStorage.setItem("gpuq-token", token);
+  const input = document.getElementById("token");
+  token = input.value.trim();
+  input.value = "";  // not left in the page
+  me = null;
+  sessionStorage.setItem(TOKEN_KEY, token);
   refresh();
 });
-document.getElementById("token").value = token;
+document.getElementById("signout").addEventListener("click", () => signedOut());
+for (const button of document.querySelectorAll("#job-actions button[data-action]")) {
+  button.addEventListener("click", () => act(button.dataset.action));
+}
+window.addEventListener("hashchange", () => { document.body.dataset.loaded = ""; refresh(); });
 refresh();
-setInterval(refresh, 5000);
+timer = setInterval(() => { if (token) refresh(); }, 5000);
