@@ -160,7 +160,7 @@ def test_backfill_fills_the_gap_without_delaying_the_reserved_head(server: Serve
     gap_s = (ts(head_started["started_at"]) - ts(first_done["finished_at"])).total_seconds()
     assert gap_s < 2, "the head starts as soon as its reservation frees: backfill did not delay it"
     for j in (unlimited, long):
-        assert ts(job(server, j)["started_at"] or "9999-01-01") >= ts(head_started["started_at"])
+        assert ts(job(server, j)["started_at"] or "9999-01-01T00:00:00+00:00") >= ts(head_started["started_at"])
 
 
 def test_backfill_admitted_in_the_same_cycle_as_the_head_cannot_delay_it(server: Server) -> None:
