@@ -20,11 +20,16 @@ from queue_service.services.convert import request_for
 from queue_service.settings import Settings
 
 
-def build_cluster(session: Session, *, include_usage: bool = True) -> ClusterState:
-    """The schedulable nodes (ready, not cordoned, lease valid) with their free capacity."""
+def build_cluster(session: Session, *, include_usage: bool = True, registered: bool = False) -> ClusterState:
+    """The schedulable nodes (ready, not cordoned, lease valid) with their free capacity.
+
+    ``registered``: every node that is not down instead — cordoned and
+    draining ones too — for "could this job *ever* run here" (a node out of
+    service for maintenance comes back).
+    """
     now = utcnow()
     every = session.scalars(select(Node).order_by(Node.name)).all()
-    nodes = [n for n in every if schedulable(n, now=now)]
+    nodes = [n for n in every if (n.status != NodeStatus.DOWN if registered else schedulable(n, now=now))]
     left_out = tuple(f"{n.name} {unschedulable_why(n, now=now)}" for n in every if not schedulable(n, now=now))
     if not nodes:
         return ClusterState((), unschedulable=left_out)

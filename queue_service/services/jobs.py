@@ -28,6 +28,8 @@ from queue_service.settings import PriorityClass, Settings
 # Answers whether a request could ever fit the registered cluster: None if it
 # could (or nothing is registered yet), else the reason it never can.
 FeasibilityCheck = Callable[[Request], NoFit | None]
+# Answers why no registered node could run a job with (True) or without (False) an image, or None.
+RuntimeCheck = Callable[[bool], str | None]
 
 
 class ResourcesSpec(Protocol):
@@ -88,6 +90,7 @@ def submit(
     principal: Principal,
     settings: Settings,
     feasibility: FeasibilityCheck | None = None,
+    runtime_check: RuntimeCheck | None = None,
     classes: dict[str, PriorityClass] | None = None,
     projects: dict[str, Project] | None = None,
     flush: bool = True,
@@ -141,6 +144,10 @@ def submit(
         never = feasibility(request_for(job))
         if never is not None:
             raise InvalidRequest(f"this job can never run on this cluster: {never.reason}", field="resources")
+    if runtime_check is not None:
+        missing = runtime_check(job.image is not None)
+        if missing is not None:
+            raise InvalidRequest(f"this job can never run on this cluster: {missing}", field="image")
     if body.array is None:
         return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush)
     return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at)
@@ -204,7 +211,7 @@ def _dependencies(session: Session, deps: Sequence[DependencySpec], *, principal
 
 def submit_many(
     session: Session, *, bodies: Sequence[JobSpec], principal: Principal, settings: Settings,
-    feasibility: FeasibilityCheck | None = None,
+    feasibility: FeasibilityCheck | None = None, runtime_check: RuntimeCheck | None = None,
 ) -> list[Job]:
     """A job array: every job validated first, then all queued in one transaction, or none.
 
@@ -223,7 +230,8 @@ def submit_many(
                 raise InvalidRequest("an array is one job of its own: submit it with POST /v1/jobs",
                                      field="array")
             jobs.append(submit(session, body=body, principal=principal, settings=settings, classes=classes,
-                               projects=projects, feasibility=feasibility, flush=False, at=at))
+                               projects=projects, feasibility=feasibility, runtime_check=runtime_check,
+                               flush=False, at=at))
         except GpuqError as exc:
             exc.message = f"jobs[{index}]: {exc.message}"
             exc.field = f"jobs.{index}.{exc.field}" if exc.field else f"jobs.{index}"

@@ -186,12 +186,14 @@ def snapshot(
 # -- what goes over the wire: agent inventories, job bodies ---------------------------------------
 
 
-def inventory(node_name: str, gpus: str = "", *, cpus: int = 32, memory_mib: int = 256 * 1024) -> NodeInventory:
+def inventory(node_name: str, gpus: str = "", *, cpus: int = 32, memory_mib: int = 256 * 1024,
+              runtimes: list[str] | None = None) -> NodeInventory:
     """A node with simulated GPUs, e.g. ``inventory("n1", "h100-80gb:2")``."""
     return NodeInventory(
         node_name=node_name, hostname=node_name, boot_id="boot-" + node_name, cpus=cpus, memory_mib=memory_mib,
         gpus=parse_simulation(gpus, node_name=node_name) if gpus else [],
         gpu_source="simulated" if gpus else "none", gpu_note="" if gpus else "no GPUs",
+        runtimes=list(runtimes) if runtimes is not None else ["process"],
     )
 
 

@@ -36,6 +36,7 @@ def submit_job(body: JobCreate, principal: CurrentPrincipal, session: SessionDep
     job = job_service.submit(
         session, body=body, principal=principal, settings=ctx.settings,
         feasibility=lambda request: ctx.feasibility.check(session, request),
+        runtime_check=lambda image: ctx.feasibility.runtime_missing(session, image=image),
     )
     project = job_service.project_service.require(session, name=body.project)
     return job_public(session, job=job, project=project)
@@ -49,6 +50,7 @@ def submit_jobs(body: JobsCreate, principal: CurrentPrincipal, session: SessionD
     jobs = job_service.submit_many(
         session, bodies=body.jobs, principal=principal, settings=ctx.settings,
         feasibility=lambda request: ctx.feasibility.check(session, request),
+        runtime_check=lambda image: ctx.feasibility.runtime_missing(session, image=image),
     )
     return JobsCreated(ids=[j.id for j in jobs], count=len(jobs))
 
