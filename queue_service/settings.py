@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     token: str | None = Field(default=None, description="API token for the CLI / agent")
     token_lifetime_s: float = Field(default=90 * 24 * 3600.0, ge=0,
                                     description="new tokens expire after this long (0: never); GPUQ_TOKEN_LIFETIME_S")
+    max_gpus_per_node: int = Field(default=16, ge=0, le=1024,
+                                   description="an agent reporting more GPUs than this is refused (422)")
 
     @field_validator("priority_classes", mode="before")
     @classmethod

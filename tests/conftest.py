@@ -8,8 +8,8 @@ PostgreSQL tests skip locally when it is not reachable and fail in CI.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -58,18 +58,41 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @dataclass
 class Actors:
-    """Tokens of every role, for API tests."""
+    """Tokens of every role, for API tests.
+
+    Every agent token speaks for one node: ``agent`` for node ``n1`` (the
+    node most tests register), ``agent_for(name)`` for any other (made on
+    first use, then reused).
+    """
 
     admin: str
     operator: str
     viewer: str
-    agent: str
+    agent: str  # bound to node "n1"
     member_a: str  # member of project "alpha"
     member_b: str  # member of project "beta"
+    mint: Callable[[str], str] = field(repr=False, default=lambda name: "")
+    _agents: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def agent_for(self, node_name: str) -> str:
+        """A token of role agent bound to ``node_name``."""
+        if node_name == "n1":
+            return self.agent
+        if node_name not in self._agents:
+            self._agents[node_name] = self.mint(node_name)
+        return self._agents[node_name]
 
     @staticmethod
     def headers(token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
+
+
+def agent_token(ctx: ServiceContext, node_name: str) -> str:
+    """A fresh agent token bound to ``node_name``."""
+    with ctx.sessions() as session, session.begin():
+        _row, plain = tokens.create(session, role=Role.AGENT, name=f"agent-{node_name}", node_name=node_name,
+                                    actor="test")
+    return plain
 
 
 @pytest.fixture
@@ -95,8 +118,9 @@ def actors(ctx: ServiceContext) -> Actors:
             ("admin", Role.ADMIN, []), ("operator", Role.OPERATOR, []), ("viewer", Role.VIEWER, []),
             ("agent", Role.AGENT, []), ("member_a", Role.MEMBER, ["alpha"]), ("member_b", Role.MEMBER, ["beta"]),
         ):
-            _row, made[key] = tokens.create(session, role=role, name=key, projects=projs, actor="test")
-    return Actors(**made)
+            _row, made[key] = tokens.create(session, role=role, name=key, projects=projs, actor="test",
+                                            node_name="n1" if role is Role.AGENT else None)
+    return Actors(**made, mint=lambda name: agent_token(ctx, name))
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ from queue_service.db.base import utcnow
 from queue_service.db.models import Job, JobEvent, Project
 from queue_service.services import holdings as holding_service
 from queue_service.services import jobs as job_service
+from queue_service.services import node_inventory
 from queue_service.services import nodes as node_service
+from workers.messages import GpuInfo
 
 
 def job_public(session: Session, *, job: Job, project: Project) -> JobPublic:
@@ -122,6 +124,9 @@ def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
             runtimes=list(node.runtimes or []), limits=node.limits or "env-only", drain_reason=node.drain_reason or "",
             schedulable=not why, no_work_reason=why,
             last_heartbeat_at=node.last_heartbeat_at, gpus=gpu_out,
+            pending_gpus=node_inventory.summary(GpuInfo.from_dict(g) for g in node.pending_gpus)
+            if node.pending_gpus is not None else "",
+            pending_since=node.pending_since,
         ))
     return out
 

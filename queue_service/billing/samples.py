@@ -44,7 +44,9 @@ def record(session: Session, *, node_name: str, samples: list[SampleIn]) -> int:
     """Store samples whose (job, attempt, replica, GPU) is allocated on ``node_name``; returns how many.
 
     An agent may only report its own allocations: a sample for a GPU the
-    replica does not hold there is refused (StaleAttempt), like its other reports.
+    replica does not hold there is refused (StaleAttempt), like its other reports. Samples of an
+    attempt that was here but is over (its allocation released) are dropped, not stored: the batch
+    was taken a moment before it ended, and the other jobs' samples in it still count.
     """
     if not samples:
         return 0
@@ -53,16 +55,23 @@ def record(session: Session, *, node_name: str, samples: list[SampleIn]) -> int:
     keys = {(s.job_id, s.attempt, s.replica) for s in samples}
     held: dict[tuple[str, int, int], set[str]] = {}
     projects: dict[str, str] = {}
+    ended: set[tuple[str, int, int]] = set()
     for alloc, project_id in session.execute(
         select(Allocation, Job.project_id).join(Job, Job.id == Allocation.job_id)
         .where(Allocation.node_id == node_id, Allocation.job_id.in_({k[0] for k in keys}))
     ).all():
-        held.setdefault((alloc.job_id, alloc.attempt, alloc.replica), set()).update(
-            u for u in (alloc.gpu_uuid, alloc.mig_uuid) if u
-        )
+        key = (alloc.job_id, alloc.attempt, alloc.replica)
+        if alloc.released_at is not None:
+            ended.add(key)
+            continue
+        held.setdefault(key, set()).update(u for u in (alloc.gpu_uuid, alloc.mig_uuid) if u)
         projects[alloc.job_id] = project_id
+    stored = 0
     for s in samples:
-        if s.gpu_uuid not in held.get((s.job_id, s.attempt, s.replica), set()):
+        key = (s.job_id, s.attempt, s.replica)
+        if key in ended and key not in held:
+            continue
+        if s.gpu_uuid not in held.get(key, set()):
             raise StaleAttempt(f"replica {s.replica} of job {s.job_id} attempt {s.attempt} "
                                f"holds no GPU {s.gpu_uuid} on {node_name}")
         session.add(GpuSample(
@@ -71,7 +80,8 @@ def record(session: Session, *, node_name: str, samples: list[SampleIn]) -> int:
             sm_percent=None if s.sm_percent is None else max(0.0, min(100.0, s.sm_percent)),
             memory_used_mib=max(0, s.memory_used_mib),
         ))
-    return len(samples)
+        stored += 1
+    return stored
 
 
 def is_idle(session: Session, *, job_id: str, attempt: int, threshold_percent: float, after_s: float) -> bool:

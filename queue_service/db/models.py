@@ -96,6 +96,9 @@ class Node(Base):
     registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # revision 0006: a registered node's changed GPUs (more, other models), held until an admin accepts them
+    pending_gpus: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    pending_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Gpu(Base):
@@ -321,6 +324,7 @@ class PriorityClassRow(Base):
     grace_s: Mapped[float] = mapped_column(Float, default=30.0)
     default_time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)  # revision 0008
     max_time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    allowed_projects: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # revision 0006; NULL: all
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

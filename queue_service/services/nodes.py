@@ -18,8 +18,10 @@ from partitioner.types import BLOCKS_PER_GPU, GpuMode
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
 from queue_service.db.models import LIVE_STATES, Allocation, Attempt, Gpu, Job, Node, NodeStatus, Role
-from queue_service.errors import Forbidden
-from workers.messages import NodeInventory
+from queue_service.errors import Conflict, Forbidden, NotFound
+from queue_service.lifecycle import effects
+from queue_service.services import audit, node_inventory
+from workers.messages import GpuInfo, NodeInventory
 
 
 @dataclass(slots=True)
@@ -49,18 +51,31 @@ def db_now(session: Session) -> datetime:
 
 
 def check_agent(principal: Principal, node_name: str) -> None:
-    """Agents act for their own node only (tokens bound to a node), admins for any."""
+    """Agents act for their own node only (every agent token is bound to one), admins for any.
+
+    A token made before binding was required (no ``node_name``) speaks for
+    no node: refused, so it cannot adopt, report or read another node's jobs.
+    """
     if principal.role is Role.ADMIN:
         return
     principal.require(Role.AGENT)
-    if principal.node_name is not None and principal.node_name != node_name:
+    if principal.node_name is None:
+        raise Forbidden("this agent token is bound to no node; make one with --node-name (gpuq admin token create)")
+    if principal.node_name != node_name:
         raise Forbidden(f"this agent token is bound to node {principal.node_name!r}, not {node_name!r}")
 
 
-def register(session: Session, *, inventory: NodeInventory, lease_s: float) -> Node:
-    """Create or refresh a node and its GPUs from an agent's inventory."""
+def register(session: Session, *, inventory: NodeInventory, lease_s: float, max_gpus: int = 16) -> Node:
+    """Create or refresh a node and its GPUs from an agent's inventory (checked: ``node_inventory``).
+
+    A known node's GPUs that grew (more, new, other models) are held in
+    ``pending_gpus`` until :func:`accept`; until then it keeps the accepted
+    ones that it still reports.
+    """
+    node_inventory.validate(inventory, max_gpus=max_gpus)
     now = db_now(session)
     node = session.scalar(select(Node).where(Node.name == inventory.node_name))
+    first = node is None
     if node is None:
         node = Node(name=inventory.node_name)
         session.add(node)
@@ -78,8 +93,26 @@ def register(session: Session, *, inventory: NodeInventory, lease_s: float) -> N
         node.status = NodeStatus.READY
     session.flush()
     existing = {g.uuid: g for g in session.scalars(select(Gpu).where(Gpu.node_id == node.id))}
+    accepted = [node_inventory.Accepted(g.uuid, g.model, g.memory_mib) for g in existing.values()]
+    why = {} if first else node_inventory.needs_acceptance(accepted, inventory.gpus)
+    if not why:
+        node.pending_gpus, node.pending_since = None, None
+        _apply_gpus(session, node, existing, inventory.gpus)
+        return node
+    offered = [g.to_dict() for g in inventory.gpus]
+    if node.pending_gpus != offered:
+        node.pending_gpus, node.pending_since = offered, now
+        audit.record(session, actor=f"agent:{node.name}", action="node.gpus_held", target=node.name,
+                     reason="; ".join(why.values())[:2000], before={"gpus": node_inventory.summary(accepted)},
+                     after={"gpus": node_inventory.summary(inventory.gpus)})
+    _apply_gpus(session, node, existing, [g for g in inventory.gpus if g.uuid in existing and g.uuid not in why])
+    return node
+
+
+def _apply_gpus(session: Session, node: Node, existing: dict[str, Gpu], gpus: list[GpuInfo]) -> None:
+    """Make ``gpus`` the node's present GPUs (rows made or refreshed; the others marked absent)."""
     seen = set()
-    for info in inventory.gpus:
+    for info in gpus:
         model = model_for_nvml(info.model or info.name, info.memory_mib, info.sm_count)
         gpu = existing.get(info.uuid)
         if gpu is None:
@@ -103,6 +136,24 @@ def register(session: Session, *, inventory: NodeInventory, lease_s: float) -> N
         if uuid not in seen:
             gpu.present = False
     session.flush()
+
+
+def accept(session: Session, *, name: str, actor: Principal, reason: str = "") -> Node:
+    """An admin accepts a node's held GPU change: its pending inventory becomes its GPUs. Audited."""
+    node = session.scalar(select(Node).where(Node.name == name).with_for_update())
+    if node is None:
+        raise NotFound(f"node {name} not found")
+    if node.pending_gpus is None:
+        raise Conflict(f"node {name} has no GPU change waiting for acceptance")
+    offered = [GpuInfo.from_dict(g) for g in node.pending_gpus]
+    existing = {g.uuid: g for g in session.scalars(select(Gpu).where(Gpu.node_id == node.id))}
+    before = node_inventory.summary(node_inventory.Accepted(g.uuid, g.model, g.memory_mib)
+                                    for g in existing.values() if g.present)
+    _apply_gpus(session, node, existing, offered)
+    node.pending_gpus, node.pending_since = None, None
+    audit.record(session, actor=actor, action="node.accept", target=name, reason=reason, before={"gpus": before},
+                 after={"gpus": node_inventory.summary(offered)})
+    effects.queue(session, cluster_changed=True, wake=True)  # "never fits" answers may change
     return node
 
 

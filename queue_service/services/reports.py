@@ -47,7 +47,9 @@ def append_logs(
 ) -> int:
     """Store output at a byte offset, idempotently (resent chunks are trimmed); returns the new end.
 
-    With ``node_name``, only the node that holds that attempt's replica may write its output.
+    With ``node_name``, only the node that holds that attempt's replica, while it still holds it, may
+    write its output: an attempt that is over (the job finished, or was requeued) takes no more
+    (StaleAttempt, 409). Agents ship an attempt's last output before they report its exit.
     """
     job = session.get(Job, job_id)
     if job is None:
@@ -59,9 +61,10 @@ def append_logs(
         .select_from(Allocation)
         .join(Node, Node.id == Allocation.node_id)
         .where(Allocation.job_id == job_id, Allocation.attempt == attempt, Allocation.replica == replica)
-        .where(Node.name == node_name)
+        .where(Node.name == node_name, Allocation.released_at.is_(None))
     ):
-        raise StaleAttempt(f"replica {replica} of job {job_id} attempt {attempt} is not allocated on {node_name}")
+        raise StaleAttempt(f"replica {replica} of job {job_id} attempt {attempt} is not live on {node_name} "
+                           f"(over, or allocated elsewhere)", state=job.state)
     end = session.scalar(
         select(func.max(LogChunk.offset + func.length(LogChunk.data))).where(
             LogChunk.job_id == job_id, LogChunk.attempt == attempt, LogChunk.stream == stream

@@ -40,6 +40,8 @@ def create(
         raise InvalidRequest("only member tokens are bound to projects", field="projects")
     if role is not Role.AGENT and node_name:
         raise InvalidRequest("only agent tokens are bound to a node", field="node_name")
+    if role is Role.AGENT and not node_name:
+        raise InvalidRequest("an agent token speaks for one node: give its node_name", field="node_name")
     known = set(session.scalars(select(Project.name).where(Project.name.in_(projects))).all())
     unknown = [p for p in projects if p not in known]
     if unknown:

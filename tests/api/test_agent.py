@@ -17,31 +17,34 @@ def _admitted(api, ctx, actors, **overrides) -> dict:
 
 
 def test_start_claim(api, ctx, actors) -> None:
-    builders.register(api, actors.agent, "n1", "h100-80gb:1")
-    builders.register(api, actors.agent, "n2", "h100-80gb:1")
+    builders.register(api, actors.agent_for("n1"), "n1", "h100-80gb:1")
+    builders.register(api, actors.agent_for("n2"), "n2", "h100-80gb:1")
     job = _admitted(api, ctx, actors)
     node = job["allocation"][0]["node"]
     other = "n2" if node == "n1" else "n1"
+    mine, theirs = actors.agent_for(node), actors.agent_for(other)
 
     refusals = [
-        ("a future attempt", attempt_ref(job, attempt=2), 409),
-        ("a node without the allocation", attempt_ref(job) | {"node_name": other}, 409),
-        ("a replica that does not exist", attempt_ref(job) | {"replica": 1}, 409),
-        ("an unknown job", attempt_ref(job) | {"job_id": "f" * 20}, 404),
-        ("attempt 0", attempt_ref(job, attempt=0), 422),
+        ("a future attempt", attempt_ref(job, attempt=2), mine, 409),
+        ("a node without the allocation (its own agent)", attempt_ref(job) | {"node_name": other}, theirs, 409),
+        ("another node's name", attempt_ref(job) | {"node_name": other}, mine, 403),
+        ("another node's agent", attempt_ref(job), theirs, 403),
+        ("a replica that does not exist", attempt_ref(job) | {"replica": 1}, mine, 409),
+        ("an unknown job", attempt_ref(job) | {"job_id": "f" * 20}, mine, 404),
+        ("attempt 0", attempt_ref(job, attempt=0), mine, 422),
     ]
-    for case, body, status in refusals:
-        response = api.post("/v1/agent/started", json=body, headers=auth(actors.agent))
+    for case, body, token, status in refusals:
+        response = api.post("/v1/agent/started", json=body, headers=auth(token))
         assert response.status_code == status, (case, response.text)
     assert get_job(api, actors.admin, job["id"])["state"] == "admitted", "a refused claim changed the job"
 
-    response = started(api, actors.agent, job)
+    response = started(api, mine, job)
     assert response.status_code == 200, response.text
     assert response.json() == {"state": "running"}
     running = get_job(api, actors.admin, job["id"])
     assert running["state"] == "running" and running["started_at"] is not None and running["reason"] == ""
     # A repeated claim (a retried request) is harmless.
-    assert started(api, actors.agent, job).json() == {"state": "running"}
+    assert started(api, mine, job).json() == {"state": "running"}
     assert get_job(api, actors.admin, job["id"])["started_at"] == running["started_at"]
 
 
@@ -92,17 +95,17 @@ def test_exit_reports_finish_the_job_and_free_its_allocation(api, ctx, actors) -
 
 def test_stale_and_duplicate_exit_reports(api, ctx, actors) -> None:
     builders.register(api, actors.agent, "n1", "h100-80gb:1")
-    builders.register(api, actors.agent, "n2")  # no GPUs: nothing is ever allocated there
+    builders.register(api, actors.agent_for("n2"), "n2")  # no GPUs: nothing is ever allocated there
     job = _admitted(api, ctx, actors)
     nxt = submit(api, actors.admin)
     started(api, actors.agent, job)
 
-    for case, body in (
-        ("a future attempt", attempt_ref(job, attempt=2)),
-        ("a node without the allocation", attempt_ref(job) | {"node_name": "n2"}),
+    for case, body, token in (
+        ("a future attempt", attempt_ref(job, attempt=2), actors.agent),
+        ("a node without the allocation", attempt_ref(job) | {"node_name": "n2"}, actors.agent_for("n2")),
     ):
         response = api.post("/v1/agent/exited", json=body | {"exit_code": 1, "reason": "exited"},
-                            headers=auth(actors.agent))
+                            headers=auth(token))
         assert response.status_code == 409, (case, response.text)
         assert get_job(api, actors.admin, job["id"])["state"] == "running", case
         assert gpus_of(api, actors.admin, "n1")[0]["held_whole"], case
@@ -135,7 +138,7 @@ def test_register_and_heartbeat(api, ctx, actors) -> None:
 
     beat = api.post("/v1/agent/heartbeat", json={"node_name": "n1"}, headers=auth(actors.agent))
     assert beat.status_code == 200 and beat.json()["known"] is True
-    beat = api.post("/v1/agent/heartbeat", json={"node_name": "ghost"}, headers=auth(actors.agent))
+    beat = api.post("/v1/agent/heartbeat", json={"node_name": "ghost"}, headers=auth(actors.agent_for("ghost")))
     assert beat.status_code == 200 and beat.json()["known"] is False
 
     for body in ({"inventory": {"node_name": "n3"}}, {"inventory": "n3"}, {}):
@@ -174,7 +177,7 @@ def test_an_agent_token_bound_to_a_node_reports_only_for_it(api, ctx, actors) ->
     assert made.status_code == 201, made.text
     agent_x = made.json()["token"]
     builders.register(api, agent_x, "x")  # no GPUs: jobs go to y
-    builders.register(api, actors.agent, "y", "h100-80gb:1")
+    builders.register(api, actors.agent_for("y"), "y", "h100-80gb:1")
     job = _admitted(api, ctx, actors)
     assert job["allocation"][0]["node"] == "y"
 
@@ -190,8 +193,8 @@ def test_an_agent_token_bound_to_a_node_reports_only_for_it(api, ctx, actors) ->
         assert response.status_code == 409, (path, response.text)
     assert get_job(api, actors.admin, job["id"])["state"] == "admitted"
     assert api.get(f"/v1/jobs/{job['id']}/logs", headers=auth(actors.admin)).json()["stdout"] == ""
-    # The unbound agent token (and an admin) may act for y.
-    assert started(api, actors.agent, job).status_code == 200
+    # y's own agent token (and an admin) may act for y.
+    assert started(api, actors.agent_for("y"), job).status_code == 200
     assert exited(api, actors.admin, job, exit_code=0).json()["state"] == "succeeded"
 
 
@@ -240,7 +243,7 @@ def test_logs_written_by_the_agent_and_followed_by_offset(api, ctx, actors) -> N
         ("bad stream", {"stream": "stdin"}, 422),
         ("negative offset", {"offset": -1}, 422),
         ("future attempt", {"attempt": 2}, 409),
-        ("a node without the allocation", {"node_name": "elsewhere"}, 409),
+        ("another node's name", {"node_name": "elsewhere"}, 403),
         ("a replica that does not exist", {"replica": 1}, 409),
     ):
         body = attempt_ref(job) | {"stream": "stdout", "offset": 26, "data_b64": "eA=="} | kw
@@ -250,4 +253,8 @@ def test_logs_written_by_the_agent_and_followed_by_offset(api, ctx, actors) -> N
 
     exited(api, actors.agent, job, exit_code=0)
     assert read()["final"] is True
+    # The attempt is over: its agent can add nothing to its output.
+    late = log_chunk(api, actors.agent, job, stream="stdout", offset=26, data=b"late\n")
+    assert late.status_code == 409, late.text
+    assert read()["stdout"] == "hello world\nstep 1\nstep 2\n"
     assert api.get(f"/v1/jobs/{job['id']}/logs", headers=auth(actors.member_b)).status_code == 404

@@ -20,13 +20,13 @@ def _finish(api, actors, job_id: str) -> None:
     job = api.get(f"/v1/jobs/{job_id}", headers=actors.headers(actors.admin)).json()
     node = job["allocation"][0]["node"]
     ref = {"node_name": node, "job_id": job_id, "attempt": job["attempt"], "replica": 0}
-    h = actors.headers(actors.agent)
+    h = actors.headers(actors.agent_for(node))
     assert api.post("/v1/agent/started", json=ref, headers=h).status_code == 200
     assert api.post("/v1/agent/exited", json={**ref, "exit_code": 0, "reason": "exited"}, headers=h).status_code == 200
 
 
 def test_modes_follow_demand(ctx, api, actors) -> None:
-    register(api, actors.agent, "mig-node", "a100-40gb:1")
+    register(api, actors.agent_for("mig-node"), "mig-node", "a100-40gb:1")
     mig = [_submit(api, actors, {"mig": "3g.20gb"}) for _ in range(3)]
     ctx.admitter.run_once()
     states = {j: api.get(f"/v1/jobs/{j}", headers=actors.headers(actors.admin)).json() for j in mig}
@@ -63,7 +63,7 @@ def test_modes_follow_demand(ctx, api, actors) -> None:
 
 
 def test_whole_gpu_job_waits_for_shared_gpu_to_drain(ctx, api, actors) -> None:
-    register(api, actors.agent, "one-gpu", "h100-80gb:1")
+    register(api, actors.agent_for("one-gpu"), "one-gpu", "h100-80gb:1")
     share = _submit(api, actors, {"blocks": 50, "gpu_memory_mib": 1024})
     ctx.admitter.run_once()
     whole = _submit(api, actors, {"gpus": 1})
@@ -87,7 +87,7 @@ def test_real_gpus_keep_their_mig_mode(ctx, api, actors) -> None:
 
     inv = replace(inventory("real", "a100-40gb:1"), gpu_source="nvml")
     assert api.post("/v1/agent/register", json={"inventory": inv.to_dict()},
-                    headers=actors.headers(actors.agent)).status_code == 200
+                    headers=actors.headers(actors.agent_for("real"))).status_code == 200
     mig = _submit(api, actors, {"mig": "3g.20gb"})
     blocks = _submit(api, actors, {"blocks": 10, "gpu_memory_mib": 1000})
     ctx.admitter.run_once()

@@ -78,7 +78,7 @@ def test_a_never_fitting_gang_is_set_aside_so_unlimited_jobs_are_not_held_behind
 
 def test_a_gang_that_can_never_fit_is_refused_at_submit_naming_replicas(api, ctx, actors) -> None:
     builders.register(api, actors.agent, "n1", "h100-80gb:2")
-    builders.register(api, actors.agent, "n2", "h100-80gb:1")
+    builders.register(api, actors.agent_for("n2"), "n2", "h100-80gb:1")
     before = job_count(ctx)
     body = builders.job_body(resources={"gpus": 1, "replicas": 4})
     response = api.post("/v1/jobs", json=body, headers=auth(actors.admin))

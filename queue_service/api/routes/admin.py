@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Body, Path, status
 from sqlalchemy import text
 
 from queue_service import __version__
@@ -19,6 +19,7 @@ from queue_service.api.schemas.admin import (
     TokenCreated,
     TokenPublic,
 )
+from queue_service.api.schemas.operator import Reason
 from queue_service.db.models import ApiToken, NodeStatus, Role
 from queue_service.services import nodes as node_service
 from queue_service.services import projects as project_service
@@ -85,6 +86,20 @@ def revoke_token(token_id: Annotated[str, Path(max_length=32)], principal: Curre
 def list_nodes(principal: CurrentPrincipal, session: SessionDep) -> list[NodePublic]:
     """Nodes, their GPUs and what is free on each."""
     return nodes_public(session, principal=principal)
+
+
+@router.post("/nodes/{name}/accept", response_model=NodePublic, tags=["nodes"])
+def accept_node(name: Annotated[str, Path(max_length=128)], principal: CurrentPrincipal, session: SessionDep,
+                body: Annotated[Reason | None, Body()] = None) -> NodePublic:
+    """Accept a node's held GPU change (more GPUs, new ones, other models): they become schedulable. Audited.
+
+    409 when nothing is held. A node's first registration needs no acceptance:
+    the admin who made its node-bound agent token accepted the host.
+    """
+    principal.require(Role.ADMIN)
+    node_service.accept(session, name=name, actor=principal, reason=body.reason if body else "")
+    [public] = [n for n in nodes_public(session, principal=principal) if n.name == name]
+    return public
 
 
 @router.get("/health", response_model=HealthPublic, tags=["health"])

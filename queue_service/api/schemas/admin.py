@@ -117,6 +117,9 @@ class NodePublic(BaseModel):
     no_work_reason: str = Field(default="", description="why it takes no new work, e.g. 'cordoned'")
     last_heartbeat_at: UtcDateTime | None
     gpus: list[GpuPublic]
+    pending_gpus: str = Field(default="", description="a GPU change held until an admin accepts it "
+                                                      "(POST /v1/nodes/{name}/accept), e.g. '16 x h100-80gb'")
+    pending_since: UtcDateTime | None = None
 
 
 class HealthPublic(BaseModel):
