@@ -130,6 +130,8 @@ class Packer:
         self._biggest_memo: dict[frozenset[str], int] = {}
         self._mig_memo: dict[tuple[str, tuple[str, ...]], _MigGeometry] = {}
         self._gpu_is_mig = np.array([g.mode is GpuMode.MIG for g in self.enc.gpus], dtype=np.bool_)
+        self._node_labels = {n.node_id: frozenset(n.labels) for n in cluster.nodes}
+        self._label_memo: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
         # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
         self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
         self._frag_ok = np.zeros(len(self.enc.node_ids), dtype=np.bool_)
@@ -270,6 +272,19 @@ class Packer:
             return NoFit(f"unknown MIG profile {req.mig_profile}", never=True)
         return None
 
+    def _nodes_ok(self, req: Request) -> np.ndarray | None:
+        """Per node: it carries every label the request needs (None: the request needs none)."""
+        if not req.node_labels:
+            return None
+        memo = self._label_memo.get(req.node_labels)
+        if memo is not None and memo.shape[0] == len(self.enc.node_ids):
+            return memo
+        wanted = frozenset(req.node_labels)
+        out = np.array([wanted <= self._node_labels.get(node_id, frozenset()) for node_id in self.enc.node_ids],
+                       dtype=np.bool_)
+        self._label_memo[req.node_labels] = out
+        return out
+
     def _allowed(self, req: Request) -> np.ndarray:
         """Per unit: the GPU's model is allowed (memoized until a new MIG instance changes the units)."""
         enc = self.enc
@@ -380,8 +395,13 @@ class Packer:
         if req.mig_profile:
             return self._place_mig(req)
         enc = self.enc
+        nodes_ok = self._nodes_ok(req)
         if req.gpus == 0 and req.blocks == 0:
             ok = (enc.node_free_cpu >= req.cpus_milli) & (enc.node_free_mem >= req.memory_mib)
+            if nodes_ok is not None:
+                ok &= nodes_ok
+                if not nodes_ok.any():
+                    return NoFit(f"no node carries {_labels_text(req)}")
             if not ok.any():
                 return NoFit(self._cpu_reason(req, np.ones(len(enc.node_ids), dtype=np.bool_)))
             # CPU-only: the node with the least CPU left that fits (keeps big nodes whole),
@@ -394,6 +414,10 @@ class Packer:
         from partitioner.kernels.place import REQ_BLOCKS, REQ_WHOLE, score_nodes
 
         unit_ok = self._allowed(req)
+        if nodes_ok is not None:
+            if not nodes_ok.any():
+                return NoFit(f"no node carries {_labels_text(req)}")
+            unit_ok = unit_ok & nodes_ok[enc.unit_node]  # a copy: the model memo stays as it was
         n_nodes = len(enc.node_ids)
         out_score = np.empty(n_nodes, dtype=np.float64)
         out_unit = np.empty(n_nodes, dtype=np.int64)
@@ -519,6 +543,9 @@ class Packer:
 
         enc = self.enc
         ok, gp_id, gp_size, gp_max, gp_starts, profiles = self._mig_geometry(req, enc)
+        nodes_ok = self._nodes_ok(req)
+        if nodes_ok is not None:
+            ok = ok & nodes_ok[enc.gpu_node]  # a copy: the geometry memo stays as it was
         reused = np.empty(len(enc.node_ids), dtype=np.int64)
         n = int(mig_pick(req.mig_count, req.cpus_milli, req.memory_mib, enc.node_free_cpu, enc.node_free_mem,
                          enc.gpu_node, enc.gpu_mig_mask, self._gpu_is_mig, ok, gp_id, gp_size, gp_max, gp_starts,
@@ -718,3 +745,7 @@ def _emptied(cluster: ClusterState) -> ClusterState:
 def place(cluster: ClusterState, request: Request, *, policy: str = DEFAULT_POLICY) -> Placement | NoFit:
     """One-off :meth:`Packer.place` on ``cluster``."""
     return Packer(cluster, policy=policy).place(request)
+
+
+def _labels_text(req: Request) -> str:
+    return ", ".join(f"{k}={v}" for k, v in req.node_labels)

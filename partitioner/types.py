@@ -104,6 +104,8 @@ class Request:
     cpus_milli: int = 0
     memory_mib: int = 0
     replicas: int = 1
+    # node labels every member's node must carry, e.g. (("gpuq.runtime.process", "yes"),); empty = any node
+    node_labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from queue_service.db.models import Gpu, Job, JobState, Node, NodeStatus, Projec
 from queue_service.db.priority_classes import effective
 from queue_service.services import nodes as node_service
 from queue_service.services import quotas as quota_service
-from queue_service.services.convert import request_for
+from queue_service.services.convert import request_for, runtime_labels
 from queue_service.settings import Settings
 
 
@@ -66,6 +66,7 @@ def build_cluster(session: Session, *, include_usage: bool = True, registered: b
                 node_id=node.id, name=node.name, cpus_milli=node.cpus * 1000, memory_mib=node.memory_mib,
                 free_cpus_milli=node.cpus * 1000 - used.cpus_milli, free_memory_mib=node.memory_mib - used.memory_mib,
                 gpus=tuple(gpu_states),
+                labels=tuple(sorted((node.labels or {}).items())) + runtime_labels(list(node.runtimes or [])),
             )
         )
     return ClusterState(tuple(states), unschedulable=left_out)

@@ -13,8 +13,17 @@ def model_key(name: str) -> str:
     return model.key if model is not None else name.strip().lower()
 
 
+RUNTIME_LABEL = "gpuq.runtime."  # + "process" / "docker": what a node's agent runs (its inventory's runtimes)
+
+
+def runtime_labels(runtimes: list[str]) -> tuple[tuple[str, str], ...]:
+    """The node labels that say which runtimes a node allows (the runtime a node allows is the one it gets)."""
+    return tuple((RUNTIME_LABEL + kind, "yes") for kind in sorted(runtimes))
+
+
 def request_for(job: Job) -> Request:
-    """The partitioner request for one replica of ``job``."""
+    """The partitioner request for one replica of ``job``: a host job needs a node that runs host processes,
+    an image job one with a Docker engine."""
     return Request(
         gpus=job.gpus,
         mig_profile=job.mig_profile,
@@ -25,4 +34,5 @@ def request_for(job: Job) -> Request:
         cpus_milli=round(job.cpus * 1000),
         memory_mib=job.memory_mib,
         replicas=job.replicas,
+        node_labels=((RUNTIME_LABEL + ("docker" if job.image else "process"), "yes"),),
     )

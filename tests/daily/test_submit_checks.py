@@ -42,3 +42,19 @@ def test_a_job_only_a_cordoned_node_can_hold_waits_instead_of_being_refused(api,
     # Five GPUs on one node exist nowhere, cordoned or not: refused.
     never = api.post("/v1/jobs", json=builders.job_body(resources={"gpus": 5}), headers=auth(actors.admin))
     assert never.status_code == 422 and never.json()["field"] == "resources"
+
+
+def test_each_job_goes_to_a_node_that_runs_its_kind(api, ctx, actors) -> None:
+    # The container node is the bigger one, so a packer that ignored runtimes would pick it for both.
+    builders.register(api, _agent(actors, "boxes"), "boxes", "h100-80gb:4", runtimes=["docker"])
+    builders.register(api, _agent(actors, "hosts"), "hosts", "h100-80gb:1", runtimes=["process"])
+    ctx.feasibility.invalidate()
+    host = api.post("/v1/jobs", json=builders.job_body(), headers=auth(actors.admin)).json()
+    boxed = api.post("/v1/jobs", json=builders.job_body(image="busybox:latest"), headers=auth(actors.admin)).json()
+    second_host = api.post("/v1/jobs", json=builders.job_body(), headers=auth(actors.admin)).json()
+    ctx.admitter.run_once()
+    assert get_job(api, actors.admin, host["id"])["allocation"][0]["node"] == "hosts"
+    assert get_job(api, actors.admin, boxed["id"])["allocation"][0]["node"] == "boxes"
+    # The host node is full: the next host job waits although the container node has three GPUs free.
+    waiting = get_job(api, actors.admin, second_host["id"])
+    assert waiting["state"] == "queued" and waiting["allocation"] == [], waiting
