@@ -67,30 +67,3 @@ class UsagePublic(BaseModel):
     projects: list[str]
     rows: list[UsageRowPublic]
     total: UsageRowPublic
-
-
-class SampleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str = Field(max_length=32)
-    attempt: int = Field(ge=1)
-    replica: int = Field(default=0, ge=0)
-    gpu_uuid: str = Field(max_length=64)
-    window_s: float = Field(gt=0, le=3600)
-    sm_percent: float | None = Field(default=None, ge=0, le=100)
-    memory_used_mib: int = Field(ge=0)
-
-
-class SamplesCreate(BaseModel):
-    """NVML samples from one node's agent."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    node_name: str = Field(max_length=128)
-    samples: list[SampleCreate] = Field(max_length=4096)
-
-
-class IdleJobPublic(BaseModel):
-    job_id: str
-    attempt: int
-    reclaimed: bool
