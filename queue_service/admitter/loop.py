@@ -7,7 +7,7 @@ Steps of ``run_once`` (each cycle, under the admission lock):
    that their dependencies and array limits let in (``lifecycle.gates``);
 3. decide (``admission.cycle.run_cycle``, pure);
 4. persist in one transaction (``persist``: the lifecycle admits and preempts);
-5. commit: the launches and stops go out after it (``lifecycle.effects``);
+5. commit (the ``transaction`` block ends): the launches and stops go out after it (``lifecycle.effects``);
    a lost one is re-sent by ``reconcile``.
 
 Only one admitter runs at a time: a PostgreSQL advisory lock held for the
@@ -30,6 +30,7 @@ from queue_service.admitter.hardware import hardware_aware
 from queue_service.admitter.persist import persist
 from queue_service.admitter.reconcile import reconcile
 from queue_service.db.priority_classes import effective
+from queue_service.db.session import transaction
 from queue_service.lifecycle import gates
 from queue_service.services import nodes as node_service
 from queue_service.settings import Settings
@@ -114,31 +115,23 @@ class Admitter:
     def run_once(self) -> CycleReport:
         """One cycle, under the admission lock."""
         started = time.perf_counter()
-        with self._lock:
-            session = self.sessions()
-            try:
-                if not self._locked(session, ADVISORY_LOCK_KEY):
-                    session.rollback()
-                    return CycleReport(0, 0, time.perf_counter() - started, skipped=True)
-                # 1. leases
-                node_service.expire_leases(session)
-                # 2. snapshot: the queued jobs, minus those their dependencies or array limit hold back
-                rows = read.queued(session)
-                jobs = {job.id: job for job, _project in rows}
-                held = gates.hold_back(session, queued=jobs)
-                snapshot = read.snapshot(session, settings=self.settings, rows=rows, skip=held)
-                # 3. decide
-                result = run_cycle(snapshot, self.packer_factory, hardware_aware(session, self.repartition))
-                # 4. persist
-                persist(session, result, jobs, held=held, classes=effective(session, settings=self.settings),
-                        settings=self.settings)
-                # 5. commit; the lifecycle's effects (launches, stops) go out after it
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-            finally:
-                session.close()
+        # The transaction commits when the block ends (5.); the lifecycle's effects (launches, stops) go
+        # out after that commit, and a failed cycle rolls back whole.
+        with self._lock, transaction(self.sessions) as session:
+            if not self._locked(session, ADVISORY_LOCK_KEY):
+                return CycleReport(0, 0, time.perf_counter() - started, skipped=True)
+            # 1. leases
+            node_service.expire_leases(session)
+            # 2. snapshot: the queued jobs, minus those their dependencies or array limit hold back
+            rows = read.queued(session)
+            jobs = {job.id: job for job, _project in rows}
+            held = gates.hold_back(session, queued=jobs)
+            snapshot = read.snapshot(session, settings=self.settings, rows=rows, skip=held)
+            # 3. decide
+            result = run_cycle(snapshot, self.packer_factory, hardware_aware(session, self.repartition))
+            # 4. persist
+            persist(session, result, jobs, held=held, classes=effective(session, settings=self.settings),
+                    settings=self.settings)
         self.cycles += 1
         if result.incomplete:
             self.wake()  # it stopped at its re-carving budget: continue at once
@@ -149,16 +142,8 @@ class Admitter:
     # -- reconciliation -----------------------------------------------------
     def reconcile(self) -> int:
         """Recover lost nodes and re-send what is outstanding (``admitter.reconcile``); returns commands sent."""
-        session = self.sessions()
-        try:
+        with transaction(self.sessions) as session:
             if not self._locked(session, ADVISORY_LOCK_KEY + 1):
-                session.rollback()
                 return 0  # another replica reconciles right now
             _recovered, sent = reconcile(session, settings=self.settings)
-            session.commit()
             return sent
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
