@@ -53,6 +53,12 @@ class Principal:
             return True
         return self.role is Role.MEMBER and project in self.projects
 
+    def may_use_class(self, allowed_projects: list[str] | None, project: str) -> bool:
+        """A priority class open to ``allowed_projects`` (None: all): operators and admins may use any."""
+        if self.role in (Role.ADMIN, Role.OPERATOR):
+            return True
+        return allowed_projects is None or project in allowed_projects
+
     def require(self, *roles: Role) -> None:
         """Raise Forbidden unless the caller has one of ``roles``."""
         if self.role not in roles:

@@ -19,10 +19,13 @@ class PriorityClass(BaseModel):
     grace_s: float = 30.0
     default_time_limit_s: int | None = None  # a job that names none gets this (Slurm's DefaultTime)
     max_time_limit_s: int | None = None  # the most a job of this class may ask (MaxTime)
+    # Whose members may submit in it: None, every project; a list, only those ([]: operators and admins only).
+    allowed_projects: list[str] | None = None
 
 
 DEFAULT_PRIORITY_CLASSES: dict[str, PriorityClass] = {
-    "production": PriorityClass(value=1000, preemptible=False, grace_s=60.0),
+    # production preempts others' work: not open to members unless an operator names their project
+    "production": PriorityClass(value=1000, preemptible=False, grace_s=60.0, allowed_projects=[]),
     "normal": PriorityClass(value=500, preemptible=False, grace_s=30.0),
     "experiment": PriorityClass(value=100, preemptible=True, grace_s=30.0),
 }

@@ -15,5 +15,6 @@ def effective(session: Session, *, settings: Settings) -> dict[str, PriorityClas
     for row in session.scalars(select(PriorityClassRow)):
         classes[row.name] = PriorityClass(value=row.value, preemptible=row.preemptible, grace_s=row.grace_s,
                                           default_time_limit_s=row.default_time_limit_s,
-                                          max_time_limit_s=row.max_time_limit_s)
+                                          max_time_limit_s=row.max_time_limit_s,
+                                          allowed_projects=row.allowed_projects)
     return classes

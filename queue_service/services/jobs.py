@@ -112,6 +112,9 @@ def submit(
     if klass is None:
         known = ", ".join(sorted(classes))
         raise InvalidRequest(f"unknown priority_class {class_name!r} (known: {known})", field="priority_class")
+    if not principal.may_use_class(klass.allowed_projects, project.name):
+        raise Forbidden(f"priority class {class_name!r} is not open to project {project.name!r} "
+                        f"(an operator sets who may use it: PUT /v1/priority-classes/{class_name})")
     time_limit_s = time_limit_for(body.time_limit_s, class_name=class_name, klass=klass, settings=settings)
     res = body.resources
     if res.mig is not None and res.mig not in all_mig_profile_names():

@@ -132,8 +132,13 @@ def put_class(name: Annotated[str, Path(pattern=CLASS_NAME)], body: PriorityClas
               ctx: ContextDep) -> PriorityClassPublic:
     """Create or change a priority class (jobs of that class are re-ranked from the next cycle)."""
     principal.require(*OPS)
+    allowed = body.allowed_projects
+    if "allowed_projects" not in body.model_fields_set:  # left out: who may use it stays as it was
+        before = class_service.effective(session, settings=ctx.settings).get(name)
+        allowed = before.allowed_projects if before else None
     klass = PriorityClass(value=body.value, preemptible=body.preemptible, grace_s=body.grace_s,
-                          default_time_limit_s=body.default_time_limit_s, max_time_limit_s=body.max_time_limit_s)
+                          default_time_limit_s=body.default_time_limit_s, max_time_limit_s=body.max_time_limit_s,
+                          allowed_projects=allowed)
     class_service.put(session, name=name, klass=klass, settings=ctx.settings, actor=principal, reason=body.reason)
     return PriorityClassPublic(name=name, **klass.model_dump())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +77,10 @@ class PriorityClassUpdate(Reason):
                                              description="given to jobs of this class that name none")
     max_time_limit_s: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                          description="the most a job of this class may ask")
+    allowed_projects: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=1000,
+        description="projects whose members may submit in this class (null: every project; []: operators and "
+                    "admins only); left out: unchanged")
 
     @model_validator(mode="after")
     def _default_within_max(self) -> PriorityClassUpdate:
@@ -93,6 +97,7 @@ class PriorityClassPublic(BaseModel):
     grace_s: float
     default_time_limit_s: int | None = None
     max_time_limit_s: int | None = None
+    allowed_projects: list[str] | None = None
 
 
 class AuditPublic(BaseModel):
