@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     token: str | None = Field(default=None, description="API token for the CLI / agent")
     token_lifetime_s: float = Field(default=90 * 24 * 3600.0, ge=0,
                                     description="new tokens expire after this long (0: never); GPUQ_TOKEN_LIFETIME_S")
+    metrics_token: str | None = Field(default=None, description="if set, /metrics needs it (or a viewer+ API "
+                                      "token) as a bearer token; GPUQ_METRICS_TOKEN")
+    metrics_auth: bool = Field(default=False, description="/metrics needs a viewer+ API token (GPUQ_METRICS_AUTH)")
     max_gpus_per_node: int = Field(default=16, ge=0, le=1024,
                                    description="an agent reporting more GPUs than this is refused (422)")
 

@@ -18,16 +18,26 @@ from queue_service.api.schemas.jobs import (
 )
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
-from queue_service.db.models import Job, JobEvent, Project
+from queue_service.db.models import Job, JobEvent, Project, Role
 from queue_service.services import holdings as holding_service
 from queue_service.services import jobs as job_service
 from queue_service.services import node_inventory
 from queue_service.services import nodes as node_service
 from workers.messages import GpuInfo
 
+MASK = "***"
 
-def job_public(session: Session, *, job: Job, project: Project) -> JobPublic:
-    """A job as the API shows it, with its current attempt's allocations."""
+
+def env_for(principal: Principal, *, env: dict[str, str], project: str) -> dict[str, str]:
+    """A job's environment as ``principal`` may see it: values in clear for admins and the project's own
+    members, masked (``***``) for operators, viewers and everyone else (the names stay visible)."""
+    if principal.role is Role.ADMIN or (principal.role is Role.MEMBER and project in principal.projects):
+        return dict(env)
+    return dict.fromkeys(env, MASK)
+
+
+def job_public(session: Session, *, job: Job, project: Project, principal: Principal) -> JobPublic:
+    """A job as ``principal`` may see it, with its current attempt's allocations (env values masked: ``env_for``)."""
     allocations = job_service.live_allocations(session, job=job) if job.attempt else []
     return JobPublic(
         id=job.id,
@@ -35,7 +45,7 @@ def job_public(session: Session, *, job: Job, project: Project) -> JobPublic:
         project=project.name,
         image=job.image,
         command=job.command,
-        env=job.env,
+        env=env_for(principal, env=job.env or {}, project=project.name),
         resources=ResourcesPublic(
             gpus=job.gpus if not job.mig_profile and not job.blocks else None,
             mig=job.mig_profile,

@@ -39,7 +39,7 @@ def submit_job(body: JobCreate, principal: CurrentPrincipal, session: SessionDep
         runtime_check=lambda image: ctx.feasibility.runtime_missing(session, image=image),
     )
     project = job_service.project_service.require(session, name=body.project)
-    return job_public(session, job=job, project=project)
+    return job_public(session, job=job, project=project, principal=principal)
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, response_model=JobsCreated)
@@ -73,7 +73,7 @@ def list_jobs(
         session, principal=principal, project=project, state=state, limit=limit, cursor=cursor,
         id_prefix=id_prefix,
     )
-    data = [job_public(session, job=j, project=p) for j, p in rows]
+    data = [job_public(session, job=j, project=p, principal=principal) for j, p in rows]
     return JobsPublic(data=data, count=len(data), next_cursor=next_cursor)
 
 
@@ -81,7 +81,7 @@ def list_jobs(
 def get_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobPublic:
     """State, why it waits, its allocation, exit code and timestamps."""
     job, project = job_service.get_visible(session, job_id=job_id, principal=principal)
-    return job_public(session, job=job, project=project)
+    return job_public(session, job=job, project=project, principal=principal)
 
 
 @router.get("/{job_id}/events", response_model=JobEventsPublic)
@@ -96,7 +96,7 @@ def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep, ct
     """Cancel in any non-final state (a final job is returned unchanged)."""
     job = job_service.cancel(session, job_id=job_id, principal=principal, settings=ctx.settings)
     _, project = job_service.get_visible(session, job_id=job_id, principal=principal)
-    return job_public(session, job=job, project=project)
+    return job_public(session, job=job, project=project, principal=principal)
 
 
 @router.get("/{job_id}/logs", response_model=LogsPublic)

@@ -38,7 +38,7 @@ CLASS_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # the column holds 32 characters
 
 def _job_public(session, principal, job_id: str) -> JobPublic:
     job, project = job_service.get_visible(session, job_id=job_id, principal=principal)
-    return job_public(session, job=job, project=project)
+    return job_public(session, job=job, project=project, principal=principal)
 
 
 @router.patch("/jobs/{job_id}", response_model=JobPublic)
