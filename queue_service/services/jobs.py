@@ -19,7 +19,7 @@ from queue_service.db.models import FINAL_STATES, Allocation, Job, JobEvent, Job
 from queue_service.errors import Forbidden, InvalidRequest, NotFound
 from queue_service.lifecycle import events, grace, transitions
 from queue_service.lifecycle.states import Actor
-from queue_service.services import arrays
+from queue_service.services import arrays, audit
 from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
 from queue_service.services.convert import model_key, request_for
@@ -312,13 +312,19 @@ def live_allocations(session: Session, *, job: Job) -> list[tuple[Allocation, st
 
 
 def cancel(session: Session, *, job_id: str, principal: Principal, settings: Settings) -> Job:
-    """Cancel in any non-final state (a final job is returned unchanged), with the job's class grace."""
-    job, _project = get_visible(session, job_id=job_id, principal=principal)
+    """Cancel in any non-final state (a final job is returned unchanged), with the job's class grace; audited."""
+    job, project = get_visible(session, job_id=job_id, principal=principal)
     if principal.role is Role.VIEWER or principal.role is Role.AGENT:
         raise Forbidden(f"role {principal.role.value} may not cancel jobs")
     session.refresh(job, with_for_update=True)
-    return transitions.cancel(session, job=job, who=who(principal),
-                              grace_s=grace.grace_s(session, settings=settings, priority_class=job.priority_class))
+    before = {"state": job.state, "cancel_requested": bool(job.cancel_requested)}
+    job = transitions.cancel(session, job=job, who=who(principal),
+                             grace_s=grace.grace_s(session, settings=settings, priority_class=job.priority_class))
+    after = {"state": job.state, "cancel_requested": bool(job.cancel_requested)}
+    if after != before:
+        audit.record(session, actor=principal, action="job.cancel", target=job.id, before=before,
+                     after=after | {"project": project.name})
+    return job
 
 
 def history(session: Session, *, job: Job) -> list[JobEvent]:
