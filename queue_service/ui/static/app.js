@@ -232,10 +232,10 @@ async function act(action) {
     } else {
       await api(`/v1/jobs/${jobId}/${action}`, { method: "POST", body: { reason } });
     }
+    await refreshJob(jobId);  // first: "done" means the page already shows what the action changed
     out.textContent = `${action}: done`;
     out.className = "ok";
     out.dataset.done = action;
-    await refreshJob(jobId);
   } catch (err) {
     out.textContent = `${action}: ${err.message || err}`;
     out.className = "error";
