@@ -8,7 +8,6 @@ live with a lease, no slice held twice, finished jobs hold nothing, and
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -19,8 +18,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.faults.checker import assert_no_leftovers, check_invariants
-from tests.faults.cluster import LEASE_S, REPO, Cluster, free_port, wait_for
+from tests.faults.cluster import LEASE_S, Cluster, free_port, wait_for
 from tests.faults.conftest import make_cluster
+from tests.faults.own_dockerd import OwnDockerd
 from tests.services import missing
 from workers.messages import LaunchSpec
 
@@ -243,33 +243,32 @@ def test_oom_and_time_limit_end_with_their_reason_and_free_the_gpu_at_once(clust
 
 
 # 7 ------------------------------------------------------------------------------------------
-def _restart_dockerd() -> None:
-    pid_file = Path("/var/run/docker.pid")
-    if os.geteuid() != 0 or not pid_file.exists():
-        missing("Docker", "restarting the engine needs root and /var/run/docker.pid")
-    pid = int(pid_file.read_text().strip())
-    os.kill(pid, signal.SIGTERM)
+def test_docker_daemon_restart_with_a_running_job(tmp_path: Path, pg_url: str, redis_url: str, monkeypatch) -> None:
+    """The engine restarted under a running job: lost, then run again. The engine is the test's own
+    (``OwnDockerd``: its socket, data root, pid file); the host's dockerd is never signalled."""
+    engine = OwnDockerd.start_or_skip()
     try:
-        wait_for("dockerd to exit", lambda: not Path(f"/proc/{pid}").exists(), 40)
-    finally:  # never leave the engine down
-        result = subprocess.run(["bash", str(REPO / ".ci" / "docker-setup.sh")], capture_output=True, text=True,
-                                timeout=120)
-        assert result.returncode == 0, result.stderr
-
-
-def test_docker_daemon_restart_with_a_running_job(cluster: Cluster) -> None:
-    cluster.start_agent("a")
-    job_id = cluster.submit(["sh", "-c", "sleep 6; echo ok"])
-    cluster.wait_state(job_id, "running")
-    _container_of(cluster, job_id)
-    _restart_dockerd()
-    job = cluster.wait_final([job_id], 60)[job_id]
-    assert job["state"] == "succeeded", job
-    attempts = cluster.attempts(job_id)
-    assert [a["state"] for a in attempts] == ["lost", "succeeded"], attempts
-    assert "engine restarted" in attempts[0]["reason"], attempts[0]
-    check_invariants(cluster)
-    assert_no_leftovers(cluster)
+        monkeypatch.setenv("DOCKER_HOST", engine.host)  # the agents the cluster starts use this engine
+        client = engine.client()
+        cluster = make_cluster(tmp_path, pg_url, redis_url, client)
+        try:
+            cluster.start_agent("a")
+            job_id = cluster.submit(["sh", "-c", "sleep 6; echo ok"])
+            cluster.wait_state(job_id, "running")
+            _container_of(cluster, job_id)
+            engine.restart()
+            job = cluster.wait_final([job_id], 60)[job_id]
+            assert job["state"] == "succeeded", job
+            attempts = cluster.attempts(job_id)
+            assert [a["state"] for a in attempts] == ["lost", "succeeded"], attempts
+            assert "engine restarted" in attempts[0]["reason"], attempts[0]
+            check_invariants(cluster)
+            assert_no_leftovers(cluster)
+        finally:
+            cluster.close()
+            client.close()
+    finally:
+        engine.stop()
 
 
 # 8 ------------------------------------------------------------------------------------------
