@@ -8,6 +8,7 @@ from fastapi import APIRouter, FastAPI
 
 from queue_service import __version__, ui
 from queue_service.api import errors
+from queue_service.api.ratelimit import RateLimit
 from queue_service.api.routes import admin, agent, jobs, operator, prices, samples, usage, webhooks
 from queue_service.api.routes import metrics as metrics_routes
 from queue_service.context import ServiceContext
@@ -50,5 +51,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     metrics_routes.mount(app)
     ui.mount(app)
     app.add_middleware(errors.InputGuard)  # NULs, repeated JSON keys, NaN: refused before any route
+    if ctx.settings.rate_limit_per_s > 0:  # per token, 429 + Retry-After (off by default)
+        app.add_middleware(RateLimit, rate_per_s=ctx.settings.rate_limit_per_s, burst=ctx.settings.rate_limit_burst)
     app.add_middleware(errors.BodyLimit, max_bytes=ctx.settings.max_body_bytes)  # outermost: bounds what is read
     return app

@@ -121,11 +121,13 @@ def serve(
     local_agent: Annotated[bool | None, typer.Option("--local-agent/--no-local-agent",
                                                         help="run an agent for this host in-process")] = None,
     node_name: Annotated[str | None, typer.Option(help="name of the local node")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="serve HTTPS: PEM certificate (with --tls-key)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="the certificate's PEM private key")] = None,
 ) -> None:
     """Run the API, the admitter and (by default) an agent for this host, in one process."""
     given: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "simulate_gpus": simulate_gpus,
                              "database_url": database_url, "broker_url": broker_url, "local_agent": local_agent,
-                             "node_name": node_name}
+                             "node_name": node_name, "tls_cert": tls_cert, "tls_key": tls_key}
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)

@@ -46,12 +46,12 @@ def user_config_path() -> Path:
     return Path(base) / "gpuq" / CLIENT_FILE
 
 
-def client_url(host: str, port: int) -> str:
+def client_url(host: str, port: int, scheme: str = "http") -> str:
     """The URL a client on this host uses for a server listening on ``host`` (a wildcard is loopback)."""
     reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     if ":" in reach and not reach.startswith("["):
         reach = f"[{reach}]"
-    return f"http://{reach}:{port}"
+    return f"{scheme}://{reach}:{port}"
 
 
 def record(data_dir: Path, server_url: str, token_file: Path | None) -> list[Path]:

@@ -121,6 +121,7 @@ def start_agent(
     data_dir: Path,
     heartbeat_s: float = 5.0,
     sample_interval_s: float = 30.0,
+    tls_cert: Path | None = None,
 ) -> LocalAgent:
     """Build, register and start an agent and its dramatiq worker."""
     from workers.actors import register_agent, start_worker
@@ -134,7 +135,17 @@ def start_agent(
                                    limits=getattr(runtimes.get("process"), "limits", "enforced"))  # containers: Docker
     except SimulationSpecError as exc:
         raise ValueError(str(exc)) from exc
-    client = ServiceClient(server, token)
+    http = None
+    if tls_cert is not None:  # the server's own agent trusts exactly the certificate it serves
+        import ssl
+
+        import httpx
+
+        pinned = ssl.create_default_context(cafile=str(tls_cert))
+        pinned.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
+        pinned.check_hostname = False  # it dials its own listen address, which the certificate may not name
+        http = httpx.Client(base_url=server, timeout=10.0, verify=pinned)
+    client = ServiceClient(server, token, http=http)
     agent = Agent(client=client, runtimes=runtimes, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s,
                   sample_interval_s=sample_interval_s)
     register_agent(agent)
@@ -169,7 +180,9 @@ class EmbeddedServer:
                                                      admin_lifetime_s=settings.token_lifetime_s)
         app = create_app(self.ctx)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                access_log=False, lifespan="on")
+                                access_log=False, lifespan="on",
+                                ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+                                ssl_keyfile=str(settings.tls_key) if settings.tls_key else None)
         self.server = uvicorn.Server(config)
         # The caller owns signals (uvicorn only captures them on the main thread; this runs on another).
         self._thread = threading.Thread(target=self.server.run, name="gpuq-http", daemon=True)
@@ -181,7 +194,8 @@ class EmbeddedServer:
             time.sleep(0.02)
         if settings.runs_local_agent:
             self.local_agent = start_agent(
-                server=f"http://{settings.host}:{settings.port}", token=agent_token,
+                server=f"{settings.scheme}://{settings.host}:{settings.port}", token=agent_token,
+                tls_cert=settings.tls_cert,
                 broker=self.ctx.dispatcher.broker, runtime=settings.runtime, node_name=settings.node_name,
                 simulate_gpus=settings.simulate_gpus, data_dir=settings.data_dir / "agent",
                 heartbeat_s=settings.heartbeat_interval_s, sample_interval_s=settings.sample_interval_s,
@@ -232,10 +246,10 @@ def _wait_for_signal() -> None:
 def run_server(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embedded = EmbeddedServer(settings).start()
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"{settings.scheme}://{settings.host}:{settings.port}"
     print(f"gpuq serving on {url}  (dashboard: {url}/ui, API docs: {url}/docs)", flush=True)
     # Where the CLI finds this server (its --port, its --data-dir): queue_service/cli_config.py.
-    written = cli_config.record(settings.data_dir, cli_config.client_url(settings.host, settings.port),
+    written = cli_config.record(settings.data_dir, cli_config.client_url(settings.host, settings.port, settings.scheme),
                                 embedded.admin_token_path)
     print(f"client config: {', '.join(map(str, written)) or 'not written'} (the CLI follows it)", flush=True)
     print(f"database: {settings.effective_database_url}   broker: {settings.broker_url}", flush=True)

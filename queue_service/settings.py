@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,11 +64,22 @@ class Settings(BaseSettings):
     token: str | None = Field(default=None, description="API token for the CLI / agent")
     token_lifetime_s: float = Field(default=90 * 24 * 3600.0, ge=0,
                                     description="new tokens expire after this long (0: never); GPUQ_TOKEN_LIFETIME_S")
+    tls_cert: Path | None = Field(default=None, description="serve HTTPS with this PEM certificate (and tls_key)")
+    tls_key: Path | None = Field(default=None, description="the certificate's PEM private key")
+    rate_limit_per_s: float = Field(default=0.0, ge=0, description="requests per second per token, sustained "
+                                    "(0: no limit); over it: 429 with Retry-After")
+    rate_limit_burst: int = Field(default=200, ge=1, description="requests a token may make at once above the rate")
     metrics_token: str | None = Field(default=None, description="if set, /metrics needs it (or a viewer+ API "
                                       "token) as a bearer token; GPUQ_METRICS_TOKEN")
     metrics_auth: bool = Field(default=False, description="/metrics needs a viewer+ API token (GPUQ_METRICS_AUTH)")
     max_gpus_per_node: int = Field(default=16, ge=0, le=1024,
                                    description="an agent reporting more GPUs than this is refused (422)")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        return self
 
     @field_validator("priority_classes", mode="before")
     @classmethod
@@ -92,8 +103,13 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'gpuq.db'}"
 
     @property
+    def scheme(self) -> str:
+        """``https`` when a TLS certificate is configured."""
+        return "https" if self.tls_cert else "http"
+
+    @property
     def effective_server_url(self) -> str:
-        return self.server_url or f"http://{self.host}:{self.port}"
+        return self.server_url or f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def runs_local_agent(self) -> bool:
