@@ -23,23 +23,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import case, select, text, update
+from sqlalchemy import case, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from queue_service.admission.units import held_equivalents, mig_share
-from queue_service.db.base import utcnow
 from queue_service.db.billing_models import UsageInterval
+from queue_service.db.clock import db_now  # re-exported: billing's callers read the clock from here
 from queue_service.db.models import Allocation, Gpu, Job, Node, Project
 
 __all__ = ["close_intervals", "db_now", "gpu_equivalents", "mig_compute_share", "open_intervals"]
-
-
-def db_now(session: Session) -> datetime:
-    """Naive UTC now from the database clock (PostgreSQL), else the process clock (SQLite)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return session.scalar(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'"))
-    return utcnow()
 
 
 def mig_compute_share(gpu_model: str | None, mig_profile: str | None) -> float:

@@ -15,8 +15,9 @@ from partitioner.catalog import all_mig_profile_names
 from partitioner.types import NoFit, Request
 from queue_service.auth import Principal
 from queue_service.db.base import new_id
+from queue_service.db.clock import db_now
 from queue_service.db.models import FINAL_STATES, Allocation, Job, JobEvent, JobState, LogChunk, Node, Project, Role
-from queue_service.errors import Forbidden, InvalidRequest, NotFound
+from queue_service.errors import Forbidden, GpuqError, InvalidRequest, NotFound
 from queue_service.lifecycle import events, grace, transitions
 from queue_service.lifecycle.states import Actor
 from queue_service.services import arrays, audit
@@ -164,8 +165,6 @@ ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env
 def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, principal: Principal,
                   at: datetime | None) -> Job:
     """Queue every task of an array (one transaction, one multi-row INSERT); returns the first task."""
-    from queue_service.db.clock import db_now
-
     at = at or db_now(session)
     first.array_id, first.array_index, first.array_limit = first.id, spec.indices[0], spec.limit
     tasks = [first]
@@ -220,9 +219,6 @@ def submit_many(
 
     An error names the job's index (``jobs[3]: ...``, field ``jobs.3.resources``).
     """
-    from queue_service.db.clock import db_now
-    from queue_service.errors import GpuqError
-
     classes = class_service.effective(session, settings=settings)
     projects: dict[str, Project] = {}
     at = db_now(session)

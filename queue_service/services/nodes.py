@@ -8,15 +8,15 @@ replica answered, so every replica and the admitter agree on who is alive.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from partitioner.catalog import model_for_nvml
 from partitioner.types import BLOCKS_PER_GPU, GpuMode
 from queue_service.auth import Principal
-from queue_service.db.base import utcnow
+from queue_service.db.clock import db_now
 from queue_service.db.models import LIVE_STATES, Allocation, Attempt, Gpu, Job, Node, NodeStatus, Role
 from queue_service.errors import Conflict, Forbidden, NotFound
 from queue_service.lifecycle import effects
@@ -41,13 +41,6 @@ class NodeUsage:
     cpus_milli: int = 0
     memory_mib: int = 0
     gpus: dict[str, GpuUsage] = field(default_factory=dict)
-
-
-def db_now(session: Session) -> datetime:
-    """Naive UTC "now" by the database's clock (PostgreSQL); the service's clock on SQLite (one host)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return session.scalar(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'"))
-    return utcnow()
 
 
 def check_agent(principal: Principal, node_name: str) -> None:
