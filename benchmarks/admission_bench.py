@@ -122,35 +122,16 @@ def main() -> None:
 
 
 def openb_jobs(limit: int) -> tuple[ClusterState, list]:
-    """The openb cluster (whole and shared GPUs alternating) and its first ``limit`` tasks with trace times."""
-    import csv
-
-    from partitioner.simulate import find_trace_dir
-    from queue_service.admission.replay import TraceJob
+    """The openb cluster (whole and shared GPUs alternating) and its first ``limit`` tasks with trace times:
+    the same loader ``gpuq simulate --mode queue`` uses (it reads the gzipped trace a clone ships)."""
+    from partitioner.simulate import find_trace_dir, trace_file
+    from queue_service.admission.replay_cli import load_queue_trace
 
     d = find_trace_dir()
-    assert d is not None, "no openb trace"
-    nodes = []
-    with open(d / "openb_node_list_gpu_node.csv") as f:
-        for n, row in enumerate(csv.DictReader(f)):
-            gpus = tuple(GpuState(f"GPU-{n}-{j}", j, "t4", 15360, 40,
-                                  mode=GpuMode.SHARED if j % 2 else GpuMode.EXCLUSIVE) for j in range(int(row["gpu"])))
-            cpu, mem = int(row["cpu_milli"]), int(row["memory_mib"])
-            nodes.append(NodeState(f"node-{n}", cpu, mem, cpu, mem, gpus=gpus))
-    jobs = []
-    with open(d / "openb_pod_list_default.csv") as f:
-        for row in list(csv.DictReader(f))[:limit]:
-            ngpu, milli = int(row["num_gpu"]), int(row["gpu_milli"])
-            cpu, mem = int(row["cpu_milli"]), int(row["memory_mib"])
-            if ngpu == 0:
-                req = Request(cpus_milli=cpu, memory_mib=mem)
-            elif milli < 1000:
-                req = Request(blocks=max(1, milli // 10), cpus_milli=cpu, memory_mib=mem)
-            else:
-                req = Request(gpus=ngpu, cpus_milli=cpu, memory_mib=mem)
-            start, end = float(row["creation_time"]), float(row["deletion_time"])
-            jobs.append(TraceJob(row["name"], req, start, max(1.0, end - start)))
-    return ClusterState(tuple(nodes)), jobs
+    if d is None:
+        raise SystemExit("no openb trace (set GPUQ_TRACE_DIR)")
+    return load_queue_trace(trace_file(d, "openb_node_list_gpu_node.csv"),
+                            trace_file(d, "openb_pod_list_default.csv"), limit=limit)
 
 
 def queued_replay(limit: int) -> None:

@@ -113,7 +113,7 @@ def trace_file(trace_dir: Path, name: str) -> Path:
     return plain if plain.exists() or not (trace_dir / f"{name}.gz").exists() else trace_dir / f"{name}.gz"
 
 
-def _open_csv(path: Path) -> IO[str]:
+def open_csv(path: Path) -> IO[str]:
     """A CSV file for reading, gunzipped on the fly when it ends in ``.gz``."""
     if path.suffix == ".gz":
         return gzip.open(path, "rt", newline="")
@@ -122,9 +122,9 @@ def _open_csv(path: Path) -> IO[str]:
 
 def load_trace(nodes_csv: Path, tasks_csv: Path) -> Trace:
     """Read the openb CSVs into a :class:`Trace`."""
-    with _open_csv(nodes_csv) as fh:
+    with open_csv(nodes_csv) as fh:
         nodes = list(csv.DictReader(fh))
-    with _open_csv(tasks_csv) as fh:
+    with open_csv(tasks_csv) as fh:
         tasks = list(csv.DictReader(fh))
     names = sorted({r["model"] for r in nodes if r.get("model")})
     index = {name: i for i, name in enumerate(names)}

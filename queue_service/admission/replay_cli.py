@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
 from partitioner.place import Packer
 from partitioner.repartition import propose
-from partitioner.simulate import find_trace_dir, trace_file
+from partitioner.simulate import find_trace_dir, open_csv, trace_file
 from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Request
 from queue_service.admission.packer import PackerFactory
 from queue_service.admission.replay import QueuedResult, TraceJob, replay_queue
@@ -35,22 +33,18 @@ SCHEDULERS: dict[str, tuple[str, bool]] = {  # name -> (packer policy, strict FI
 }
 
 
-def _open(path: Path) -> IO[str]:
-    return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
-
-
 def load_queue_trace(nodes_csv: Path, tasks_csv: Path, *, limit: int | None = None, time_scale: float = 1.0,
                      projects: int = 4) -> tuple[ClusterState, list[TraceJob]]:
     """The openb cluster (GPUs alternate exclusive / shared, as the partitioner bench does) and its tasks."""
     nodes = []
-    with _open(nodes_csv) as fh:
+    with open_csv(nodes_csv) as fh:
         for n, row in enumerate(csv.DictReader(fh)):
             gpus = tuple(GpuState(f"GPU-{n}-{j}", j, "t4", 15360, 40,
                                   mode=GpuMode.SHARED if j % 2 else GpuMode.EXCLUSIVE) for j in range(int(row["gpu"])))
             cpu, mem = int(row["cpu_milli"]), int(row["memory_mib"])
             nodes.append(NodeState(f"node-{n}", cpu, mem, cpu, mem, gpus=gpus))
     jobs = []
-    with _open(tasks_csv) as fh:
+    with open_csv(tasks_csv) as fh:
         for k, row in enumerate(csv.DictReader(fh)):
             if limit is not None and k >= limit:
                 break
