@@ -197,11 +197,13 @@ def _dependencies(session: Session, deps: Sequence[DependencySpec], *, principal
     here, so no submission can close a cycle.
     """
     out: list[dict[str, str]] = []
+    projects_of = dict(session.execute(  # one query for all of them
+        select(Job.id, Project.name).join(Project, Project.id == Job.project_id)
+        .where(Job.id.in_(sorted({d.job_id for d in deps})))
+    ).all()) if deps else {}
     for index, dep in enumerate(deps):
-        row = session.execute(
-            select(Job.id, Project.name).join(Project, Project.id == Job.project_id).where(Job.id == dep.job_id)
-        ).first()
-        if row is None or not principal.can_see_project(row[1]):
+        project = projects_of.get(dep.job_id)
+        if project is None or not principal.can_see_project(project):
             raise InvalidRequest(f"depends_on[{index}]: no job {dep.job_id!r} that you may see",
                                  field=f"depends_on.{index}.job_id")
         if any(d["job_id"] == dep.job_id for d in out):
