@@ -31,6 +31,26 @@ DEFAULT_PRIORITY_CLASSES: dict[str, PriorityClass] = {
 }
 
 
+# -- workload classes (issue 13): what a job declares it is, and the defaults that come with it --
+class WorkloadClass(BaseModel):
+    """A declared kind of work. ``None`` leaves the choice to the job and its priority class."""
+
+    priority_class: str | None = None  # a job that names no priority class gets this one
+    preemptible: bool | None = None  # if set, the job's priority class must be (or must not be) preemptible
+    default_time_limit_s: int | None = None  # before the priority class's default
+    max_time_limit_s: int | None = None  # on top of the priority class's maximum
+    may_share_gpu: bool = True  # False: its GPU (every block, every MIG instance) holds it alone
+
+
+DEFAULT_WORKLOAD_CLASSES: dict[str, WorkloadClass] = {
+    "training": WorkloadClass(preemptible=False),
+    "inference": WorkloadClass(preemptible=False),
+    "batch": WorkloadClass(),  # the default: the job's own choices, as before workload classes
+    "interactive": WorkloadClass(default_time_limit_s=4 * 3600, max_time_limit_s=24 * 3600),
+    "experiment": WorkloadClass(priority_class="experiment", preemptible=True),
+}
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "gpuq"
 
@@ -145,3 +165,13 @@ class Settings(BaseSettings):
                                                           "then it fails with the reason")
     resend_after_s: float = Field(default=10.0, gt=0,
                                   description="re-send a launch or stop still outstanding after this long")
+
+    # -- governance: workload classes (issue 13) --
+    workload_classes: dict[str, WorkloadClass] = Field(default_factory=lambda: dict(DEFAULT_WORKLOAD_CLASSES),
+                                                       description="JSON name -> class; REST rows override")
+    default_workload: str = Field(default="batch", description="the workload class of a job that names none")
+
+    @field_validator("workload_classes", mode="before")
+    @classmethod
+    def _parse_workloads(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value

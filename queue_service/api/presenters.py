@@ -78,6 +78,8 @@ def job_public(session: Session, *, job: Job, project: Project, principal: Princ
         array_id=job.array_id,
         array_index=job.array_index,
         array_limit=job.array_limit,
+        workload=job.workload or "batch",
+        labels=dict(job.labels or {}),
         allocation=[
             AllocationPublic(
                 node=node_name, replica=a.replica, kind=a.kind, gpu_uuid=a.mig_uuid or a.gpu_uuid,

@@ -169,6 +169,9 @@ class Job(Base):
     array_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # its first task's id
     array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     array_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # most tasks live at once
+    # governance (revision 0012): the declared workload class, and labels a bill can be grouped by
+    workload: Mapped[str] = mapped_column(String(32), default="batch", server_default=text("'batch'"))
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
 
 
 class Attempt(Base):

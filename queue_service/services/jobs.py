@@ -23,6 +23,7 @@ from queue_service.lifecycle.states import Actor
 from queue_service.services import arrays, audit
 from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
+from queue_service.services import workloads as workload_service
 from queue_service.services.convert import model_key, request_for
 from queue_service.settings import PriorityClass, Settings
 
@@ -70,6 +71,8 @@ class JobSpec(Protocol):
     requeue: bool
     workdir: str | None
     array: str | None
+    workload: str | None
+    labels: dict[str, str]
 
     @property
     def resources(self) -> ResourcesSpec: ...
@@ -103,6 +106,8 @@ def submit(
     looks each up once.
     """
     projects = {} if projects is None else projects
+    workload, _ = workload_service.require(
+        body.workload, classes=workload_service.effective(session, settings=settings), settings=settings)
     project = projects.get(body.project) or project_service.require(session, name=body.project)
     projects[body.project] = project
     if not principal.can_submit_to(project.name):
@@ -143,6 +148,8 @@ def submit(
         requeue_on_preempt=body.requeue,
         depends_on=_dependencies(session, body.depends_on, principal=principal),
         workdir=body.workdir,
+        workload=workload,
+        labels=dict(body.labels),
     )
     if feasibility is not None:
         never = feasibility(request_for(job))
@@ -159,7 +166,8 @@ def submit(
 
 ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env", "gpus", "mig_profile",
                 "mig_count", "blocks", "gpu_memory_mib", "gpu_models", "cpus", "memory_mib", "replicas",
-                "priority_class", "priority", "time_limit_s", "requeue_on_preempt", "depends_on", "workdir")
+                "priority_class", "priority", "time_limit_s", "requeue_on_preempt", "depends_on", "workdir",
+                "workload", "labels")
 
 
 def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, principal: Principal,

@@ -19,6 +19,11 @@ IMAGE_REF = re.compile(
     r"(?:@sha256:[a-f0-9]{64})?$"
 )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# governance (issue 13): a workload class name, and a label key (short identifiers); at most 16 labels
+WORKLOAD_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+MAX_LABELS = 16
+MAX_LABEL_VALUE_CHARS = 256
 MAX_ARGV_BYTES = 128 * 1024  # the whole argv, each argument with its terminating NUL (Linux ARG_MAX is larger)
 
 
@@ -91,6 +96,35 @@ class JobCreate(BaseModel):
         return value
     workdir: str | None = Field(default=None, max_length=4096,
                                 description="absolute directory the job starts in on its node (default: the agent's)")
+    # governance (issue 13): what kind of work this is, and labels a bill can be grouped by
+    workload: str | None = Field(default=None, max_length=32,
+                                 description="its workload class (training, inference, batch, interactive, "
+                                             "experiment, or as configured); default: the service's")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description=f"at most {MAX_LABELS}; keys like 'feature' or 'team.cost-centre'")
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, value: str | None) -> str | None:
+        # Its shape only: which classes exist is configured (the service answers 422 naming workload).
+        if value is not None and not WORKLOAD_NAME.match(value):
+            raise ValueError(f"{value!r} is not a workload class name (lower-case letters, digits, '_', '-')")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels, got {len(value)}")
+        for key, text in value.items():
+            if not LABEL_KEY.match(key):
+                raise ValueError(f"label key {key!r} is not a short identifier "
+                                 "(a lower-case letter, then up to 62 of a-z 0-9 _ . -)")
+            if len(text) > MAX_LABEL_VALUE_CHARS:
+                raise ValueError(f"label {key!r}: at most {MAX_LABEL_VALUE_CHARS} characters, got {len(text)}")
+            if "\x00" in text:
+                raise ValueError(f"label {key!r}: NUL bytes are not allowed")
+        return value
 
     @field_validator("workdir")
     @classmethod
@@ -210,6 +244,8 @@ class JobPublic(BaseModel):
     array_id: str | None = Field(default=None, description="the array this task belongs to (its first task's id)")
     array_index: int | None = None
     array_limit: int | None = None
+    workload: str = "batch"
+    labels: dict[str, str] = {}
     allocation: list[AllocationPublic] = []
 
 
