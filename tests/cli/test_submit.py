@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from queue_service.cli_script import parse_duration_s
+from queue_service.cli.script import parse_duration_s
 
 
 def _job(gpuq, *args: str) -> dict:
