@@ -29,6 +29,7 @@ from itertools import combinations
 import numpy as np
 
 from partitioner.catalog import MigProfile, all_mig_profile_names, lookup_model
+from partitioner.coexistence import Held, gpu_reason, node_reason
 from partitioner.encode import (
     KIND_GPU,
     KIND_MIG,
@@ -132,6 +133,9 @@ class Packer:
         self._gpu_is_mig = np.array([g.mode is GpuMode.MIG for g in self.enc.gpus], dtype=np.bool_)
         self._node_labels = {n.node_id: frozenset(n.labels) for n in cluster.nodes}
         self._label_memo: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
+        # coexistence: the workload classes each GPU and node holds, kept in step by commits and releases
+        self._held = Held(self.enc.gpus, self.enc.gpu_node, cluster.nodes)
+        self._node_names = [n.name or n.node_id for n in cluster.nodes]
         # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
         self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
         self._frag_ok = np.zeros(len(self.enc.node_ids), dtype=np.bool_)
@@ -169,6 +173,8 @@ class Packer:
                         return NoFit(f"gang of {request.replicas}: only {len(replicas)} members fit; {one.reason}")
                     return one
                 member, member_score = one
+                if request.workload:
+                    member = replace(member, workload=request.workload)
                 no_clique, self._no_clique = max(no_clique, self._no_clique), 0
                 replicas.append(member)
                 score = max(score, member_score)
@@ -208,6 +214,7 @@ class Packer:
         twin._frag, twin._frag_ok = self._frag.copy(), self._frag_ok.copy()
         twin._gpu_is_mig = self._gpu_is_mig.copy()
         twin._mig_memo = {}
+        twin._held = self._held.copy()
         return twin
 
     def refresh_nodes(self, cluster: ClusterState, changed: Sequence[int]) -> bool:
@@ -243,6 +250,8 @@ class Packer:
             g0 = int(gpu_start[n])
             for k, g in enumerate(np.flatnonzero(sub.gpu_node == j)):
                 enc.gpus[g0 + k] = sub.gpus[g]
+            self._held.reset(node=n, state=cluster.nodes[n],
+                             gpus=[(g, enc.gpus[g]) for g in range(g0, int(gpu_start[n + 1]))])
             self._frag_ok[n] = False
         self._mig_memo = {}
         self.cluster = cluster
@@ -402,6 +411,12 @@ class Packer:
                 ok &= nodes_ok
                 if not nodes_ok.any():
                     return NoFit(f"no node carries {_labels_text(req)}")
+            node_coex = self._held.node_ok(req)
+            if node_coex is not None:
+                blocked = np.flatnonzero(ok & ~node_coex)
+                ok &= node_coex
+                if not ok.any() and blocked.size:
+                    return NoFit(self._objection(req, gpu=-1, node=int(blocked[0])))
             if not ok.any():
                 return NoFit(self._cpu_reason(req, np.ones(len(enc.node_ids), dtype=np.bool_)))
             # CPU-only: the node with the least CPU left that fits (keeps big nodes whole),
@@ -418,6 +433,10 @@ class Packer:
             if not nodes_ok.any():
                 return NoFit(f"no node carries {_labels_text(req)}")
             unit_ok = unit_ok & nodes_ok[enc.unit_node]  # a copy: the model memo stays as it was
+        coex = self._coexistence_units(req)
+        rule_free_ok = unit_ok
+        if coex is not None:
+            unit_ok = unit_ok & coex
         n_nodes = len(enc.node_ids)
         out_score = np.empty(n_nodes, dtype=np.float64)
         out_unit = np.empty(n_nodes, dtype=np.int64)
@@ -430,7 +449,8 @@ class Packer:
                     POLICY_IDS[self.policy], out_score, out_unit, self._frag, self._frag_ok)
         n = int(np.argmax(out_score))
         if not np.isfinite(out_score[n]):
-            return NoFit(self._why_not(req, unit_ok))
+            objection = None if coex is None else self._coexistence_blocked(req, rule_free_ok, coex)
+            return NoFit(objection or self._why_not(req, unit_ok))
         if kind == REQ_WHOLE and req.gpus > 1 and self._nvlink:
             n = self._nvlink_node(n, req.gpus, out_score, unit_ok)
         if kind == REQ_BLOCKS:
@@ -546,10 +566,23 @@ class Packer:
         nodes_ok = self._nodes_ok(req)
         if nodes_ok is not None:
             ok = ok & nodes_ok[enc.gpu_node]  # a copy: the geometry memo stays as it was
+        coex = self._coexistence_gpus(req)
+        rule_free_ok = ok
+        if coex is not None:
+            ok = ok & coex
         reused = np.empty(len(enc.node_ids), dtype=np.int64)
         n = int(mig_pick(req.mig_count, req.cpus_milli, req.memory_mib, enc.node_free_cpu, enc.node_free_mem,
                          enc.gpu_node, enc.gpu_mig_mask, self._gpu_is_mig, ok, gp_id, gp_size, gp_max, gp_starts,
                          enc.unit_gpu, enc.unit_kind, enc.unit_profile, enc.unit_free_blocks, reused))
+        if n < 0 and coex is not None and (rule_free_ok & ~coex).any():
+            # would it fit were it not for a rule? then the rule is the reason (the kernel again, unconstrained)
+            without = int(mig_pick(req.mig_count, req.cpus_milli, req.memory_mib, enc.node_free_cpu,
+                                   enc.node_free_mem, enc.gpu_node, enc.gpu_mig_mask, self._gpu_is_mig, rule_free_ok,
+                                   gp_id, gp_size, gp_max, gp_starts, enc.unit_gpu, enc.unit_kind, enc.unit_profile,
+                                   enc.unit_free_blocks, np.empty(len(enc.node_ids), dtype=np.int64)))
+            if without >= 0:
+                barred = int(np.flatnonzero(rule_free_ok & ~coex & (enc.gpu_node == without))[0])
+                return NoFit(self._objection(req, gpu=barred, node=without))
         if n == -2:
             return NoFit(self._cpu_reason(req, np.ones(len(enc.node_ids), dtype=np.bool_)))
         if n < 0:
@@ -558,8 +591,8 @@ class Packer:
         slices: list[Slice] = []
         lo, hi = enc.node_unit_start[n], enc.node_unit_start[n + 1]
         for g in np.flatnonzero(enc.gpu_node == n):
-            profile = profiles[g]  # None exactly where the GPU is not usable (ok[g] False)
-            if profile is None or len(slices) >= req.mig_count:
+            profile = profiles[g]  # None where the model cannot; ok[g] False also where a rule bars the GPU
+            if profile is None or not ok[g] or len(slices) >= req.mig_count:
                 continue
             gpu = enc.gpus[g]
             existing = 0
@@ -594,6 +627,52 @@ class Packer:
                 counts[model.mig_profiles.index(profile)] += 1
                 slices.append(Slice(gpu.uuid, SliceKind.MIG, 0, profile.memory_mib, profile.name, start, None))
         return ReplicaPlacement(enc.node_ids[n], tuple(slices), req.cpus_milli, req.memory_mib), float(reused[n])
+
+    # -- coexistence ---------------------------------------------------------
+
+    def _coexistence_gpus(self, req: Request) -> np.ndarray | None:
+        """Per encoded GPU: ``req`` may join what it and its node hold (None: no rule applies)."""
+        gpu_ok, node_ok = self._held.gpu_ok(req), self._held.node_ok(req)
+        if node_ok is None:
+            return gpu_ok
+        by_node = node_ok[self.enc.gpu_node]
+        return by_node if gpu_ok is None else gpu_ok & by_node
+
+    def _coexistence_units(self, req: Request) -> np.ndarray | None:
+        """Per unit, for whole-GPU and blocks requests (a free exclusive GPU holds no class: the node rule only)."""
+        enc = self.enc
+        if req.blocks > 0:
+            per_gpu = self._coexistence_gpus(req)
+            return None if per_gpu is None else per_gpu[enc.unit_gpu]
+        node_ok = self._held.node_ok(req)
+        return None if node_ok is None else node_ok[enc.unit_node]
+
+    def _coexistence_blocked(self, req: Request, unit_ok: np.ndarray, coex: np.ndarray) -> str | None:
+        """The rule's words when a unit (``unit_ok``: every other constraint met) had room but a rule barred it."""
+        enc = self.enc
+        cpu_ok = (enc.node_free_cpu >= req.cpus_milli) & (enc.node_free_mem >= req.memory_mib)
+        if req.blocks > 0:
+            shared = (enc.unit_kind == KIND_SHARED) | (enc.unit_kind == KIND_MIG_SHARED)
+            room = (unit_ok & shared & (enc.unit_free_blocks >= req.blocks) & (enc.unit_free_mem >= req.gpu_memory_mib)
+                    & cpu_ok[enc.unit_node])
+        else:
+            whole = unit_ok & (enc.unit_kind == KIND_GPU) & (enc.unit_free_blocks == BLOCKS_PER_GPU)
+            per_node = np.bincount(enc.unit_node[whole], minlength=len(enc.node_ids))
+            room = whole & ((per_node >= req.gpus) & cpu_ok)[enc.unit_node]
+        barred = np.flatnonzero(room & ~coex)
+        if not barred.size:
+            return None
+        u = int(barred[0])
+        return self._objection(req, gpu=int(enc.unit_gpu[u]) if req.blocks > 0 else -1, node=int(enc.unit_node[u]))
+
+    def _objection(self, req: Request, *, gpu: int, node: int) -> str:
+        """The wait reason for a rule that bars GPU ``gpu`` (-1: none) or node ``node``."""
+        held = self._held.first_gpu_objection(gpu, req) if gpu >= 0 else None
+        if held is not None:
+            where = f"{self.enc.gpus[gpu].index} on {self._node_names[node]}"
+            return gpu_reason(gpu=where, held=held, workload=req.workload)
+        return node_reason(node=self._node_names[node], held=self._held.first_node_objection(node, req) or "other",
+                           workload=req.workload)
 
     # -- reasons -------------------------------------------------------------
 
@@ -660,6 +739,9 @@ class Packer:
             else:
                 enc.unit_free_blocks[u] = 0 if sign > 0 else BLOCKS_PER_GPU
                 enc.unit_free_mem[u] = 0 if sign > 0 else enc.unit_mem[u]
+        if member.workload:
+            self._held.add(member.workload, node=n, gpus=[self._gpu_index[s.gpu_uuid] for s in member.slices],
+                           sign=sign)
 
     def _new_instance(self, s: Slice, sign: int, n: int) -> None:
         """Add (commit) or remove (release) a MIG instance the placement creates."""

@@ -45,6 +45,7 @@ class MigInstance:
     held: bool = False  # EXCLUSIVE instance: a job holds it
     used_blocks: int = 0  # SHARED instance: blocks held
     used_memory_mib: int = 0  # SHARED instance: memory held
+    workloads: tuple[str, ...] = ()  # workload classes held on it, one entry per allocation (coexistence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,8 @@ class GpuState:
     used_memory_mib: int = 0  # SHARED: memory held
     mig_instances: tuple[MigInstance, ...] = ()  # MIG: the current layout
     nvlink_peers: tuple[int, ...] = ()  # indices of NVLink peers on the same node
+    # workload classes held anywhere on it (whole, blocks, its MIG instances), one entry per allocation
+    workloads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class NodeState:
     gpus: tuple[GpuState, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     name: str = field(default="", compare=False)  # for humans (wait reasons); node_id is the key
+    workloads: tuple[str, ...] = ()  # workload classes of the gang members on it, one entry per member
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,11 @@ class Request:
     replicas: int = 1
     # node labels every member's node must carry, e.g. (("gpuq.runtime.process", "yes"),); empty = any node
     node_labels: tuple[tuple[str, str], ...] = ()
+    # coexistence (partitioner.coexistence): the request's workload class, and the classes it may share one
+    # physical GPU / one node with (None: any; the service passes a symmetric table's row)
+    workload: str = ""
+    gpu_peers: tuple[str, ...] | None = None
+    node_peers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +147,7 @@ class ReplicaPlacement:
     slices: tuple[Slice, ...]
     cpus_milli: int = 0
     memory_mib: int = 0
+    workload: str = ""  # the request's workload class: what a commit marks its GPUs and node as holding
 
 
 @dataclass(frozen=True, slots=True)
