@@ -20,9 +20,11 @@ from collections.abc import Iterable, Sequence
 from partitioner.catalog import GpuModel, MigProfile, lookup_model
 
 __all__ = [
+    "best_start",
     "count_new_instances",
     "free_starts",
     "layout_mask",
+    "shared_profiles",
     "span_mask",
     "validate_layout",
 ]
@@ -189,3 +191,17 @@ def best_start(model: GpuModel, profile: MigProfile, mask: int, counts: Sequence
         if family & base == base and family.bit_count() > best_size:
             best, best_size = s, family.bit_count()
     return best
+
+
+# -- shared instances --------------------------------------------------------------------------------
+
+
+def shared_profiles(model: GpuModel, memory_mib: int) -> list[MigProfile]:
+    """Profiles a shared instance for a blocks request of ``memory_mib`` may be carved as, best first.
+
+    The smallest footprint that holds the memory (fewest memory slices), then the most compute
+    for that footprint (2g.20gb before 1g.20gb: same memory, twice the SMs), then the NVML id.
+    Media-extension profiles (``+me``, one per GPU) are left for the jobs that ask for them.
+    """
+    fits = [p for p in model.mig_profiles if p.memory_mib >= memory_mib and "+me" not in p.name]
+    return sorted(fits, key=lambda p: (p.memory_slices, -p.compute_slices, p.profile_id))

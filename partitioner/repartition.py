@@ -2,8 +2,12 @@
 
 Invariants of :func:`propose`:
 
-* only idle GPUs change (nothing held: no exclusive holder, no used blocks or
-  memory, no held or used MIG instance);
+* only idle GPUs change mode or layout (nothing held: no exclusive holder, no
+  used blocks or memory, no held or used MIG instance), with one exception
+  that never touches what is held: for a blocks request, a GPU in MIG mode
+  may gain one *shared* MIG instance in free memory slices, or turn one idle
+  exclusive instance shared, while its other instances run (every instance
+  it had stays, at the same start, with what it holds);
 * each GPU changes at most once per call;
 * a change is proposed only if, with it, a pending request that does not fit
   now does fit (checked with :class:`~partitioner.place.Packer`); the request
@@ -17,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from partitioner.catalog import lookup_model
-from partitioner.mig import span_mask, validate_layout
+from partitioner.mig import best_start, layout_mask, shared_profiles, span_mask, validate_layout
 from partitioner.place import Packer
 from partitioner.types import ClusterState, GpuMode, GpuState, LayoutChange, MigInstance, NoFit, Placement, Request
 
@@ -61,17 +65,68 @@ def _mig_layout(gpu: GpuState, req: Request) -> tuple[tuple[str, int], ...] | No
     return tuple(layout)
 
 
-def _change_for(gpu: GpuState, req: Request) -> tuple[GpuMode, tuple[tuple[str, int], ...]] | None:
-    """The change of ``gpu`` (mode, MIG layout) that could serve ``req``, or None."""
+_Layout = tuple[tuple[str, int], ...]
+_Change = tuple[GpuMode, _Layout, tuple[int, ...]]  # mode, MIG layout, shared starts
+
+
+def _change_for(gpu: GpuState, req: Request) -> _Change | None:
+    """The change of ``gpu`` (mode, MIG layout, shared instances) that could serve ``req``, or None.
+
+    Blocks on a GPU in MIG mode go to a shared MIG instance (:func:`_shared_instance`), never to a
+    whole-GPU shared mode: MIG mode is the driver's on real GPUs, and the instances may be busy.
+    """
+    if req.blocks > 0 and gpu.mode is GpuMode.MIG:
+        found = _shared_instance(gpu, req)
+        return (GpuMode.MIG, *found) if found is not None else None
+    if not is_idle(gpu):
+        return None
     if req.mig_profile:
         layout = _mig_layout(gpu, req)
-        return (GpuMode.MIG, layout) if layout is not None else None
+        return (GpuMode.MIG, layout, ()) if layout is not None else None
     if req.gpus > 0:
-        return None if gpu.mode is GpuMode.EXCLUSIVE else (GpuMode.EXCLUSIVE, ())
+        return None if gpu.mode is GpuMode.EXCLUSIVE else (GpuMode.EXCLUSIVE, (), ())
     if req.blocks > 0:
         if gpu.mode is GpuMode.SHARED or gpu.memory_mib < req.gpu_memory_mib:
             return None
-        return (GpuMode.SHARED, ())
+        return (GpuMode.SHARED, (), ())
+    return None
+
+
+def _shared_instance(gpu: GpuState, req: Request) -> tuple[_Layout, tuple[int, ...]] | None:
+    """``gpu``'s MIG layout with one more shared instance that can hold ``req``'s memory, or None.
+
+    In order: (1) a new instance carved in free memory slices (the smallest profile that holds the
+    memory, :func:`partitioner.mig.shared_profiles`, at :func:`~partitioner.mig.best_start`); the running
+    instances are untouched; (2) the smallest idle exclusive instance that holds the memory turns
+    shared; (3) an idle GPU whose layout has no room is re-carved to that one shared instance.
+    """
+    model = lookup_model(gpu.model)
+    if model is None or not model.mig_capable:
+        return None
+    fits = shared_profiles(model, req.gpu_memory_mib)
+    if not fits:
+        return None
+    instances = sorted(gpu.mig_instances, key=lambda i: i.start)
+    current = tuple((i.profile, i.start) for i in instances)
+    shared = tuple(i.start for i in instances if i.mode is GpuMode.SHARED)
+    mask = layout_mask(model, current)
+    ids = [model.mig_profile(i.profile) for i in instances]
+    counts = [sum(1 for p in ids if p is not None and p.profile_id == q.profile_id) for q in model.mig_profiles]
+    for profile in fits:  # 1. carve beside what runs
+        start = best_start(model, profile, mask, counts)
+        if start is not None:
+            layout = tuple(sorted((*current, (profile.name, start)), key=lambda e: e[1]))
+            if not validate_layout(model.key, layout):
+                return layout, tuple(sorted((*shared, start)))
+    idle = [(p, i) for p, i in zip(ids, instances, strict=True)
+            if p is not None and i.mode is GpuMode.EXCLUSIVE and not i.held and p.memory_mib >= req.gpu_memory_mib]
+    if idle:  # 2. an idle instance turns shared
+        _p, pick = min(idle, key=lambda e: (e[0].memory_slices, -e[0].compute_slices, e[1].start))
+        return current, tuple(sorted((*shared, pick.start)))
+    if is_idle(gpu) and current:  # 3. re-carve the idle GPU
+        start = best_start(model, fits[0], 0, [0] * len(model.mig_profiles))
+        if start is not None:
+            return ((fits[0].name, start),), (start,)
     return None
 
 
@@ -101,16 +156,17 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
         busy = {s.gpu_uuid for p in taken for r in p.replicas for s in r.slices}  # idle no more
         for node in state.nodes:
             for gpu in sorted(node.gpus, key=lambda g: g.index):
-                if gpu.uuid in changed or gpu.uuid in busy or not is_idle(gpu) or not _allowed(gpu, req):
+                if gpu.uuid in changed or gpu.uuid in busy or not _allowed(gpu, req):
                     continue
                 change = _change_for(gpu, req)
                 if change is None:
                     continue
-                mode, layout = change
-                why = {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
-                       GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
-                       GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode]
-                trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why))
+                mode, layout, shared = change
+                why = (f"blocks request ({req.blocks} blocks) waiting with no shared MIG instance room" if shared else
+                       {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
+                        GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
+                        GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode])
+                trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why, shared))
         if not trial_changes:
             continue
         trial = Packer(with_changes(state, trial_changes))
@@ -136,19 +192,34 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
 
 
 def with_changes(cluster: ClusterState, changes: Sequence[LayoutChange]) -> ClusterState:
-    """``cluster`` with every change applied to its (idle) GPUs, in one pass."""
+    """``cluster`` with every change applied to its GPUs, in one pass.
+
+    A MIG instance the new layout keeps (same profile, same start) keeps its UUID and what it holds;
+    its mode is the change's (shared where ``shared_starts`` lists it).
+    """
     by_gpu = {c.gpu_uuid: c for c in changes}
     if not by_gpu:
         return cluster
     nodes = []
     for node in cluster.nodes:
         if any(g.uuid in by_gpu for g in node.gpus):
-            gpus = tuple(
-                replace(g, mode=by_gpu[g.uuid].mode, held=False, used_blocks=0, used_memory_mib=0,
-                        mig_instances=tuple(MigInstance(p, st) for p, st in by_gpu[g.uuid].mig_layout))
-                if g.uuid in by_gpu else g
-                for g in node.gpus
-            )
+            gpus = tuple(_changed(g, by_gpu[g.uuid]) if g.uuid in by_gpu else g for g in node.gpus)
             node = replace(node, gpus=gpus)
         nodes.append(node)
-    return ClusterState(nodes=tuple(nodes))
+    return ClusterState(nodes=tuple(nodes), unschedulable=cluster.unschedulable)
+
+
+def _changed(gpu: GpuState, change: LayoutChange) -> GpuState:
+    if change.mode is not GpuMode.MIG:
+        return replace(gpu, mode=change.mode, held=False, used_blocks=0, used_memory_mib=0, mig_instances=())
+    kept = {(i.profile, i.start): i for i in gpu.mig_instances} if gpu.mode is GpuMode.MIG else {}
+    shared = set(change.shared_starts)
+    instances = []
+    for profile, start in change.mig_layout:
+        mode = GpuMode.SHARED if start in shared else GpuMode.EXCLUSIVE
+        was = kept.get((profile, start))
+        instances.append(MigInstance(profile, start, mode=mode) if was is None else replace(was, mode=mode))
+    if gpu.mode is GpuMode.MIG:  # what its instances hold stays counted on the GPU too
+        return replace(gpu, mig_instances=tuple(instances))
+    return replace(gpu, mode=GpuMode.MIG, held=False, used_blocks=0, used_memory_mib=0,
+                   mig_instances=tuple(instances))

@@ -168,6 +168,8 @@ class NoFit:
     never: bool = False  # True: no node of the cluster could ever hold it, even empty
 
 
+    # the request field at fault, dotted, when one is (e.g. "resources.gpu_memory_mib"); "" otherwise (not compared)
+    field_name: str = field(default="", compare=False)
 @dataclass(frozen=True, slots=True)
 class LayoutChange:
     """A proposed change of an idle GPU's mode or MIG layout."""
@@ -177,3 +179,5 @@ class LayoutChange:
     mode: GpuMode
     mig_layout: tuple[tuple[str, int], ...] = field(default=())  # (profile, start) pairs
     reason: str = ""
+    # MIG: the starts of ``mig_layout`` whose instances are in shared mode (blocks under MPS); the others exclusive
+    shared_starts: tuple[int, ...] = ()

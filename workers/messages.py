@@ -138,7 +138,12 @@ class LaunchSpec:
     # MIG instances the placement created but the node has not carved yet:
     # [{"index": i in gpu_uuids, "gpu_uuid": parent, "profile": "3g.40gb", "start": 4}]; the agent
     # creates each one and puts its MIG UUID at gpu_uuids[index] before the job starts.
+    # An item with "shared": true is a shared instance that block jobs stack on (under one MPS daemon).
     mig_slices: list[dict[str, Any]] = field(default_factory=list)
+    # Block job on a shared MIG instance: gpu_uuids[0] is (or, once carved, becomes) the instance's MIG
+    # UUID, and ``blocks`` / ``gpu_memory_mib`` are shares of that instance (100 blocks = its SMs), served by
+    # the MPS daemon of that MIG UUID. False: blocks of a whole shared GPU.
+    mig_shared: bool = False
     # The directory the job starts in (absolute, on the node; in the container for an image job).
     # None: the agent's own per-attempt directory (process) or the image's WORKDIR (Docker).
     workdir: str | None = None

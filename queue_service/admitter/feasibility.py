@@ -8,10 +8,12 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from partitioner.catalog import lookup_model
+from partitioner.mig import shared_profiles
 from partitioner.types import NoFit, Request
 from queue_service.admission.cycle import PackerFactory, PackerLike
 from queue_service.admitter.read import build_cluster
-from queue_service.db.models import Node, NodeStatus
+from queue_service.db.models import Gpu, Node, NodeStatus
 
 
 class Feasibility:
@@ -30,6 +32,7 @@ class Feasibility:
         self._packer: PackerLike | None = None
         self._memo: dict[Request, NoFit | None] = {}
         self._runtimes: frozenset[str] = frozenset()  # what the registered nodes run: "process", "docker"
+        self._shared_mib: dict[str, int] = {}  # model key -> the most GPU memory one block job could get
 
     def invalidate(self) -> None:
         """The cluster changed (a node registered): rebuild on the next check."""
@@ -44,6 +47,7 @@ class Feasibility:
             self._runtimes = frozenset(
                 kind for runtimes in session.scalars(select(Node.runtimes).where(Node.status != NodeStatus.DOWN))
                 for kind in runtimes or ())
+            self._shared_mib = shared_room(session)
             self._memo.clear()
             self._built_at = time.monotonic()
 
@@ -68,5 +72,40 @@ class Feasibility:
                 return None
             if request not in self._memo:
                 decision = self._packer.place(request)
-                self._memo[request] = decision if isinstance(decision, NoFit) and decision.never else None
+                never = decision if isinstance(decision, NoFit) and decision.never else None
+                self._memo[request] = never or self._shared_memory_never(request)
             return self._memo[request]
+
+    def _shared_memory_never(self, request: Request) -> NoFit | None:
+        """A blocks request's memory no shared GPU and no shared MIG instance of an allowed model can hold."""
+        if request.blocks <= 0 or request.gpu_memory_mib <= 0:
+            return None
+        wanted = {model.key if (model := lookup_model(m)) else m.strip().lower() for m in request.gpu_models}
+        room = [mib for key, mib in self._shared_mib.items() if not wanted or key in wanted]
+        biggest = max(room, default=0)
+        if not room or request.gpu_memory_mib <= biggest:
+            return None  # no allowed GPU at all is the packer's answer
+        return NoFit(f"gpu_memory_mib {request.gpu_memory_mib} MiB is more than any shared GPU or shared MIG instance "
+                     f"can hold: the most is {biggest} MiB (blocks are a share of one GPU or of one MIG instance)",
+                     never=True, field_name="resources.gpu_memory_mib")
+
+
+def shared_room(session: Session) -> dict[str, int]:
+    """Per GPU model, the most memory one block job could hold on a registered GPU (not down).
+
+    A GPU an agent probed through NVML with MIG enabled stays in MIG mode (the driver's), so its blocks go to
+    a shared MIG instance: the largest profile's memory. Any other GPU can be made shared whole.
+    """
+    rows = session.execute(
+        select(Gpu.model, Gpu.memory_mib, Gpu.mig_enabled, Node.gpu_source).join(Node, Node.id == Gpu.node_id)
+        .where(Gpu.present.is_(True), Node.status != NodeStatus.DOWN)
+    ).all()
+    out: dict[str, int] = {}
+    for model_key, memory_mib, mig_enabled, source in rows:
+        room = memory_mib
+        model = lookup_model(model_key)
+        if mig_enabled and source == "nvml" and model is not None and model.mig_capable:
+            room = max((p.memory_mib for p in shared_profiles(model, 0)), default=0)
+        key = model.key if model is not None else model_key.strip().lower()
+        out[key] = max(out.get(key, 0), room)
+    return out

@@ -20,9 +20,12 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
     blocks_row = next((r for r in rows if r.kind == "blocks"), None)
     gpu_rows = [r for r in rows if r.gpu_uuid]
     devices = [r.mig_uuid or r.gpu_uuid or "" for r in gpu_rows]  # MIG UUID once carved, else the GPU's
+    # MIG instances not carved yet: a whole one (kind mig) or a shared one blocks jobs stack on (kind blocks)
     mig_slices = [
         {"index": i, "gpu_uuid": r.gpu_uuid, "profile": r.mig_profile, "start": r.mig_start}
-        for i, r in enumerate(gpu_rows) if r.kind == "mig" and r.mig_uuid is None
+        | ({"shared": True} if r.kind == "blocks" else {})
+        for i, r in enumerate(gpu_rows)
+        if r.mig_uuid is None and r.mig_start is not None and r.kind in ("mig", "blocks")
     ]
     return LaunchSpec(
         job_id=job.id, attempt=attempt, node_name=node_name, command=list(job.command), image=job.image,
@@ -31,6 +34,7 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
         mig_slices=mig_slices,
         blocks=blocks_row.blocks if blocks_row else None,
         gpu_memory_mib=blocks_row.gpu_memory_mib if blocks_row else None,
+        mig_shared=blocks_row is not None and blocks_row.mig_start is not None,
         cpus=job.cpus or None, memory_mib=job.memory_mib or None, time_limit_s=job.time_limit_s,
         grace_s=of_class(classes, job.priority_class, default_s=settings.default_grace_s),
         replica=replica, replicas=job.replicas, workdir=job.workdir,

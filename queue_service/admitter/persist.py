@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from partitioner.types import Slice
+from partitioner.types import LayoutChange, Slice
 from queue_service.admission.cycle import CycleResult
 from queue_service.admitter.launch import launch_spec
 from queue_service.db.clock import db_now
@@ -38,7 +38,7 @@ def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *, h
         if gpu is not None:
             log.info("GPU %s: %s -> %s (%s)", gpu.uuid, gpu.mode, change.mode.value, change.reason)
             gpu.mode = change.mode.value
-            gpu.mig_layout = [{"profile": p, "start": s, "uuid": None} for p, s in change.mig_layout]
+            gpu.mig_layout = _layout(gpu, change)
     launches = _admit(session, result, jobs, node_names, classes=classes, settings=settings)
     for preemption in result.preemptions:
         for victim_id in preemption.victims:
@@ -90,6 +90,19 @@ def _admit(session: Session, result: CycleResult, jobs: Mapping[str, Job], node_
                                         held.rows, classes=classes, settings=settings))
     effects.queue(session, launches=launches)
     return launches
+
+
+def _layout(gpu: Gpu, change: LayoutChange) -> list[dict]:
+    """The GPU's new ``mig_layout``: an instance it keeps (same profile and start) keeps its UUID; shared
+    instances are marked ``"shared": true`` (the agent carves the new ones when a job is launched on them)."""
+    known = {(m["profile"], m["start"]): m for m in gpu.mig_layout or []}
+    shared = set(change.shared_starts)
+    out = []
+    for profile, start in change.mig_layout:
+        entry = {k: v for k, v in known.get((profile, start), {"uuid": None}).items() if k != "shared"}
+        entry |= {"profile": profile, "start": start} | ({"shared": True} if start in shared else {})
+        out.append(entry)
+    return out
 
 
 def _record_instance(session: Session, s: Slice) -> None:

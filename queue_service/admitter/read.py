@@ -46,14 +46,16 @@ def build_cluster(session: Session, *, include_usage: bool = True, registered: b
         gpu_states = []
         for gpu in by_node.get(node.id, []):
             u = used.gpus.get(gpu.uuid, node_service.GpuUsage())
-            mig = tuple(
-                MigInstance(profile=m["profile"], start=m["start"], uuid=m.get("uuid"), held=m["start"] in u.mig_held)
-                for m in gpu.mig_layout or []
-            )
+            mig = tuple(_instance(m, u) for m in gpu.mig_layout or [])
             missing = u.mig_held - {m.start for m in mig}
             if missing:  # held instances the layout does not list: never offer them again
                 mig += tuple(MigInstance(profile=u.mig_profiles[s], start=s, held=True) for s in sorted(missing))
             gpu_states.append(
+            unlisted = set(u.mig_blocks) - {m.start for m in mig}
+            if unlisted:  # shared instances with blocks jobs the layout lost (a re-registration): count them
+                mig += tuple(MigInstance(profile=u.mig_shared_profiles[s], start=s, mode=GpuMode.SHARED,
+                                         used_blocks=u.mig_blocks[s], used_memory_mib=u.mig_memory_mib[s])
+                             for s in sorted(unlisted))
                 GpuState(
                     uuid=gpu.uuid, index=gpu.index, model=gpu.model, memory_mib=gpu.memory_mib,
                     sm_count=gpu.sm_count, mode=GpuMode(gpu.mode), held=u.held_whole,
@@ -75,6 +77,20 @@ def build_cluster(session: Session, *, include_usage: bool = True, registered: b
 def schedulable(node: Node, *, now: datetime) -> bool:
     """Takes new work: ready, not cordoned, its lease valid (the agent heartbeats)."""
     return unschedulable_why(node, now=now) == ""
+def _instance(entry: dict, usage: node_service.GpuUsage) -> MigInstance:
+    """One entry of ``Gpu.mig_layout`` with what is held on it.
+
+    Shared when the layout says so (``"shared": true``, set when the admitter carved it for blocks) or
+    when blocks jobs hold it: blocks on an instance count its SMs (100 blocks = the whole instance).
+    """
+    start = entry["start"]
+    if entry.get("shared") or start in usage.mig_blocks:
+        return MigInstance(profile=entry["profile"], start=start, uuid=entry.get("uuid"), mode=GpuMode.SHARED,
+                           used_blocks=usage.mig_blocks.get(start, 0),
+                           used_memory_mib=usage.mig_memory_mib.get(start, 0))
+    return MigInstance(profile=entry["profile"], start=start, uuid=entry.get("uuid"), held=start in usage.mig_held)
+
+
 
 
 def unschedulable_why(node: Node, *, now: datetime) -> str:

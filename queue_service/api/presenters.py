@@ -111,11 +111,12 @@ def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
             u = used.gpus.get(g.uuid, node_service.GpuUsage())
             used_memory = g.memory_mib if u.held_whole else u.used_memory_mib
             used_blocks = u.used_blocks
-            instances = _mig_instances(g.model, g.mig_layout or [], u.mig_held, u.mig_profiles)
+            instances = _mig_instances(g.model, g.mig_layout or [], u)
             if g.mode == "mig":  # what the held instances take: their memory and their share of the SMs
                 held = [i for i in instances if i.held]
                 used_memory = min(g.memory_mib, sum(i.memory_mib for i in held) + u.used_memory_mib)
-                used_sm = sum(_mig_sm(g.model, i.profile) for i in held)
+                used_sm = (sum(_mig_sm(g.model, i.profile) for i in held)
+                           + sum(i.sm_count * i.used_blocks / BLOCKS_PER_GPU for i in instances if i.mode == "shared"))
                 used_blocks = min(BLOCKS_PER_GPU, round(BLOCKS_PER_GPU * used_sm / g.sm_count)) if g.sm_count else 0
             gpu_out.append(GpuPublic(
                 uuid=g.uuid, index=g.index, name=g.name, model=g.model, memory_mib=g.memory_mib,
@@ -148,14 +149,18 @@ def _mig_sm(model: str, profile: str) -> int:
     return found.sm_count if found else 0
 
 
-def _mig_instances(model: str, layout: list[dict], held: set[int], held_profiles: dict[int, str]
-                   ) -> list[MigInstancePublic]:
-    """The layout's instances, each free or held; a held one the layout does not list is shown too."""
-    def one(profile: str, start: int, uuid: str | None) -> MigInstancePublic:
+def _mig_instances(model: str, layout: list[dict], u: node_service.GpuUsage) -> list[MigInstancePublic]:
+    """The layout's instances, each free, held or shared (with what its block jobs hold); a held or shared
+    one the layout does not list is shown too."""
+    def one(profile: str, start: int, uuid: str | None, shared: bool = False) -> MigInstancePublic:
         found = find_mig_profile(model, profile)
         return MigInstancePublic(profile=profile, start=start, uuid=uuid, memory_mib=found.memory_mib if found else 0,
-                                 held=start in held)
-    out = [one(m["profile"], m["start"], m.get("uuid")) for m in layout]
+                                 held=start in u.mig_held, mode="shared" if shared else "exclusive",
+                                 sm_count=found.sm_count if found else 0, used_blocks=u.mig_blocks.get(start, 0),
+                                 used_memory_mib=u.mig_memory_mib.get(start, 0))
+    out = [one(m["profile"], m["start"], m.get("uuid"), bool(m.get("shared"))) for m in layout]
     listed = {m["start"] for m in layout}
-    out += [one(held_profiles.get(s, ""), s, None) for s in sorted(held - listed)]
+        shared = shared or start in u.mig_blocks
+    out += [one(u.mig_profiles.get(s, ""), s, None) for s in sorted(u.mig_held - listed)]
+    out += [one(u.mig_shared_profiles.get(s, ""), s, None, True) for s in sorted(set(u.mig_blocks) - listed)]
     return sorted(out, key=lambda i: i.start)

@@ -154,7 +154,8 @@ def submit(
     if feasibility is not None:
         never = feasibility(request_for(job))
         if never is not None:
-            raise InvalidRequest(f"this job can never run on this cluster: {never.reason}", field="resources")
+            raise InvalidRequest(f"this job can never run on this cluster: {never.reason}",
+                                 field=never.field_name or "resources")
     if runtime_check is not None:
         missing = runtime_check(job.image is not None)
         if missing is not None:

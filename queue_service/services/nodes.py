@@ -34,6 +34,11 @@ class GpuUsage:
     mig_held: set[int] = field(default_factory=set)  # MIG starts held
     mig_profiles: dict[int, str] = field(default_factory=dict)  # start -> profile of held instances
     jobs: set[str] = field(default_factory=set)
+    # blocks jobs on shared MIG instances, per instance start: blocks and memory held, the instance's profile
+    # (these blocks and this memory are counted in used_blocks / used_memory_mib too)
+    mig_blocks: dict[int, int] = field(default_factory=dict)
+    mig_memory_mib: dict[int, int] = field(default_factory=dict)
+    mig_shared_profiles: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -118,8 +123,11 @@ def _apply_gpus(session: Session, node: Node, existing: dict[str, Gpu], gpus: li
         gpu.memory_mib = info.memory_mib
         gpu.sm_count = info.sm_count
         gpu.mig_enabled = info.mig_enabled
+        # the admitter's choice of shared instances outlives a re-probe (NVML knows nothing of MPS)
+        shared = {(m["profile"], m["start"]) for m in gpu.mig_layout or [] if m.get("shared")}
         gpu.mig_layout = [
             {"profile": m.profile, "start": m.start, "uuid": m.uuid, "memory_mib": m.memory_mib}
+            | ({"shared": True} if (m.profile, m.start) in shared else {})
             for m in info.mig_devices
         ]
         gpu.nvlink_peers = list(info.nvlink_peers)
@@ -218,6 +226,11 @@ def usage(session: Session) -> dict[str, NodeUsage]:
         elif alloc.kind == "blocks":
             gpu.used_blocks += alloc.blocks
             gpu.used_memory_mib += alloc.gpu_memory_mib
+            if alloc.mig_start is not None:  # on a shared MIG instance
+                start = alloc.mig_start
+                gpu.mig_blocks[start] = gpu.mig_blocks.get(start, 0) + alloc.blocks
+                gpu.mig_memory_mib[start] = gpu.mig_memory_mib.get(start, 0) + alloc.gpu_memory_mib
+                gpu.mig_shared_profiles[start] = alloc.mig_profile or ""
     return result
 
 
