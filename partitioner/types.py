@@ -166,10 +166,10 @@ class NoFit:
 
     reason: str
     never: bool = False  # True: no node of the cluster could ever hold it, even empty
-
-
     # the request field at fault, dotted, when one is (e.g. "resources.gpu_memory_mib"); "" otherwise (not compared)
     field_name: str = field(default="", compare=False)
+
+
 @dataclass(frozen=True, slots=True)
 class LayoutChange:
     """A proposed change of an idle GPU's mode or MIG layout."""

@@ -50,12 +50,12 @@ def build_cluster(session: Session, *, include_usage: bool = True, registered: b
             missing = u.mig_held - {m.start for m in mig}
             if missing:  # held instances the layout does not list: never offer them again
                 mig += tuple(MigInstance(profile=u.mig_profiles[s], start=s, held=True) for s in sorted(missing))
-            gpu_states.append(
             unlisted = set(u.mig_blocks) - {m.start for m in mig}
             if unlisted:  # shared instances with blocks jobs the layout lost (a re-registration): count them
                 mig += tuple(MigInstance(profile=u.mig_shared_profiles[s], start=s, mode=GpuMode.SHARED,
                                          used_blocks=u.mig_blocks[s], used_memory_mib=u.mig_memory_mib[s])
                              for s in sorted(unlisted))
+            gpu_states.append(
                 GpuState(
                     uuid=gpu.uuid, index=gpu.index, model=gpu.model, memory_mib=gpu.memory_mib,
                     sm_count=gpu.sm_count, mode=GpuMode(gpu.mode), held=u.held_whole,
@@ -74,9 +74,6 @@ def build_cluster(session: Session, *, include_usage: bool = True, registered: b
     return ClusterState(tuple(states), unschedulable=left_out)
 
 
-def schedulable(node: Node, *, now: datetime) -> bool:
-    """Takes new work: ready, not cordoned, its lease valid (the agent heartbeats)."""
-    return unschedulable_why(node, now=now) == ""
 def _instance(entry: dict, usage: node_service.GpuUsage) -> MigInstance:
     """One entry of ``Gpu.mig_layout`` with what is held on it.
 
@@ -91,6 +88,9 @@ def _instance(entry: dict, usage: node_service.GpuUsage) -> MigInstance:
     return MigInstance(profile=entry["profile"], start=start, uuid=entry.get("uuid"), held=start in usage.mig_held)
 
 
+def schedulable(node: Node, *, now: datetime) -> bool:
+    """Takes new work: ready, not cordoned, its lease valid (the agent heartbeats)."""
+    return unschedulable_why(node, now=now) == ""
 
 
 def unschedulable_why(node: Node, *, now: datetime) -> str:

@@ -154,13 +154,13 @@ def _mig_instances(model: str, layout: list[dict], u: node_service.GpuUsage) -> 
     one the layout does not list is shown too."""
     def one(profile: str, start: int, uuid: str | None, shared: bool = False) -> MigInstancePublic:
         found = find_mig_profile(model, profile)
+        shared = shared or start in u.mig_blocks
         return MigInstancePublic(profile=profile, start=start, uuid=uuid, memory_mib=found.memory_mib if found else 0,
                                  held=start in u.mig_held, mode="shared" if shared else "exclusive",
                                  sm_count=found.sm_count if found else 0, used_blocks=u.mig_blocks.get(start, 0),
                                  used_memory_mib=u.mig_memory_mib.get(start, 0))
     out = [one(m["profile"], m["start"], m.get("uuid"), bool(m.get("shared"))) for m in layout]
     listed = {m["start"] for m in layout}
-        shared = shared or start in u.mig_blocks
     out += [one(u.mig_profiles.get(s, ""), s, None) for s in sorted(u.mig_held - listed)]
     out += [one(u.mig_shared_profiles.get(s, ""), s, None, True) for s in sorted(set(u.mig_blocks) - listed)]
     return sorted(out, key=lambda i: i.start)

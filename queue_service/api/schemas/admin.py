@@ -77,15 +77,15 @@ class MigInstancePublic(BaseModel):
     uuid: str | None = None
     memory_mib: int = 0
     held: bool = False
-
-
-class GpuPublic(BaseModel):
     mode: str = Field(default="exclusive", description="exclusive: one MIG job holds it whole; shared: block jobs "
                       "stack on it under MPS, and 100 blocks = this instance's sm_count SMs (on a 3g.40gb of an "
                       "H100, 100 blocks = its 60 SMs and memory = its 40 GB)")
     sm_count: int = 0
     used_blocks: int = Field(default=0, description="shared: blocks held, of 100 (a share of this instance's SMs)")
     used_memory_mib: int = Field(default=0, description="shared: GPU memory held by block jobs, of memory_mib")
+
+
+class GpuPublic(BaseModel):
     uuid: str
     index: int
     name: str
