@@ -73,12 +73,14 @@ def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False)
     lets the agent write one, and run as ``GPUQ_JOB_USER`` when the agent is root;
     both are logged here, at start.
     """
+    from workers.gpu.mps import mps_owner
     from workers.runtime import cgroups, jobuser
     from workers.runtime.process import ProcessRuntime
 
     if runtime not in ("auto", "docker", "process"):
         raise ValueError(f"unknown runtime {runtime!r} (auto, docker or process)")
     runtimes: dict = {}
+    user = None
     if runtime in ("auto", "process"):
         probe = cgroups.probe(os.environ.get("GPUQ_CGROUP_PARENT") or cgroups.DEFAULT_PARENT)
         if probe.mode == cgroups.ENFORCED:
@@ -91,9 +93,13 @@ def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False)
             raise ValueError(str(exc)) from exc
         (log.info if user.switch else log.warning)("process jobs: %s", user.note)
         pids_max = int(os.environ.get("GPUQ_PIDS_MAX") or cgroups.DEFAULT_PIDS_MAX)
+    # MPS (block jobs): one owner for both runtimes; simulated GPUs have no daemons (limits in the env only)
+    mps = None if simulated_gpus else mps_owner(data_dir, user, isolate_shm=runtime == "docker")
+    if runtime in ("auto", "process"):
+        assert user is not None
         runtimes["process"] = ProcessRuntime(work_dir=job_work_root(data_dir, switching_user=user.switch),
                                              state_dir=data_dir / "shims", cgroups=probe, job_user=user,
-                                             pids_max=pids_max)
+                                             pids_max=pids_max, mps=mps)
     if runtime in ("auto", "docker"):
         try:
             import docker
@@ -102,7 +108,8 @@ def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False)
 
             client = docker.from_env(timeout=5)
             client.ping()
-            runtimes["docker"] = DockerRuntime(client=client, mps_root=data_dir / "mps", simulated_gpus=simulated_gpus)
+            runtimes["docker"] = DockerRuntime(client=client, mps=mps, simulated_gpus=simulated_gpus,
+                                               state_dir=data_dir / "watchdogs")
         except Exception as exc:  # no engine: image jobs fail with a clear reason
             if runtime == "docker":
                 raise ValueError(f"--runtime docker, but no Docker engine answers: {exc}") from exc
@@ -122,8 +129,13 @@ def start_agent(
     heartbeat_s: float = 5.0,
     sample_interval_s: float = 30.0,
     tls_cert: Path | None = None,
+    in_process: bool = False,
 ) -> LocalAgent:
-    """Build, register and start an agent and its dramatiq worker."""
+    """Build, register and start an agent and its dramatiq worker.
+
+    ``in_process``: the agent of ``gpuq serve``, inside the server it talks to; it never self-fences (a slow
+    answer from its own server under load is not a lost service: fencing killed running jobs).
+    """
     from workers.actors import register_agent, start_worker
     from workers.agent import Agent
     from workers.client import ServiceClient
@@ -148,6 +160,7 @@ def start_agent(
     client = ServiceClient(server, token, http=http)
     agent = Agent(client=client, runtimes=runtimes, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s,
                   sample_interval_s=sample_interval_s)
+    agent.lease.self_fence = not in_process
     register_agent(agent)
     agent.start()
     worker = start_worker(broker, inventory.node_name)
@@ -199,6 +212,7 @@ class EmbeddedServer:
                 broker=self.ctx.dispatcher.broker, runtime=settings.runtime, node_name=settings.node_name,
                 simulate_gpus=settings.simulate_gpus, data_dir=settings.data_dir / "agent",
                 heartbeat_s=settings.heartbeat_interval_s, sample_interval_s=settings.sample_interval_s,
+                in_process=True,
             )
         self._warm_partitioner()
         return self
@@ -243,8 +257,19 @@ def _wait_for_signal() -> None:
         pass
 
 
-def run_server(settings: Settings) -> None:
+def configure_logging() -> None:
+    """INFO to stderr: one line per job transition (``gpuq.jobs``), warnings and errors, and not every request.
+
+    The HTTP client's own INFO line per request is dropped: the local agent's
+    heartbeats, log shipping and samples were almost all of the log.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_server(settings: Settings) -> None:
+    configure_logging()
     embedded = EmbeddedServer(settings).start()
     url = f"{settings.scheme}://{settings.host}:{settings.port}"
     print(f"gpuq serving on {url}  (dashboard: {url}/ui, API docs: {url}/docs)", flush=True)
@@ -270,7 +295,7 @@ def run_agent(*, server: str, token: str, broker_url: str, runtime: str, node_na
               simulate_gpus: str | None, data_dir: Path, sample_interval_s: float = 30.0) -> None:
     from queue_service.dispatch import make_broker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if broker_url.startswith("memory://"):
         raise ValueError("a separate agent needs a shared broker: --broker-url redis://host:6379/0")
     local = start_agent(server=server, token=token, broker=make_broker(broker_url), runtime=runtime,

@@ -133,9 +133,13 @@ class ServiceClient:
                           RegisterAnswer)
 
     def heartbeat(self, node_name: str, *, running: list[tuple[str, int, int]] | None = None,
-                  timeout_s: float | None = None) -> HeartbeatAnswer:
-        """One try, no retries: a late heartbeat is worth less than the next one (the agent fences on time)."""
-        body = _body(HeartbeatBody, {"node_name": node_name, "running": None if running is None else _keys(running)})
+                  mps: dict[str, str] | None = None, timeout_s: float | None = None) -> HeartbeatAnswer:
+        """One try, no retries: a late heartbeat is worth less than the next one (the agent fences on time).
+
+        ``mps``: each shared device's MPS status (``ready`` / ``failed: …``); None: the agent runs no MPS.
+        """
+        body = _body(HeartbeatBody, {"node_name": node_name, "running": None if running is None else _keys(running),
+                                     "mps": mps})
         return self._post("/v1/agent/heartbeat", body, HeartbeatAnswer, attempts=1, timeout_s=timeout_s)
 
     def adopt(self, node_name: str, attempts: list[tuple[str, int, int]]) -> AdoptAnswer:

@@ -20,9 +20,9 @@ from ``workers``.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # The database columns' integer types bound every integer a body carries (PostgreSQL refuses more
 # with an error, not a 4xx): INTEGER for attempts, replicas, exit codes and sizes, BIGINT for offsets.
@@ -103,11 +103,22 @@ class RegisterAnswer(BaseModel):
 # -- heartbeat ---------------------------------------------------------------
 
 
+MpsDevice = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MpsStatus = Annotated[str, StringConstraints(pattern=r"^(ready|failed: .+)$", max_length=400)]
+
+
 class HeartbeatBody(BaseModel):
-    """Extend the lease; ``running``: the attempts the agent runs (None: an agent that does not say)."""
+    """Extend the lease; ``running``: the attempts the agent runs (None: an agent that does not say).
+
+    ``mps``: the MPS status of each GPU / MIG device the agent has run (or tried
+    to run) an MPS daemon for, by UUID: ``ready`` or ``failed: <reason>``; a
+    device left out has none (never shared, or its daemon stopped). None: an
+    agent that runs no MPS (simulated GPUs, an older agent): nothing changes.
+    """
 
     node_name: str = Field(max_length=128)
     running: list[AttemptKey] | None = Field(default=None, max_length=4096)
+    mps: dict[MpsDevice, MpsStatus] | None = Field(default=None, max_length=1024)
 
 
 class HeartbeatAnswer(BaseModel):

@@ -77,6 +77,7 @@ def test_client_env():
     env = ctl.client_env(MIG, blocks=30, memory_mib=10240)
     assert env == {
         "CUDA_MPS_PIPE_DIRECTORY": f"/srv/mps/{MIG}/pipe",
+        "CUDA_MPS_LOG_DIRECTORY": f"/srv/mps/{MIG}/log",
         "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30",
         "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=10240M",
     }

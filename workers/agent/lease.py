@@ -51,6 +51,7 @@ class Lease:
         running: Callable[[], list[RunKey]],
         on_answer: Callable[[HeartbeatAnswer], None],
         on_fence: Callable[[float], None],
+        mps_status: Callable[[], dict[str, str] | None] = lambda: None,
     ) -> None:
         self.client = client
         self.inventory = inventory
@@ -59,10 +60,15 @@ class Lease:
         self._running = running
         self._on_answer = on_answer
         self._on_fence = on_fence  # called with the stop grace cap, in seconds
+        self._mps_status = mps_status  # each heartbeat carries the devices' MPS status
+        self._wake = threading.Event()  # set: heartbeat now (an MPS status changed), or stop
         self._last_contact = time.monotonic()
         self._inventory_lock = threading.Lock()
         self.fenced = False  # True from a self-fence until the service answers again
         self.fences = 0  # how many times this agent fenced itself (tests, logs)
+        # False for the agent inside the server process (``gpuq serve``): a slow answer from its own server is
+        # load, not a partition, and the server is alive as long as this agent is; it never fences.
+        self.self_fence = True
 
     @property
     def node_name(self) -> str:
@@ -110,15 +116,25 @@ class Lease:
             threads.append(thread)
         return threads
 
+    def wake(self) -> None:
+        """Heartbeat now rather than at the next tick (the service should hear a changed MPS status soon)."""
+        self._wake.set()
+
     def _heartbeat_loop(self, stopping: threading.Event) -> None:
-        while not stopping.wait(self.heartbeat_s):
+        while True:
+            self._wake.wait(self.heartbeat_s)
+            if stopping.is_set():
+                return
+            self._wake.clear()
             self.heartbeat_once()
 
     def heartbeat_once(self) -> bool:
         """One heartbeat, re-registering if the service forgot the node or this node fenced. True if answered."""
         sent = time.monotonic()
         try:
-            answer = self.client.heartbeat(self.node_name, running=self._running(),
+            mps = self._mps_status()
+            extra = {} if mps is None else {"mps": mps}  # an agent without MPS sends what it always sent
+            answer = self.client.heartbeat(self.node_name, running=self._running(), **extra,
                                            timeout_s=max(0.5, min(5.0, self.fence_after_s / 2)))
         except (ServiceUnavailable, Refused) as exc:
             log.warning("heartbeat failed: %s", exc)
@@ -138,7 +154,7 @@ class Lease:
 
     def _fence_loop(self, stopping: threading.Event) -> None:
         while not stopping.wait(min(0.2, self.heartbeat_s)):
-            if not self.fenced and time.monotonic() - self._last_contact > self.fence_after_s:
+            if self.self_fence and not self.fenced and time.monotonic() - self._last_contact > self.fence_after_s:
                 self.fence()
 
     def fence(self) -> None:

@@ -11,6 +11,9 @@ What each piece does is in its own module; this class only wires them:
 - :mod:`~workers.agent.logs`, :mod:`~workers.agent.reports`,
   :mod:`~workers.agent.cleanup`: its logs, its exit report, its leftovers;
 - :mod:`~workers.agent.mig`: carving MIG instances before a launch;
+- :mod:`~workers.agent.mps`: the one MPS owner of both runtimes (status on
+  each heartbeat, dead daemons restarted and their jobs failed, daemons
+  stopped when a device leaves shared mode and at shutdown);
 - :mod:`workers.sampler`: NVML samples of the running jobs (measured usage).
 
 After each answered heartbeat the agent stops the attempts the service
@@ -29,10 +32,12 @@ from workers.agent.cleanup import Cleanup
 from workers.agent.lease import Lease
 from workers.agent.logs import LogShipper
 from workers.agent.mig import MigCarver
+from workers.agent.mps import MpsKeeper
 from workers.agent.reports import ExitReports
 from workers.agent.runs import RunBook, RunKey
 from workers.agent.supervisor import Supervisor
 from workers.client import ServiceClient
+from workers.gpu.mps import MpsDaemons
 from workers.messages import LaunchSpec, NodeInventory, StopRequest
 from workers.protocol import HeartbeatAnswer
 from workers.runtime.base import ExitReason, Runtime
@@ -59,6 +64,7 @@ class Agent:
         heartbeat_s: float = 5.0,
         lease_s: float = 30.0,
         sample_interval_s: float = 30.0,
+        mps: MpsDaemons | None = None,
     ) -> None:
         self.client = client
         self.runtimes = runtimes
@@ -69,15 +75,21 @@ class Agent:
         self._leaving = threading.Event()  # shutdown leaves the jobs running (their shims / containers)
         self._threads: list[threading.Thread] = []
         self.book = RunBook(work_dir)
+        if mps is None:  # the runtimes' shared owner (make_runtimes gives both the same one)
+            mps = next((m for m in (getattr(r, "mps", None) for r in runtimes.values()) if m is not None), None)
+        self.mps = MpsKeeper(mps=mps, book=self.book, inventory=lambda: self.lease.inventory)
         self.lease = Lease(client=client, inventory=inventory, heartbeat_s=heartbeat_s, lease_s=lease_s,
-                           running=self.book.keys, on_answer=self._after_heartbeat, on_fence=self._fence_runs)
+                           running=self.book.keys, on_answer=self._after_heartbeat, on_fence=self._fence_runs,
+                           mps_status=self.mps.status)
+        if mps is not None:
+            mps.on_change = self.lease.wake
         self.cleanup = Cleanup()
         self.logs = LogShipper(client)
         self.reports = ExitReports(client, self.book, self.logs, self.cleanup)
         self.mig = MigCarver(inventory=lambda: self.lease.inventory, report_gpus=self.lease.report_gpus)
         self.supervisor = Supervisor(client=client, node_name=self.node_name, runtimes=runtimes, book=self.book,
                                      carver=self.mig, logs=self.logs, reports=self.reports, cleanup=self.cleanup,
-                                     stopping=self._stop, leaving=self._leaving)
+                                     stopping=self._stop, leaving=self._leaving, mps=self.mps)
         self.sampler = Sampler(node_name=self.node_name, holders=self.book.holders, client=client,
                                interval_s=sample_interval_s, stopping=self._stop)
 
@@ -113,24 +125,34 @@ class Agent:
     # -- lifecycle ----------------------------------------------------------
     def start(self, *, register_timeout_s: float = 60.0) -> None:
         """Register (retrying while the service is unreachable), re-adopt, then heartbeat, fence and sample."""
+        self.mps.preflight()
         self.lease.register(timeout_s=register_timeout_s)
         self.renew()  # in contact again: the shims found below must not fence while they are adopted
         adopt(client=self.client, node_name=self.node_name, runtimes=self.runtimes, book=self.book,
               supervise=self.supervisor.start)
+        self.mps.after_adoption()
         self._threads += self.lease.start(self._stop)
+        mps_thread = self.mps.start(self._stop)
+        if mps_thread is not None:
+            self._threads.append(mps_thread)
+        if self.mps.status():
+            self.lease.wake()  # the first heartbeat now: the service learns the MPS status before placing
         self._threads.append(self.sampler.start())  # NVML samples -> measured usage (billing)
 
     def shutdown(self, *, stop_jobs: bool = True, grace_s: float = 5.0) -> None:
         """Stop the agent; ``stop_jobs`` False leaves its attempts running for the next agent to re-adopt."""
+        keep = set() if stop_jobs else self.mps.left_running()  # block jobs left running keep their daemons
         if not stop_jobs:
             self._leaving.set()
         self._stop.set()
+        self.lease.wake()  # the heartbeat loop sees the stop now
         if stop_jobs:
             runs = self.book.runs()
             for run in runs:
                 run.request_stop(SHUTDOWN, grace_s, cause="shutdown")
             for run in runs:
                 run.done.wait(timeout=grace_s + 5)
+        self.mps.shutdown(keep=keep)  # leave no daemon running but those
 
     def heartbeat_once(self) -> bool:
         """One heartbeat now (see ``Lease.heartbeat_once``); True if the service answered."""

@@ -18,6 +18,12 @@ written, a cgroup cannot be made, the engine stays away), is reported
 ``lost`` with ``node_fault``: the job is requeued and the service drains a
 node that keeps failing launches.
 
+A block job whose device's MPS daemon cannot start
+(:class:`~workers.gpu.mps.MpsUnavailable`) is reported ``lost`` with the
+reason, not ``start_failed``: the job is requeued and waits (the device's
+``failed`` status reaches the service with the next heartbeat, so it is not
+placed there again); it never runs without its limits.
+
 Re-adopted runs skip 1 and 2. Any unexpected error is reported as ``lost``:
 an attempt is never left unreported.
 """
@@ -31,10 +37,12 @@ import time
 from workers.agent.cleanup import Cleanup
 from workers.agent.logs import LogShipper
 from workers.agent.mig import MigCarver
+from workers.agent.mps import MpsKeeper
 from workers.agent.reports import ExitReports
 from workers.agent.runs import Run, RunBook
 from workers.agent.watch import watch
 from workers.client import Refused, ServiceClient, ServiceUnavailable
+from workers.gpu.mps import MpsUnavailable
 from workers.messages import LaunchSpec
 from workers.runtime.base import ExitReason, ExitStatus, LaunchError, NodeFault, Runtime, RuntimeError_
 
@@ -49,7 +57,8 @@ class Supervisor:
 
     def __init__(self, *, client: ServiceClient, node_name: str, runtimes: dict[str, Runtime], book: RunBook,
                  carver: MigCarver, logs: LogShipper, reports: ExitReports, cleanup: Cleanup,
-                 stopping: threading.Event, leaving: threading.Event | None = None) -> None:
+                 stopping: threading.Event, leaving: threading.Event | None = None,
+                 mps: MpsKeeper | None = None) -> None:
         self.client = client
         self.node_name = node_name
         self.runtimes = runtimes
@@ -60,6 +69,7 @@ class Supervisor:
         self.cleanup = cleanup
         self.stopping = stopping  # the agent is shutting down: stop waiting for an engine
         self.leaving = leaving  # the agent leaves its attempts running (shutdown without stopping jobs)
+        self.mps = mps  # MPS daemons: a whole-device job stops its device's idle daemon first
 
     def start(self, run: Run) -> None:
         """Supervise ``run`` in its own thread."""
@@ -86,7 +96,13 @@ class Supervisor:
                     self._open_logs(run)
                     run.runtime = self.runtime_for(run.spec)
                     run.spec = self.carver.carve(run.spec)
+                    if self.mps is not None:
+                        self.mps.before_launch(run.spec)
                     run.handle = self._launch(run, run.runtime)
+                except MpsUnavailable as exc:  # the node's MPS, not the job: lost (requeued), it waits
+                    log.error("no MPS for %s: %s", key, exc)
+                    keep = not self.reports.report(run, ExitStatus(None, ExitReason.LOST, str(exc)))
+                    return
                 except NodeFault as exc:  # this node's fault: the attempt is lost (requeued), the node counted
                     log.error("node fault starting %s: %s", key, exc)
                     keep = not self.reports.report(run, ExitStatus(None, ExitReason.LOST, f"node failure: {exc}",

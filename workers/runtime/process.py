@@ -15,6 +15,15 @@
 - **Environment**: only a few host variables, its own ``env`` and gpuq's
   limits (``CUDA_VISIBLE_DEVICES`` = the allocated UUIDs, ...), never the
   agent's secrets; a reserved name in ``env`` is refused.
+- **Block jobs** (``spec.blocks``) with an MPS owner (``mps``, the agent's one
+  :class:`~workers.gpu.mps.MpsDaemons`, shared with the Docker runtime): the
+  device's daemon is started first (or the launch fails with
+  :class:`~workers.gpu.mps.MpsUnavailable`: the job never runs unlimited), the
+  job gets ``CUDA_MPS_PIPE_DIRECTORY`` / ``CUDA_MPS_LOG_DIRECTORY`` beside its
+  thread percentage and pinned memory limit, and runs as the device's MPS
+  client uid instead of a per-attempt one (MPS serves one Unix user per
+  server; see :mod:`workers.gpu.mps`). Without an MPS owner (simulated GPUs)
+  the limits travel in the environment only.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workers.gpu.mps import MpsDaemon, MpsDaemons, mps_client_env
 from workers.messages import LaunchSpec
 from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, NodeFault, check_user_env
 from workers.runtime.cgroups import DEFAULT_PIDS_MAX, CgroupError, JobCgroup, Limits, Probe
@@ -52,7 +62,7 @@ class ProcessRuntime:
 
     def __init__(self, *, work_dir: Path | None = None, state_dir: Path | None = None,
                  cgroups: Probe | None = None, job_user: JobUser | None = None,
-                 pids_max: int = DEFAULT_PIDS_MAX) -> None:
+                 pids_max: int = DEFAULT_PIDS_MAX, mps: MpsDaemons | None = None) -> None:
         self.work_dir = work_dir
         if state_dir is None:
             state_dir = work_dir.parent / "shims" if work_dir is not None else Path(tempfile.mkdtemp(prefix="gpuq-"))
@@ -60,6 +70,7 @@ class ProcessRuntime:
         self.cgroups = cgroups if cgroups is not None and cgroups.layout is not None else None
         self.job_user = job_user
         self.pids_max = pids_max
+        self.mps = mps  # the agent's MPS owner; None: block limits travel in the environment only
         self.fence_after_s = DEFAULT_FENCE_AFTER_S
         self._shims: dict[str, subprocess.Popen] = {}  # our own children, reaped here
         self._stopped: set[str] = set()
@@ -71,8 +82,8 @@ class ProcessRuntime:
         """``enforced`` (cgroups) or ``env-only``: what the node reports in its inventory."""
         return "enforced" if self.cgroups is not None else "env-only"
 
-    def environment(self, spec: LaunchSpec) -> dict[str, str]:
-        """The exact environment the job gets."""
+    def environment(self, spec: LaunchSpec, mps_daemon: MpsDaemon | None = None) -> dict[str, str]:
+        """The exact environment the job gets (a block job's MPS client variables with ``mps_daemon``)."""
         env = {k: os.environ[k] for k in HOST_ENV_KEEP if k in os.environ}
         user = self.job_user
         if user is not None and user.switch:
@@ -81,6 +92,8 @@ class ProcessRuntime:
             env.update({k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "TMPDIR") if k in os.environ})
         env.update(spec.env)
         env.update(limits_env(spec))  # last: the allocation always wins
+        if mps_daemon is not None and spec.blocks is not None and spec.gpu_memory_mib:
+            env.update(mps_client_env(mps_daemon, blocks=spec.blocks, memory_mib=spec.gpu_memory_mib))
         return env
 
     # -- paths ---------------------------------------------------------------
@@ -103,19 +116,26 @@ class ProcessRuntime:
     # -- launch ----------------------------------------------------------------
     def launch(self, spec: LaunchSpec, *, stdout_path: Path, stderr_path: Path) -> str:
         check_user_env(spec.env)  # the API refuses these first; a spec that bypassed it is refused here
+        if spec.volumes:  # so does the API (volumes need an image): a host process sees the host as its user does
+            raise LaunchError("host volumes are mounted by the Docker runtime only; a host-process job takes none")
         if spec.workdir is not None and not Path(spec.workdir).is_dir():  # the job's own; never made here
             raise LaunchError(f"working directory {spec.workdir} does not exist on node {spec.node_name}")
         handle = self.handle_of(spec)
         run_dir = self._run_dir(handle)
         if self._shim_alive(handle) or (run_dir / "exit.json").exists():
             return handle  # a re-sent launch of an attempt this node already runs (or ran)
+        mps_daemon = self._mps_daemon(spec)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(run_dir)
         run_dir.mkdir(mode=0o700)
         stdout_path.parent.mkdir(parents=True, exist_ok=True)
         user = self.job_user if self.job_user is not None and self.job_user.switch else None
-        uid = None if user is None else self._claim_uid(user, run_dir)
+        if user is not None and mps_daemon is not None and mps_daemon.uid is not None:
+            uid: int | None = mps_daemon.uid  # the device's MPS client uid (one server per Unix user)
+            (run_dir / "uid").write_text(str(uid))
+        else:
+            uid = None if user is None else self._claim_uid(user, run_dir)
         cwd = Path(spec.workdir) if spec.workdir is not None else None
         if cwd is None and self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +152,7 @@ class ProcessRuntime:
                 raise NodeFault(f"cgroup: {exc}") from exc
         shim_spec: dict[str, Any] = {
             "key": [spec.job_id, spec.attempt, spec.replica], "node_name": spec.node_name,
-            "command": spec.command, "env": self.environment(spec), "cwd": str(cwd) if cwd else None,
+            "command": spec.command, "env": self.environment(spec, mps_daemon), "cwd": str(cwd) if cwd else None,
             "stdout": str(stdout_path), "stderr": str(stderr_path), "grace_s": spec.grace_s,
             "memory_mib": spec.memory_mib, "uid": uid, "gid": user.gid if user else None,
             "cgroup": None if group is None else {
@@ -169,12 +189,22 @@ class ProcessRuntime:
             time.sleep(POLL_S)
         return handle
 
+    def _mps_daemon(self, spec: LaunchSpec) -> MpsDaemon | None:
+        """A block job's device daemon, started if need be (``MpsUnavailable`` if it cannot run)."""
+        if spec.blocks is None or self.mps is None:
+            return None
+        if len(spec.gpu_uuids) != 1:
+            raise LaunchError(f"a block job runs on exactly one GPU or MIG device, got {len(spec.gpu_uuids)}")
+        if not spec.gpu_memory_mib:
+            raise LaunchError("a block job needs gpu_memory_mib (its MPS memory cap)")
+        return self.mps.ensure(spec.gpu_uuids[0])
+
     def _claim_uid(self, user: JobUser, run_dir: Path) -> int:
         """The job user's uid, or (per-attempt uids) the lowest one no run of this node holds (``RUN_DIR/uid``)."""
         if user.uids is None:
             return user.uid
         with self._uid_lock:
-            held = set()
+            held = set() if self.mps is None else self.mps.uids()  # MPS devices' client uids are not free
             with contextlib.suppress(FileNotFoundError):
                 for other in self.state_dir.iterdir():
                     uid = _read_int(other / "uid")
