@@ -108,8 +108,7 @@ def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False)
 
             client = docker.from_env(timeout=5)
             client.ping()
-            runtimes["docker"] = DockerRuntime(client=client, mps=mps, simulated_gpus=simulated_gpus,
-                                               state_dir=data_dir / "watchdogs")
+            runtimes["docker"] = DockerRuntime(client=client, mps=mps, simulated_gpus=simulated_gpus)
         except Exception as exc:  # no engine: image jobs fail with a clear reason
             if runtime == "docker":
                 raise ValueError(f"--runtime docker, but no Docker engine answers: {exc}") from exc
@@ -129,13 +128,8 @@ def start_agent(
     heartbeat_s: float = 5.0,
     sample_interval_s: float = 30.0,
     tls_cert: Path | None = None,
-    in_process: bool = False,
 ) -> LocalAgent:
-    """Build, register and start an agent and its dramatiq worker.
-
-    ``in_process``: the agent of ``gpuq serve``, inside the server it talks to; it never self-fences (a slow
-    answer from its own server under load is not a lost service: fencing killed running jobs).
-    """
+    """Build, register and start an agent and its dramatiq worker."""
     from workers.actors import register_agent, start_worker
     from workers.agent import Agent
     from workers.client import ServiceClient
@@ -160,7 +154,6 @@ def start_agent(
     client = ServiceClient(server, token, http=http)
     agent = Agent(client=client, runtimes=runtimes, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s,
                   sample_interval_s=sample_interval_s)
-    agent.lease.self_fence = not in_process
     register_agent(agent)
     agent.start()
     worker = start_worker(broker, inventory.node_name)
@@ -212,7 +205,6 @@ class EmbeddedServer:
                 broker=self.ctx.dispatcher.broker, runtime=settings.runtime, node_name=settings.node_name,
                 simulate_gpus=settings.simulate_gpus, data_dir=settings.data_dir / "agent",
                 heartbeat_s=settings.heartbeat_interval_s, sample_interval_s=settings.sample_interval_s,
-                in_process=True,
             )
         self._warm_partitioner()
         return self
@@ -257,19 +249,8 @@ def _wait_for_signal() -> None:
         pass
 
 
-def configure_logging() -> None:
-    """INFO to stderr: one line per job transition (``gpuq.jobs``), warnings and errors, and not every request.
-
-    The HTTP client's own INFO line per request is dropped: the local agent's
-    heartbeats, log shipping and samples were almost all of the log.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("httpx", "httpcore", "uvicorn.access"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def run_server(settings: Settings) -> None:
-    configure_logging()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embedded = EmbeddedServer(settings).start()
     url = f"{settings.scheme}://{settings.host}:{settings.port}"
     print(f"gpuq serving on {url}  (dashboard: {url}/ui, API docs: {url}/docs)", flush=True)
@@ -295,7 +276,7 @@ def run_agent(*, server: str, token: str, broker_url: str, runtime: str, node_na
               simulate_gpus: str | None, data_dir: Path, sample_interval_s: float = 30.0) -> None:
     from queue_service.dispatch import make_broker
 
-    configure_logging()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if broker_url.startswith("memory://"):
         raise ValueError("a separate agent needs a shared broker: --broker-url redis://host:6379/0")
     local = start_agent(server=server, token=token, broker=make_broker(broker_url), runtime=runtime,
