@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import case, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from queue_service.admission.units import held_equivalents, mig_share
+from queue_service.billing import rollups
 from queue_service.db.billing_models import UsageInterval
 from queue_service.db.clock import db_now  # re-exported: billing's callers read the clock from here
 from queue_service.db.models import Allocation, Gpu, Job, Node, Project
@@ -79,25 +78,30 @@ def open_intervals(session: Session, *, job: Job, attempt: int, replica: int, at
             mig_profile=alloc.mig_profile, mig_start=alloc.mig_start,
             mig_compute_share=mig_compute_share(gpu_model, alloc.mig_profile),
             cpus_milli=alloc.cpus_milli, memory_mib=alloc.memory_mib, started_at=start, ended_at=None,
+            workload=job.workload, labels_json=rollups.labels_key(job.labels),
         ))
     session.flush()
     return len(fresh)
 
 
 def close_intervals(session: Session, *, allocation_ids: Iterable[str], at: datetime | None = None) -> int:
-    """Close the open intervals of these allocations; returns how many were open.
+    """Close the open intervals of these allocations and add them to the rollups; returns how many were open.
 
     The end never precedes the start (SQLite's process clock may step back),
-    so an interval's length is never negative.
+    so an interval's length is never negative. The rollup rows
+    (``billing.rollups``) are written here, in the same transaction: a closed
+    interval is in the rollups exactly when it is closed.
     """
     ids = list(allocation_ids)
     if not ids:
         return 0
     end = at or db_now(session)
-    result = cast("CursorResult[Any]", session.execute(  # an UPDATE answers a CursorResult (rowcount)
-        update(UsageInterval)
-        .where(UsageInterval.allocation_id.in_(ids), UsageInterval.ended_at.is_(None))
-        .values(ended_at=case((UsageInterval.started_at > end, UsageInterval.started_at), else_=end))
-        .execution_options(synchronize_session=False)
+    rows = list(session.scalars(
+        select(UsageInterval).where(UsageInterval.allocation_id.in_(ids), UsageInterval.ended_at.is_(None))
+        .order_by(UsageInterval.id)
     ))
-    return result.rowcount or 0
+    for row in rows:
+        row.ended_at = max(row.started_at, end)
+    session.flush()
+    rollups.add_closed(session, rows)
+    return len(rows)

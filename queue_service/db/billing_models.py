@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from queue_service.db.base import Base, utcnow
@@ -58,6 +58,9 @@ class UsageInterval(Base):
     memory_mib: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # rollups (revision 0011): the job's workload class and labels, copied like the project (canonical JSON)
+    workload: Mapped[str] = mapped_column(String(32), default="batch", server_default=text("'batch'"))
+    labels_json: Mapped[str] = mapped_column(Text, default="{}", server_default=text("'{}'"))
 
 
 class GpuPrice(Base):
@@ -105,3 +108,60 @@ class GpuSample(Base):
     window_s: Mapped[float] = mapped_column(Float)
     sm_percent: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: NVML cannot say (MIG)
     memory_used_mib: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- usage rollups (revision 0011): what closed intervals held, summed per UTC hour and reporting key -------------
+
+
+class UsageRollup(Base):
+    """Closed ledger intervals summed per UTC hour and key (``billing.rollups``), written in the close's transaction.
+
+    Key: hour, project, owner token, workload class, labels (canonical JSON, keyed by its hash) and GPU model
+    (the price key: a model's price list prices it; the cost is summed already split where a list changed).
+    Every quantity is a resource-second sum, so any set of whole hours and keys adds up exactly; open
+    intervals are never here.
+    """
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (
+        Index("uq_usage_rollups_key", "project_id", "hour", "owner_token_id", "workload", "labels_hash",
+              "gpu_model", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hour: Mapped[datetime] = mapped_column(DateTime)  # the bucket's start, a whole UTC hour
+    project_id: Mapped[str] = mapped_column(String(32))
+    project_name: Mapped[str] = mapped_column(String(64))
+    owner_token_id: Mapped[str] = mapped_column(String(32), default="")  # "" for none
+    workload: Mapped[str] = mapped_column(String(32), default="batch")
+    labels_hash: Mapped[str] = mapped_column(String(40), default="")  # sha1 of labels_json: the key (indexable)
+    labels_json: Mapped[str] = mapped_column(Text, default="{}")
+    gpu_model: Mapped[str] = mapped_column(String(64), default="")  # "" for none (CPU-only)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    block_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    mig_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_equivalent_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_memory_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    ram_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    max_gpu_memory_mib: Mapped[int] = mapped_column(Integer, default=0)  # largest per-device allocation
+    intervals: Mapped[int] = mapped_column(Integer, default=0)  # interval pieces summed here
+
+
+class UsageJobDay(Base):
+    """A job held something (a closed interval of positive length) on this UTC day: distinct-job counts."""
+
+    __tablename__ = "usage_job_days"
+    __table_args__ = (
+        Index("uq_usage_job_days_key", "project_id", "day", "job_id", "gpu_model", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[datetime] = mapped_column(DateTime)  # UTC midnight
+    project_id: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str] = mapped_column(String(32))
+    gpu_model: Mapped[str] = mapped_column(String(64), default="")
+    owner_token_id: Mapped[str] = mapped_column(String(32), default="")
+    workload: Mapped[str] = mapped_column(String(32), default="batch")
+    labels_json: Mapped[str] = mapped_column(Text, default="{}")

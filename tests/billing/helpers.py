@@ -8,6 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from queue_service.billing import rollups
 from queue_service.context import ServiceContext
 from queue_service.db.billing_models import UsageInterval
 from tests.api.helpers import auth, exited, get_job, started, submit
@@ -35,10 +36,17 @@ def finish(api: TestClient, actors, job: dict) -> None:
 
 
 def pin(ctx: ServiceContext, job_id: str, start: datetime, end: datetime | None) -> None:
-    """Move a job's ledger intervals to fixed times, so windows and prices are exact."""
+    """Move a job's ledger intervals to fixed times, so windows and prices are exact (rollups rebuilt)."""
     with ctx.sessions() as session, session.begin():
         session.execute(update(UsageInterval).where(UsageInterval.job_id == job_id)
                         .values(started_at=start, ended_at=end))
+    reroll(ctx)
+
+
+def reroll(ctx: ServiceContext) -> None:
+    """Rebuild the usage rollups after a test rewrote history (pinned times, prices set in the past)."""
+    with ctx.sessions() as session, session.begin():
+        rollups.rebuild(session)
 
 
 def intervals(ctx: ServiceContext, job_id: str | None = None) -> list[UsageInterval]:

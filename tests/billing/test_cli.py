@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from queue_service import cli
 from queue_service.db.billing_models import GpuPrice
 from tests import builders
-from tests.billing.helpers import finish, pin, running
+from tests.billing.helpers import finish, pin, reroll, running
 
 
 def _wire(monkeypatch, api, token: str) -> None:
@@ -26,6 +26,7 @@ def test_usage_and_prices_commands(api, ctx, actors, monkeypatch) -> None:
     pin(ctx, job["id"], datetime(2026, 11, 3, 10), datetime(2026, 11, 3, 13))
     with ctx.sessions() as session, session.begin():
         session.add(GpuPrice(gpu_model="h100-80gb", effective_from=datetime(2026, 1, 1), gpu_hour=2.5))
+    reroll(ctx)  # prices written as if set back then: the rollups priced without them
     runner = CliRunner()
     _wire(monkeypatch, api, actors.member_a)
     out = runner.invoke(cli.app, ["usage", "--project", "alpha", "--month", "2026-11"])

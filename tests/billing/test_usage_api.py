@@ -14,7 +14,7 @@ from queue_service.db.billing_models import GpuPrice
 from queue_service.db.models import AuditEntry
 from tests import builders
 from tests.api.helpers import auth
-from tests.billing.helpers import finish, pin, running, usage
+from tests.billing.helpers import finish, pin, reroll, running, usage
 
 T0 = datetime(2026, 10, 31, 22, 0)  # job A: 4 h across midnight, Oct 31 22:00 -> Nov 1 02:00
 H = timedelta(hours=1)
@@ -33,6 +33,7 @@ def billed(api, ctx, actors) -> dict:
     with ctx.sessions() as session, session.begin():  # history: written as if set back then
         session.add(GpuPrice(gpu_model="h100-80gb", effective_from=datetime(2026, 1, 1), gpu_hour=2.0))
         session.add(GpuPrice(gpu_model="h100-80gb", effective_from=T0 + 3 * H, gpu_hour=4.0))
+    reroll(ctx)  # prices written as if set back then: the rollups priced without them
     return {"a": a, "b": b}
 
 

@@ -1,0 +1,224 @@
+"""Usage rollups: closed ledger intervals summed per UTC hour and reporting key, in the close's transaction.
+
+Why per hour, not per day: a report's window is exact to the second, so its
+ragged ends (a window that starts at 09:17, or "this month so far" that
+ends now) are computed interval by interval; with hour buckets those ends
+are at most an hour of intervals each, with day buckets up to a day. An
+hour bucket is still small: a month is 720 buckets per key, and a 90-minute
+interval touches two or three.
+
+What a row holds (``UsageRollup``): resource-seconds (whole GPUs, blocks,
+MIG instances, GPU-equivalents, GPU memory beside blocks, CPUs, RAM) and the
+cost, each piece priced by the lists in force for that piece (``PriceBook``
+splits where a list changes), keyed by hour, project, owner token, workload
+class, labels (canonical JSON) and GPU model. Sums of sums: any set of whole
+hours and keys adds up to what the intervals say.
+
+Distinct jobs are not additive over buckets, so ``UsageJobDay`` keeps one
+row per (day, job, GPU model) a closed interval touched; reports count
+distinct jobs there.
+
+Writes are upserts (``INSERT .. ON CONFLICT DO UPDATE``), keys sorted, one
+statement per chunk: two transactions closing intervals of one hour and key
+serialise on that row and never deadlock. ``add_closed`` is called by
+``ledger.close_intervals`` only; ``backfill`` rebuilds from the ledger (the
+0011 migration, and ``rebuild`` for tests and repairs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from queue_service.admission.units import held_equivalents
+from queue_service.billing.pricebook import PriceBook
+from queue_service.db.billing_models import UsageInterval, UsageJobDay, UsageRollup
+
+__all__ = ["HOUR", "QUANTITIES", "Contributions", "add_closed", "backfill", "day_floor", "hour_floor",
+           "hour_pieces", "labels_hash", "labels_key", "piece", "rebuild"]
+
+HOUR = timedelta(hours=1)
+QUANTITIES = ("gpu_seconds", "block_seconds", "mig_seconds", "gpu_equivalent_seconds", "gpu_memory_gib_seconds",
+              "cpu_seconds", "ram_gib_seconds", "cost")
+KEY = ("project_id", "hour", "owner_token_id", "workload", "labels_hash", "gpu_model")
+JOB_DAY_KEY = ("project_id", "day", "job_id", "gpu_model")
+CHUNK_ROWS = 500  # rows per upsert statement (SQLite binds at most 32766 parameters)
+
+
+class IntervalLike(Protocol):
+    """What the rollup reads of an interval (an ORM ``UsageInterval`` or a plain row of its columns)."""
+
+    job_id: str
+    project_id: str
+    project_name: str
+    owner_token_id: str | None
+    workload: str
+    labels_json: str
+    kind: str
+    gpu_model: str | None
+    gpus: int
+    blocks: int
+    gpu_memory_mib: int
+    mig_profile: str | None
+    mig_compute_share: float
+    cpus_milli: int
+    memory_mib: int
+    started_at: datetime
+    ended_at: datetime | None
+
+
+def labels_key(labels: Mapping[str, str] | None) -> str:
+    """Labels as canonical JSON (sorted keys, no spaces): equal dicts give equal keys."""
+    return json.dumps(dict(labels or {}), sort_keys=True, separators=(",", ":"))
+
+
+def labels_hash(labels_json: str) -> str:
+    """The rollup key for a labels set: a digest, so a long labels JSON never exceeds an index entry."""
+    return hashlib.sha1(labels_json.encode(), usedforsecurity=False).hexdigest()
+
+
+def hour_floor(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def day_floor(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def hour_pieces(a: datetime, b: datetime) -> list[tuple[datetime, datetime]]:
+    """``[a, b)`` cut at whole UTC hours."""
+    out = []
+    while a < b:
+        nxt = min(b, hour_floor(a) + HOUR)
+        out.append((a, nxt))
+        a = nxt
+    return out
+
+
+def piece(iv: IntervalLike, a: datetime, b: datetime, prices: PriceBook) -> dict[str, float]:
+    """What ``iv`` held over ``[a, b)``, as resource-seconds and cost (the report's arithmetic, in seconds)."""
+    s = (b - a).total_seconds()
+    out = dict.fromkeys(QUANTITIES, 0.0)
+    if iv.kind == "gpu":
+        out["gpu_seconds"] = iv.gpus * s
+    elif iv.kind == "mig":
+        out["mig_seconds"] = s
+    elif iv.kind == "blocks":
+        out["block_seconds"] = iv.blocks * s
+        out["gpu_memory_gib_seconds"] = iv.gpu_memory_mib / 1024 * s
+    out["gpu_equivalent_seconds"] = held_equivalents(
+        iv.kind, blocks=iv.blocks, mig_profile=iv.mig_profile, gpu_model=iv.gpu_model) * s
+    out["cpu_seconds"] = iv.cpus_milli / 1000 * s
+    out["ram_gib_seconds"] = iv.memory_mib / 1024 * s
+    out["cost"] = prices.cost(iv, a, b)  # type: ignore[arg-type]  # PriceBook reads the same attributes
+    return out
+
+
+class Contributions:
+    """Rollup rows and job-day rows for a batch of closed intervals, summed by key before writing."""
+
+    def __init__(self) -> None:
+        self.rollups: dict[tuple, dict[str, Any]] = {}
+        self.job_days: dict[tuple, dict[str, Any]] = {}
+
+    def add(self, iv: IntervalLike, prices: PriceBook) -> None:
+        end = iv.ended_at
+        if end is None or end <= iv.started_at:
+            return  # open, or nothing held: a zero-length interval bills nothing
+        owner = iv.owner_token_id or ""
+        model = iv.gpu_model or ""
+        digest = labels_hash(iv.labels_json)
+        for a, b in hour_pieces(iv.started_at, end):
+            key = (iv.project_id, hour_floor(a), owner, iv.workload, digest, model)
+            row = self.rollups.get(key)
+            if row is None:
+                row = self.rollups[key] = {**dict(zip(KEY, key, strict=True)), "project_name": iv.project_name,
+                                           "labels_json": iv.labels_json,
+                                           **dict.fromkeys(QUANTITIES, 0.0), "max_gpu_memory_mib": 0,
+                                           "intervals": 0}
+            for name, value in piece(iv, a, b, prices).items():
+                row[name] += value
+            row["max_gpu_memory_mib"] = max(row["max_gpu_memory_mib"], iv.gpu_memory_mib)
+            row["intervals"] += 1
+            day = day_floor(a)
+            self.job_days.setdefault((iv.project_id, day, iv.job_id, model), {
+                "project_id": iv.project_id, "day": day, "job_id": iv.job_id, "gpu_model": model,
+                "owner_token_id": owner, "workload": iv.workload, "labels_json": iv.labels_json,
+            })
+
+    def write(self, bind: Session | Connection) -> None:
+        dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+        rollups = [self.rollups[k] for k in sorted(self.rollups)]  # sorted: concurrent writers lock in one order
+        days = [self.job_days[k] for k in sorted(self.job_days)]
+        table: Table = UsageRollup.__table__  # type: ignore[assignment]
+        days_table: Table = UsageJobDay.__table__  # type: ignore[assignment]
+        insert: Callable[..., Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        greatest = func.greatest if dialect == "postgresql" else func.max
+        for chunk in _chunks(rollups):
+            stmt = insert(table).values(chunk)
+            stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={
+                **{name: table.c[name] + stmt.excluded[name] for name in (*QUANTITIES, "intervals")},
+                "max_gpu_memory_mib": greatest(table.c.max_gpu_memory_mib, stmt.excluded.max_gpu_memory_mib),
+                "project_name": stmt.excluded.project_name,
+            })
+            bind.execute(stmt)
+        for chunk in _chunks(days):
+            bind.execute(insert(days_table).values(chunk).on_conflict_do_nothing(index_elements=list(JOB_DAY_KEY)))
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    for i in range(0, len(rows), CHUNK_ROWS):
+        yield rows[i:i + CHUNK_ROWS]
+
+
+def add_closed(session: Session, rows: Iterable[UsageInterval], prices: PriceBook | None = None) -> None:
+    """Add just-closed intervals to the rollups, in the caller's transaction (``ledger.close_intervals``)."""
+    batch = Contributions()
+    book = prices
+    for iv in rows:
+        if book is None:
+            book = PriceBook.load(session)
+        batch.add(iv, book)
+    if batch.rollups:
+        batch.write(session)
+
+
+def backfill(bind: Session | Connection, select_page: Callable[[int, int], list[Any]], prices: PriceBook,
+             *, page: int = 20_000) -> int:
+    """Roll up every closed interval (a fresh table: the 0011 migration, ``rebuild``); returns how many were read.
+
+    ``select_page(after_id, limit)`` answers the next closed intervals by id (rows with an ``id``), so no
+    server-side cursor stays open while the rollups are written on the same connection.
+    """
+    n, after = 0, 0
+    while True:
+        rows = select_page(after, page)
+        if not rows:
+            return n
+        batch = Contributions()
+        for iv in rows:
+            batch.add(iv, prices)
+        batch.write(bind)
+        n += len(rows)
+        after = rows[-1].id
+
+
+def rebuild(session: Session) -> int:
+    """Empty the rollups and sum the whole ledger again (repairs, tests); returns the intervals read."""
+    session.execute(delete(UsageRollup))
+    session.execute(delete(UsageJobDay))
+
+    def page(after: int, limit: int) -> list[Any]:
+        return list(session.scalars(select(UsageInterval).where(UsageInterval.ended_at.is_not(None),
+                                                                UsageInterval.id > after)
+                                    .order_by(UsageInterval.id).limit(limit)))
+
+    return backfill(session, page, PriceBook.load(session))
