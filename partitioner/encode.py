@@ -118,6 +118,8 @@ def encode(cluster: ClusterState) -> Encoded:
                     if inst.mode is GpuMode.SHARED:
                         free_b = BLOCKS_PER_GPU - inst.used_blocks
                         free_m = profile.memory_mib - inst.used_memory_mib
+                        if inst.mps_failed:  # its MPS daemon is not ready: no room for blocks
+                            free_b = free_m = 0
                         kind = KIND_MIG_SHARED
                     else:
                         free_b = 0 if inst.held else BLOCKS_PER_GPU
@@ -127,8 +129,9 @@ def encode(cluster: ClusterState) -> Encoded:
                                  inst.start))
                     infos.append(UnitInfo(node.node_id, gpu, profile.name, inst.start, inst.uuid))
             elif gpu.mode is GpuMode.SHARED:
-                rows.append((KIND_SHARED, n, g, max(BLOCKS_PER_GPU - gpu.used_blocks, 0),
-                             max(gpu.memory_mib - gpu.used_memory_mib, 0), gpu.memory_mib, -1, -1))
+                ok = not gpu.mps_failed  # a GPU whose MPS daemon is not ready has no room for blocks
+                rows.append((KIND_SHARED, n, g, max(BLOCKS_PER_GPU - gpu.used_blocks, 0) if ok else 0,
+                             max(gpu.memory_mib - gpu.used_memory_mib, 0) if ok else 0, gpu.memory_mib, -1, -1))
                 infos.append(UnitInfo(node.node_id, gpu))
             else:
                 free = not gpu.held

@@ -700,14 +700,29 @@ class Packer:
             return self._cpu_reason(req, per_node >= req.gpus)
         shared = unit_ok & ((enc.unit_kind == KIND_SHARED) | (enc.unit_kind == KIND_MIG_SHARED))
         if not shared.any():
-            return "no shared GPU of an allowed model (idle GPUs can be turned shared by repartitioning)"
+            return (self._mps_failed(unit_ok)
+                    or "no shared GPU of an allowed model (idle GPUs can be turned shared by repartitioning)")
         room = shared & (enc.unit_free_blocks >= req.blocks) & (enc.unit_free_mem >= req.gpu_memory_mib)
         if not room.any():
-            return (f"no shared GPU has {req.blocks} free blocks and {req.gpu_memory_mib} MiB free; "
+            return self._mps_failed(unit_ok) or (
+                    f"no shared GPU has {req.blocks} free blocks and {req.gpu_memory_mib} MiB free; "
                     f"the most free blocks on one is {int(enc.unit_free_blocks[shared].max())}")
         nodes = np.zeros(n_nodes, dtype=np.bool_)
         nodes[enc.unit_node[room]] = True
         return self._cpu_reason(req, nodes)
+
+    def _mps_failed(self, units: np.ndarray) -> str:
+        """``MPS on <device> failed: <why>`` for the first of ``units`` whose MPS daemon is not ready, else ""."""
+        for u in np.flatnonzero(units):
+            info = self.enc.units[int(u)]
+            if info.mig_start is None:
+                if info.gpu.mps_failed:
+                    return f"MPS on {info.gpu.uuid} failed: {info.gpu.mps_failed}"
+                continue
+            inst = next((i for i in info.gpu.mig_instances if i.start == info.mig_start), None)
+            if inst is not None and inst.mps_failed:
+                return f"MPS on {inst.uuid or f'{info.gpu.uuid} slice {inst.start}'} failed: {inst.mps_failed}"
+        return ""
 
     # -- state changes -------------------------------------------------------
 
@@ -819,7 +834,8 @@ def _emptied(cluster: ClusterState) -> ClusterState:
     """The cluster with nothing held and every GPU free (for "never fits" checks)."""
     nodes = []
     for node in cluster.nodes:
-        gpus = tuple(replace(g, held=False, used_blocks=0, used_memory_mib=0, mig_instances=()) for g in node.gpus)
+        gpus = tuple(replace(g, held=False, used_blocks=0, used_memory_mib=0, mig_instances=(), mps_failed="")
+                     for g in node.gpus)
         nodes.append(replace(node, free_cpus_milli=node.cpus_milli, free_memory_mib=node.memory_mib, gpus=gpus))
     return ClusterState(nodes=tuple(nodes))
 

@@ -86,8 +86,8 @@ def _change_for(gpu: GpuState, req: Request) -> _Change | None:
     if req.gpus > 0:
         return None if gpu.mode is GpuMode.EXCLUSIVE else (GpuMode.EXCLUSIVE, (), ())
     if req.blocks > 0:
-        if gpu.mode is GpuMode.SHARED or gpu.memory_mib < req.gpu_memory_mib:
-            return None
+        if gpu.mode is GpuMode.SHARED or gpu.memory_mib < req.gpu_memory_mib or gpu.mps_failed:
+            return None  # (its MPS daemon cannot start: shared, it would take no block job either)
         return (GpuMode.SHARED, (), ())
     return None
 
@@ -119,7 +119,8 @@ def _shared_instance(gpu: GpuState, req: Request) -> tuple[_Layout, tuple[int, .
             if not validate_layout(model.key, layout):
                 return layout, tuple(sorted((*shared, start)))
     idle = [(p, i) for p, i in zip(ids, instances, strict=True)
-            if p is not None and i.mode is GpuMode.EXCLUSIVE and not i.held and p.memory_mib >= req.gpu_memory_mib]
+            if p is not None and i.mode is GpuMode.EXCLUSIVE and not i.held and p.memory_mib >= req.gpu_memory_mib
+            and not i.mps_failed]
     if idle:  # 2. an idle instance turns shared
         _p, pick = min(idle, key=lambda e: (e[0].memory_slices, -e[0].compute_slices, e[1].start))
         return current, tuple(sorted((*shared, pick.start)))

@@ -46,6 +46,7 @@ class MigInstance:
     used_blocks: int = 0  # SHARED instance: blocks held
     used_memory_mib: int = 0  # SHARED instance: memory held
     workloads: tuple[str, ...] = ()  # workload classes held on it, one entry per allocation (coexistence)
+    mps_failed: str = ""  # why its MPS daemon is not ready ("" = ready or never tried): it takes no block job
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class GpuState:
     used_memory_mib: int = 0  # SHARED: memory held
     mig_instances: tuple[MigInstance, ...] = ()  # MIG: the current layout
     nvlink_peers: tuple[int, ...] = ()  # indices of NVLink peers on the same node
+    mps_failed: str = ""  # why its MPS daemon is not ready ("" = ready or never tried): it takes no block job
     # workload classes held anywhere on it (whole, blocks, its MIG instances), one entry per allocation
     workloads: tuple[str, ...] = ()
 

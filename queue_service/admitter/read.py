@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Container
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -55,12 +56,14 @@ def build_cluster(session: Session, *, include_usage: bool = True, registered: b
                 mig += tuple(MigInstance(profile=u.mig_shared_profiles[s], start=s, mode=GpuMode.SHARED,
                                          used_blocks=u.mig_blocks[s], used_memory_mib=u.mig_memory_mib[s])
                              for s in sorted(unlisted))
+            mig = _with_mps(mig, gpu.mps_status)
             gpu_states.append(
                 GpuState(
                     uuid=gpu.uuid, index=gpu.index, model=gpu.model, memory_mib=gpu.memory_mib,
                     sm_count=gpu.sm_count, mode=GpuMode(gpu.mode), held=u.held_whole,
                     used_blocks=0 if u.held_whole else u.used_blocks, used_memory_mib=u.used_memory_mib,
                     mig_instances=mig, nvlink_peers=tuple(gpu.nvlink_peers or ()),
+                    mps_failed=node_service.mps_failure(gpu.mps_status, gpu.uuid),
                 )
             )
         states.append(
@@ -86,6 +89,14 @@ def _instance(entry: dict, usage: node_service.GpuUsage) -> MigInstance:
                            used_blocks=usage.mig_blocks.get(start, 0),
                            used_memory_mib=usage.mig_memory_mib.get(start, 0))
     return MigInstance(profile=entry["profile"], start=start, uuid=entry.get("uuid"), held=start in usage.mig_held)
+
+
+def _with_mps(instances: tuple[MigInstance, ...], status: dict[str, str] | None) -> tuple[MigInstance, ...]:
+    """The instances, each with why its MPS daemon failed (``gpus.mps_status``): those take no block job."""
+    if not status:
+        return instances
+    return tuple(replace(m, mps_failed=why) if (why := node_service.mps_failure(status, m.uuid)) else m
+                 for m in instances)
 
 
 def schedulable(node: Node, *, now: datetime) -> bool:

@@ -112,6 +112,9 @@ def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
             used_memory = g.memory_mib if u.held_whole else u.used_memory_mib
             used_blocks = u.used_blocks
             instances = _mig_instances(g.model, g.mig_layout or [], u)
+            mps = g.mps_status or {}  # revision 0015: each device's MPS daemon status
+            instances = [i.model_copy(update={"mps": mps[i.uuid]}) if i.uuid and i.uuid in mps else i
+                         for i in instances]
             if g.mode == "mig":  # what the held instances take: their memory and their share of the SMs
                 held = [i for i in instances if i.held]
                 used_memory = min(g.memory_mib, sum(i.memory_mib for i in held) + u.used_memory_mib)
@@ -121,6 +124,7 @@ def nodes_public(session: Session, *, principal: Principal) -> list[NodePublic]:
             gpu_out.append(GpuPublic(
                 uuid=g.uuid, index=g.index, name=g.name, model=g.model, memory_mib=g.memory_mib,
                 sm_count=g.sm_count, mode=g.mode, mig_layout=g.mig_layout or [], held_whole=u.held_whole,
+                mps=mps.get(g.uuid),
                 used_blocks=used_blocks, free_blocks=BLOCKS_PER_GPU - used_blocks,
                 used_memory_mib=used_memory, free_memory_mib=g.memory_mib - used_memory,
                 jobs=sorted(u.jobs) if principal.sees_all_projects else [],

@@ -41,6 +41,13 @@ def _gpu_lines(g: dict) -> list[tuple[str, str]]:
     return [(f"free, {g['free_memory_mib']} MiB", "")]
 
 
+def _mps_note(g: dict) -> str:
+    """``mps: ready`` / ``mps: failed: <reason>`` for the GPU and each MIG instance with a status ("" if none)."""
+    parts = [f"mps: {g['mps']}"] if g.get("mps") else []
+    parts += [f"{i['profile']}@{i['start']} mps: {i['mps']}" for i in g.get("mig_instances") or [] if i.get("mps")]
+    return "; ".join(parts)
+
+
 def node_status(n: dict) -> str:
     """``ready``, ``cordoned``, ``draining``, ``down`` or ``not heartbeating``: what the node does with new work."""
     if n["status"] == "ready" and n.get("cordoned"):
@@ -65,6 +72,8 @@ def nodes(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = F
             for g in n["gpus"]:
                 for free, who in _gpu_lines(g):
                     rows.append(["", "", "", "", f"gpu{g['index']} {g['model']} ({g['mode']})", free, who])
+                if _mps_note(g):
+                    rows.append(["", "", "", "", "", "", _mps_note(g)])
         return table(rows, ["node", "status", "cpus", "memory", "gpu", "free", "held by / note"])
 
     emit(data, as_json, human)

@@ -116,6 +116,9 @@ class Gpu(Base):
     mig_layout: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     nvlink_peers: Mapped[list[int]] = mapped_column(JSON, default=list)
     present: Mapped[bool] = mapped_column(Boolean, default=True)  # False once the node stops reporting it
+    # revision 0015: MPS daemon status by device UUID (this GPU's and its MIG instances'): "ready" or
+    # "failed: <reason>", as the agent's heartbeat last said; None: none reported (services.nodes.record_mps)
+    mps_status: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class Job(Base):

@@ -60,9 +60,10 @@ def register(session: Session, *, inventory: NodeInventory, settings: Settings) 
 
 
 def heartbeat(session: Session, *, node_name: str, running: Iterable[AttemptKey] | None,
-              settings: Settings) -> HeartbeatAnswer:
-    """Extend the lease; ``stale``: attempts the agent runs that the database no longer places there."""
-    node = node_service.heartbeat(session, node_name=node_name, lease_s=settings.node_lease_s)
+              settings: Settings, mps: dict[str, str] | None = None) -> HeartbeatAnswer:
+    """Extend the lease (and store the devices' MPS status); ``stale``: attempts the agent runs that the
+    database no longer places there."""
+    node = node_service.heartbeat(session, node_name=node_name, lease_s=settings.node_lease_s, mps=mps)
     stale: list[AttemptKey] = []
     if node is not None and running:
         current = node_service.current_attempts(session, node_name=node_name)

@@ -158,8 +158,12 @@ def accept(session: Session, *, name: str, actor: Principal, reason: str = "") -
     return node
 
 
-def heartbeat(session: Session, *, node_name: str, lease_s: float) -> Node | None:
-    """Extend the node's lease by ``lease_s`` from now (database clock); None for an unknown node."""
+def heartbeat(session: Session, *, node_name: str, lease_s: float,
+              mps: dict[str, str] | None = None) -> Node | None:
+    """Extend the node's lease by ``lease_s`` from now (database clock); None for an unknown node.
+
+    ``mps``: the agent's MPS status per device (:func:`record_mps`); None leaves the stored one.
+    """
     node = session.scalar(select(Node).where(Node.name == node_name))
     if node is None:
         return None
@@ -168,7 +172,39 @@ def heartbeat(session: Session, *, node_name: str, lease_s: float) -> Node | Non
     node.lease_expires_at = now + timedelta(seconds=lease_s)
     if node.status == NodeStatus.DOWN:
         node.status = NodeStatus.READY
+    if mps is not None:
+        record_mps(session, node=node, mps=mps)
     return node
+
+
+def record_mps(session: Session, *, node: Node, mps: dict[str, str]) -> bool:
+    """Store each GPU's MPS status from an agent's ``{device uuid: "ready" | "failed: …"}``; True if any changed.
+
+    A GPU row keeps the entries of its own UUID and of its MIG instances'
+    UUIDs (``gpus.mps_status``); a device the agent left out has no status
+    (never shared, or its daemon stopped). A change wakes the admitter and
+    clears its "never fits" answers: a device whose daemon failed takes no
+    block job (``admitter.read`` -> ``GpuState.mps_failed``), one that is
+    ready again does.
+    """
+    changed = False
+    for gpu in session.scalars(select(Gpu).where(Gpu.node_id == node.id)).all():
+        devices = {gpu.uuid} | {m["uuid"] for m in gpu.mig_layout or [] if m.get("uuid")}
+        mine = {uuid: status for uuid, status in sorted(mps.items()) if uuid in devices} or None
+        if mine != gpu.mps_status:
+            gpu.mps_status = mine
+            changed = True
+    if changed:
+        effects.queue(session, cluster_changed=True, wake=True)
+    return changed
+
+
+def mps_failure(status: dict[str, str] | None, uuid: str | None) -> str:
+    """Why ``uuid``'s MPS daemon is not ready ("" when it is ready or has no status)."""
+    if not status or uuid is None:
+        return ""
+    value = status.get(uuid, "")
+    return value.removeprefix("failed: ") if value.startswith("failed: ") else ""
 
 
 def expire_leases(session: Session) -> list[Node]:

@@ -62,7 +62,8 @@ def heartbeat(body: HeartbeatBody, principal: CurrentPrincipal, session: Session
               ctx: ContextDep) -> HeartbeatAnswer:
     """Extend the lease; ``stale``: attempts the agent runs that the database no longer places there."""
     node_service.check_agent(principal, body.node_name)
-    return agent_service.heartbeat(session, node_name=body.node_name, running=body.running, settings=ctx.settings)
+    return agent_service.heartbeat(session, node_name=body.node_name, running=body.running, settings=ctx.settings,
+                                   mps=body.mps)
 
 
 @router.post("/adopt", response_model=AdoptAnswer)

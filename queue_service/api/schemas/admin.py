@@ -83,6 +83,8 @@ class MigInstancePublic(BaseModel):
     sm_count: int = 0
     used_blocks: int = Field(default=0, description="shared: blocks held, of 100 (a share of this instance's SMs)")
     used_memory_mib: int = Field(default=0, description="shared: GPU memory held by block jobs, of memory_mib")
+    mps: str | None = Field(default=None, description="its MPS daemon as the agent last said: 'ready', "
+                            "'failed: <reason>' (no block job is placed on it), or null (none: never shared)")
 
 
 class GpuPublic(BaseModel):
@@ -99,6 +101,8 @@ class GpuPublic(BaseModel):
     free_blocks: int
     used_memory_mib: int
     free_memory_mib: int
+    mps: str | None = Field(default=None, description="its MPS daemon as the agent last said: 'ready', "
+                            "'failed: <reason>' (no block job is placed on it), or null (none: never shared)")
     jobs: list[str] = []
     mig_instances: list[MigInstancePublic] = Field(default=[], description="a MIG GPU's instances, free or held")
     holders: list[HolderPublic] = Field(default=[], description="who holds what on it now (blocks by whom)")
