@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     idle_after_s: float = Field(default=1800.0,
                                 description="idle this long (every sample below the threshold): flagged")
     idle_reclaim: bool = Field(default=False, description="cancel flagged idle jobs (operators switch it on)")
+
+    # -- governance: measured use fed back (issue 13) --
+    fair_share_charge: Literal["allocated", "used"] = Field(
+        default="allocated", description="fair share charges what a job held (allocated) or held x busy share (used)")
 
     # -- webhooks (issue 12) --
     webhook_poll_s: float = Field(default=1.0, gt=0, description="how often new job events are sent to webhooks")

@@ -10,9 +10,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from partitioner.types import Placement, ReplicaPlacement, Slice, SliceKind
-from queue_service.admission.fair_share import UsageInterval, decayed_usage, standings
+from queue_service.admission.fair_share import UsageInterval, charged, decayed_usage, standings
 from queue_service.admission.snapshot import RunningJob
 from queue_service.admission.units import held_equivalents
+from queue_service.billing import efficiency
 from queue_service.db.models import LIVE_STATES, Allocation, Gpu, Job, JobState, Project
 from queue_service.settings import PriorityClass
 
@@ -22,8 +23,8 @@ def allocation_equivalents(alloc: Allocation, gpu_model: str | None) -> float:
     return held_equivalents(alloc.kind, blocks=alloc.blocks, mig_profile=alloc.mig_profile, gpu_model=gpu_model)
 
 
-def placement_of(rows: list[Allocation]) -> Placement:
-    """Rebuild a job's placement from its live allocation rows."""
+def placement_of(rows: list[Allocation], *, workload: str = "") -> Placement:
+    """Rebuild a job's placement from its live allocation rows (``workload``: its class, for coexistence)."""
     by_replica: dict[int, list[Allocation]] = defaultdict(list)
     for row in rows:
         by_replica[row.replica].append(row)
@@ -36,7 +37,7 @@ def placement_of(rows: list[Allocation]) -> Placement:
             for r in mine if r.gpu_uuid is not None and r.kind != "cpu"
         )
         members.append(ReplicaPlacement(mine[0].node_id, slices, sum(r.cpus_milli for r in mine),
-                                        sum(r.memory_mib for r in mine)))
+                                        sum(r.memory_mib for r in mine), workload=workload))
     return Placement(tuple(members))
 
 
@@ -67,7 +68,7 @@ def running_jobs(session: Session, *, now: datetime, classes: dict[str, Priority
         else:
             expected_end = None
         out.append(RunningJob(
-            job_id=job.id, project=project, placement=placement_of(allocs),
+            job_id=job.id, project=project, placement=placement_of(allocs, workload=job.workload),
             effective_priority=value if job.priority_override is None else job.priority_override,
             preemptible=bool(klass and klass.preemptible),
             started_at=job.started_at if job.state == JobState.RUNNING else None,
@@ -77,8 +78,10 @@ def running_jobs(session: Session, *, now: datetime, classes: dict[str, Priority
     return sorted(out, key=lambda r: r.job_id)
 
 
-def fair_share(session: Session, *, now: datetime, half_life_s: float) -> dict[str, float]:
-    """Each project's standing: decayed GPU-equivalent seconds over the last five half-lives, per weight."""
+def decayed_project_usage(session: Session, *, now: datetime, half_life_s: float,
+                          charge: str = "allocated") -> dict[str, float]:
+    """Decayed GPU-equivalent seconds per project over the last five half-lives, charged by ``charge``
+    (``fair_share.charged``: as held, or × each job's measured busy share)."""
     since = now - timedelta(seconds=5 * half_life_s)
     rows = session.execute(
         select(Project.name, Allocation, Gpu.model)
@@ -86,8 +89,15 @@ def fair_share(session: Session, *, now: datetime, half_life_s: float) -> dict[s
         .outerjoin(Gpu, Gpu.uuid == Allocation.gpu_uuid)
         .where(Allocation.kind != "cpu", or_(Allocation.released_at.is_(None), Allocation.released_at >= since))
     ).all()
-    intervals = [UsageInterval(name, allocation_equivalents(a, model), a.created_at, a.released_at)
+    busy = efficiency.busy_shares(session, {a.job_id for _, a, _ in rows}) if charge == "used" else {}
+    intervals = [UsageInterval(name, charged(allocation_equivalents(a, model), busy.get(a.job_id), charge),
+                               a.created_at, a.released_at)
                  for name, a, model in rows]
-    usage = decayed_usage(intervals, now=now, half_life_s=half_life_s)
+    return decayed_usage(intervals, now=now, half_life_s=half_life_s)
+
+
+def fair_share(session: Session, *, now: datetime, half_life_s: float, charge: str = "allocated") -> dict[str, float]:
+    """Each project's standing: decayed GPU-equivalent seconds over the last five half-lives, per weight."""
+    usage = decayed_project_usage(session, now=now, half_life_s=half_life_s, charge=charge)
     weights = dict(session.execute(select(Project.name, Project.weight)).all())
     return standings(usage, weights)

@@ -4,6 +4,21 @@ Usage of an interval [start, end] held at rate r (GPU equivalents), seen at
 ``now`` with half-life h, is r × ∫ 2^-(now-t)/h dt over the interval, i.e.
 r × h/ln2 × (2^-(now-end)/h − 2^-(now-start)/h): last week's GPU-hour
 weighs half of today's when h is a week.
+
+What an interval is charged at (``GPUQ_FAIR_SHARE_CHARGE``, :func:`charged`):
+``allocated`` (the default) charges what the job held, busy or not;
+``used`` charges what it held × its measured busy share (SM-busy
+GPU-equivalent time over held time, from the agents' samples), so a
+project whose jobs sit on idle GPUs pays for the little they used. A job
+with no SM figure (no NVML, simulated GPUs, MIG instances) is charged what
+it held in either mode: nothing measured is never free.
+
+The trade-off (README, Governance): ``allocated`` is ungameable by idling
+and charges the capacity others could not use, but it charges a bursty job
+for its quiet minutes; ``used`` rewards efficient work and penalises
+nothing bursty, but a project that grabs GPUs and leaves them idle keeps
+a good standing while it blocks others — pair it with the idle flag (and
+``GPUQ_IDLE_RECLAIM``) so idling is seen and, if wanted, reclaimed.
 """
 
 from __future__ import annotations
@@ -12,6 +27,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+CHARGE_MODES = ("allocated", "used")
+
+
+def charged(gpu_equivalents: float, busy_share: float | None, mode: str) -> float:
+    """GPU equivalents an interval is charged at: as held (``allocated``), or × busy share (``used``)."""
+    if mode == "used" and busy_share is not None:
+        return gpu_equivalents * min(1.0, max(0.0, busy_share))
+    return gpu_equivalents
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,8 @@ def snapshot(session: Session, *, settings: Settings, rows: list[tuple[Job, str]
     now = now or utcnow()
     classes = effective(session, settings=settings)
     cluster = build_cluster(session)
-    standing = snapshots.fair_share(session, now=now, half_life_s=settings.fair_share_half_life_s)
+    standing = snapshots.fair_share(session, now=now, half_life_s=settings.fair_share_half_life_s,
+                                     charge=settings.fair_share_charge)
     pending = []
     for job, project in rows:
         if job.id in skip:

@@ -18,7 +18,7 @@ from queue_service.api.schemas.jobs import (
 )
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
-from queue_service.db.models import Job, JobEvent, Project, Role
+from queue_service.db.models import Job, JobEvent, JobState, Project, Role
 from queue_service.services import holdings as holding_service
 from queue_service.services import jobs as job_service
 from queue_service.services import node_inventory
@@ -80,6 +80,8 @@ def job_public(session: Session, *, job: Job, project: Project, principal: Princ
         array_limit=job.array_limit,
         workload=job.workload or "batch",
         labels=dict(job.labels or {}),
+        idle=job.idle_since is not None and job.state == JobState.RUNNING,
+        idle_since=job.idle_since if job.state == JobState.RUNNING else None,
         allocation=[
             AllocationPublic(
                 node=node_name, replica=a.replica, kind=a.kind, gpu_uuid=a.mig_uuid or a.gpu_uuid,

@@ -26,6 +26,7 @@ from queue_service.cli.base import (
     resources_text,
     table,
 )
+from queue_service.cli.share import efficiency_lines
 
 
 def _effective_priority(j: dict) -> int:
@@ -143,6 +144,7 @@ def jobs(
             state_text, exit_text, reason = _counts_text(row), "", waiting
         else:
             label, state_text = j["id"], j["state"] + (" (held)" if j["held"] else "")
+            state_text += " (idle)" if j.get("idle") else ""
             exit_text, reason = "" if j["exit_code"] is None else str(j["exit_code"]), j["reason"]
         reason = reason if wide or len(reason) <= 60 else reason[:59] + "…"
         return [position, label, j["name"], j["project"], j["priority_class"], str(_effective_priority(j)),
@@ -211,6 +213,7 @@ def show(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json:
     job_id = resolve_job(api, job_id)
     job = api.call("GET", f"/v1/jobs/{job_id}")
     job["events"] = api.call("GET", f"/v1/jobs/{job_id}/events")["data"]
+    job["efficiency"] = api.call("GET", f"/v1/jobs/{job_id}/efficiency")
 
     def human(j: dict) -> str:
         lines = [f"{k}: {j[k]}" for k in ("id", "name", "project", "state", "reason", "exit_code", "image",
@@ -221,6 +224,7 @@ def show(job_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json:
         for a in j["allocation"]:
             what = a["kind"] if a["kind"] != "blocks" else f"{a['blocks']} blocks, {a['gpu_memory_mib']} MiB"
             lines.append(f"allocation: node {a['node']} gpu {a['gpu_uuid'] or '-'} ({what})")
+        lines += efficiency_lines(j["efficiency"])
         lines.append("timeline:")
         for e in j["events"]:
             moved = f"{e['from_state'] or 'new'} -> {e['to_state']}"

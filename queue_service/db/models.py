@@ -175,6 +175,8 @@ class Job(Base):
     # governance (revision 0012): the declared workload class, and labels a bill can be grouped by
     workload: Mapped[str] = mapped_column(String(32), default="batch", server_default=text("'batch'"))
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # utilization (revision 0014): since when the job's GPUs sat idle (services.idle's rule); None: busy
+    idle_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Attempt(Base):
@@ -334,4 +336,4 @@ class PriorityClassRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-from queue_service.db import billing_models  # noqa: E402,F401
+from queue_service.db import billing_models, utilization_models  # noqa: E402,F401

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from queue_service.db.models import Job, JobEvent
-from queue_service.lifecycle.states import Event, JobState, StopCause
+from queue_service.lifecycle.states import Actor, Event, JobState, StopCause
+from queue_service.lifecycle.table import check
 
 
 def record(
@@ -37,6 +38,22 @@ def record(
     )
     session.add(row)
     return row
+
+
+def mark_idle(session: Session, *, job: Job, idle: bool, at: datetime, reason: str = "") -> JobEvent | None:
+    """Set (``idle``) or clear the job's idle flag, ``jobs.idle_since``, with an ``idle`` / ``active`` event.
+
+    No state changes: the event goes from the job's state to the same state
+    (the table allows it for running jobs, by the service). Setting a flag that
+    is already set, or clearing one that is clear, writes nothing and returns None.
+    """
+    if (job.idle_since is not None) == idle:
+        return None
+    event = Event.IDLE if idle else Event.ACTIVE
+    source = JobState(job.state)
+    check(event, source, source, Actor.SERVICE, job_id=job.id)
+    job.idle_since = at if idle else None
+    return record(session, job=job, event=event, source=source, target=source, actor="service", at=at, reason=reason)
 
 
 def for_job(session: Session, *, job_id: str) -> list[JobEvent]:

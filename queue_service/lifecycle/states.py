@@ -85,3 +85,5 @@ class Event(StrEnum):
     LOSE = "lose"  # the attempt was lost: requeued, or failed after max_retries
     HOLD = "hold"
     RELEASE = "release"
+    IDLE = "idle"  # the job's GPUs sat idle (services.idle's rule): jobs.idle_since set, no state change
+    ACTIVE = "active"  # busy again after an idle event: the flag cleared

@@ -21,6 +21,8 @@ lose     admitted     queued, failed, cancelled      service, agent
 lose     running      queued, failed, cancelled      service, agent
 hold     queued       queued (held)                  operator
 release  queued       queued                         operator
+idle     running      running (idle)                 service
+active   running      running                        service
 ======== ============ ============================== ==============================
 
 The service cancels a queued job whose dependency can never be met
@@ -28,6 +30,10 @@ The service cancels a queued job whose dependency can never be met
 agent reports the exit (``stopped``, or ``finish`` for a gang whose member
 failed). ``stopped`` from ``admitted`` is a preemption or reclaim of a job
 whose agent has not started it yet: its capacity is freed at once.
+
+``idle`` and ``active`` change no state: the service flags a running job whose
+GPUs sat idle (``jobs.idle_since``, ``events.mark_idle``) and clears the flag
+when its samples show work again.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ TABLE: tuple[Transition, ...] = (
     _row(Event.LOSE, R, {Q, F, C}, {SERVICE, AGENT}),
     _row(Event.HOLD, Q, {Q}, {OPERATOR}),
     _row(Event.RELEASE, Q, {Q}, {OPERATOR}),
+    _row(Event.IDLE, R, {R}, {SERVICE}),
+    _row(Event.ACTIVE, R, {R}, {SERVICE}),
 )
 
 _INDEX: dict[tuple[Event, JobState | None], Transition] = {(t.event, t.source): t for t in TABLE}

@@ -49,13 +49,14 @@ Faithful (behaviour as NVML documents it, errors as the real library raises):
 
 Not faithful: GI/CI ids are allocated smallest-free (the driver's numbering
 differs), MIG memory/SM figures are the catalogue's (exact only for H100-80GB),
-MIG device indices are dense, timestamps are a counter, nothing about
+MIG device indices are dense, timestamps are the wall clock (strictly increasing), nothing about
 clocks, power, ECC, vGPU, events or MIG mode changes is modelled.
 """
 
 from __future__ import annotations
 
 import ctypes
+import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -404,7 +405,8 @@ class FakeNvml:
         dev = self._dev(handle)
         if dev.gi is not None or dev.gpu.mig_enabled:
             raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        self._clock_us += 1_000_000
+        # NVML stamps samples with the CPU clock in µs since the epoch (what the sampler's since_us is)
+        self._clock_us = max(self._clock_us + 1, int(time.time() * 1e6))
         samples = [
             SimpleNamespace(pid=p.pid, timeStamp=self._clock_us, smUtil=p.sm_percent, memUtil=p.mem_percent,
                             encUtil=0, decUtil=0)

@@ -246,6 +246,8 @@ class JobPublic(BaseModel):
     array_limit: int | None = None
     workload: str = "batch"
     labels: dict[str, str] = {}
+    idle: bool = Field(default=False, description="the job's GPUs sat idle (the idle rule); cleared when busy again")
+    idle_since: UtcDateTime | None = None
     allocation: list[AllocationPublic] = []
 
 
