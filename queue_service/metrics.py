@@ -7,37 +7,17 @@ added (attempts, ledger intervals) are monotonic, as Prometheus expects.
 The one in-process measurement is the admission cycle's duration, taken
 by wrapping ``Admitter.run_once`` (the leader's replica reports it).
 
-Cost per scrape: aggregate queries only, no Python loop over jobs or
-intervals. Job figures are one ``GROUP BY`` over the jobs table (waits and
-completion times bucketed in SQL); usage counters are the rollups
-(``billing.rollups``) summed per project plus the open intervals priced up
-to now; live GPU figures read only live allocations and the last
-``busy_window_s`` of samples.
-
-Label cardinality, bounded: projects, priority classes, workload classes,
-job states and nodes/GPUs are configured sets; no metric is labelled by
-job. Cost by label is off by default: only keys in
-``GPUQ_METRICS_LABEL_KEYS`` (comma-separated) are broken down, each into at
-most ``GPUQ_METRICS_LABEL_VALUES_MAX`` values (the largest by cost; the
-rest summed as ``(other)``; jobs without the key as ``(none)``).
-
-    gpuq_queue_wait_seconds{project,priority_class,workload} histogram, submit -> (latest) admit
-    gpuq_job_completion_seconds{workload,state}              histogram, submit -> finish of final jobs (p50/p99)
+    gpuq_queue_wait_seconds{project,priority_class}          histogram, submit -> admit
     gpuq_jobs{state}                                         gauge
     gpuq_admissions_total{project}                           counter (attempts made)
-    gpuq_preemptions_total{project}                          counter (preemptions: the lifecycle's stop events
-                                                             with cause preempt, counted on the job)
+    gpuq_preemptions_total{project}                          counter (attempts ended by preemption)
     gpuq_admission_cycle_duration_seconds                    histogram
     gpuq_gpu_allocated_ratio{node,gpu,model}                 gauge, share of the GPU held
     gpuq_gpu_busy_ratio{node,gpu,model}                      gauge, SM busy (latest samples)
-    gpuq_gpu_memory_used_ratio{node,gpu,model}               gauge, NVML memory used / GPU memory (latest samples)
     gpuq_project_allocated_gpus{project}                     gauge, GPU-equivalents held
     gpuq_project_busy_ratio{project}                         gauge, busy / sampled
-    gpuq_project_gpu_memory_used_mib{project}                gauge, NVML memory used now (latest samples)
-    gpuq_project_gpu_memory_used_ratio{project}              gauge, that / GPU memory its live allocations hold
     gpuq_usage_gpu_equivalent_seconds_total{project}         counter, from the ledger
     gpuq_usage_cost_total{project}                           counter, from the ledger and prices
-    gpuq_usage_cost_by_label_total{key,value}                counter, cost by job label (allow-listed keys)
     gpuq_node_drained{node}                                  gauge, 1 while gpuq drained it for its launch failures
     gpuq_fair_share_standing{project,charge}                 gauge, charged usage per weight (lower runs first)
     gpuq_fair_share_factor{project,charge}                   gauge, 2^(-effective usage / norm share), as sshare
@@ -86,65 +66,38 @@ class ServiceCollector(Collector):
             yield from self._usage(session)
 
     def _queue(self, session: Session) -> Iterator:
-        """Waits, completion times, states and preemptions: one aggregate query over the jobs."""
-        dialect = session.get_bind().dialect.name
-        wait = _seconds(dialect, Job.submitted_at, Job.admitted_at)
-        took = _seconds(dialect, Job.submitted_at, Job.finished_at)
-        admitted = Job.admitted_at.is_not(None)
-        final = Job.finished_at.is_not(None)
-        columns = [func.count(), func.sum(Job.preemptions),
-                   func.sum(case((admitted, 1), else_=0)), func.sum(case((admitted, wait), else_=0.0)),
-                   *[func.sum(case((admitted & (wait <= b), 1), else_=0)) for b in WAIT_BUCKETS_S],
-                   func.sum(case((final, 1), else_=0)), func.sum(case((final, took), else_=0.0)),
-                   *[func.sum(case((final & (took <= b), 1), else_=0)) for b in COMPLETION_BUCKETS_S]]
-        rows = session.execute(
-            select(Job.project_id, Job.priority_class, Job.workload, Job.state, *columns)
-            .group_by(Job.project_id, Job.priority_class, Job.workload, Job.state)
-        ).all()
-        names = dict(session.execute(select(Project.id, Project.name)).all())
-        n_wait = len(WAIT_BUCKETS_S)
-        waits: dict[tuple[str, str, str], list[float]] = {}
-        completions: dict[tuple[str, str], list[float]] = {}
-        states: dict[str, int] = defaultdict(int)
-        preempted: dict[str, int] = defaultdict(int)
-        for project_id, klass, workload, state, count, preemptions, *sums in rows:
-            project = names.get(project_id, project_id)
-            states[state] += count
-            preempted[project] += preemptions or 0
-            w = waits.setdefault((project, klass, workload), [0.0] * (n_wait + 2))
-            c = completions.setdefault((workload, state), [0.0] * (len(COMPLETION_BUCKETS_S) + 2))
-            for target, values in ((w, sums[:n_wait + 2]), (c, sums[n_wait + 2:])):
-                for k, v in enumerate(values):
-                    target[k] += v or 0
+        waits: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for project, klass, submitted, admitted in session.execute(
+            select(Project.name, Job.priority_class, Job.submitted_at, Job.admitted_at)
+            .join(Project, Project.id == Job.project_id).where(Job.admitted_at.is_not(None))
+        ):
+            if admitted is not None:  # the query's filter, for the type checker
+                waits[(project, klass)].append(max(0.0, (admitted - submitted).total_seconds()))
         hist = HistogramMetricFamily("gpuq_queue_wait_seconds", "Time from submit to (latest) admission",
-                                     labels=["project", "priority_class", "workload"])
-        for labels, (n, total, *buckets) in sorted(waits.items()):
-            if n:
-                hist.add_metric(list(labels), _buckets(WAIT_BUCKETS_S, buckets, n), total)
+                                     labels=["project", "priority_class"])
+        for (project, klass), values in sorted(waits.items()):
+            buckets = [(str(b), sum(1 for v in values if v <= b)) for b in WAIT_BUCKETS_S]
+            buckets.append(("+Inf", len(values)))
+            hist.add_metric([project, klass], buckets, sum(values))
         yield hist
-        done = HistogramMetricFamily("gpuq_job_completion_seconds", "Time from submit to finish of final jobs",
-                                     labels=["workload", "state"])
-        for labels, (n, total, *buckets) in sorted(completions.items()):
-            if n:
-                done.add_metric(list(labels), _buckets(COMPLETION_BUCKETS_S, buckets, n), total)
-        yield done
 
-        gauge = GaugeMetricFamily("gpuq_jobs", "Jobs by state", labels=["state"])
+        states = GaugeMetricFamily("gpuq_jobs", "Jobs by state", labels=["state"])
+        counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
         for state in JobState:
-            gauge.add_metric([state.value], states.get(state.value, 0))
-        yield gauge
+            states.add_metric([state.value], counts.get(state.value, 0))
+        yield states
 
         admissions = CounterMetricFamily("gpuq_admissions", "Attempts admitted", labels=["project"])
-        for project_id, made in session.execute(
-            select(Job.project_id, func.count()).select_from(Attempt).join(Job, Job.id == Attempt.job_id)
-            .group_by(Job.project_id)
-        ):
-            admissions.add_metric([names.get(project_id, project_id)], made)
+        preemptions = CounterMetricFamily("gpuq_preemptions", "Attempts ended by preemption", labels=["project"])
+        rows = session.execute(
+            select(Project.name, func.count(), func.sum(_preempted()))
+            .select_from(Attempt).join(Job, Job.id == Attempt.job_id).join(Project, Project.id == Job.project_id)
+            .group_by(Project.name)
+        ).all()
+        for project, made, preempted in rows:
+            admissions.add_metric([project], made)
+            preemptions.add_metric([project], preempted or 0)
         yield admissions
-        preemptions = CounterMetricFamily("gpuq_preemptions", "Preemptions of the project's jobs",
-                                          labels=["project"])
-        for project, count in sorted(preempted.items()):
-            preemptions.add_metric([project], count)
         yield preemptions
 
     def _drained(self, session: Session) -> Iterator:
