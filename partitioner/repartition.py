@@ -17,15 +17,27 @@ Invariants of :func:`propose`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 
 from partitioner.catalog import lookup_model
 from partitioner.mig import best_start, layout_mask, shared_profiles, span_mask, validate_layout
 from partitioner.place import Packer
-from partitioner.types import ClusterState, GpuMode, GpuState, LayoutChange, MigInstance, NoFit, Placement, Request
+from partitioner.types import (
+    ClusterState,
+    GpuMode,
+    GpuState,
+    LayoutChange,
+    MigInstance,
+    NodeState,
+    NoFit,
+    Placement,
+    Request,
+)
 
-__all__ = ["is_idle", "propose", "with_changes"]
+__all__ = ["MAX_TRIAL_NODES", "encoded_as", "is_idle", "propose", "with_changes"]
 
 
 def is_idle(gpu: GpuState) -> bool:
@@ -131,19 +143,87 @@ def _shared_instance(gpu: GpuState, req: Request) -> tuple[_Layout, tuple[int, .
     return None
 
 
+# A trial re-carves idle GPUs on at most this many nodes (the first, in node order, where a change could
+# make the request fit): the trial placement then costs the same on 10 nodes as on 1,000.
+MAX_TRIAL_NODES = 16
+
+_KNOWN: ContextVar[tuple[ClusterState, Packer] | None] = ContextVar("gpuq_repartition_known", default=None)
+
+
+@contextmanager
+def encoded_as(cluster: ClusterState, packer: Packer) -> Iterator[None]:
+    """Within the block, :func:`propose` on this very ``cluster`` object forks ``packer`` instead of encoding it.
+
+    ``packer`` must encode exactly ``cluster`` (the admission cycle's packer, with its admissions committed,
+    and the cluster with those admissions taken); it is never changed.
+    """
+    token = _KNOWN.set((cluster, packer))
+    try:
+        yield
+    finally:
+        _KNOWN.reset(token)
+
+
+def _packer_for(cluster: ClusterState) -> Packer:
+    known = _KNOWN.get()
+    if known is not None and known[0] is cluster:
+        return known[1].fork()
+    return Packer(cluster)
+
+
+def _refreshed(packer: Packer, cluster: ClusterState, changes: Sequence[LayoutChange],
+               taken: Sequence[Placement]) -> Packer:
+    """``packer`` with the nodes of ``changes`` re-encoded from ``cluster`` (a fork; what ``taken`` holds on those
+    nodes committed again), or, where MIG nodes make that impossible, a new packer with every ``taken`` committed."""
+    touched = {c.node_id for c in changes}
+    nodes = [i for i, n in enumerate(cluster.nodes) if n.node_id in touched]
+    twin = packer.fork()
+    if twin.refresh_nodes(cluster, nodes):
+        again = tuple(m for p in taken for m in p.replicas if m.node_id in touched)
+        if again:
+            twin.commit(Placement(replicas=again))
+        return twin
+    fresh = Packer(cluster, policy=packer.policy)
+    for earlier in taken:
+        fresh.commit(earlier)
+    return fresh
+
+
+def _node_may_fit(node: NodeState, req: Request, fixed: set[str]) -> bool:
+    """A quick bound before any change is worked out: CPU, RAM and, for whole GPUs, enough GPUs that are free
+    or idle and not ``fixed`` (changed or taken earlier in this call)."""
+    if node.free_cpus_milli < req.cpus_milli or node.free_memory_mib < req.memory_mib:
+        return False
+    if req.gpus > 0:
+        return sum(1 for g in node.gpus if g.uuid not in fixed and is_idle(g)) >= req.gpus
+    return True
+
+
+def _node_could_fit(node: NodeState, node_changes: Sequence[LayoutChange], req: Request, busy: set[str]) -> bool:
+    """With ``node_changes`` applied, could ``node`` hold one member of ``req`` (CPU, RAM, whole GPUs counted)?"""
+    if node.free_cpus_milli < req.cpus_milli or node.free_memory_mib < req.memory_mib:
+        return False
+    if req.gpus > 0:
+        free = sum(1 for g in node.gpus if g.mode is GpuMode.EXCLUSIVE and not g.held and g.uuid not in busy)
+        return free + sum(1 for c in node_changes if c.mode is GpuMode.EXCLUSIVE) >= req.gpus
+    return True
+
+
 def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutChange]:
     """Layout changes of idle GPUs that let some of ``pending`` (in order) run.
 
-    For each request that does not fit, every idle allowed GPU gets the
-    change that could serve it at once, the request is placed once on that
-    trial cluster (after what earlier requests took), and only the changes
-    its placement uses are kept: two packers per request, whatever the
-    cluster size.
+    For each request that does not fit, every idle allowed GPU of the first
+    :data:`MAX_TRIAL_NODES` nodes where that could make it fit gets the change
+    that could serve it at once, the request is placed once on that trial
+    cluster (after what earlier requests took), and only the changes its
+    placement uses are kept. One packer per call (forked from the caller's
+    under :func:`encoded_as`), and the trials re-encode only the nodes they
+    change, whatever the cluster size.
     """
     changes: list[LayoutChange] = []
     changed: set[str] = set()
     state = cluster
-    packer = Packer(state)
+    packer = _packer_for(state)
     taken: list[Placement] = []  # placements of earlier requests in this call
     for req in pending:
         got = packer.place(req)
@@ -155,7 +235,11 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
             continue
         trial_changes: list[LayoutChange] = []
         busy = {s.gpu_uuid for p in taken for r in p.replicas for s in r.slices}  # idle no more
+        trial_nodes = 0
         for node in state.nodes:
+            if req.replicas == 1 and not _node_may_fit(node, req, changed | busy):
+                continue
+            node_changes = []
             for gpu in sorted(node.gpus, key=lambda g: g.index):
                 if gpu.uuid in changed or gpu.uuid in busy or not _allowed(gpu, req):
                     continue
@@ -167,12 +251,15 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
                        {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
                         GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
                         GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode])
-                trial_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why, shared))
+                node_changes.append(LayoutChange(node.node_id, gpu.uuid, mode, layout, why, shared))
+            if node_changes and (req.replicas > 1 or _node_could_fit(node, node_changes, req, busy)):
+                trial_changes.extend(node_changes)
+                trial_nodes += 1
+                if trial_nodes >= MAX_TRIAL_NODES and req.replicas == 1:
+                    break
         if not trial_changes:
             continue
-        trial = Packer(with_changes(state, trial_changes))
-        for earlier in taken:
-            trial.commit(earlier)
+        trial = _refreshed(packer, with_changes(state, trial_changes), trial_changes, taken)
         placed = trial.place(req)
         if isinstance(placed, NoFit):
             continue
@@ -182,9 +269,7 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
         state = with_changes(state, kept)
         changed.update(c.gpu_uuid for c in kept)
         changes.extend(kept)
-        packer = Packer(state)
-        for earlier in taken:
-            packer.commit(earlier)
+        packer = _refreshed(packer, state, kept, taken)
         again = packer.place(req)
         if not isinstance(again, NoFit):
             packer.commit(again)
@@ -201,9 +286,10 @@ def with_changes(cluster: ClusterState, changes: Sequence[LayoutChange]) -> Clus
     by_gpu = {c.gpu_uuid: c for c in changes}
     if not by_gpu:
         return cluster
+    touched = {c.node_id for c in changes}
     nodes = []
     for node in cluster.nodes:
-        if any(g.uuid in by_gpu for g in node.gpus):
+        if node.node_id in touched:
             gpus = tuple(_changed(g, by_gpu[g.uuid]) if g.uuid in by_gpu else g for g in node.gpus)
             node = replace(node, gpus=gpus)
         nodes.append(node)

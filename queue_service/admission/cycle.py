@@ -22,9 +22,9 @@ from queue_service.admission.backfill import Reservation, ends_before, reserve, 
 from queue_service.admission.ordering import ordered
 from queue_service.admission.packer import PackerFactory, PackerLike
 from queue_service.admission.preemption import Preemption, choose_victims
-from queue_service.admission.recarve import Repartitioner
+from queue_service.admission.recarve import Repartitioner, recarve
 from queue_service.admission.snapshot import PendingJob, RunningJob, Snapshot
-from queue_service.admission.state import apply_changes, apply_placements
+from queue_service.admission.state import apply_placements
 
 __all__ = ["Admission", "CycleResult", "PackerFactory", "PackerLike", "Repartitioner", "run_cycle"]
 
@@ -191,17 +191,11 @@ def _admit(result: CycleResult, job: PendingJob, placement: Placement, packer: P
 def _recarve(job, decision, cluster, packer, packer_factory, repartition, result):
     """Re-carve idle GPUs for the first job that does not fit, with only what is idle after every
     higher-ranked admission: a mode change never takes capacity from a job that ranks before it."""
-    taken = apply_placements(cluster, (a.placement for a in result.admitted))
-    changes = repartition(taken, [job.request])
-    if not changes:
+    found = recarve(job.request, cluster, packer, (a.placement for a in result.admitted), packer_factory,
+                    repartition)
+    if found is None:
         return decision, packer, cluster
-    trial_cluster = apply_changes(cluster, changes)
-    trial = packer_factory(trial_cluster)
-    for earlier in result.admitted:
-        trial.commit(earlier.placement)
-    retry = trial.place(job.request)
-    if not isinstance(retry, Placement):
-        return decision, packer, cluster
+    retry, trial, trial_cluster, changes = found
     result.layout_changes.extend(changes)
     return retry, trial, trial_cluster
 

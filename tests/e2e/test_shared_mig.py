@@ -3,12 +3,15 @@
 A 20-block job gets a new shared MIG instance (carved by the agent at launch, re-registered with its
 UUID and still shared), a second 20-block job stacks on it, a 3g.40gb job takes another slot, and
 /v1/nodes shows each instance as it is. A block job whose memory no shared instance of this
-MIG-mode GPU can hold is refused at submit, naming the field.
+MIG-mode GPU can hold is refused at submit, naming the field. The dashboard's drawing code (index.html
+with app.js and mig.js, in headless Chromium) draws that /v1/nodes GPU with the 40 held blocks inside the
+shared slot (skipped without Chromium and Playwright, like tests/ui).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +25,9 @@ from workers.agent.mig import MigCarver
 from workers.gpu import nvml as nvml_module
 from workers.gpu.nvml import probe
 from workers.messages import LaunchSpec, NodeInventory
+
+INDEX = Path(__file__).resolve().parents[2] / "queue_service" / "ui" / "static" / "index.html"
+CHROMIUM = "/usr/bin/chromium"
 
 
 def _register(api, token: str, fake: FakeNvml) -> NodeInventory:
@@ -90,3 +96,35 @@ def test_block_jobs_share_a_carved_mig_instance_beside_a_3g(api, ctx, actors, mo
                        headers=auth(actors.admin))
     assert refused.status_code == 422 and refused.json()["field"] == "resources.gpu_memory_mib", refused.text
     assert "81152" in refused.json()["detail"]
+    _dashboard_draws(gpu)
+
+
+def _dashboard_draws(gpu: dict) -> None:
+    """The dashboard's own scripts draw the /v1/nodes GPU: 100 blocks in the shared slot, 40 held by the two jobs."""
+    from tests.services import missing
+
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        missing("Playwright", "pip package playwright is not installed (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        missing("Chromium", "Debian's chromium is not installed (apt-get install chromium)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(INDEX.as_uri())  # the real page and scripts; no server: the API calls fail, drawGpu does not
+            drawn = page.evaluate("""(gpu) => {
+                const box = drawGpu(gpu, {});
+                document.body.append(box);
+                const shared = box.querySelector(".slice.shared");
+                return {blocks: shared.querySelectorAll(".block").length,
+                        held: [...shared.querySelectorAll(".block.held")].map(b => b.dataset.project),
+                        start: shared.dataset.start, title: shared.title,
+                        whole: [...box.querySelectorAll(".slice:not(.shared)")].map(s => s.dataset.profile)};
+            }""", gpu)
+        finally:
+            browser.close()
+    assert drawn["blocks"] == 100 and drawn["held"] == ["default"] * 40 and drawn["start"] == "0", drawn
+    assert "40/100 blocks" in drawn["title"] and "16 SMs" in drawn["title"], drawn
+    assert drawn["whole"] == ["3g.40gb"], drawn
