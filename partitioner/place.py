@@ -133,6 +133,7 @@ class Packer:
         self._gpu_is_mig = np.array([g.mode is GpuMode.MIG for g in self.enc.gpus], dtype=np.bool_)
         self._node_labels = {n.node_id: frozenset(n.labels) for n in cluster.nodes}
         self._label_memo: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
+        self._avoiding: frozenset[str] = frozenset()  # node ids left out of this pass (Request.avoid_nodes)
         # coexistence: the workload classes each GPU and node holds, kept in step by commits and releases
         self._held = Held(self.enc.gpus, self.enc.gpu_node, cluster.nodes)
         self._node_names = [n.name or n.node_id for n in cluster.nodes]
@@ -148,7 +149,19 @@ class Packer:
     # -- public --------------------------------------------------------------
 
     def place(self, request: Request) -> Placement | NoFit:
-        """Where ``request`` (all its replicas) would go now; changes nothing."""
+        """Where ``request`` (all its replicas) would go now; changes nothing.
+
+        ``request.avoid_nodes`` is a soft preference: placed without those nodes if it fits so, else as if
+        there were none (the nodes that failed its launches are only the last choice).
+        """
+        if request.avoid_nodes and not self._avoiding:
+            self._avoiding = frozenset(request.avoid_nodes)
+            try:
+                elsewhere = self.place(request)
+            finally:
+                self._avoiding = frozenset()
+            if isinstance(elsewhere, Placement):
+                return elsewhere
         problem = self._validate(request)
         if problem is not None:
             return problem
@@ -282,6 +295,14 @@ class Packer:
         return None
 
     def _nodes_ok(self, req: Request) -> np.ndarray | None:
+        """Per node: it carries every label the request needs and is not avoided in this pass (None: any node)."""
+        labels_ok = self._labels_ok(req)
+        if not self._avoiding:
+            return labels_ok
+        away = np.array([node_id not in self._avoiding for node_id in self.enc.node_ids], dtype=np.bool_)
+        return away if labels_ok is None else labels_ok & away
+
+    def _labels_ok(self, req: Request) -> np.ndarray | None:
         """Per node: it carries every label the request needs (None: the request needs none)."""
         if not req.node_labels:
             return None

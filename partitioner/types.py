@@ -112,6 +112,8 @@ class Request:
     replicas: int = 1
     # node labels every member's node must carry, e.g. (("gpuq.runtime.process", "yes"),); empty = any node
     node_labels: tuple[tuple[str, str], ...] = ()
+    # node ids to place on only if nothing else fits (a soft preference: the nodes that failed its launches)
+    avoid_nodes: tuple[str, ...] = ()
     # coexistence (partitioner.coexistence): the request's workload class, and the classes it may share one
     # physical GPU / one node with (None: any; the service passes a symmetric table's row)
     workload: str = ""

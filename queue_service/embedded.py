@@ -108,7 +108,8 @@ def make_runtimes(runtime: str, data_dir: Path, *, simulated_gpus: bool = False)
 
             client = docker.from_env(timeout=5)
             client.ping()
-            runtimes["docker"] = DockerRuntime(client=client, mps=mps, simulated_gpus=simulated_gpus)
+            runtimes["docker"] = DockerRuntime(client=client, mps=mps, simulated_gpus=simulated_gpus,
+                                               state_dir=data_dir / "watchdogs")
         except Exception as exc:  # no engine: image jobs fail with a clear reason
             if runtime == "docker":
                 raise ValueError(f"--runtime docker, but no Docker engine answers: {exc}") from exc

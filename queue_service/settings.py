@@ -169,6 +169,10 @@ class Settings(BaseSettings):
                                                           "then it fails with the reason")
     resend_after_s: float = Field(default=10.0, gt=0,
                                   description="re-send a launch or stop still outstanding after this long")
+    # infrastructure retries (issue 10): a job its node failed to start waits, then prefers other nodes
+    node_fault_backoff_s: float = Field(default=5.0, ge=0, description="wait before retrying a job whose node failed "
+                                        "its launch; doubled for each further lost attempt")
+    node_fault_backoff_max_s: float = Field(default=300.0, ge=0, description="the longest such wait")
 
     # -- governance: workload classes (issue 13) --
     workload_classes: dict[str, WorkloadClass] = Field(default_factory=lambda: dict(DEFAULT_WORKLOAD_CLASSES),

@@ -16,7 +16,12 @@ service may requeue it elsewhere. So the agent starts, in its own session,
    answered heartbeat; unrenewed for that long (half the node lease), the
    shim stops the job (SIGTERM, grace, SIGKILL of the whole cgroup) and
    records ``fenced``;
-4. when the job ends, kills what is left of its group, then writes
+4. with ``--output`` / ``--error`` (``output_file`` / ``error_file`` in the spec, expanded by the
+   runtime), opens those files **as the job user** (its own permissions decide; directories made
+   as it; never through a final symlink, ``O_NOFOLLOW``; regular files only) and copies the job's
+   stream to both the file and the attempt's log (the service keeps shipping it); a file the job
+   user could not write fails the start with the reason;
+5. when the job ends, kills what is left of its group, then writes
    ``RUN_DIR/exit.json`` atomically (exit code, OOM kills, fenced, start and
    end stamps) and exits: the agent, this one or the next, reads it exactly once.
 
@@ -27,11 +32,14 @@ This module imports only the standard library and :mod:`workers.runtime.cgroups`
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +101,72 @@ def _preexec(procs: list[str], uid: int | None, gid: int | None) -> Any:
     return join_then_drop
 
 
+class OutputRefused(Exception):
+    """An ``--output`` / ``--error`` file the job user cannot have (the message says why)."""
+
+
+def open_as_job_user(path: str, uid: int | None, gid: int | None) -> int:
+    """An fd appending to ``path``, opened with the job user's own rights; never through a final symlink.
+
+    Missing directories are made as the job user too. As root the shim takes the job user's effective
+    ids for the opening only (it is single-threaded then), so a job cannot make gpuq write where it
+    could not write itself (a symlink to ``/etc/passwd``, a root-owned directory).
+    """
+    switch = uid is not None and os.geteuid() == 0
+    if uid is not None and switch:
+        os.setgroups([])
+        os.setegid(gid if gid is not None else uid)
+        os.seteuid(uid)
+    try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+                     | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputRefused(f"{path} is a symbolic link: refused") from exc
+        who = "the job user" if switch else "this user"
+        raise OutputRefused(f"{who} cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if switch:
+            os.seteuid(0)
+            os.setegid(0)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputRefused(f"{path} is not a regular file: refused")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _tee(source: int, spool: Any, extra: int) -> None:
+    """Copy the job's stream to its log (the spool the agent ships) and to its ``--output`` file, until EOF."""
+    while True:
+        try:
+            chunk = os.read(source, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        spool.write(chunk)
+        spool.flush()
+        view = memoryview(chunk)
+        while extra >= 0 and view:
+            try:
+                view = view[os.write(extra, view):]
+            except OSError:
+                extra = -1  # the file went bad (disk full): the log the service keeps goes on
+    os.close(source)
+
+
+def _outputs(spec: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The job user's fds for stdout and stderr (stderr joins --output when --error is not given, as in Slurm)."""
+    uid, gid = spec.get("uid"), spec.get("gid")
+    out = open_as_job_user(spec["output_file"], uid, gid) if spec.get("output_file") else None
+    err = open_as_job_user(spec["error_file"], uid, gid) if spec.get("error_file") else None
+    return out, err if err is not None else out
+
+
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -116,12 +190,29 @@ def main(run_dir: Path) -> int:
     lease = run_dir / "lease"
     started = time.time()
     try:
+        user_out, user_err = _outputs(spec)
+    except OutputRefused as exc:
+        write_json(run_dir / "exit.json", {"start_error": f"output file: {exc}", "started_at": started,
+                                           "ended_at": time.time()})
+        return 1
+    tees: list[threading.Thread] = []
+    try:
         with open(spec["stdout"], "ab") as out, open(spec["stderr"], "ab") as err:
+            pipes = {name: os.pipe() for name, fd in (("out", user_out), ("err", user_err)) if fd is not None}
             proc = subprocess.Popen(
-                spec["command"], env=spec["env"], cwd=spec.get("cwd"), stdout=out, stderr=err,
+                spec["command"], env=spec["env"], cwd=spec.get("cwd"),
+                stdout=pipes["out"][1] if "out" in pipes else out, stderr=pipes["err"][1] if "err" in pipes else err,
                 stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
                 preexec_fn=_preexec(group.procs_files() if group else [], spec.get("uid"), spec.get("gid")),
             )
+            for name, (read_end, write_end) in pipes.items():
+                os.close(write_end)
+                spool = open(spec["stdout"] if name == "out" else spec["stderr"], "ab")  # noqa: SIM115 - the tee's
+                extra = user_out if name == "out" else user_err
+                assert extra is not None
+                tee = threading.Thread(target=_tee, args=(read_end, spool, extra), daemon=True)
+                tee.start()
+                tees.append(tee)
     except (OSError, subprocess.SubprocessError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         write_json(run_dir / "exit.json", {"start_error": f"cannot run {spec['command'][0]!r}: {reason}",
@@ -148,6 +239,8 @@ def main(run_dir: Path) -> int:
     if group is not None:
         group.kill()
         oom_kills = group.oom_kills()
+    for tee in tees:  # every writer is dead now: the pipes are at EOF
+        tee.join(timeout=5)
     write_json(run_dir / "exit.json", {
         "exit_code": code if code >= 0 else 128 - code, "oom_kills": oom_kills, "fenced": fenced,
         "started_at": started, "ended_at": time.time(),

@@ -57,6 +57,8 @@ class _Submit:
     requeue: bool | None = None
     after: list[str] | None = None
     array: str | None = None
+    output: str | None = None
+    error: str | None = None
 
 
 def _given(ctx: ClickContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +127,7 @@ def _job_body(flags: _Submit, command: list[str]) -> dict[str, Any]:
     body = {"name": flags.name or "job", "project": flags.project or "default", "command": command, "env": env_dict,
             "resources": resources, "image": flags.image, "priority_class": flags.priority_class,
             "time_limit_s": time_limit_s, "workdir": workdir, "requeue": flags.requeue, "array": flags.array,
+            "output": flags.output, "error": flags.error,
             "depends_on": [_dependency(a) for a in flags.after] if flags.after else None}
     return {k: v for k, v in body.items() if v is not None}
 
@@ -207,6 +210,12 @@ def submit(
                         "repeatable; an array id means every task")] = None,
     array: Annotated[str | None, typer.Option(
         "--array", help="a job array, e.g. 0-99%%8: tasks 0..99, at most 8 at once (GPUQ_ARRAY_INDEX)")] = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="also write stdout to this file on the node: %%j job id, %%A/%%a array id/index, "
+                               "%%x name, %%u user, %%N node; relative to --chdir (stderr too unless --error)")
+    ] = None,
+    error: Annotated[str | None, typer.Option(
+        "--error", "-e", help="also write stderr to this file on the node (patterns as --output)")] = None,
     parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (JOB=$(gpuq submit ...))")
                         ] = False,
     server: ServerOpt = None,

@@ -175,6 +175,13 @@ class Job(Base):
     # governance (revision 0012): the declared workload class, and labels a bill can be grouped by
     workload: Mapped[str] = mapped_column(String(32), default="batch", server_default=text("'batch'"))
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # infrastructure retries (revision 0017): after a launch its node failed, not before this time, and the nodes
+    # (ids) that failed it, which placement avoids while another node fits
+    retry_not_before: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    avoid_nodes: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    # --output / --error patterns (revision 0017), expanded on the node (workers.messages.expand_output_path)
+    output_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     # utilization (revision 0014): since when the job's GPUs sat idle (services.idle's rule); None: busy
     idle_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 

@@ -7,6 +7,8 @@
   (Slurm's ``kill_invalid_depend``), an event by the service.
 - **Array limits** (``--array 0-99%8``): at most ``array_limit`` tasks of
   one array are admitted or running at once; the lowest indices go first.
+- **Infrastructure back-off**: a job requeued because its node failed its
+  launch waits until ``retry_not_before`` (``lifecycle.reports.back_off``).
 
 ``satisfied`` and ``array_window`` are the rules, pure; ``hold_back`` applies
 them to the cycle's queued rows in the cycle's transaction.
@@ -58,7 +60,8 @@ def array_window(limit: int, live: int, indices: Sequence[int]) -> tuple[list[in
 def hold_back(session: Session, *, queued: Mapping[str, Job]) -> dict[str, str]:
     """Queued jobs this cycle must skip, with why; cancels those whose dependency can never be met."""
     held: dict[str, str] = {}
-    held.update(_dependencies(session, [j for j in queued.values() if j.depends_on]))
+    held.update(_backing_off(session, [j for j in queued.values() if j.retry_not_before is not None]))
+    held.update(_dependencies(session, [j for j in queued.values() if j.depends_on and j.id not in held]))
     held.update(_arrays(session, [j for j in queued.values() if j.array_limit and j.id not in held]))
     return held
 
@@ -92,6 +95,18 @@ def _dependencies(session: Session, jobs: Sequence[Job]) -> dict[str, str]:
             held[job.id] = never
         elif waiting:
             held[job.id] = "waiting for " + ", ".join(waiting)
+    return held
+
+
+def _backing_off(session: Session, jobs: Sequence[Job]) -> dict[str, str]:
+    if not jobs:
+        return {}
+    now = db_now(session)
+    held: dict[str, str] = {}
+    for job in jobs:
+        at = job.retry_not_before
+        if at is not None and at.replace(tzinfo=None) > now.replace(tzinfo=None):
+            held[job.id] = f"backing off after a node failed its launch: next try at {at:%H:%M:%S} UTC"
     return held
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -104,6 +104,7 @@ def _final_state(job: Job, exits: Mapping[str, Mapping[str, Any]]) -> tuple[JobS
 def record_exit(
     session: Session, *, job_id: str, attempt: int, node_name: str, replica: int = 0, exit_code: int | None,
     reason: str, message: str = "", grace_s: float, max_retries: int, cause: StopCause | None = None,
+    node_fault: bool = False, backoff_s: float = 0.0, backoff_max_s: float = 0.0,
 ) -> ExitOutcome:
     """Record one replica's end; when the attempt is over, end or requeue the job and free it at once.
 
@@ -112,6 +113,7 @@ def record_exit(
     attempt is lost (requeued, at most ``max_retries`` times). A failed gang
     member has the others stopped; the job ends when they report. ``cause``:
     why the agent stopped it on its own (fence, shutdown, time limit), recorded on the event.
+    ``node_fault``: the node failed to start it; the requeued job backs off and prefers other nodes (``back_off``).
     """
     job, row = fenced(session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica)
     exits = dict(row.exits or {})
@@ -135,6 +137,8 @@ def record_exit(
     if lost:
         target = lose_attempt(session, job=job, reason=f"lost on {node_name}: {lost[0]}", who=who,
                               max_retries=max_retries, grace_s=grace_s, at=now, cause=cause)
+        if node_fault and target is JobState.QUEUED:
+            back_off(session, job, node_name=node_name, base_s=backoff_s, max_s=backoff_max_s, at=now)
         return ExitOutcome(job, finalized=True, requeued=target is JobState.QUEUED)
     if job.stop_action == REQUEUE:
         # Preempted or reclaimed with requeue: back in the queue at its original position
@@ -165,6 +169,31 @@ def record_exit(
     allocations.release(session, job_id=job_id, attempt=attempt, at=now)
     effects.queue(session, wake=True)  # the capacity is free now: admit the next job at once
     return ExitOutcome(job, finalized=True)
+
+
+MAX_AVOIDED_NODES = 8  # the most recent nodes that failed a job's launch, which its placement avoids
+
+
+def back_off(session: Session, job: Job, *, node_name: str, base_s: float, max_s: float, at: datetime) -> float:
+    """A requeued job whose node failed its launch: its next try waits, and prefers other nodes. Returns the wait.
+
+    The wait doubles with each attempt the job lost (``base_s``, ``2 base_s``, … at most ``max_s``), so a
+    node that fails every launch cannot spend the job's retries in a second; the failing node joins
+    ``avoid_nodes``, which placement treats as a soft preference (it falls back to them when nothing
+    else fits). The admitter honours ``retry_not_before`` (``lifecycle.gates``).
+    """
+    lost = session.scalar(
+        select(func.count()).select_from(Attempt).where(Attempt.job_id == job.id, Attempt.state == AttemptState.LOST)
+    ) or 1
+    wait_s = min(max_s, base_s * 2 ** max(0, lost - 1))
+    job.retry_not_before = at + timedelta(seconds=wait_s)
+    node_id = session.scalar(select(Node.id).where(Node.name == node_name))
+    avoided = [n for n in (job.avoid_nodes or []) if n != node_id]
+    if node_id is not None:
+        avoided.append(node_id)
+    job.avoid_nodes = avoided[-MAX_AVOIDED_NODES:]
+    job.reason = f"{job.reason}; next try in {wait_s:g} s, preferring another node than {node_name}"
+    return wait_s
 
 
 def _stop_gang(session: Session, job: Job, who: Who, *, replica: int, reason: str, exit_code: int | None,

@@ -35,4 +35,5 @@ def request_for(job: Job) -> Request:
         memory_mib=job.memory_mib,
         replicas=job.replicas,
         node_labels=((RUNTIME_LABEL + ("docker" if job.image else "process"), "yes"),),
+        avoid_nodes=tuple(job.avoid_nodes or ()),  # nodes that failed its launches: the last choice
     )

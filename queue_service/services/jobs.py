@@ -70,6 +70,8 @@ class JobSpec(Protocol):
     time_limit_s: int | None
     requeue: bool
     workdir: str | None
+    output: str | None
+    error: str | None
     array: str | None
     workload: str | None
     labels: dict[str, str]
@@ -148,6 +150,8 @@ def submit(
         requeue_on_preempt=body.requeue,
         depends_on=_dependencies(session, body.depends_on, principal=principal),
         workdir=body.workdir,
+        output_path=body.output,
+        error_path=body.error,
         workload=workload,
         labels=dict(body.labels),
     )
@@ -168,6 +172,7 @@ def submit(
 ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env", "gpus", "mig_profile",
                 "mig_count", "blocks", "gpu_memory_mib", "gpu_models", "cpus", "memory_mib", "replicas",
                 "priority_class", "priority", "time_limit_s", "requeue_on_preempt", "depends_on", "workdir",
+                "output_path", "error_path",
                 "workload", "labels")
 
 

@@ -27,9 +27,10 @@ def claim_start(session: Session, *, job_id: str, attempt: int, node_name: str, 
 
 def report_exit(
     session: Session, *, settings: Settings, job_id: str, attempt: int, node_name: str, replica: int = 0,
-    exit_code: int | None, reason: str, message: str = "", stop_cause: str | None = None,
+    exit_code: int | None, reason: str, message: str = "", stop_cause: str | None = None, node_fault: bool = False,
 ) -> ExitOutcome:
-    """Record one replica's end (``lifecycle.transitions.record_exit``); ``stop_cause``: why its agent stopped it."""
+    """Record one replica's end (``lifecycle.transitions.record_exit``); ``stop_cause``: why its agent stopped it;
+    ``node_fault``: the node failed to start it (the requeued job backs off and prefers other nodes)."""
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
@@ -38,6 +39,7 @@ def report_exit(
         session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica, exit_code=exit_code,
         reason=reason, message=message, grace_s=grace_s, max_retries=settings.max_retries,
         cause=StopCause(stop_cause) if stop_cause else None,
+        node_fault=node_fault, backoff_s=settings.node_fault_backoff_s, backoff_max_s=settings.node_fault_backoff_max_s,
     )
 
 

@@ -151,3 +151,13 @@ def test_history_lists_finished_jobs(gpuq) -> None:
     assert out.exit_code == 0, out.output
     assert job in out.output and "cancelled" in out.output
     assert job not in gpuq("jobs").output and job in gpuq("jobs", "--all").output
+
+
+def test_output_and_error_patterns_from_flags_and_directives(gpuq, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    job = _job(gpuq, "-o", "logs/%x-%j.out", "--error", "/tmp/%j.err", "--", "true")
+    assert (job["output"], job["error"]) == ("logs/%x-%j.out", "/tmp/%j.err")
+    (tmp_path / "o.sh").write_text("#!/bin/sh\n#GPUQ -o out-%A_%a.log\ntrue\n")
+    assert _job(gpuq, "o.sh")["output"] == "out-%A_%a.log"
+    out = gpuq("submit", "-o", "/x/%q", "--", "true")
+    assert out.exit_code != 0 and "output" in out.output and "%q" in out.output, out.output

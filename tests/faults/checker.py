@@ -7,7 +7,8 @@
    on the cluster's nodes is exactly the current attempts of running jobs (polled briefly: an exit
    report may be in flight);
 5. (``check_stamps``) from the processes themselves: the start/end stamps each attempt wrote show
-   no two attempts of one job alive at once.
+   no two attempts of one job alive at once; for containers (``ContainerSpans``) the engine's own
+   start and finish times of each attempt's container, polled while the job runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import text
 
@@ -114,3 +117,60 @@ def check_stamps(cluster: Cluster, job_ids: list[str]) -> None:
             if s2 <= e1:
                 problems.append(f"job {job_id}: attempt {b} started at {s2:.2f} while attempt {a} ran until {e1:.2f}")
     assert not problems, "jobs ran twice at once:\n  " + "\n  ".join(problems)
+
+
+def _docker_time(value: str) -> datetime | None:
+    """Docker's RFC 3339 nanosecond stamp (``0001-01-01T00:00:00Z``: never) as a naive UTC datetime."""
+    if not value or value.startswith("0001-"):
+        return None
+    return datetime.fromisoformat(value[:26].rstrip("Z"))
+
+
+@dataclass
+class ContainerSpans:
+    """Each attempt's container as the engine saw it, polled (``poll``) while a job runs; ``overlaps`` at any poll."""
+
+    cluster: Cluster
+    job_id: str
+    spans: dict[int, tuple[datetime | None, datetime | None]] = field(default_factory=dict)  # attempt -> start, end
+    overlaps: list[str] = field(default_factory=list)  # polls that saw two containers of the job running
+
+    def poll(self) -> None:
+        import docker.errors
+
+        running = []
+        for container in self.cluster.containers(job_id=self.job_id, all=True):
+            try:
+                state = self.cluster.inspect(container)["State"]
+            except docker.errors.NotFound:  # removed between the list and the inspect
+                continue
+            attempt = int(container["Labels"]["gpuq.attempt"])
+            start, end = _docker_time(state.get("StartedAt", "")), _docker_time(state.get("FinishedAt", ""))
+            if state.get("Running"):
+                running.append(attempt)
+                end = None
+            old = self.spans.get(attempt, (None, None))
+            self.spans[attempt] = (start or old[0], end or old[1])
+        if len(running) > 1:
+            self.overlaps.append(f"attempts {sorted(running)} of job {self.job_id} ran at once")
+
+    def until_final(self, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.poll()
+            job = self.cluster.job(self.job_id)
+            if job["state"] in FINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {self.job_id} not final after {timeout_s} s: {job['state']}")
+            time.sleep(0.1)
+
+    def check(self) -> None:
+        """No two attempts' containers alive at once: each one finished before the next one started."""
+        problems = list(self.overlaps)
+        ordered = sorted(self.spans.items())
+        for (a, (_s1, e1)), (b, (s2, _e2)) in itertools.pairwise(ordered):
+            if e1 is None or s2 is None or s2 < e1:
+                problems.append(f"job {self.job_id}: attempt {b}'s container started at {s2} "
+                                f"while attempt {a}'s ran until {e1}")
+        assert not problems, "jobs ran twice at once:\n  " + "\n  ".join(problems)

@@ -6,11 +6,18 @@ self-fence after 3 s of silence), 0.5 s heartbeats and admission ticks, and
 launches re-sent after 2 s. Everything a test makes is labelled with its own
 node names and removed at the end; Redis traffic goes to one database
 number (``FAULTS_REDIS_DB``), flushed before and after.
+
+No process outlives an interrupted run: ``gpuq serve`` and every agent run
+in a process group of their own that dies with pytest (``PR_SET_PDEATHSIG``,
+even on SIGKILL), and every live cluster is closed at exit and on SIGTERM
+(``_close_all``), which kills those groups and removes the containers and shims.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -20,7 +27,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +41,47 @@ REPO = Path(__file__).resolve().parents[2]
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 LEASE_S = 6.0
 FAULTS_REDIS_DB = 14
+
+
+_LIVE: weakref.WeakSet[Cluster] = weakref.WeakSet()  # clusters not closed yet (closed at exit / SIGTERM)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_pytest() -> None:
+    """In the child before exec: SIGKILL it when pytest dies, however (cleared again for its own children)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+    """A harness process: its own process group (``close`` kills the group), dying with pytest."""
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_pytest, **kwargs)
+
+
+def _close_all() -> None:
+    for cluster in list(_LIVE):
+        with contextlib.suppress(Exception):  # teardown goes on whatever failed
+            cluster.close()
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    _close_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_finalizers() -> None:
+    if getattr(_install_finalizers, "done", False):
+        return
+    _install_finalizers.done = True  # type: ignore[attr-defined]
+    atexit.register(_close_all)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _killpg(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def free_port() -> int:
@@ -73,6 +123,9 @@ class Cluster:
         self.agent_gpus: dict[str, str] = {}
         self._logs: list[Any] = []
         self.engine: Engine = create_engine(database_url)
+        self._closed = False
+        _install_finalizers()
+        _LIVE.add(self)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")}
         self.env.update({
             "GPUQ_NODE_LEASE_S": str(lease_s), "GPUQ_HEARTBEAT_INTERVAL_S": "0.5",
@@ -103,8 +156,7 @@ class Cluster:
         plain = self.database_url.replace("postgresql+psycopg://", "postgresql://")
         cmd = [sys.executable, "-m", "queue_service.cli", "serve", "--port", str(self.port), "--data-dir",
                str(self.data_dir), "--database-url", plain, "--broker-url", self.redis_url, "--no-local-agent"]
-        self.service = subprocess.Popen(cmd, cwd=REPO, stdout=self._log("service"), stderr=subprocess.STDOUT,
-                                        env=self.env)
+        self.service = spawn(cmd, cwd=REPO, stdout=self._log("service"), stderr=subprocess.STDOUT, env=self.env)
 
         def up() -> bool:
             if self.service.poll() is not None:
@@ -133,8 +185,8 @@ class Cluster:
                "--simulate-gpus", gpus, "--data-dir", str(self.tmp / f"agent-{name}")]
         log_path = self.tmp / f"agent-{name}.log"
         before = log_path.read_text().count("connected to") if log_path.exists() else 0
-        self.agents[name] = subprocess.Popen(cmd, cwd=REPO, stdout=self._log(f"agent-{name}"),
-                                             stderr=subprocess.STDOUT, env=self.env)
+        self.agents[name] = spawn(cmd, cwd=REPO, stdout=self._log(f"agent-{name}"), stderr=subprocess.STDOUT,
+                                  env=self.env)
         if wait:
             wait_for(f"agent {name} to be up",
                      lambda: self._agent_alive(name) and log_path.read_text().count("connected to") > before, 60)
@@ -261,9 +313,15 @@ class Cluster:
 
     # -- teardown -------------------------------------------------------------------
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _LIVE.discard(self)
         for name in list(self.agents):
             with contextlib.suppress(Exception):  # teardown goes on whatever failed
-                self.kill_agent(name, signal.SIGKILL)
+                proc = self.agents.pop(name)
+                _killpg(proc, signal.SIGKILL)
+                proc.wait(timeout=30)
         if self.service is not None:
             self.service.send_signal(signal.SIGTERM)
             try:
@@ -271,6 +329,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self.service.kill()
                 self.service.wait()
+            _killpg(self.service, signal.SIGKILL)  # whatever it started in its group
+            self.service = None
         for container in self.containers():
             with contextlib.suppress(Exception):  # teardown goes on whatever failed
                 self.docker.api.remove_container(container["Id"], force=True)

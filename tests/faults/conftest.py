@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _postgres_database
-from tests.faults.cluster import FAULTS_REDIS_DB, Cluster
+from tests.faults.cluster import FAULTS_REDIS_DB, LEASE_S, Cluster
 from tests.services import require_docker, require_postgres, require_redis
 
 
@@ -50,16 +50,27 @@ def pg_url() -> Iterator[str]:
     yield from _postgres_database()
 
 
-def make_cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Cluster:
+def make_cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client, *, lease_s: float = LEASE_S) -> Cluster:
     from tests.services import DOCKER_TEST_IMAGE
 
     return Cluster(tmp_path, database_url=pg_url, redis_url=redis_url, docker_client=docker_client,
-                   image=DOCKER_TEST_IMAGE)
+                   image=DOCKER_TEST_IMAGE, lease_s=lease_s)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Iterator[Cluster]:
     made = make_cluster(tmp_path, pg_url, redis_url, docker_client)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def slow_fence_docker_cluster(tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> Iterator[Cluster]:
+    """A Docker cluster with a 30 s lease (container watchdogs fence after 15 s): room for an agent restart
+    on a loaded box, where the interpreter alone may take seconds to start."""
+    made = make_cluster(tmp_path, pg_url, redis_url, docker_client, lease_s=30.0)
     try:
         yield made
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.faults.checker import assert_no_leftovers, check_invariants
+from tests.faults.checker import ContainerSpans, assert_no_leftovers, check_invariants
 from tests.faults.cluster import LEASE_S, Cluster, free_port, wait_for
 from tests.faults.conftest import make_cluster
 from tests.faults.own_dockerd import OwnDockerd
@@ -32,7 +32,9 @@ def _container_of(cluster: Cluster, job_id: str):
 
 
 # 1 ------------------------------------------------------------------------------------------
-def test_agent_killed_mid_job_readopts_its_container_and_the_job_finishes_once(cluster: Cluster) -> None:
+def test_agent_killed_mid_job_readopts_its_container_and_the_job_finishes_once(
+        slow_fence_docker_cluster: Cluster) -> None:
+    cluster = slow_fence_docker_cluster
     cluster.start_agent("a")
     job_id = cluster.submit(["sh", "-c", "echo start; sleep 4; echo done"],
                             resources={"gpus": 1, "cpus": 0.5, "memory_mib": 64})
@@ -88,6 +90,38 @@ def test_host_lost_for_good_requeues_elsewhere_and_refuses_the_old_attempt(clust
     wait_for("the stale container to be removed", lambda: not cluster.containers(node=dead_node, all=True), 15)
     check_invariants(cluster)
     assert_no_leftovers(cluster)
+
+
+def test_agent_killed_for_good_its_container_is_fenced_before_the_job_runs_elsewhere(
+        tmp_path: Path, pg_url: str, redis_url: str, docker_client) -> None:
+    """kill -9 of a Docker agent, left dead past the lease: the container's watchdog stops it before the
+    service requeues the job, so the engine's own start/finish times show no two attempts alive at once.
+
+    A 12 s lease (the watchdog fences after 6 s): a loaded box must not fence the live agent first."""
+    cluster = make_cluster(tmp_path, pg_url, redis_url, docker_client, lease_s=12.0)
+    try:
+        nodes = {cluster.start_agent("a"): "a", cluster.start_agent("b"): "b"}
+        job_id = cluster.submit(["sh", "-c", 'if [ "$GPUQ_ATTEMPT" = 1 ]; then sleep 60; else sleep 3; fi; echo done'])
+        first_node = cluster.wait_state(job_id, "running")["allocation"][0]["node"]
+        spans = ContainerSpans(cluster, job_id)
+        spans.poll()
+        first = _container_of(cluster, job_id)
+        cluster.kill_agent(nodes[first_node])  # kill -9; its container would run for a minute without a fence
+        job = spans.until_final(90)
+        assert job["state"] == "succeeded" and job["attempt"] == 2, job
+        spans.check()
+        assert sorted(spans.spans) == [1, 2], spans.spans
+        state = cluster.inspect(first)["State"]
+        assert not state["Running"] and state["ExitCode"] in (137, 143), state  # stopped, not run to its end
+        assert (tmp_path / f"agent-{nodes[first_node]}" / "watchdogs" / first["Id"] / "fenced.json").exists()
+        assert [a["state"] for a in cluster.attempts(job_id)] == ["lost", "succeeded"]
+        # The agent comes back: the fenced container is offered, refused as stale, and removed.
+        cluster.start_agent(nodes[first_node])
+        wait_for("the fenced container to be removed", lambda: not cluster.containers(job_id=job_id, all=True), 15)
+        check_invariants(cluster)
+        assert_no_leftovers(cluster)
+    finally:
+        cluster.close()
 
 
 def test_agent_cut_off_from_the_service_stops_its_job_before_the_lease_runs_out(cluster: Cluster) -> None:

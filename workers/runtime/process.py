@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.gpu.mps import MpsDaemon, MpsDaemons, mps_client_env
-from workers.messages import LaunchSpec
+from workers.messages import LaunchSpec, expand_output_path, output_pattern_problem
 from workers.runtime.base import Adopted, ExitReason, ExitStatus, LaunchError, NodeFault, check_user_env
 from workers.runtime.cgroups import DEFAULT_PIDS_MAX, CgroupError, JobCgroup, Limits, Probe
 from workers.runtime.jobuser import JobUser
@@ -155,6 +156,7 @@ class ProcessRuntime:
             "command": spec.command, "env": self.environment(spec, mps_daemon), "cwd": str(cwd) if cwd else None,
             "stdout": str(stdout_path), "stderr": str(stderr_path), "grace_s": spec.grace_s,
             "memory_mib": spec.memory_mib, "uid": uid, "gid": user.gid if user else None,
+            **self._output_files(spec, uid),
             "cgroup": None if group is None else {
                 "name": group.name, "version": group.layout.version,
                 "unified": str(group.layout.unified) if group.layout.unified else None,
@@ -198,6 +200,22 @@ class ProcessRuntime:
         if not spec.gpu_memory_mib:
             raise LaunchError("a block job needs gpu_memory_mib (its MPS memory cap)")
         return self.mps.ensure(spec.gpu_uuids[0])
+
+    @staticmethod
+    def _output_files(spec: LaunchSpec, uid: int | None) -> dict[str, str]:
+        """``--output`` / ``--error`` expanded for this attempt (the shim opens them as the job user).
+
+        Checked here again: a spec that did not come through the API gets the same refusal.
+        """
+        files: dict[str, str] = {}
+        for key, name, pattern in (("output_file", "output", spec.output), ("error_file", "error", spec.error)):
+            if pattern is None:
+                continue
+            problem = output_pattern_problem(pattern, workdir=spec.workdir)
+            if problem is not None:
+                raise LaunchError(f"{name}: {problem}")
+            files[key] = expand_output_path(pattern, spec, user=_user_name(os.getuid() if uid is None else uid))
+        return files
 
     def _claim_uid(self, user: JobUser, run_dir: Path) -> int:
         """The job user's uid, or (per-attempt uids) the lowest one no run of this node holds (``RUN_DIR/uid``)."""
@@ -361,6 +379,13 @@ def _shim_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)  # a per-attempt uid without a passwd entry
 
 
 def _read(path: Path) -> dict[str, Any] | None:

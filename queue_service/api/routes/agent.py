@@ -94,7 +94,7 @@ def exited(body: ExitBody, principal: CurrentPrincipal, session: SessionDep, ctx
     outcome = reports.report_exit(
         session, settings=ctx.settings, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name,
         replica=body.replica, exit_code=body.exit_code, reason=body.reason.value, message=body.message,
-        stop_cause=body.stop_cause,
+        stop_cause=body.stop_cause, node_fault=body.node_fault,
     )
     if body.node_fault:  # the node failed it, not the job: a node that keeps failing is drained
         agent_service.node_fault(session, node_name=body.node_name, reason=body.message, settings=ctx.settings)
