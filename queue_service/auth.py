@@ -35,6 +35,7 @@ class Principal:
     projects: frozenset[str] = frozenset()
     node_name: str | None = None
     last_used_at: datetime | None = field(default=None, compare=False)  # as read when authenticating
+    approver: bool = False  # a member token that may approve or deny its projects' pending jobs (revision 0013)
 
     @property
     def label(self) -> str:
@@ -58,6 +59,10 @@ class Principal:
         if self.role in (Role.ADMIN, Role.OPERATOR):
             return True
         return allowed_projects is None or project in allowed_projects
+
+    def may_decide_for(self, project: str) -> bool:
+        """Approve or deny ``project``'s pending jobs: admins, and approver member tokens of that project."""
+        return self.role is Role.ADMIN or (self.role is Role.MEMBER and self.approver and project in self.projects)
 
     def require(self, *roles: Role) -> None:
         """Raise Forbidden unless the caller has one of ``roles``."""

@@ -4,7 +4,9 @@ Steps of ``run_once`` (each cycle, under the admission lock):
 
 1. expire node leases;
 2. snapshot: schedulable nodes with free capacity, and the queued jobs (``read``)
-   that their dependencies and array limits let in (``lifecycle.gates``);
+   that their dependencies and array limits let in (``lifecycle.gates``), whose
+   approval has not lapsed (``lifecycle.approval``) and whose project's hard
+   budget is not spent this month (``billing.budget``);
 3. decide (``admission.cycle.run_cycle``, pure);
 4. persist in one transaction (``persist``: the lifecycle admits and preempts);
 5. commit (the ``transaction`` block ends): the launches and stops go out after it (``lifecycle.effects``);
@@ -29,9 +31,10 @@ from queue_service.admitter import read
 from queue_service.admitter.hardware import hardware_aware
 from queue_service.admitter.persist import persist
 from queue_service.admitter.reconcile import reconcile
+from queue_service.billing import budget
 from queue_service.db.priority_classes import effective
 from queue_service.db.session import transaction
-from queue_service.lifecycle import gates
+from queue_service.lifecycle import approval, gates
 from queue_service.services import nodes as node_service
 from queue_service.settings import Settings
 
@@ -126,6 +129,8 @@ class Admitter:
             rows = read.queued(session)
             jobs = {job.id: job for job, _project in rows}
             held = gates.hold_back(session, queued=jobs)
+            held.update(approval.expire(session, queued=jobs))  # lapsed: pending_approval again
+            held.update(budget.hold_back(session, queued={k: j for k, j in jobs.items() if k not in held}))
             snapshot = read.snapshot(session, settings=self.settings, rows=rows, skip=held)
             # 3. decide
             result = run_cycle(snapshot, self.packer_factory, hardware_aware(session, self.repartition))

@@ -128,7 +128,15 @@ def quota_list(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOp
     data = Api(server, token).call("GET", "/v1/quotas")
     emit(data, as_json, lambda qs: table(
         [[q["project"], f"{q['guaranteed']:g}", "-" if q["borrow_limit"] is None else f"{q['borrow_limit']:g}",
-          f"{q['in_use']:g}"] for q in qs], ["project", "guaranteed", "borrow limit", "in use"]))
+          f"{q['in_use']:g}", _granted_text(q)] for q in qs],
+        ["project", "guaranteed", "borrow limit", "in use", "granted"]))
+
+
+def _granted_text(q: dict) -> str:
+    """What capacity grants add to the guarantee now, and when the first ends (``gpuq request capacity``)."""
+    if not q.get("granted"):
+        return "-"
+    return f"+{q['granted']:g} until {str(q['granted_until'])[:16].replace('T', ' ')}"
 
 
 @class_app.command("list")

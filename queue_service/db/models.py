@@ -72,6 +72,8 @@ class ApiToken(Base):
     # revision 0006: a token past expires_at is refused like a revoked one; last use, at most once a minute
     expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # revision 0013: a member token that may approve or deny its projects' pending jobs
+    approver: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class Node(Base):
@@ -172,6 +174,8 @@ class Job(Base):
     array_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # its first task's id
     array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     array_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # most tasks live at once
+    # approvals (revision 0013): an approval's end; past it, a job never admitted waits for approval again
+    approval_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # governance (revision 0012): the declared workload class, and labels a bill can be grouped by
     workload: Mapped[str] = mapped_column(String(32), default="batch", server_default=text("'batch'"))
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
@@ -343,4 +347,4 @@ class PriorityClassRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-from queue_service.db import billing_models, utilization_models  # noqa: E402,F401
+from queue_service.db import approval_models, billing_models, utilization_models  # noqa: E402,F401

@@ -22,6 +22,7 @@ Modules, one concept each:
 - ``allocations``  releasing allocations (and closing their ledger intervals) in the same transaction
 - ``moves``        ``move``: check the table, set the state, append the event (the one assignment of a state)
 - ``submit``       queued jobs: submit, hold, release, wait reasons
+- ``approval``     pending jobs: approve, deny, approvals that expire
 - ``admit``        queued → admitted in bulk, with attempt, allocation and event rows
 - ``reports``      what agents report, fenced by attempt: start claims, exits
 - ``stopping``     cancel, stop (preempt, reclaim, gang), lost attempts

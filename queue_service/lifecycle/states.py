@@ -1,7 +1,9 @@
 """States of jobs and attempts, and why a job is stopping. Pure: imported by the DB models.
 
 A job: ``queued → admitted → running → succeeded | failed | cancelled |
-timed_out`` (and back to ``queued`` when it is requeued). An attempt is one
+timed_out`` (and back to ``queued`` when it is requeued). A job its project's
+approval policy or budget stops at the door starts ``pending_approval``:
+approved it is ``queued``, denied it ends ``denied``. An attempt is one
 admission of a job; it ends ``succeeded | failed | cancelled | timed_out``
 with its job, ``stopped`` when its job was requeued (preemption, reclaim),
 or ``lost`` when its node lost it.
@@ -22,13 +24,16 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    PENDING_APPROVAL = "pending_approval"  # waits for an approver's yes (approval policy or budget)
+    DENIED = "denied"  # an approver said no: final, the reason says why
 
     @property
     def final(self) -> bool:
         return self in FINAL_STATES
 
 
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT,
+                          JobState.DENIED})
 LIVE_STATES = frozenset({JobState.ADMITTED, JobState.RUNNING})
 
 
@@ -70,6 +75,7 @@ class Actor(StrEnum):
     ADMITTER = "admitter"  # the admission cycle
     AGENT = "agent"  # a node agent's report
     SERVICE = "service"  # the service's own recovery (lease expiry, adoption)
+    APPROVER = "approver"  # a project's approver or an admin deciding a pending job
 
 
 class Event(StrEnum):
@@ -87,3 +93,6 @@ class Event(StrEnum):
     RELEASE = "release"
     IDLE = "idle"  # the job's GPUs sat idle (services.idle's rule): jobs.idle_since set, no state change
     ACTIVE = "active"  # busy again after an idle event: the flag cleared
+    APPROVE = "approve"  # an approver let a pending job into the queue
+    DENY = "deny"  # an approver refused it: final
+    EXPIRE = "expire"  # an approval ran out before the job was first admitted: it waits for approval again

@@ -16,17 +16,27 @@ from queue_service.lifecycle.states import Event, JobState
 from queue_service.lifecycle.table import IllegalTransition
 
 
-def submit(session: Session, *, job: Job, who: Who, at: datetime | None = None, flush: bool = True) -> Job:
-    """Queue a validated new job (``job`` built by the caller, without a state)."""
+def submit(session: Session, *, job: Job, who: Who, at: datetime | None = None, flush: bool = True,
+           needs_approval: str = "") -> Job:
+    """Queue a validated new job (``job`` built by the caller, without a state).
+
+    ``needs_approval``: why its project's approval policy or budget wants an
+    approver's yes first; the job then starts ``pending_approval`` with that
+    reason, and the admitter does not see it until it is approved.
+    """
     at = at or db_now(session)
     job.id = job.id or new_id()
     job.attempt = 0
     job.state = None  # type: ignore[assignment]  # new: the table's "(new)" source
     job.submitted_at = job.submitted_at or at
-    move(session, job, Event.SUBMIT, JobState.QUEUED, who, at=at)
-    job.reason = "waiting for the next admission cycle"
+    if needs_approval:
+        move(session, job, Event.SUBMIT, JobState.PENDING_APPROVAL, who, at=at, reason=needs_approval)
+        job.reason = f"waiting for approval: {needs_approval}"
+    else:
+        move(session, job, Event.SUBMIT, JobState.QUEUED, who, at=at)
+        job.reason = "waiting for the next admission cycle"
+        effects.queue(session, wake=True)
     session.add(job)
-    effects.queue(session, wake=True)
     if flush:  # a batch leaves it to the commit: one multi-row INSERT for all its jobs
         session.flush()
     return job

@@ -5,31 +5,41 @@ exist yet), the states it may lead to, and who may cause it. A move that is
 not in the table is an :class:`IllegalTransition` (HTTP 409 with the current
 state): nothing is written and no event is recorded.
 
-======== ============ ============================== ==============================
-event    from         to                             who
-======== ============ ============================== ==============================
-submit   (new)        queued                         user, operator
-admit    queued       admitted                       admitter
-start    admitted     running                        agent
-finish   running      succeeded, failed, timed_out   agent
-cancel   queued       cancelled                      user, operator, service
-cancel   admitted     cancelled                      user, operator
-stop     running      running (stopping)             user, operator, admitter, agent
-stopped  admitted     queued, cancelled              operator, admitter
-stopped  running      queued, cancelled              agent
-lose     admitted     queued, failed, cancelled      service, agent
-lose     running      queued, failed, cancelled      service, agent
-hold     queued       queued (held)                  operator
-release  queued       queued                         operator
-idle     running      running (idle)                 service
-active   running      running                        service
-======== ============ ============================== ==============================
+======== ================ ============================== ==============================
+event    from             to                             who
+======== ================ ============================== ==============================
+submit   (new)            queued, pending_approval       user, operator
+approve  pending_approval queued                         approver
+deny     pending_approval denied                         approver
+cancel   pending_approval cancelled                      user, operator, service
+expire   queued           pending_approval               service
+admit    queued           admitted                       admitter
+start    admitted         running                        agent
+finish   running          succeeded, failed, timed_out   agent
+cancel   queued           cancelled                      user, operator, service
+cancel   admitted         cancelled                      user, operator
+stop     running          running (stopping)             user, operator, admitter, agent
+stopped  admitted         queued, cancelled              operator, admitter
+stopped  running          queued, cancelled              agent
+lose     admitted         queued, failed, cancelled      service, agent
+lose     running          queued, failed, cancelled      service, agent
+hold     queued           queued (held)                  operator
+release  queued           queued                         operator
+idle     running          running (idle)                 service
+active   running          running                        service
+======== ================ ============================== ==============================
 
 The service cancels a queued job whose dependency can never be met
 (``gates``). ``stop`` leaves a running job running with ``stop_cause`` set until its
 agent reports the exit (``stopped``, or ``finish`` for a gang whose member
 failed). ``stopped`` from ``admitted`` is a preemption or reclaim of a job
 whose agent has not started it yet: its capacity is freed at once.
+
+``pending_approval`` is where a job waits when its project's approval policy
+or budget wants a person's yes (``lifecycle.approval``): ``approve`` queues it,
+``deny`` ends it ``denied`` with the approver's reason, and an approval given
+with an expiry that runs out before the job is first admitted sends it back
+(``expire``, by the service) for a fresh decision.
 
 ``idle`` and ``active`` change no state: the service flags a running job whose
 GPUs sat idle (``jobs.idle_since``, ``events.mark_idle``) and clears the flag
@@ -45,7 +55,9 @@ from queue_service.lifecycle.states import Actor, Event, JobState
 
 Q, A, R = JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING
 S, F, C, T = JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT
+P, D = JobState.PENDING_APPROVAL, JobState.DENIED
 USER, OPERATOR, ADMITTER, AGENT, SERVICE = Actor.USER, Actor.OPERATOR, Actor.ADMITTER, Actor.AGENT, Actor.SERVICE
+APPROVER = Actor.APPROVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +75,11 @@ def _row(event: Event, source: JobState | None, targets: set[JobState], actors: 
 
 
 TABLE: tuple[Transition, ...] = (
-    _row(Event.SUBMIT, None, {Q}, {USER, OPERATOR}),
+    _row(Event.SUBMIT, None, {Q, P}, {USER, OPERATOR}),
+    _row(Event.APPROVE, P, {Q}, {APPROVER}),
+    _row(Event.DENY, P, {D}, {APPROVER}),
+    _row(Event.CANCEL, P, {C}, {USER, OPERATOR, SERVICE}),
+    _row(Event.EXPIRE, Q, {P}, {SERVICE}),
     _row(Event.ADMIT, Q, {A}, {ADMITTER}),
     _row(Event.START, A, {R}, {AGENT}),
     _row(Event.FINISH, R, {S, F, T}, {AGENT}),

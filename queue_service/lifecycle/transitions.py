@@ -15,6 +15,7 @@ is only ever the words a person reads, never read back.
 from __future__ import annotations
 
 from queue_service.lifecycle.admit import ALLOCATION_COLUMNS, Admitted, ReplicaRows, admit
+from queue_service.lifecycle.approval import approve, deny, expire
 from queue_service.lifecycle.moves import ADMITTER, CANCEL, REQUEUE, SERVICE, Who, agent
 from queue_service.lifecycle.reports import ExitOutcome, claim_start, fenced, record_exit
 from queue_service.lifecycle.stopping import LOST, cancel, lose_attempt, request_stop, resend_stops, stop_leftovers
@@ -22,6 +23,7 @@ from queue_service.lifecycle.submit import hold, release_hold, set_wait_reasons,
 
 __all__ = [
     "ADMITTER", "ALLOCATION_COLUMNS", "CANCEL", "LOST", "REQUEUE", "SERVICE", "Admitted", "ExitOutcome",
-    "ReplicaRows", "Who", "admit", "agent", "cancel", "claim_start", "fenced", "hold", "lose_attempt",
-    "record_exit", "release_hold", "request_stop", "resend_stops", "set_wait_reasons", "stop_leftovers", "submit",
+    "ReplicaRows", "Who", "admit", "agent", "approve", "cancel", "claim_start", "deny", "expire", "fenced", "hold",
+    "lose_attempt", "record_exit", "release_hold", "request_stop", "resend_stops", "set_wait_reasons",
+    "stop_leftovers", "submit",
 ]

@@ -20,7 +20,7 @@ from queue_service.db.models import FINAL_STATES, Allocation, Job, JobEvent, Job
 from queue_service.errors import Forbidden, GpuqError, InvalidRequest, NotFound
 from queue_service.lifecycle import events, grace, transitions
 from queue_service.lifecycle.states import Actor
-from queue_service.services import arrays, audit
+from queue_service.services import approvals, arrays, audit
 from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
 from queue_service.services import workloads as workload_service
@@ -164,9 +164,11 @@ def submit(
         missing = runtime_check(job.image is not None)
         if missing is not None:
             raise InvalidRequest(f"this job can never run on this cluster: {missing}", field="image")
+    needs = approvals.needs_approval(session, job=job, now=at)  # its project's policy or budget: pending_approval
     if body.array is None:
-        return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush)
-    return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at)
+        return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush, needs_approval=needs)
+    return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at,
+                         needs_approval=needs)
 
 
 ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env", "gpus", "mig_profile",
@@ -177,7 +179,7 @@ ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env
 
 
 def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, principal: Principal,
-                  at: datetime | None) -> Job:
+                  at: datetime | None, needs_approval: str = "") -> Job:
     """Queue every task of an array (one transaction, one multi-row INSERT); returns the first task."""
     at = at or db_now(session)
     first.array_id, first.array_index, first.array_limit = first.id, spec.indices[0], spec.limit
@@ -187,7 +189,7 @@ def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, princ
         task.array_id, task.array_index, task.array_limit = first.id, index, spec.limit
         tasks.append(task)
     for task in tasks:
-        transitions.submit(session, job=task, who=who(principal), at=at, flush=False)
+        transitions.submit(session, job=task, who=who(principal), at=at, flush=False, needs_approval=needs_approval)
     session.flush()
     return first
 

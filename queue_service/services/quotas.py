@@ -1,6 +1,14 @@
-"""Project quotas: guaranteed capacity and a borrowing limit, in whole-GPU equivalents."""
+"""Project quotas: guaranteed capacity and a borrowing limit, in whole-GPU equivalents.
+
+A granted capacity request (``services.capacity``) adds to a project's
+guarantee for its period only: ``all_quotas`` counts the grants in force at
+"now" (the database clock), so a grant starts and ends by itself, with no
+job to run at either end.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -9,7 +17,9 @@ from partitioner.types import SliceKind
 from queue_service.admission.snapshot import Quota
 from queue_service.admission.units import held_equivalents
 from queue_service.auth import Principal
+from queue_service.db.approval_models import CapacityRequest
 from queue_service.db.base import utcnow
+from queue_service.db.clock import db_now
 from queue_service.db.models import Allocation, Gpu, Job, Node, NodeStatus, Project, ProjectQuota
 from queue_service.errors import InvalidRequest
 from queue_service.lifecycle import effects
@@ -44,9 +54,28 @@ def in_use(session: Session) -> dict[str, float]:
     return usage
 
 
-def all_quotas(session: Session) -> dict[str, Quota]:
+def grants(session: Session, *, now: datetime | None = None) -> dict[str, list[CapacityRequest]]:
+    """Granted capacity requests in force at ``now``, per project name."""
+    now = now or db_now(session)
+    rows = session.execute(
+        select(Project.name, CapacityRequest).join(Project, Project.id == CapacityRequest.project_id)
+        .where(CapacityRequest.status == "granted", CapacityRequest.starts_at <= now, CapacityRequest.ends_at > now)
+        .order_by(CapacityRequest.ends_at)
+    ).all()
+    out: dict[str, list[CapacityRequest]] = {}
+    for name, row in rows:
+        out.setdefault(name, []).append(row)
+    return out
+
+
+def all_quotas(session: Session, *, now: datetime | None = None) -> dict[str, Quota]:
+    """Every project's quota: its own guarantee plus the capacity grants in force at ``now``."""
     rows = session.execute(select(Project.name, ProjectQuota).join(ProjectQuota, ProjectQuota.project_id == Project.id))
-    return {name: Quota(guaranteed=q.guaranteed, borrow_limit=q.borrow_limit) for name, q in rows}
+    out = {name: Quota(guaranteed=q.guaranteed, borrow_limit=q.borrow_limit) for name, q in rows}
+    for name, granted in grants(session, now=now).items():
+        base = out.get(name, Quota(guaranteed=0.0, borrow_limit=None))
+        out[name] = Quota(guaranteed=base.guaranteed + sum(g.gpus for g in granted), borrow_limit=base.borrow_limit)
+    return out
 
 
 def set_quota(session: Session, *, project: str, guaranteed: float, borrow_limit: float | None,

@@ -31,6 +31,7 @@ def create(
     node_name: str | None = None,
     actor: Principal | str,
     lifetime_s: float | None = None,
+    approver: bool = False,
 ) -> tuple[ApiToken, str]:
     """Make a token; returns the row and the plain token (never stored). ``lifetime_s`` 0 or None: no expiry."""
     projects = sorted(set(projects or []))
@@ -40,6 +41,8 @@ def create(
         raise InvalidRequest("only member tokens are bound to projects", field="projects")
     if role is not Role.AGENT and node_name:
         raise InvalidRequest("only agent tokens are bound to a node", field="node_name")
+    if approver and role is not Role.MEMBER:
+        raise InvalidRequest("only member tokens are approvers (admins approve anyway)", field="approver")
     if role is Role.AGENT and not node_name:
         raise InvalidRequest("an agent token speaks for one node: give its node_name", field="node_name")
     known = set(session.scalars(select(Project.name).where(Project.name.in_(projects))).all())
@@ -49,13 +52,13 @@ def create(
     plain = new_token()
     expires_at = utcnow() + timedelta(seconds=lifetime_s) if lifetime_s else None
     row = ApiToken(name=name, role=role.value, token_hash=hash_token(plain), projects=projects, node_name=node_name,
-                   expires_at=expires_at)
+                   expires_at=expires_at, approver=approver)
     session.add(row)
     session.flush()
     audit.record(
         session, actor=actor, action="token.create", target=row.id,
         after={"role": role.value, "name": name, "projects": projects, "node_name": node_name,
-               "expires_at": expires_at.isoformat() if expires_at else None},
+               "expires_at": expires_at.isoformat() if expires_at else None, "approver": approver},
     )
     return row, plain
 
@@ -72,7 +75,7 @@ def authenticate(session: Session, *, token: str | None, now: datetime | None = 
         raise Unauthenticated("token expired (gpuq admin token rotate, or create a new one)")
     return Principal(
         token_id=row.id, name=row.name, role=Role(row.role), projects=frozenset(row.projects or []),
-        node_name=row.node_name, last_used_at=row.last_used_at,
+        node_name=row.node_name, last_used_at=row.last_used_at, approver=bool(row.approver),
     )
 
 

@@ -131,8 +131,8 @@ def test_the_docstring_table_lists_the_same_rows_as_the_code() -> None:
 
 def test_the_docstring_comparison_would_see_a_drift() -> None:
     doc = table.__doc__ or ""
-    widened = doc.replace("start    admitted     running                        agent",
-                          "start    admitted     running                        agent, user")
+    widened = doc.replace("start    admitted         running                        agent",
+                          "start    admitted         running                        agent, user")
     dropped = "\n".join(line for line in doc.splitlines() if not line.startswith("hold "))
     assert widened != doc and dropped != doc
     code = Counter(_key(t) for t in TABLE)

@@ -51,6 +51,7 @@ def create_token(body: TokenCreate, principal: CurrentPrincipal, session: Sessio
     row, plain = token_service.create(
         session, role=body.role, name=body.name, projects=body.projects, node_name=body.node_name, actor=principal,
         lifetime_s=body.lifetime_s if body.lifetime_s is not None else ctx.settings.token_lifetime_s,
+        approver=body.approver,
     )
     return TokenCreated(**_token(row).model_dump(), token=plain)
 

@@ -115,7 +115,10 @@ def set_quota(name: str, body: QuotaUpdate, principal: CurrentPrincipal, session
 def list_quotas(principal: CurrentPrincipal, session: SessionDep) -> list[QuotaPublic]:
     """Quotas of the projects the caller can see, with what each holds now."""
     in_use = quota_service.in_use(session)
-    return [QuotaPublic(project=p, guaranteed=q.guaranteed, borrow_limit=q.borrow_limit, in_use=in_use.get(p, 0.0))
+    grants = quota_service.grants(session)
+    return [QuotaPublic(project=p, guaranteed=q.guaranteed, borrow_limit=q.borrow_limit, in_use=in_use.get(p, 0.0),
+                        granted=sum(g.gpus for g in grants.get(p, [])),
+                        granted_until=min((g.ends_at for g in grants.get(p, [])), default=None))
             for p, q in sorted(quota_service.all_quotas(session).items()) if principal.can_see_project(p)]
 
 

@@ -33,6 +33,8 @@ class TokenCreate(BaseModel):
     node_name: str | None = Field(default=None, max_length=128)
     lifetime_s: float | None = Field(default=None, ge=0, le=10 * 365 * 24 * 3600,
                                      description="expires after this long; 0: never; default GPUQ_TOKEN_LIFETIME_S")
+    approver: bool = Field(default=False, description="a member token that may approve or deny its projects' "
+                                                      "pending jobs")
 
     @field_validator("projects")
     @classmethod
@@ -50,6 +52,7 @@ class TokenPublic(BaseModel):
     expires_at: UtcDateTime | None = None
     last_used_at: UtcDateTime | None = Field(default=None, description="to the minute")
     revoked_at: UtcDateTime | None = None
+    approver: bool = False
 
 
 class TokenCreated(TokenPublic):

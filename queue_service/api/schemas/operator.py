@@ -64,9 +64,11 @@ class QuotaUpdate(Reason):
 
 class QuotaPublic(BaseModel):
     project: str
-    guaranteed: float
+    guaranteed: float = Field(description="in force now: the project's own guarantee plus its capacity grants")
     borrow_limit: float | None
     in_use: float
+    granted: float = Field(default=0.0, description="of the guarantee, what granted capacity requests add now")
+    granted_until: UtcDateTime | None = Field(default=None, description="when the first of those grants ends")
 
 
 class PriorityClassUpdate(Reason):
