@@ -22,7 +22,7 @@ from workers.agent import Agent
 from workers.agent.mps import MpsKeeper
 from workers.agent.runs import RunBook
 from workers.gpu.mps import READY, ClientUsers, MpsControl, MpsDaemons, MpsUnavailable, pid_alive
-from workers.messages import GpuInfo, LaunchSpec, NodeInventory
+from workers.messages import GpuInfo, LaunchSpec, MigDeviceInfo, NodeInventory
 from workers.runtime.base import ExitReason
 from workers.runtime.docker import DockerRuntime, container_config
 from workers.runtime.jobuser import JobUser
@@ -157,6 +157,24 @@ def test_daemon_stops_when_the_device_leaves_shared_mode_and_at_shutdown(owner, 
     assert "cmd=quit" in calls.read_text()
     keeper.shutdown(keep=set())
     assert not owner.control.is_running(MIG) and owner.running() == set(), "nothing left running"
+
+
+def test_mig_carving_on_a_gpu_stops_its_instances_idle_daemons(owner, tmp_path):
+    mig = MigDeviceInfo(uuid=MIG, profile="1g.10gb", profile_id=19, start=0, size=1, memory_mib=9984, sm_count=16)
+    gpu = GpuInfo(uuid=GPU, index=0, name="NVIDIA H100 80GB HBM3", model="h100-80gb", memory_mib=81559,
+                  sm_count=132, mig_enabled=True, mig_devices=[mig])
+    book = RunBook(tmp_path)
+    keeper = MpsKeeper(mps=owner, book=book, inventory=lambda: NodeInventory("n1", "h", "b", 1, 1, gpus=[gpu]))
+    carve = LaunchSpec(job_id="c", attempt=1, node_name="n1", command=["true"], gpu_uuids=[GPU],
+                       mig_slices=[{"index": 0, "gpu_uuid": GPU, "profile": "3g.40gb", "start": 4}])
+    owner.ensure(MIG)
+    run = book.admit(block(MIG))
+    keeper.before_carve(carve)
+    assert owner.control.is_running(MIG), "a block job still runs on the instance: its daemon stays"
+    assert run is not None
+    book.end(run)
+    keeper.before_carve(carve)
+    assert not owner.control.is_running(MIG) and owner.status() == {}
 
 
 def test_agent_reports_mps_status_and_a_failed_daemon_loses_the_attempt(owner, calls, tmp_path):

@@ -9,7 +9,8 @@ the agent:
   places no block job there (rather than failing the first one);
 - **leaving shared mode**: a whole-device job (no ``blocks``) about to start
   on a GPU or MIG instance whose daemon runs, with no block job left on it,
-  stops that daemon first;
+  stops that daemon first; so does MIG carving on a GPU, for the idle
+  daemons of its instances (an instance may be destroyed and re-made);
 - **check** (every ``CHECK_S``): a daemon that died is restarted, and each
   block job that ran on it is stopped and reported ``lost`` with the reason
   ("the MPS daemon of … died"): the job is requeued, never left hanging on a
@@ -75,6 +76,17 @@ class MpsKeeper:
         for uuid in spec.gpu_uuids:
             if uuid in running and self.block_holders(uuid) == 0:
                 log.info("%s leaves shared mode: stopping its MPS daemon", uuid)
+                self.mps.stop(uuid)
+
+    def before_carve(self, spec: LaunchSpec) -> None:
+        """MIG carving on a GPU: its instances' idle daemons stop first (a busy server keeps an instance in use)."""
+        if self.mps is None or not spec.mig_slices:
+            return
+        parents = {item["gpu_uuid"] for item in spec.mig_slices}
+        devices = {m.uuid for g in self._inventory().gpus if g.uuid in parents for m in g.mig_devices}
+        for uuid in sorted(devices & self.mps.running()):
+            if self.block_holders(uuid) == 0:
+                log.info("carving MIG instances on its GPU: stopping the idle MPS daemon of %s", uuid)
                 self.mps.stop(uuid)
 
     def check(self) -> dict[str, str]:

@@ -95,6 +95,8 @@ class Supervisor:
                 try:
                     self._open_logs(run)
                     run.runtime = self.runtime_for(run.spec)
+                    if self.mps is not None:
+                        self.mps.before_carve(run.spec)
                     run.spec = self.carver.carve(run.spec)
                     if self.mps is not None:
                         self.mps.before_launch(run.spec)
