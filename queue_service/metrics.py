@@ -7,17 +7,37 @@ added (attempts, ledger intervals) are monotonic, as Prometheus expects.
 The one in-process measurement is the admission cycle's duration, taken
 by wrapping ``Admitter.run_once`` (the leader's replica reports it).
 
-    gpuq_queue_wait_seconds{project,priority_class}          histogram, submit -> admit
+Cost per scrape: aggregate queries only, no Python loop over jobs or
+intervals. Job figures are one ``GROUP BY`` over the jobs table (waits and
+completion times bucketed in SQL); usage counters are the rollups
+(``billing.rollups``) summed per project plus the open intervals priced up
+to now; live GPU figures read only live allocations and the last
+``busy_window_s`` of samples.
+
+Label cardinality, bounded: projects, priority classes, workload classes,
+job states and nodes/GPUs are configured sets; no metric is labelled by
+job. Cost by label is off by default: only keys in
+``GPUQ_METRICS_LABEL_KEYS`` (comma-separated) are broken down, each into at
+most ``GPUQ_METRICS_LABEL_VALUES_MAX`` values (the largest by cost; the
+rest summed as ``(other)``; jobs without the key as ``(none)``).
+
+    gpuq_queue_wait_seconds{project,priority_class,workload} histogram, submit -> (latest) admit
+    gpuq_job_completion_seconds{workload,state}              histogram, submit -> finish of final jobs (p50/p99)
     gpuq_jobs{state}                                         gauge
     gpuq_admissions_total{project}                           counter (attempts made)
-    gpuq_preemptions_total{project}                          counter (attempts ended by preemption)
+    gpuq_preemptions_total{project}                          counter (preemptions: the lifecycle's stop events
+                                                             with cause preempt, counted on the job)
     gpuq_admission_cycle_duration_seconds                    histogram
     gpuq_gpu_allocated_ratio{node,gpu,model}                 gauge, share of the GPU held
     gpuq_gpu_busy_ratio{node,gpu,model}                      gauge, SM busy (latest samples)
+    gpuq_gpu_memory_used_ratio{node,gpu,model}               gauge, NVML memory used / GPU memory (latest samples)
     gpuq_project_allocated_gpus{project}                     gauge, GPU-equivalents held
     gpuq_project_busy_ratio{project}                         gauge, busy / sampled
+    gpuq_project_gpu_memory_used_mib{project}                gauge, NVML memory used now (latest samples)
+    gpuq_project_gpu_memory_used_ratio{project}              gauge, that / GPU memory its live allocations hold
     gpuq_usage_gpu_equivalent_seconds_total{project}         counter, from the ledger
     gpuq_usage_cost_total{project}                           counter, from the ledger and prices
+    gpuq_usage_cost_by_label_total{key,value}                counter, cost by job label (allow-listed keys)
     gpuq_node_drained{node}                                  gauge, 1 while gpuq drained it for its launch failures
     gpuq_fair_share_standing{project,charge}                 gauge, charged usage per weight (lower runs first)
     gpuq_fair_share_factor{project,charge}                   gauge, 2^(-effective usage / norm share), as sshare
@@ -27,9 +47,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from functools import wraps
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -38,25 +59,32 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.billing.ledger import db_now, gpu_equivalents
-from queue_service.billing.prices import PriceBook
-from queue_service.db.billing_models import GpuSample, UsageInterval
+from queue_service.billing.pricebook import PriceBook
+from queue_service.billing.reports import label_value
+from queue_service.db.billing_models import GpuSample, UsageInterval, UsageRollup
 from queue_service.db.models import Allocation, Attempt, Gpu, Job, JobState, Node, Project
 from queue_service.services import share as share_service
 from queue_service.settings import Settings
 from queue_service.snapshots import allocation_equivalents
 
-__all__ = ["WAIT_BUCKETS_S", "ServiceCollector", "build_registry"]
+__all__ = ["COMPLETION_BUCKETS_S", "WAIT_BUCKETS_S", "ServiceCollector", "build_registry"]
 
 WAIT_BUCKETS_S = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+COMPLETION_BUCKETS_S = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 3 * 24 * 3600, 7 * 24 * 3600)
+OTHER_VALUES = "(other)"  # label values past GPUQ_METRICS_LABEL_VALUES_MAX, summed
 CYCLE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class ServiceCollector(Collector):
     """Every database-derived metric, computed in one short read-only session per scrape."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, busy_window_s: float = 120.0) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, busy_window_s: float = 120.0,
+                 label_keys: str | Iterable[str] = "", label_values_max: int = 20) -> None:
         self.sessions = sessions
         self.busy_window_s = busy_window_s
+        keys = label_keys.split(",") if isinstance(label_keys, str) else label_keys
+        self.label_keys = sorted({k.strip() for k in keys if k.strip()})
+        self.label_values_max = label_values_max
 
     def collect(self) -> Iterator:
         with self.sessions() as session:
@@ -66,38 +94,65 @@ class ServiceCollector(Collector):
             yield from self._usage(session)
 
     def _queue(self, session: Session) -> Iterator:
-        waits: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for project, klass, submitted, admitted in session.execute(
-            select(Project.name, Job.priority_class, Job.submitted_at, Job.admitted_at)
-            .join(Project, Project.id == Job.project_id).where(Job.admitted_at.is_not(None))
-        ):
-            if admitted is not None:  # the query's filter, for the type checker
-                waits[(project, klass)].append(max(0.0, (admitted - submitted).total_seconds()))
+        """Waits, completion times, states and preemptions: one aggregate query over the jobs."""
+        dialect = session.get_bind().dialect.name
+        wait = _seconds(dialect, Job.submitted_at, Job.admitted_at)
+        took = _seconds(dialect, Job.submitted_at, Job.finished_at)
+        admitted = Job.admitted_at.is_not(None)
+        final = Job.finished_at.is_not(None)
+        columns = [func.count(), func.sum(Job.preemptions),
+                   func.sum(case((admitted, 1), else_=0)), func.sum(case((admitted, wait), else_=0.0)),
+                   *[func.sum(case((admitted & (wait <= b), 1), else_=0)) for b in WAIT_BUCKETS_S],
+                   func.sum(case((final, 1), else_=0)), func.sum(case((final, took), else_=0.0)),
+                   *[func.sum(case((final & (took <= b), 1), else_=0)) for b in COMPLETION_BUCKETS_S]]
+        rows = session.execute(
+            select(Job.project_id, Job.priority_class, Job.workload, Job.state, *columns)
+            .group_by(Job.project_id, Job.priority_class, Job.workload, Job.state)
+        ).all()
+        names = dict(session.execute(select(Project.id, Project.name)).all())
+        n_wait = len(WAIT_BUCKETS_S)
+        waits: dict[tuple[str, str, str], list[float]] = {}
+        completions: dict[tuple[str, str], list[float]] = {}
+        states: dict[str, int] = defaultdict(int)
+        preempted: dict[str, int] = defaultdict(int)
+        for project_id, klass, workload, state, count, preemptions, *sums in rows:
+            project = names.get(project_id, project_id)
+            states[state] += count
+            preempted[project] += preemptions or 0
+            w = waits.setdefault((project, klass, workload), [0.0] * (n_wait + 2))
+            c = completions.setdefault((workload, state), [0.0] * (len(COMPLETION_BUCKETS_S) + 2))
+            for target, values in ((w, sums[:n_wait + 2]), (c, sums[n_wait + 2:])):
+                for k, v in enumerate(values):
+                    target[k] += v or 0
         hist = HistogramMetricFamily("gpuq_queue_wait_seconds", "Time from submit to (latest) admission",
-                                     labels=["project", "priority_class"])
-        for (project, klass), values in sorted(waits.items()):
-            buckets = [(str(b), sum(1 for v in values if v <= b)) for b in WAIT_BUCKETS_S]
-            buckets.append(("+Inf", len(values)))
-            hist.add_metric([project, klass], buckets, sum(values))
+                                     labels=["project", "priority_class", "workload"])
+        for labels, (n, total, *buckets) in sorted(waits.items()):
+            if n:
+                hist.add_metric(list(labels), _buckets(WAIT_BUCKETS_S, buckets, n), total)
         yield hist
+        done = HistogramMetricFamily("gpuq_job_completion_seconds", "Time from submit to finish of final jobs",
+                                     labels=["workload", "state"])
+        for done_labels, (n, total, *buckets) in sorted(completions.items()):
+            if n:
+                done.add_metric(list(done_labels), _buckets(COMPLETION_BUCKETS_S, buckets, n), total)
+        yield done
 
-        states = GaugeMetricFamily("gpuq_jobs", "Jobs by state", labels=["state"])
-        counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+        gauge = GaugeMetricFamily("gpuq_jobs", "Jobs by state", labels=["state"])
         for state in JobState:
-            states.add_metric([state.value], counts.get(state.value, 0))
-        yield states
+            gauge.add_metric([state.value], states.get(state.value, 0))
+        yield gauge
 
         admissions = CounterMetricFamily("gpuq_admissions", "Attempts admitted", labels=["project"])
-        preemptions = CounterMetricFamily("gpuq_preemptions", "Attempts ended by preemption", labels=["project"])
-        rows = session.execute(
-            select(Project.name, func.count(), func.sum(_preempted()))
-            .select_from(Attempt).join(Job, Job.id == Attempt.job_id).join(Project, Project.id == Job.project_id)
-            .group_by(Project.name)
-        ).all()
-        for project, made, preempted in rows:
-            admissions.add_metric([project], made)
-            preemptions.add_metric([project], preempted or 0)
+        for project_id, made in session.execute(
+            select(Job.project_id, func.count()).select_from(Attempt).join(Job, Job.id == Attempt.job_id)
+            .group_by(Job.project_id)
+        ):
+            admissions.add_metric([names.get(project_id, project_id)], made)
         yield admissions
+        preemptions = CounterMetricFamily("gpuq_preemptions", "Preemptions of the project's jobs",
+                                          labels=["project"])
+        for project, count in sorted(preempted.items()):
+            preemptions.add_metric([project], count)
         yield preemptions
 
     def _drained(self, session: Session) -> Iterator:
@@ -109,10 +164,13 @@ class ServiceCollector(Collector):
 
     def _gpus(self, session: Session) -> Iterator:
         gpus = session.execute(
-            select(Gpu.uuid, Gpu.model, Node.name).join(Node, Node.id == Gpu.node_id).where(Gpu.present.is_(True))
+            select(Gpu.uuid, Gpu.model, Node.name, Gpu.memory_mib).join(Node, Node.id == Gpu.node_id)
+            .where(Gpu.present.is_(True))
         ).all()
+        memory_of = {uuid: memory for uuid, _model, _node, memory in gpus}
         held: dict[str, float] = defaultdict(float)
         project_held: dict[str, float] = defaultdict(float)
+        project_memory: dict[str, float] = defaultdict(float)  # GPU memory its live allocations hold
         mig_owner: dict[str, str] = {}
         for alloc, model, project in session.execute(
             select(Allocation, Gpu.model, Project.name).join(Job, Job.id == Allocation.job_id)
@@ -125,43 +183,83 @@ class ServiceCollector(Collector):
             part = allocation_equivalents(alloc, model)  # the quota and billing unit: a share of the GPU
             held[gpu_uuid] += part
             project_held[project] += part
+            project_memory[project] += alloc.gpu_memory_mib or (memory_of.get(gpu_uuid, 0) * part)
             if alloc.mig_uuid:
                 mig_owner[alloc.mig_uuid] = gpu_uuid
         since = db_now(session) - timedelta(seconds=self.busy_window_s)
         busy: dict[str, float] = defaultdict(float)
+        used: dict[str, float] = defaultdict(float)
+        project_used: dict[str, float] = defaultdict(float)
         latest: dict[tuple[str, str], tuple] = {}
-        for job_id, uuid, at, sm in session.execute(
-            select(GpuSample.job_id, GpuSample.gpu_uuid, GpuSample.at, GpuSample.sm_percent)
-            .where(GpuSample.at >= since, GpuSample.sm_percent.is_not(None))
+        for job_id, project_id, uuid, at, sm, memory in session.execute(
+            select(GpuSample.job_id, GpuSample.project_id, GpuSample.gpu_uuid, GpuSample.at, GpuSample.sm_percent,
+                   GpuSample.memory_used_mib).where(GpuSample.at >= since)
         ):
             if (job_id, uuid) not in latest or latest[(job_id, uuid)][0] < at:
-                latest[(job_id, uuid)] = (at, sm)
-        for (_job, uuid), (_at, sm) in latest.items():
-            busy[mig_owner.get(uuid, uuid)] += sm / 100
+                latest[(job_id, uuid)] = (at, sm, memory, project_id)
+        names = dict(session.execute(select(Project.id, Project.name)).all()) if latest else {}
+        for (_job, uuid), (_at, sm, memory, project_id) in latest.items():
+            gpu = mig_owner.get(uuid, uuid)
+            if sm is not None:
+                busy[gpu] += sm / 100
+            used[gpu] += memory or 0
+            project_used[names.get(project_id, project_id)] += memory or 0
         allocated = GaugeMetricFamily("gpuq_gpu_allocated_ratio", "Share of the GPU held by jobs",
                                       labels=["node", "gpu", "model"])
         busy_g = GaugeMetricFamily("gpuq_gpu_busy_ratio", "SM busy share of the GPU (latest samples)",
                                    labels=["node", "gpu", "model"])
-        for uuid, model, node in gpus:
+        memory_g = GaugeMetricFamily("gpuq_gpu_memory_used_ratio", "GPU memory used / GPU memory (latest samples)",
+                                     labels=["node", "gpu", "model"])
+        for uuid, model, node, memory_mib in gpus:
             allocated.add_metric([node, uuid, model], min(1.0, held.get(uuid, 0.0)))
             busy_g.add_metric([node, uuid, model], min(1.0, busy.get(uuid, 0.0)))
+            memory_g.add_metric([node, uuid, model], min(1.0, used.get(uuid, 0.0) / memory_mib) if memory_mib else 0.0)
         yield allocated
         yield busy_g
+        yield memory_g
         per_project = GaugeMetricFamily("gpuq_project_allocated_gpus", "GPU-equivalents held now",
                                         labels=["project"])
         for project, value in sorted(project_held.items()):
             per_project.add_metric([project], value)
         yield per_project
+        used_mib = GaugeMetricFamily("gpuq_project_gpu_memory_used_mib", "GPU memory the project's jobs use now "
+                                     "(latest samples)", labels=["project"])
+        used_ratio = GaugeMetricFamily("gpuq_project_gpu_memory_used_ratio", "GPU memory used / GPU memory its "
+                                       "live allocations hold", labels=["project"])
+        for project in sorted(set(project_held) | set(project_used)):
+            used_mib.add_metric([project], project_used.get(project, 0.0))
+            held_mib = project_memory.get(project, 0.0)
+            used_ratio.add_metric([project], project_used.get(project, 0.0) / held_mib if held_mib else 0.0)
+        yield used_mib
+        yield used_ratio
 
     def _usage(self, session: Session) -> Iterator:
+        """Ledger counters: the rollups summed per project, plus the open intervals priced up to now."""
         now = db_now(session)
-        prices = PriceBook.load(session)
+        names = dict(session.execute(select(Project.id, Project.name)).all())
         seconds: dict[str, float] = defaultdict(float)
         cost: dict[str, float] = defaultdict(float)
-        for iv in session.scalars(select(UsageInterval)):
-            end = iv.ended_at or max(now, iv.started_at)
-            seconds[iv.project_name] += gpu_equivalents(iv) * (end - iv.started_at).total_seconds()
-            cost[iv.project_name] += prices.cost(iv, iv.started_at, end)
+        by_labels: dict[str, float] = defaultdict(float)  # labels JSON -> cost
+        r = UsageRollup
+        for project_id, held_s, spent in session.execute(
+            select(r.project_id, func.sum(r.gpu_equivalent_seconds), func.sum(r.cost)).group_by(r.project_id)
+        ):
+            seconds[names.get(project_id, project_id)] += held_s or 0.0
+            cost[names.get(project_id, project_id)] += spent or 0.0
+        if self.label_keys:
+            for labels_json, spent in session.execute(
+                select(r.labels_json, func.sum(r.cost)).group_by(r.labels_json)
+            ):
+                by_labels[labels_json] += spent or 0.0
+        prices: PriceBook | None = None
+        for iv in session.scalars(select(UsageInterval).where(UsageInterval.ended_at.is_(None))):
+            prices = prices or PriceBook.load(session)
+            end = max(now, iv.started_at)
+            project = names.get(iv.project_id, iv.project_name)
+            seconds[project] += gpu_equivalents(iv) * (end - iv.started_at).total_seconds()
+            spent = prices.cost(iv, iv.started_at, end)
+            cost[project] += spent
+            by_labels[iv.labels_json] += spent
         gpu_s = CounterMetricFamily("gpuq_usage_gpu_equivalent_seconds", "GPU-equivalent seconds billed",
                                     labels=["project"])
         cost_c = CounterMetricFamily("gpuq_usage_cost", "Cost billed (catalogue currency)", labels=["project"])
@@ -170,25 +268,43 @@ class ServiceCollector(Collector):
             cost_c.add_metric([project], cost[project])
         yield gpu_s
         yield cost_c
+        by_label = CounterMetricFamily("gpuq_usage_cost_by_label", "Cost billed by job label (allow-listed keys "
+                                       "only, GPUQ_METRICS_LABEL_KEYS)", labels=["key", "value"])
+        for key in self.label_keys:
+            values: dict[str, float] = defaultdict(float)
+            for labels_json, spent in by_labels.items():
+                values[label_value(labels_json, key)] += spent
+            ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+            shown, rest = ranked[:self.label_values_max], ranked[self.label_values_max:]
+            for value, spent in sorted(shown):
+                by_label.add_metric([key, value], spent)
+            if rest:
+                by_label.add_metric([key, OTHER_VALUES], sum(v for _, v in rest))
+        yield by_label
 
-        sampled: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for project, window_s, sm in session.execute(
-            select(Project.name, GpuSample.window_s, GpuSample.sm_percent)
-            .join(Project, Project.id == GpuSample.project_id).where(GpuSample.sm_percent.is_not(None))
-        ):
-            if sm is not None:  # the query's filter, for the type checker
-                sampled[project][0] += window_s
-                sampled[project][1] += window_s * sm / 100
         ratio = GaugeMetricFamily("gpuq_project_busy_ratio", "SM-busy GPU-time / sampled GPU-time",
                                   labels=["project"])
-        for project, (total, busy) in sorted(sampled.items()):
-            ratio.add_metric([project], busy / total if total else 0.0)
+        for project_id, total, busy in session.execute(
+            select(GpuSample.project_id, func.sum(GpuSample.window_s),
+                   func.sum(GpuSample.window_s * GpuSample.sm_percent / 100))
+            .where(GpuSample.sm_percent.is_not(None)).group_by(GpuSample.project_id)
+        ):
+            ratio.add_metric([names.get(project_id, project_id)], (busy or 0.0) / total if total else 0.0)
         yield ratio
 
 
-def _preempted():
-    """1 for an attempt that a preemption ended (its reason says so), else 0."""
-    return case((Attempt.reason.like("%preempt%"), 1), else_=0)
+def _seconds(dialect: str, start, end):
+    """``end - start`` in seconds, in SQL, never negative (SQLite has no interval type: Julian days)."""
+    diff: Any
+    if dialect == "postgresql":
+        diff = func.extract("epoch", end - start)
+    else:
+        diff = func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)  # float days: to the ms
+    return case((diff < 0, 0.0), else_=diff)
+
+
+def _buckets(bounds: tuple[float, ...], counts: list[float], n: float) -> list[tuple[str, float]]:
+    return [*((str(b), c) for b, c in zip(bounds, counts, strict=True)), ("+Inf", n)]
 
 
 # -- fair-share standing (issue 13: measured use fed back; services.share, as gpuq share shows it) --
@@ -219,7 +335,8 @@ def fair_share_metrics(session: Session, *, settings: Settings) -> Iterator:
 def build_registry(ctx) -> CollectorRegistry:  # ctx: a ServiceContext (not imported: an import cycle)
     """A registry for one app: the database collector plus the admission-cycle histogram hook."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(ctx.sessions))
+    registry.register(ServiceCollector(ctx.sessions, label_keys=ctx.settings.metrics_label_keys,
+                                       label_values_max=ctx.settings.metrics_label_values_max))
     registry.register(FairShareCollector(ctx.sessions, ctx.settings))
     cycle = Histogram("gpuq_admission_cycle_duration_seconds", "Duration of one admission cycle",
                       buckets=CYCLE_BUCKETS_S, registry=registry)

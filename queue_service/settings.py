@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, description="if set, /metrics needs it (or a viewer+ API "
                                       "token) as a bearer token; GPUQ_METRICS_TOKEN")
     metrics_auth: bool = Field(default=False, description="/metrics needs a viewer+ API token (GPUQ_METRICS_AUTH)")
+    # figures on the wall (issue 13): label keys /metrics breaks cost down by, bounded (queue_service.metrics)
+    metrics_label_keys: str = Field(default="", max_length=1000, description="comma-separated job label keys "
+                                    "for gpuq_usage_cost_by_label_total (default none); GPUQ_METRICS_LABEL_KEYS")
+    metrics_label_values_max: int = Field(default=20, ge=1, le=1000, description="values per label key shown; "
+                                          "the rest are summed as (other)")
     max_gpus_per_node: int = Field(default=16, ge=0, le=1024,
                                    description="an agent reporting more GPUs than this is refused (422)")
 
