@@ -10,6 +10,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from queue_service.admission.coexistence import DEFAULT_GPU as DEFAULT_COEXISTENCE_GPU
+from queue_service.admission.coexistence import DEFAULT_NODE as DEFAULT_COEXISTENCE_NODE
+from queue_service.admission.coexistence import check as check_coexistence
+
 
 class PriorityClass(BaseModel):
     """A named priority: a higher ``value`` runs first."""
@@ -92,11 +96,6 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, description="if set, /metrics needs it (or a viewer+ API "
                                       "token) as a bearer token; GPUQ_METRICS_TOKEN")
     metrics_auth: bool = Field(default=False, description="/metrics needs a viewer+ API token (GPUQ_METRICS_AUTH)")
-    # figures on the wall (issue 13): label keys /metrics breaks cost down by, bounded (queue_service.metrics)
-    metrics_label_keys: str = Field(default="", max_length=1000, description="comma-separated job label keys "
-                                    "for gpuq_usage_cost_by_label_total (default none); GPUQ_METRICS_LABEL_KEYS")
-    metrics_label_values_max: int = Field(default=20, ge=1, le=1000, description="values per label key shown; "
-                                          "the rest are summed as (other)")
     max_gpus_per_node: int = Field(default=16, ge=0, le=1024,
                                    description="an agent reporting more GPUs than this is refused (422)")
 
@@ -174,17 +173,31 @@ class Settings(BaseSettings):
                                                           "then it fails with the reason")
     resend_after_s: float = Field(default=10.0, gt=0,
                                   description="re-send a launch or stop still outstanding after this long")
-    # infrastructure retries (issue 10): a job its node failed to start waits, then prefers other nodes
-    node_fault_backoff_s: float = Field(default=5.0, ge=0, description="wait before retrying a job whose node failed "
-                                        "its launch; doubled for each further lost attempt")
-    node_fault_backoff_max_s: float = Field(default=300.0, ge=0, description="the longest such wait")
 
     # -- governance: workload classes (issue 13) --
     workload_classes: dict[str, WorkloadClass] = Field(default_factory=lambda: dict(DEFAULT_WORKLOAD_CLASSES),
                                                        description="JSON name -> class; REST rows override")
     default_workload: str = Field(default="batch", description="the workload class of a job that names none")
+    # coexistence (queue_service.admission.coexistence): class -> the classes it may share with, or ["*"]
+    coexistence_gpu: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_COEXISTENCE_GPU.items()},
+        description="JSON: which workload classes may share one physical GPU (MPS blocks, MIG instances)")
+    coexistence_node: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_COEXISTENCE_NODE.items()},
+        description="JSON: which workload classes may share one node")
 
-    @field_validator("workload_classes", mode="before")
+    @field_validator("workload_classes", "coexistence_gpu", "coexistence_node", mode="before")
     @classmethod
     def _parse_workloads(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _coexistence_holds(self) -> Settings:
+        for field, table in (("coexistence_gpu", self.coexistence_gpu), ("coexistence_node", self.coexistence_node)):
+            problem = check_coexistence(table, classes=self.workload_classes, field=field)
+            if problem is not None:
+                raise ValueError(problem.message)
+        if self.default_workload not in self.workload_classes:
+            raise ValueError(f"default_workload {self.default_workload!r} is not one of "
+                             f"{sorted(self.workload_classes)}")
+        return self

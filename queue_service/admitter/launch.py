@@ -37,7 +37,6 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
         mig_shared=blocks_row is not None and blocks_row.mig_start is not None,
         cpus=job.cpus or None, memory_mib=job.memory_mib or None, time_limit_s=job.time_limit_s,
         grace_s=of_class(classes, job.priority_class, default_s=settings.default_grace_s),
-        replica=replica, replicas=job.replicas, workdir=job.workdir,
+        replica=replica, replicas=job.replicas, workdir=job.workdir, volumes=list(job.volumes or []),
         array_id=job.array_id, array_index=job.array_index,
-        output=job.output_path, error=job.error_path, job_name=job.name,
     )

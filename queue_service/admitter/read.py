@@ -15,6 +15,7 @@ from queue_service.admission.snapshot import PendingJob, Snapshot
 from queue_service.db.base import utcnow
 from queue_service.db.models import Gpu, Job, JobState, Node, NodeStatus, Project
 from queue_service.db.priority_classes import effective
+from queue_service.services import coexistence as coexistence_service
 from queue_service.services import nodes as node_service
 from queue_service.services import quotas as quota_service
 from queue_service.services.convert import request_for, runtime_labels
@@ -74,6 +75,8 @@ def build_cluster(session: Session, *, include_usage: bool = True, registered: b
                 labels=tuple(sorted((node.labels or {}).items())) + runtime_labels(list(node.runtimes or [])),
             )
         )
+    if include_usage:  # what the coexistence rules read: the workload classes each GPU and node holds
+        states = list(coexistence_service.with_workloads(session, tuple(states)))
     return ClusterState(tuple(states), unschedulable=left_out)
 
 
@@ -136,6 +139,7 @@ def snapshot(session: Session, *, settings: Settings, rows: list[tuple[Job, str]
     now = now or utcnow()
     classes = effective(session, settings=settings)
     cluster = build_cluster(session)
+    rules = coexistence_service.effective(session, settings=settings)
     standing = snapshots.fair_share(session, now=now, half_life_s=settings.fair_share_half_life_s,
                                      charge=settings.fair_share_charge)
     pending = []
@@ -144,7 +148,7 @@ def snapshot(session: Session, *, settings: Settings, rows: list[tuple[Job, str]
             continue
         klass = classes.get(job.priority_class)
         pending.append(PendingJob(
-            job_id=job.id, project=project, request=request_for(job),
+            job_id=job.id, project=project, request=request_for(job, rules=rules),
             priority=klass.value if klass else job.priority, submitted_at=job.submitted_at,
             priority_override=job.priority_override, time_limit_s=job.time_limit_s,
             fair_share=standing.get(project, 0.0), preemptible=bool(klass and klass.preemptible),

@@ -15,6 +15,7 @@ from queue_service.api.schemas.jobs import (
     JobEventsPublic,
     JobPublic,
     ResourcesPublic,
+    VolumePublic,
 )
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
@@ -62,8 +63,6 @@ def job_public(session: Session, *, job: Job, project: Project, principal: Princ
         priority_override=job.priority_override,
         time_limit_s=job.time_limit_s,
         workdir=job.workdir,
-        output=job.output_path,
-        error=job.error_path,
         held=job.held,
         requeue=job.requeue_on_preempt,
         preemptions=job.preemptions,
@@ -82,6 +81,7 @@ def job_public(session: Session, *, job: Job, project: Project, principal: Princ
         array_limit=job.array_limit,
         workload=job.workload or "batch",
         labels=dict(job.labels or {}),
+        volumes=[VolumePublic(**v) for v in job.volumes or []],
         idle=job.idle_since is not None and job.state == JobState.RUNNING,
         idle_since=job.idle_since if job.state == JobState.RUNNING else None,
         allocation=[

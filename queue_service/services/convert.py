@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from partitioner.catalog import lookup_model
 from partitioner.types import Request
+from queue_service.admission.coexistence import Rules
 from queue_service.db.models import Job
 
 
@@ -21,7 +22,7 @@ def runtime_labels(runtimes: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple((RUNTIME_LABEL + kind, "yes") for kind in sorted(runtimes))
 
 
-def request_for(job: Job) -> Request:
+def request_for(job: Job, *, rules: Rules | None = None) -> Request:
     """The partitioner request for one replica of ``job``: a host job needs a node that runs host processes,
     an image job one with a Docker engine."""
     return Request(
@@ -35,5 +36,8 @@ def request_for(job: Job) -> Request:
         memory_mib=job.memory_mib,
         replicas=job.replicas,
         node_labels=((RUNTIME_LABEL + ("docker" if job.image else "process"), "yes"),),
-        avoid_nodes=tuple(job.avoid_nodes or ()),  # nodes that failed its launches: the last choice
+        # coexistence: its class, and (given the rules) the classes it may share a GPU and a node with
+        workload=job.workload or "",
+        gpu_peers=None if rules is None else rules.gpu_peers(job.workload),
+        node_peers=None if rules is None else rules.node_peers(job.workload),
     )

@@ -20,12 +20,12 @@ from queue_service.db.models import FINAL_STATES, Allocation, Job, JobEvent, Job
 from queue_service.errors import Forbidden, GpuqError, InvalidRequest, NotFound
 from queue_service.lifecycle import events, grace, transitions
 from queue_service.lifecycle.states import Actor
-from queue_service.services import approvals, arrays, audit
+from queue_service.services import allowlists, arrays, audit
 from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
 from queue_service.services import workloads as workload_service
 from queue_service.services.convert import model_key, request_for
-from queue_service.settings import PriorityClass, Settings
+from queue_service.settings import PriorityClass, Settings, WorkloadClass
 
 # Answers whether a request could ever fit the registered cluster: None if it
 # could (or nothing is registered yet), else the reason it never can.
@@ -70,11 +70,12 @@ class JobSpec(Protocol):
     time_limit_s: int | None
     requeue: bool
     workdir: str | None
-    output: str | None
-    error: str | None
     array: str | None
     workload: str | None
     labels: dict[str, str]
+
+    @property
+    def volumes(self) -> Sequence[allowlists.VolumeSpec]: ...
 
     @property
     def resources(self) -> ResourcesSpec: ...
@@ -99,6 +100,7 @@ def submit(
     runtime_check: RuntimeCheck | None = None,
     classes: dict[str, PriorityClass] | None = None,
     projects: dict[str, Project] | None = None,
+    workloads: dict[str, WorkloadClass] | None = None,
     flush: bool = True,
     at: datetime | None = None,
 ) -> Job:
@@ -108,14 +110,16 @@ def submit(
     looks each up once.
     """
     projects = {} if projects is None else projects
-    workload, _ = workload_service.require(
-        body.workload, classes=workload_service.effective(session, settings=settings), settings=settings)
     project = projects.get(body.project) or project_service.require(session, name=body.project)
     projects[body.project] = project
     if not principal.can_submit_to(project.name):
         raise Forbidden(f"{principal.label} may not submit to project {project.name!r}")
-    class_name = body.priority_class or settings.default_priority_class
     classes = classes if classes is not None else class_service.effective(session, settings=settings)
+    workloads = workloads if workloads is not None else workload_service.effective(session, settings=settings)
+    applied = workload_service.apply(body.workload, priority_class=body.priority_class,
+                                     time_limit_s=body.time_limit_s, classes=workloads, priority_classes=classes,
+                                     settings=settings)
+    class_name = applied.priority_class
     klass = classes.get(class_name)
     if klass is None:
         known = ", ".join(sorted(classes))
@@ -123,7 +127,10 @@ def submit(
     if not principal.may_use_class(klass.allowed_projects, project.name):
         raise Forbidden(f"priority class {class_name!r} is not open to project {project.name!r} "
                         f"(an operator sets who may use it: PUT /v1/priority-classes/{class_name})")
-    time_limit_s = time_limit_for(body.time_limit_s, class_name=class_name, klass=klass, settings=settings)
+    time_limit_s = workload_service.bounded(
+        time_limit_for(applied.time_limit_s, class_name=class_name, klass=klass, settings=settings), applied)
+    allowlists.check_image(project, body.image)
+    volumes = allowlists.check_volumes(project, body.volumes, image=body.image)
     res = body.resources
     if res.mig is not None and res.mig not in all_mig_profile_names():
         raise InvalidRequest(f"unknown MIG profile {res.mig!r}", field="resources.mig")
@@ -150,10 +157,9 @@ def submit(
         requeue_on_preempt=body.requeue,
         depends_on=_dependencies(session, body.depends_on, principal=principal),
         workdir=body.workdir,
-        output_path=body.output,
-        error_path=body.error,
-        workload=workload,
+        workload=applied.workload,
         labels=dict(body.labels),
+        volumes=volumes,
     )
     if feasibility is not None:
         never = feasibility(request_for(job))
@@ -164,22 +170,19 @@ def submit(
         missing = runtime_check(job.image is not None)
         if missing is not None:
             raise InvalidRequest(f"this job can never run on this cluster: {missing}", field="image")
-    needs = approvals.needs_approval(session, job=job, now=at)  # its project's policy or budget: pending_approval
     if body.array is None:
-        return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush, needs_approval=needs)
-    return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at,
-                         needs_approval=needs)
+        return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush)
+    return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at)
 
 
 ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env", "gpus", "mig_profile",
                 "mig_count", "blocks", "gpu_memory_mib", "gpu_models", "cpus", "memory_mib", "replicas",
                 "priority_class", "priority", "time_limit_s", "requeue_on_preempt", "depends_on", "workdir",
-                "output_path", "error_path",
-                "workload", "labels")
+                "workload", "labels", "volumes")
 
 
 def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, principal: Principal,
-                  at: datetime | None, needs_approval: str = "") -> Job:
+                  at: datetime | None) -> Job:
     """Queue every task of an array (one transaction, one multi-row INSERT); returns the first task."""
     at = at or db_now(session)
     first.array_id, first.array_index, first.array_limit = first.id, spec.indices[0], spec.limit
@@ -189,7 +192,7 @@ def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, princ
         task.array_id, task.array_index, task.array_limit = first.id, index, spec.limit
         tasks.append(task)
     for task in tasks:
-        transitions.submit(session, job=task, who=who(principal), at=at, flush=False, needs_approval=needs_approval)
+        transitions.submit(session, job=task, who=who(principal), at=at, flush=False)
     session.flush()
     return first
 
@@ -238,6 +241,7 @@ def submit_many(
     An error names the job's index (``jobs[3]: ...``, field ``jobs.3.resources``).
     """
     classes = class_service.effective(session, settings=settings)
+    workloads = workload_service.effective(session, settings=settings)
     projects: dict[str, Project] = {}
     at = db_now(session)
     jobs = []
@@ -247,8 +251,8 @@ def submit_many(
                 raise InvalidRequest("an array is one job of its own: submit it with POST /v1/jobs",
                                      field="array")
             jobs.append(submit(session, body=body, principal=principal, settings=settings, classes=classes,
-                               projects=projects, feasibility=feasibility, runtime_check=runtime_check,
-                               flush=False, at=at))
+                               projects=projects, workloads=workloads, feasibility=feasibility,
+                               runtime_check=runtime_check, flush=False, at=at))
         except GpuqError as exc:
             exc.message = f"jobs[{index}]: {exc.message}"
             exc.field = f"jobs.{index}.{exc.field}" if exc.field else f"jobs.{index}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from queue_service.api.schemas.common import INT32_MAX, UtcDateTime
 from queue_service.services import arrays
-from workers.messages import RESERVED_ENV_WHY, output_pattern_problem, reserved_env_name
+from workers.messages import RESERVED_ENV_WHY, reserved_env_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A container image reference: [registry[:port]/]path[:tag][@digest].
@@ -55,6 +55,25 @@ class ResourcesCreate(BaseModel):
         return self
 
 
+class VolumeCreate(BaseModel):
+    """A host directory mounted into the job's container (only those its project allows; Docker runtime only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host_path: str = Field(min_length=2, max_length=4096, description="absolute directory on the node")
+    container_path: str = Field(min_length=2, max_length=4096, description="absolute path inside the container")
+    read_only: bool = True
+
+    @field_validator("host_path", "container_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or "\x00" in value or ":" in value:
+            raise ValueError(f"an absolute path without NUL or ':' is needed, got {value!r}")
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"{value!r}: '.' and '..' are not allowed")
+        return value.rstrip("/") or "/"
+
+
 class DependencyCreate(BaseModel):
     """Wait for ``job_id`` to succeed (``ok``), to fail (``notok``: failed, timed out, cancelled) or to end."""
 
@@ -96,29 +115,14 @@ class JobCreate(BaseModel):
         return value
     workdir: str | None = Field(default=None, max_length=4096,
                                 description="absolute directory the job starts in on its node (default: the agent's)")
-    # --output / --error (issue 12): where the node also writes stdout / stderr, as the job user (after workdir:
-    # a relative pattern needs it)
-    output: str | None = Field(default=None, max_length=4096,
-                               description="file pattern for the job's stdout on its node: %j job id, %A array id, "
-                                           "%a array index, %x name, %u user, %N node, %% a %; relative to workdir")
-    error: str | None = Field(default=None, max_length=4096, description="file pattern for its stderr (as output)")
-
-    @field_validator("output", "error")
-    @classmethod
-    def _output_pattern(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None:
-            problem = output_pattern_problem(value, workdir=info.data.get("workdir"))
-            if problem is None and info.data.get("image"):
-                problem = "written by host-process jobs only (not with an image, yet)"
-            if problem is not None:
-                raise ValueError(f"{info.field_name}: {problem}")
-        return value
     # governance (issue 13): what kind of work this is, and labels a bill can be grouped by
     workload: str | None = Field(default=None, max_length=32,
                                  description="its workload class (training, inference, batch, interactive, "
                                              "experiment, or as configured); default: the service's")
     labels: dict[str, str] = Field(default_factory=dict,
                                    description=f"at most {MAX_LABELS}; keys like 'feature' or 'team.cost-centre'")
+    volumes: list[VolumeCreate] = Field(default_factory=list, max_length=16,
+                                        description="host directories to mount (the project's allow-list decides)")
 
     @field_validator("workload")
     @classmethod
@@ -215,6 +219,12 @@ class AllocationPublic(BaseModel):
     memory_mib: int = 0
 
 
+class VolumePublic(BaseModel):
+    host_path: str
+    container_path: str
+    read_only: bool = True
+
+
 class DependencyPublic(BaseModel):
     job_id: str
     condition: str
@@ -245,8 +255,6 @@ class JobPublic(BaseModel):
     priority_override: int | None
     time_limit_s: int | None
     workdir: str | None = None
-    output: str | None = None
-    error: str | None = None
     held: bool = False
     requeue: bool = True
     preemptions: int = 0
@@ -265,6 +273,7 @@ class JobPublic(BaseModel):
     array_limit: int | None = None
     workload: str = "batch"
     labels: dict[str, str] = {}
+    volumes: list[VolumePublic] = []
     idle: bool = Field(default=False, description="the job's GPUs sat idle (the idle rule); cleared when busy again")
     idle_since: UtcDateTime | None = None
     allocation: list[AllocationPublic] = []
