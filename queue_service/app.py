@@ -10,6 +10,7 @@ from queue_service import __version__, ui
 from queue_service.api import errors
 from queue_service.api.ratelimit import RateLimit
 from queue_service.api.routes import admin, agent, jobs, operator, prices, samples, usage, webhooks
+from queue_service.api.routes import approvals as approval_routes
 from queue_service.api.routes import metrics as metrics_routes
 from queue_service.api.routes import share as share_routes
 from queue_service.api.routes import workloads as workload_routes
@@ -49,6 +50,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     v1.include_router(usage.router)
     v1.include_router(prices.router)
     v1.include_router(webhooks.router)
+    v1.include_router(approval_routes.router)
     v1.include_router(share_routes.router)
     app.include_router(v1)
     app.state.metrics_registry = build_registry(ctx)

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, description="if set, /metrics needs it (or a viewer+ API "
                                       "token) as a bearer token; GPUQ_METRICS_TOKEN")
     metrics_auth: bool = Field(default=False, description="/metrics needs a viewer+ API token (GPUQ_METRICS_AUTH)")
+    # figures on the wall (issue 13): label keys /metrics breaks cost down by, bounded (queue_service.metrics)
+    metrics_label_keys: str = Field(default="", max_length=1000, description="comma-separated job label keys "
+                                    "for gpuq_usage_cost_by_label_total (default none); GPUQ_METRICS_LABEL_KEYS")
+    metrics_label_values_max: int = Field(default=20, ge=1, le=1000, description="values per label key shown; "
+                                          "the rest are summed as (other)")
     max_gpus_per_node: int = Field(default=16, ge=0, le=1024,
                                    description="an agent reporting more GPUs than this is refused (422)")
 
@@ -173,6 +178,10 @@ class Settings(BaseSettings):
                                                           "then it fails with the reason")
     resend_after_s: float = Field(default=10.0, gt=0,
                                   description="re-send a launch or stop still outstanding after this long")
+    # infrastructure retries (issue 10): a job its node failed to start waits, then prefers other nodes
+    node_fault_backoff_s: float = Field(default=5.0, ge=0, description="wait before retrying a job whose node failed "
+                                        "its launch; doubled for each further lost attempt")
+    node_fault_backoff_max_s: float = Field(default=300.0, ge=0, description="the longest such wait")
 
     # -- governance: workload classes (issue 13) --
     workload_classes: dict[str, WorkloadClass] = Field(default_factory=lambda: dict(DEFAULT_WORKLOAD_CLASSES),

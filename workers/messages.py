@@ -110,6 +110,63 @@ def reserved_env_name(name: str) -> bool:
     return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES)
 
 
+# -- --output / --error path patterns (Slurm's filename patterns) ----------------------------------------------------
+
+OUTPUT_CODES = {
+    "j": "the job id", "A": "the array id (the job id outside an array)", "a": "the array index (0 outside one)",
+    "x": "the job name", "u": "the user the job runs as on its node", "N": "the node name", "%": "a literal %",
+}
+MAX_OUTPUT_PATH_CHARS = 4096
+
+
+def output_pattern_problem(pattern: str, *, workdir: str | None) -> str | None:
+    """Why ``pattern`` is no ``--output`` / ``--error`` pattern (None: it is one); the API and the node check it."""
+    if not pattern:
+        return "the path is empty"
+    if "\x00" in pattern:
+        return "NUL bytes are not allowed"
+    if len(pattern) > MAX_OUTPUT_PATH_CHARS:
+        return f"at most {MAX_OUTPUT_PATH_CHARS} characters"
+    if not pattern.startswith("/") and workdir is None:
+        return f"{pattern!r} is relative: give an absolute path, or a working directory (--chdir) it is relative to"
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "%":
+            code = pattern[i + 1:i + 2]
+            if code not in OUTPUT_CODES:
+                known = ", ".join(f"%{c}" for c in OUTPUT_CODES)
+                return f"unknown pattern %{code} in {pattern!r} (known: {known})" if code else \
+                    f"{pattern!r} ends with a lone % (write %% for a literal one)"
+            i += 2
+        else:
+            i += 1
+    if pattern.endswith("/"):
+        return f"{pattern!r} names a directory, not a file"
+    return None
+
+
+def expand_output_path(pattern: str, spec: LaunchSpec, *, user: str) -> str:
+    """The file ``pattern`` names for ``spec`` on its node (``user``: the job's Unix user); relative to its workdir."""
+    values = {
+        "j": spec.job_id, "A": spec.array_id or spec.job_id,
+        "a": str(spec.array_index if spec.array_index is not None else 0),
+        "x": spec.job_name.replace("/", "_"), "u": user, "N": spec.node_name, "%": "%",
+    }
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "%" and pattern[i + 1:i + 2] in values:
+            out.append(values[pattern[i + 1]])
+            i += 2
+        else:
+            out.append(pattern[i])
+            i += 1
+    path = "".join(out)
+    if not path.startswith("/") and spec.workdir:
+        path = f"{spec.workdir.rstrip('/')}/{path}"
+    return path
+
+
 def _from(cls: type[_T], data: dict[str, Any]) -> _T:
     """``cls(**data)`` without the keys ``cls`` does not know (a newer sender may add some)."""
     names = cls.__dataclass_fields__.keys()  # type: ignore[attr-defined]
@@ -152,6 +209,11 @@ class LaunchSpec:
     # host directories to mount, each allowed by the job's project at submit (Docker runtime only):
     # [{"host_path": "/data/vision", "container_path": "/data", "read_only": true}]
     volumes: list[dict[str, Any]] = field(default_factory=list)
+    # ``--output`` / ``--error`` path patterns (``expand_output_path``): where the node also writes the job's
+    # stdout / stderr, opened as the job user; None: only the logs the service keeps. ``job_name`` for ``%x``.
+    output: str | None = None
+    error: str | None = None
+    job_name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -39,4 +39,5 @@ def launch_spec(job: Job, attempt: int, replica: int, node_name: str, rows: Sequ
         grace_s=of_class(classes, job.priority_class, default_s=settings.default_grace_s),
         replica=replica, replicas=job.replicas, workdir=job.workdir, volumes=list(job.volumes or []),
         array_id=job.array_id, array_index=job.array_index,
+        output=job.output_path, error=job.error_path, job_name=job.name,
     )

@@ -63,6 +63,8 @@ def job_public(session: Session, *, job: Job, project: Project, principal: Princ
         priority_override=job.priority_override,
         time_limit_s=job.time_limit_s,
         workdir=job.workdir,
+        output=job.output_path,
+        error=job.error_path,
         held=job.held,
         requeue=job.requeue_on_preempt,
         preemptions=job.preemptions,

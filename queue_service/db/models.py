@@ -76,6 +76,8 @@ class ApiToken(Base):
     # revision 0006: a token past expires_at is refused like a revoked one; last use, at most once a minute
     expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # revision 0013: a member token that may approve or deny its projects' pending jobs
+    approver: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class Node(Base):
@@ -176,10 +178,19 @@ class Job(Base):
     array_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # its first task's id
     array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     array_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # most tasks live at once
+    # approvals (revision 0013): an approval's end; past it, a job never admitted waits for approval again
+    approval_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # governance (revision 0012): the declared workload class, and labels a bill can be grouped by
     workload: Mapped[str] = mapped_column(String(32), default="batch", server_default=text("'batch'"))
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
     volumes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    # infrastructure retries (revision 0017): after a launch its node failed, not before this time, and the nodes
+    # (ids) that failed it, which placement avoids while another node fits
+    retry_not_before: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    avoid_nodes: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    # --output / --error patterns (revision 0017), expanded on the node (workers.messages.expand_output_path)
+    output_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     # utilization (revision 0014): since when the job's GPUs sat idle (services.idle's rule); None: busy
     idle_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
@@ -341,4 +352,4 @@ class PriorityClassRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-from queue_service.db import billing_models, governance_models, utilization_models  # noqa: E402,F401
+from queue_service.db import approval_models, billing_models, governance_models, utilization_models  # noqa: E402,F401

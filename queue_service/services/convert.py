@@ -40,4 +40,5 @@ def request_for(job: Job, *, rules: Rules | None = None) -> Request:
         workload=job.workload or "",
         gpu_peers=None if rules is None else rules.gpu_peers(job.workload),
         node_peers=None if rules is None else rules.node_peers(job.workload),
+        avoid_nodes=tuple(job.avoid_nodes or ()),  # nodes that failed its launches: the last choice
     )

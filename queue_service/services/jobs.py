@@ -20,7 +20,7 @@ from queue_service.db.models import FINAL_STATES, Allocation, Job, JobEvent, Job
 from queue_service.errors import Forbidden, GpuqError, InvalidRequest, NotFound
 from queue_service.lifecycle import events, grace, transitions
 from queue_service.lifecycle.states import Actor
-from queue_service.services import allowlists, arrays, audit
+from queue_service.services import allowlists, approvals, arrays, audit
 from queue_service.services import classes as class_service
 from queue_service.services import projects as project_service
 from queue_service.services import workloads as workload_service
@@ -70,6 +70,8 @@ class JobSpec(Protocol):
     time_limit_s: int | None
     requeue: bool
     workdir: str | None
+    output: str | None
+    error: str | None
     array: str | None
     workload: str | None
     labels: dict[str, str]
@@ -157,6 +159,8 @@ def submit(
         requeue_on_preempt=body.requeue,
         depends_on=_dependencies(session, body.depends_on, principal=principal),
         workdir=body.workdir,
+        output_path=body.output,
+        error_path=body.error,
         workload=applied.workload,
         labels=dict(body.labels),
         volumes=volumes,
@@ -170,19 +174,22 @@ def submit(
         missing = runtime_check(job.image is not None)
         if missing is not None:
             raise InvalidRequest(f"this job can never run on this cluster: {missing}", field="image")
+    needs = approvals.needs_approval(session, job=job, now=at)  # its project's policy or budget: pending_approval
     if body.array is None:
-        return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush)
-    return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at)
+        return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush, needs_approval=needs)
+    return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at,
+                         needs_approval=needs)
 
 
 ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env", "gpus", "mig_profile",
                 "mig_count", "blocks", "gpu_memory_mib", "gpu_models", "cpus", "memory_mib", "replicas",
                 "priority_class", "priority", "time_limit_s", "requeue_on_preempt", "depends_on", "workdir",
+                "output_path", "error_path",
                 "workload", "labels", "volumes")
 
 
 def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, principal: Principal,
-                  at: datetime | None) -> Job:
+                  at: datetime | None, needs_approval: str = "") -> Job:
     """Queue every task of an array (one transaction, one multi-row INSERT); returns the first task."""
     at = at or db_now(session)
     first.array_id, first.array_index, first.array_limit = first.id, spec.indices[0], spec.limit
@@ -192,7 +199,7 @@ def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, princ
         task.array_id, task.array_index, task.array_limit = first.id, index, spec.limit
         tasks.append(task)
     for task in tasks:
-        transitions.submit(session, job=task, who=who(principal), at=at, flush=False)
+        transitions.submit(session, job=task, who=who(principal), at=at, flush=False, needs_approval=needs_approval)
     session.flush()
     return first
 

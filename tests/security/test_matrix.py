@@ -89,6 +89,20 @@ TABLE: dict[tuple[str, str], str] = {
     ("get", "/v1/projects/{project}/webhooks"): "AAAAHHHHUUU",
     ("delete", "/v1/projects/{project}/webhooks/{hook_id}"): "AADAHHHHUUU",
     ("get", "/v1/projects/{project}/webhooks/{hook_id}/deliveries"): "AAAAHHHHUUU",
+    # approvals: admins and the project's approver tokens decide (member_a is a plain member); policies and
+    # budgets are set by admins; capacity is asked by the project's members and granted or refused by admins
+    ("post", "/v1/jobs/{job_id}/approve"): "ADDDHHHHUUU",
+    ("post", "/v1/jobs/{job_id}/deny"): "ADDDHHHHUUU",
+    ("get", "/v1/approvals"): "AAAAAAAAUUU",
+    ("get", "/v1/projects/{project}/approval-policy"): "AAAAHHHHUUU",
+    ("put", "/v1/projects/{project}/approval-policy"): "ADDDDDDDUUU",
+    ("get", "/v1/projects/{project}/budget"): "AAAAHHHHUUU",
+    ("put", "/v1/projects/{project}/budget"): "ADDDDDDDUUU",
+    ("delete", "/v1/projects/{project}/budget"): "ADDDDDDDUUU",
+    ("post", "/v1/capacity-requests"): "AADAHDDDUUU",
+    ("get", "/v1/capacity-requests"): "AAAAAAAAUUU",
+    ("post", "/v1/capacity-requests/{request_id}/grant"): "ADDDDDDDUUU",
+    ("post", "/v1/capacity-requests/{request_id}/refuse"): "ADDDDDDDUUU",
 }
 
 
@@ -141,6 +155,12 @@ class World:
         assert made.status_code == 201, made.text
         return made.json()["id"]
 
+    def capacity_request(self) -> str:
+        made = self.api.post("/v1/capacity-requests", json=self.body("post", "/v1/capacity-requests"),
+                             headers=auth(self.actors.admin))
+        assert made.status_code == 201, made.text
+        return made.json()["id"]
+
     def token_id(self) -> str:
         made = self.api.post("/v1/tokens", json={"role": "viewer", "name": "victim"}, headers=auth(self.actors.admin))
         return made.json()["id"]
@@ -151,6 +171,8 @@ class World:
             values["hook_id"] = self.hook()
         if "{token_id}" in template:
             values["token_id"] = self.token_id()
+        if "{request_id}" in template:  # approvals: a fresh pending capacity request of alpha's
+            values["request_id"] = self.capacity_request()
         if template.startswith("/v1/projects/{name}"):
             values["name"] = "alpha"
         if template.startswith(("/v1/priority-classes/", "/v1/workload-classes/")):
@@ -184,6 +206,9 @@ class World:
             ("post", "/v1/agent/samples"): {"node_name": "n1", "samples": []},
             ("post", "/v1/prices"): {"gpu_model": "h100-80gb", "gpu_hour": 1.0},
             ("post", "/v1/projects/{project}/webhooks"): {"url": "http://127.0.0.1:9/hook"},
+            # approvals
+            ("put", "/v1/projects/{project}/budget"): {"amount": 1000},
+            ("post", "/v1/capacity-requests"): {"project": "alpha", "gpus": 1, "until": "2099-01-01T00:00:00Z"},
         }
         if (method, template) in bodies:
             return bodies[(method, template)]

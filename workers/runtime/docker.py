@@ -9,6 +9,16 @@ Errors (all :class:`~workers.runtime.base.RuntimeError_`)::
 
 Docker SDK exceptions never leave this module.
 
+**Fencing** (the process shim's promise, for containers): with a
+``state_dir`` every container gets a watchdog process of its own
+(:mod:`workers.watchdog`, in its own session, so it outlives the agent)
+that stops it once the agent has not renewed its local lease for half the
+node lease (``renew``, after each answered heartbeat). An agent killed for
+good therefore leaves no container running by the time the service
+requeues the job elsewhere. ``wait`` reports a fenced container ``lost``
+(cause ``fence``); ``adopt`` (re)starts a watchdog for every running
+container it finds; ``cleanup`` ends it with the container.
+
 What every container gets (see :func:`container_config`):
 
 * ``command`` = the job's argv (a list, never a shell string); the image's
@@ -68,9 +78,16 @@ as ``GPUQ_CPUS``, ``GPUQ_MEMORY_MIB``, ``GPUQ_GPU_UUIDS``, ``GPUQ_BLOCKS``,
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 import posixpath
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +116,7 @@ LABEL_REPLICA = "gpuq.replica"  # gang member index; two members of one gang may
 _INIT_EXEC_FAILED = 127
 
 _RUNNING_STATES = frozenset({"running", "restarting", "paused", "removing"})
+DEFAULT_FENCE_AFTER_S = 15.0  # until the agent's first renewal says half its lease
 
 
 class DockerUnavailable(RuntimeError_):
@@ -250,8 +268,15 @@ class DockerRuntime:
         mps: MpsDaemons | MpsControl | None = None,
         init: bool = True,
         simulated_gpus: bool = False,
+        state_dir: Path | None = None,
     ) -> None:
         self._client = client
+        # One watchdog per container (workers.watchdog) under state_dir/<container id>/: it stops the container
+        # when the agent stops renewing its lease. None: no watchdogs (tests of the runtime alone).
+        self.state_dir = state_dir
+        self.fence_after_s = DEFAULT_FENCE_AFTER_S
+        self._watchdogs: dict[str, subprocess.Popen] = {}  # our own children, reaped in cleanup
+        self._watchdog_lock = threading.Lock()
         self.simulated_gpus = simulated_gpus
         self.network_mode = network_mode
         self.pids_limit = pids_limit
@@ -304,7 +329,8 @@ class DockerRuntime:
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True)
                     raise LaunchError(f"cannot start {spec.job_id}/{spec.attempt}: {exc.explanation or exc}") from None
-            return container.id
+        self.ensure_watchdog(container.id, grace_s=spec.grace_s)
+        return str(container.id)
 
     def _existing(self, name: str, spec: LaunchSpec) -> Any:
         container = self.client.containers.get(name)
@@ -379,6 +405,9 @@ class DockerRuntime:
             return ExitStatus(code, ExitReason.OOM_KILLED, "killed by the kernel: memory limit reached")
         if state.get("Error"):
             return ExitStatus(code, ExitReason.START_FAILED, state["Error"])
+        if self._fenced(handle):
+            return ExitStatus(code, ExitReason.LOST, "fenced: the agent did not renew the container's lease",
+                              cause="fence")
         if handle in self._stopped:
             return ExitStatus(code, ExitReason.STOPPED, "stopped on request")
         if code == _INIT_EXEC_FAILED and self.init:
@@ -433,11 +462,12 @@ class DockerRuntime:
             try:
                 self.client.api.remove_container(handle, force=True)
             except docker.errors.NotFound:
-                return
+                pass
             except docker.errors.APIError as exc:
-                if exc.status_code == 409 and "in progress" in str(exc.explanation or ""):
-                    return  # a concurrent cleanup is removing it
-                raise
+                if exc.status_code != 409 or "in progress" not in str(exc.explanation or ""):
+                    raise
+                # else a concurrent cleanup is removing it
+        self._drop_watchdog(handle)
 
     def adopt(self, node_name: str) -> list[Adopted]:
         """Every gpuq container of ``node_name`` still on this engine, running or exited.
@@ -457,6 +487,102 @@ class DockerRuntime:
             except ValueError:
                 continue  # not ours to interpret
             if LABEL_JOB in labels:
+                if item.get("State") == "running":  # fenced from now on, whatever the service answers
+                    self.ensure_watchdog(item["Id"])
                 replica = int(labels.get(LABEL_REPLICA, "0") or 0) if labels.get(LABEL_REPLICA, "0").isdigit() else 0
                 adopted.append(Adopted(job_id=labels[LABEL_JOB], attempt=attempt, handle=item["Id"], replica=replica))
         return adopted
+
+    # -- watchdogs: the container's lease (workers.watchdog) -----------------
+
+    def _watch_dir(self, handle: str) -> Path | None:
+        if self.state_dir is None or not re.fullmatch(r"[0-9a-f]{12,64}", handle):
+            return None
+        return self.state_dir / handle
+
+    def ensure_watchdog(self, handle: str, *, grace_s: float = 10.0) -> None:
+        """Start the container's watchdog unless one runs (its lease renewed now); no-op without ``state_dir``."""
+        run_dir = self._watch_dir(handle)
+        if run_dir is None:
+            return
+        with self._watchdog_lock:
+            if self._watchdog_alive(handle):
+                self._renew_one(run_dir)
+                return
+            run_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            run_dir.mkdir(exist_ok=True, mode=0o700)
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / "fenced.json").unlink()  # a fence of an earlier watchdog is the agent's to have read
+            (run_dir / "spec.json").write_text(json.dumps({"container": handle, "grace_s": grace_s}))
+            self._renew_one(run_dir)
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "workers.watchdog", str(run_dir)], stdin=subprocess.DEVNULL,
+                    stdout=open(run_dir / "watchdog.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115 - child's
+                    start_new_session=True, close_fds=True, env=_watchdog_env(),
+                )
+            except OSError as exc:
+                raise DockerError(f"cannot start the watchdog of {handle[:12]}: {exc}") from exc
+            self._watchdogs[handle] = proc
+
+    def renew(self, fence_after_s: float | None = None) -> None:
+        """Renew every container's local lease (after an answered heartbeat): the watchdogs fence without it."""
+        if fence_after_s is not None:
+            self.fence_after_s = fence_after_s
+        if self.state_dir is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            for run_dir in self.state_dir.iterdir():
+                if run_dir.is_dir() and not (run_dir / "fenced.json").exists():
+                    self._renew_one(run_dir)
+
+    def _renew_one(self, run_dir: Path) -> None:
+        with contextlib.suppress(OSError):
+            (run_dir / "lease").write_text(f"{self.fence_after_s:g}")
+
+    def _fenced(self, handle: str) -> bool:
+        run_dir = self._watch_dir(handle)
+        return run_dir is not None and (run_dir / "fenced.json").exists()
+
+    def _watchdog_pid(self, handle: str) -> int | None:
+        run_dir = self._watch_dir(handle)
+        if run_dir is None:
+            return None
+        try:
+            pid = int((run_dir / "watchdog.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return None
+        if state == "Z" or b"workers.watchdog" not in cmdline or str(run_dir).encode() not in cmdline:
+            return None
+        return pid
+
+    def _watchdog_alive(self, handle: str) -> bool:
+        proc = self._watchdogs.get(handle)
+        if proc is not None and proc.poll() is None:
+            return True
+        return self._watchdog_pid(handle) is not None
+
+    def _drop_watchdog(self, handle: str) -> None:
+        """The container is removed: end its watchdog (it would exit by itself within a second) and its dir."""
+        run_dir = self._watch_dir(handle)
+        if run_dir is None:
+            return
+        with self._watchdog_lock:
+            pid = self._watchdog_pid(handle)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            proc = self._watchdogs.pop(handle, None)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _watchdog_env() -> dict[str, str]:
+    """The watchdog's environment: enough to import gpuq and reach this engine (DOCKER_*), no agent secrets."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ") or k.startswith("DOCKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from queue_service.api.schemas.common import INT32_MAX, UtcDateTime
 from queue_service.services import arrays
-from workers.messages import RESERVED_ENV_WHY, reserved_env_name
+from workers.messages import RESERVED_ENV_WHY, output_pattern_problem, reserved_env_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A container image reference: [registry[:port]/]path[:tag][@digest].
@@ -115,6 +115,23 @@ class JobCreate(BaseModel):
         return value
     workdir: str | None = Field(default=None, max_length=4096,
                                 description="absolute directory the job starts in on its node (default: the agent's)")
+    # --output / --error (issue 12): where the node also writes stdout / stderr, as the job user (after workdir:
+    # a relative pattern needs it)
+    output: str | None = Field(default=None, max_length=4096,
+                               description="file pattern for the job's stdout on its node: %j job id, %A array id, "
+                                           "%a array index, %x name, %u user, %N node, %% a %; relative to workdir")
+    error: str | None = Field(default=None, max_length=4096, description="file pattern for its stderr (as output)")
+
+    @field_validator("output", "error")
+    @classmethod
+    def _output_pattern(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            problem = output_pattern_problem(value, workdir=info.data.get("workdir"))
+            if problem is None and info.data.get("image"):
+                problem = "written by host-process jobs only (not with an image, yet)"
+            if problem is not None:
+                raise ValueError(f"{info.field_name}: {problem}")
+        return value
     # governance (issue 13): what kind of work this is, and labels a bill can be grouped by
     workload: str | None = Field(default=None, max_length=32,
                                  description="its workload class (training, inference, batch, interactive, "
@@ -255,6 +272,8 @@ class JobPublic(BaseModel):
     priority_override: int | None
     time_limit_s: int | None
     workdir: str | None = None
+    output: str | None = None
+    error: str | None = None
     held: bool = False
     requeue: bool = True
     preemptions: int = 0
