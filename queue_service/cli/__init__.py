@@ -13,7 +13,7 @@ from queue_service.cli.base import Api, app, fail
 
 # The command modules, in the order ``gpuq --help`` lists their commands.
 COMMANDS = ("server", "submit", "jobs", "nodes", "operator", "billing", "admin", "webhooks", "share", "approvals",
-            "doctor")
+            "workloads", "doctor")
 for _module in COMMANDS:
     importlib.import_module(f"queue_service.cli.{_module}")
 

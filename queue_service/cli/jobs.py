@@ -147,12 +147,13 @@ def jobs(
             state_text += " (idle)" if j.get("idle") else ""
             exit_text, reason = "" if j["exit_code"] is None else str(j["exit_code"]), j["reason"]
         reason = reason if wide or len(reason) <= 60 else reason[:59] + "…"
-        return [position, label, j["name"], j["project"], j["priority_class"], str(_effective_priority(j)),
-                state_text, resources_text(j["resources"]), exit_text, reason]
+        return [position, label, j["name"], j["project"], j.get("workload", ""), j["priority_class"],
+                str(_effective_priority(j)), state_text, resources_text(j["resources"]), exit_text, reason]
 
     def human(d: dict) -> str:
         text = table([line(row) for row in shown_rows],
-                      ["pos", "id", "name", "project", "class", "prio", "state", "resources", "exit", "reason"])
+                      ["pos", "id", "name", "project", "workload", "class", "prio", "state", "resources", "exit",
+                       "reason"])
         if d["count"] < d["total"]:
             text += f"\nshowing {d['count']} of {d['total']} (--limit N for more)"
         return text
