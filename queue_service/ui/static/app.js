@@ -196,7 +196,7 @@ async function refreshOverview() {
 }
 
 // -- the job page: facts, timeline (GET /v1/jobs/{id}/events), logs, and the operator's actions ----------
-const FACTS = ["id", "project", "state", "reason", "priority_class", "priority", "priority_override", "held",
+const FACTS = ["id", "project", "workload", "state", "reason", "priority_class", "priority", "priority_override", "held",
   "exit_code", "attempt", "time_limit_s", "workdir", "submitted_at", "started_at", "finished_at"];
 
 async function refreshJob(jobId) {
@@ -208,6 +208,10 @@ async function refreshJob(jobId) {
   facts.replaceChildren(...FACTS.flatMap(k => [el("dt", {}, k), el("dd", { "data-fact": k }, String(job[k] ?? "–"))]),
     el("dt", {}, "asks"), el("dd", {}, asks(job.resources)),
     el("dt", {}, "command"), el("dd", {}, el("code", {}, JSON.stringify(job.command))),
+    el("dt", {}, "labels"), el("dd", { "data-fact": "labels" },
+      Object.entries(job.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "–"),
+    ...(job.volumes || []).map(v => [el("dt", {}, "volume"),
+      el("dd", {}, `${v.host_path} → ${v.container_path} (${v.read_only ? "ro" : "rw"})`)]).flat(),
     ...job.allocation.map(a => [el("dt", {}, "allocation"), el("dd", {}, `${a.node} ${a.kind} ${a.gpu_uuid || ""}`)]).flat());
   document.querySelector("#timeline tbody").replaceChildren(...events.data.map(e => el("tr", { "data-event": e.event },
     el("td", {}, new Date(e.at).toLocaleString()), el("td", {}, String(e.attempt)), el("td", {}, e.event),
