@@ -117,11 +117,15 @@ class Held:
 
 
 def _ok(table: dict[str, np.ndarray], peers: Sequence[str] | None, size: int) -> np.ndarray | None:
+    """Per GPU or node: holds nothing outside ``peers``; None when the rule bars nothing (the common case:
+    no mask to build, the packer's paths run as without rules)."""
     if peers is None:
         return None
     allowed = set(peers)
+    barring = [col for name, col in table.items() if name not in allowed and col.any()]
+    if not barring:
+        return None
     out = np.ones(size, dtype=np.bool_)
-    for name, col in table.items():
-        if name not in allowed:
-            out &= col == 0
+    for col in barring:
+        out &= col == 0
     return out
