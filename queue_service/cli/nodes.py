@@ -28,10 +28,11 @@ def _gpu_lines(g: dict) -> list[tuple[str, str]]:
     holders = g.get("holders") or []
     if g["mode"] == "mig":
         by_start = {h["mig_start"]: h for h in holders if h.get("mig_start") is not None}
-        slots = [f"{i['profile']}@{i['start']} " + (f"held by {_holder_text(by_start[i['start']])}"
+        slots = [_shared_slot(i, holders) if i.get("mode") == "shared" else
+                 f"{i['profile']}@{i['start']} " + (f"held by {_holder_text(by_start[i['start']])}"
                                                    if i["start"] in by_start else "held" if i["held"] else "free")
                  for i in g.get("mig_instances") or []]
-        free = sum(1 for i in g.get("mig_instances") or [] if not i["held"])
+        free = sum(1 for i in g.get("mig_instances") or [] if not i["held"] and not i.get("used_blocks"))
         return [(f"{free}/{len(slots)} instances free, {g['free_memory_mib']} MiB", "; ".join(slots) or "no instances")]
     if g["mode"] == "shared":
         who = "; ".join(f"{_holder_text(h)} {h['blocks']} blocks, {h['gpu_memory_mib']} MiB" for h in holders)
@@ -39,6 +40,14 @@ def _gpu_lines(g: dict) -> list[tuple[str, str]]:
     if g["held_whole"] or holders:
         return [("held", "by " + ", ".join(_holder_text(h) for h in holders) if holders else "")]
     return [(f"free, {g['free_memory_mib']} MiB", "")]
+
+
+def _shared_slot(i: dict, holders: list[dict]) -> str:
+    """``1g.10gb@0 shared 40/100 blocks of 16 SMs: alpha/infer (…) 20 blocks, …`` (blocks are the instance's)."""
+    who = ", ".join(f"{_holder_text(h)} {h['blocks']} blocks" for h in holders
+                    if h.get("kind") == "blocks" and h.get("mig_start") == i["start"])
+    return (f"{i['profile']}@{i['start']} shared {i.get('used_blocks', 0)}/100 blocks of {i.get('sm_count', 0)} SMs"
+            + (f": {who}" if who else ""))
 
 
 def _mps_note(g: dict) -> str:

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from queue_service.admitter.launch import launch_spec
+from queue_service.cli.nodes import _gpu_lines
 from queue_service.db.models import Allocation, Job
 from tests.api.helpers import auth, get_job, gpus_of, started
 from tests.support.builders import job_body
@@ -90,6 +91,9 @@ def test_block_jobs_share_a_carved_mig_instance_beside_a_3g(api, ctx, actors, mo
         == ("shared", "1g.10gb", 40, 8192, 16)
     assert (held["mode"], held["held"], held["profile"]) == ("exclusive", True, "3g.40gb")
     assert sorted(h["blocks"] for h in gpu["holders"] if h["kind"] == "blocks") == [20, 20]
+    [(free, who)] = _gpu_lines(gpu)  # gpuq nodes
+    assert "1g.10gb@0 shared 40/100 blocks of 16 SMs: default/t" in who and "3g.40gb@4 held by default/t" in who, who
+    assert free.startswith("0/2 instances free"), free
 
     # 7g.80gb (81152 MiB) is the most a shared instance of this GPU can hold, below the GPU's 81559 MiB
     refused = api.post("/v1/jobs", json=job_body(resources={"blocks": 10, "gpu_memory_mib": 81400}),
