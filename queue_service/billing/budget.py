@@ -14,8 +14,9 @@ count them) or ``cost`` (the price catalogue's currency) — and a mode:
   job with no time limit cannot be estimated and asks whenever the project
   has a budget in this mode.
 
-The month's use is the usage report's total over the month, open
-intervals up to "now" by the database clock (``db.clock.db_now``).
+The month's use is ``reports.project_usage_totals`` over the month (the
+hourly rollups, so a check costs milliseconds whatever the ledger holds),
+open intervals up to "now" by the database clock (``db.clock.db_now``).
 """
 
 from __future__ import annotations
@@ -72,9 +73,8 @@ def used(session: Session, *, project_id: str, month: str, unit: str, now: datet
     start, end = reports.parse_month(month)
     if now <= start:
         return 0.0
-    total = reports.usage(session, project_ids=[project_id], start=start, end=end, group_by="project",
-                          now=now).total
-    return total.cost if unit == "cost" else total.gpu_equivalent_hours
+    total = reports.project_usage_totals(session, project_id, start, end, now=now)
+    return total.cost if unit == "cost" else total.gpu_hours
 
 
 def standing(session: Session, *, project_id: str, now: datetime | None = None) -> Standing | None:

@@ -129,7 +129,7 @@ def array_tasks(api: Api, job: dict, *, live_only: bool = False) -> list[dict]:
     return sorted((j for j in found if j.get("array_id") == job["array_id"]), key=lambda j: j["array_index"])
 
 
-LIVE = ("running", "admitted", "queued")
+LIVE = ("running", "admitted", "queued", "pending_approval")
 
 
 def all_pages(api: Api, params: dict[str, Any], cap: int = 10_000) -> list[dict]:

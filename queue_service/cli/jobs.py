@@ -59,7 +59,8 @@ def _spec_text(indices: list[int], limit: int | None) -> str:
     return ",".join(runs) + (f"%{limit}" if limit else "")
 
 
-STATE_ORDER = ("running", "admitted", "queued", "succeeded", "failed", "cancelled", "timed_out")
+STATE_ORDER = ("running", "admitted", "queued", "pending_approval", "succeeded", "failed", "cancelled",
+               "timed_out", "denied")
 
 
 def _counts_text(tasks: list[dict]) -> str:
