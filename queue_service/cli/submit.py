@@ -59,6 +59,9 @@ class _Submit:
     array: str | None = None
     output: str | None = None
     error: str | None = None
+    workload: str | None = None
+    label: list[str] | None = None
+    volume: list[str] | None = None
 
 
 def _given(ctx: ClickContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,11 +131,39 @@ def _job_body(flags: _Submit, command: list[str]) -> dict[str, Any]:
             "resources": resources, "image": flags.image, "priority_class": flags.priority_class,
             "time_limit_s": time_limit_s, "workdir": workdir, "requeue": flags.requeue, "array": flags.array,
             "output": flags.output, "error": flags.error,
+            "workload": flags.workload, "labels": _labels(flags.label), "volumes": _volumes(flags.volume),
             "depends_on": [_dependency(a) for a in flags.after] if flags.after else None}
     return {k: v for k, v in body.items() if v is not None}
 
 
 AFTER_CONDITIONS = ("ok", "notok", "any")
+
+
+def _labels(items: list[str] | None) -> dict[str, str] | None:
+    """``--label KEY=VALUE`` items as the ``labels`` field (None: none given)."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--label wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _volumes(items: list[str] | None) -> list[dict[str, Any]] | None:
+    """``--volume HOST:CONTAINER[:ro|rw]`` items as the ``volumes`` field (None: none given)."""
+    if not items:
+        return None
+    out = []
+    for item in items:
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            fail(f"--volume wants HOST_DIR:CONTAINER_DIR[:ro|rw], got {item!r}")
+        out.append({"host_path": parts[0], "container_path": parts[1],
+                    "read_only": len(parts) == 2 or parts[2] == "ro"})
+    return out
 
 
 def _dependency(text: str) -> dict[str, str]:
@@ -216,6 +247,14 @@ def submit(
     ] = None,
     error: Annotated[str | None, typer.Option(
         "--error", "-e", help="also write stderr to this file on the node (patterns as --output)")] = None,
+    workload: Annotated[str | None, typer.Option(
+        "--workload", help="its workload class: training, inference, batch (default), interactive, experiment")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", help="KEY=VALUE a bill can be grouped by, e.g. feature=search (repeatable, at most 16)")] = None,
+    volume: Annotated[list[str] | None, typer.Option(
+        "--volume", help="HOST_DIR:CONTAINER_DIR[:ro|rw] to mount (an --image job; the project's allow-list "
+                         "decides; default ro; repeatable)")] = None,
     parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (JOB=$(gpuq submit ...))")
                         ] = False,
     server: ServerOpt = None,

@@ -24,3 +24,16 @@ def test_governance_commands(gpuq) -> None:  # noqa: F811
     assert job.status_code == 201, job.text
     jobs = gpuq("jobs")
     assert jobs.exit_code == 0 and "WORKLOAD" in jobs.output and "inference" in jobs.output, jobs.output
+
+
+def test_submit_takes_workload_labels_and_volumes(gpuq) -> None:  # noqa: F811
+    gpuq("allowlist", "set", "alpha", "--volume", "/data:ro")
+    done = gpuq("submit", "--json", "--project", "alpha", "--image", "busybox", "--workload", "inference",
+                "--label", "feature=search", "--volume", "/data/a:/in", "--", "true", as_="member")
+    assert done.exit_code == 0, done.output
+    assert '"workload": "inference"' in done.output and '"feature": "search"' in done.output
+    assert '"container_path": "/in"' in done.output
+    bad = gpuq("submit", "--project", "alpha", "--image", "busybox", "--volume", "/data/a:/in:rw", "--", "true",
+               as_="member")
+    assert bad.exit_code != 0 and "read-only" in bad.output, bad.output
+    assert gpuq("submit", "--label", "nolabel", "--", "true").exit_code != 0
