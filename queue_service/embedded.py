@@ -129,8 +129,13 @@ def start_agent(
     heartbeat_s: float = 5.0,
     sample_interval_s: float = 30.0,
     tls_cert: Path | None = None,
+    in_process: bool = False,
 ) -> LocalAgent:
-    """Build, register and start an agent and its dramatiq worker."""
+    """Build, register and start an agent and its dramatiq worker.
+
+    ``in_process``: the agent of ``gpuq serve``, inside the server it talks to; it never self-fences (a slow
+    answer from its own server under load is not a lost service: fencing killed running jobs).
+    """
     from workers.actors import register_agent, start_worker
     from workers.agent import Agent
     from workers.client import ServiceClient
@@ -155,6 +160,7 @@ def start_agent(
     client = ServiceClient(server, token, http=http)
     agent = Agent(client=client, runtimes=runtimes, inventory=inventory, work_dir=data_dir, heartbeat_s=heartbeat_s,
                   sample_interval_s=sample_interval_s)
+    agent.lease.self_fence = not in_process
     register_agent(agent)
     agent.start()
     worker = start_worker(broker, inventory.node_name)
@@ -206,6 +212,7 @@ class EmbeddedServer:
                 broker=self.ctx.dispatcher.broker, runtime=settings.runtime, node_name=settings.node_name,
                 simulate_gpus=settings.simulate_gpus, data_dir=settings.data_dir / "agent",
                 heartbeat_s=settings.heartbeat_interval_s, sample_interval_s=settings.sample_interval_s,
+                in_process=True,
             )
         self._warm_partitioner()
         return self
@@ -250,8 +257,19 @@ def _wait_for_signal() -> None:
         pass
 
 
-def run_server(settings: Settings) -> None:
+def configure_logging() -> None:
+    """INFO to stderr: one line per job transition (``gpuq.jobs``), warnings and errors, and not every request.
+
+    The HTTP client's own INFO line per request is dropped: the local agent's
+    heartbeats, log shipping and samples were almost all of the log.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_server(settings: Settings) -> None:
+    configure_logging()
     embedded = EmbeddedServer(settings).start()
     url = f"{settings.scheme}://{settings.host}:{settings.port}"
     print(f"gpuq serving on {url}  (dashboard: {url}/ui, API docs: {url}/docs)", flush=True)
@@ -277,7 +295,7 @@ def run_agent(*, server: str, token: str, broker_url: str, runtime: str, node_na
               simulate_gpus: str | None, data_dir: Path, sample_interval_s: float = 30.0) -> None:
     from queue_service.dispatch import make_broker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if broker_url.startswith("memory://"):
         raise ValueError("a separate agent needs a shared broker: --broker-url redis://host:6379/0")
     local = start_agent(server=server, token=token, broker=make_broker(broker_url), runtime=runtime,

@@ -178,6 +178,11 @@ class Settings(BaseSettings):
                                                           "then it fails with the reason")
     resend_after_s: float = Field(default=10.0, gt=0,
                                   description="re-send a launch or stop still outstanding after this long")
+
+    # -- the request path and a quiet server (issue 15) --
+    auth_cache_s: float = Field(default=1.0, ge=0, le=1.0,
+                                description="an accepted token is trusted this long before the database is asked "
+                                            "again: revocation, role changes and expiry take effect within it")
     # infrastructure retries (issue 10): a job its node failed to start waits, then prefers other nodes
     node_fault_backoff_s: float = Field(default=5.0, ge=0, description="wait before retrying a job whose node failed "
                                         "its launch; doubled for each further lost attempt")

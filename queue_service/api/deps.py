@@ -1,17 +1,38 @@
-"""Typed dependencies: the service context, a transaction, the calling principal."""
+"""Typed dependencies: the service context, a transaction, the calling principal.
+
+Authentication is cached (:class:`PrincipalCache`): a token looked up in
+the database is trusted for ``GPUQ_AUTH_CACHE_S`` (default 1 s, at most
+1 s) without asking again, so a revocation, a role or project change, an
+approver flag or an expiry takes effect at most that long after it is
+committed — on every replica, since each asks the database again once
+its entry is older. Only accepted tokens are cached: a new token works at
+once, and a refused one is refused every time from the database.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from queue_service.auth import Principal
+from queue_service.auth import Principal, hash_token
 from queue_service.context import ServiceContext
-from queue_service.db.session import transaction
+from queue_service.db.base import utcnow
+from queue_service.db.session import reading, transaction
 from queue_service.services import tokens
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_CACHED_TOKENS = 10_000
+SQLITE_WRITE_SLOTS = 8  # writing requests past their dependencies at once on SQLite; the rest wait without a thread
 
 
 def get_context(request: Request) -> ServiceContext:
@@ -21,30 +42,111 @@ def get_context(request: Request) -> ServiceContext:
 ContextDep = Annotated[ServiceContext, Depends(get_context)]
 
 
-def get_session(ctx: ContextDep) -> Iterator[Session]:
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+async def write_slot(request: Request) -> AsyncIterator[None]:
+    """On SQLite, a writing request waits here (in the event loop, not on a pool thread) for one of a few slots.
+
+    SQLite's writers queue on one lock (``db.session``). A writer holds it
+    from its first statement to its commit, and between the two FastAPI
+    needs a pool thread (to serialize the answer): had every pool thread
+    been taken by writers waiting for the lock, the holder could never
+    finish (a deadlock, then 500s). With a few slots the pool never fills.
+    """
+    if request.method in READ_METHODS or request.app.state.ctx.engine.dialect.name != "sqlite":
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(SQLITE_WRITE_SLOTS)
+    async with slots:
+        yield
+
+
+def get_session(request: Request, ctx: ContextDep,
+                _slot: Annotated[None, Depends(write_slot, scope="function")]) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back if it raises.
 
     Routes never commit by hand. ``scope="function"`` commits before the
     response is sent (a client that reads right after sees its write), and
     the lifecycle's effects (launches, stops, waking the admitter) go out
     from the commit hook (``lifecycle.effects``), never from a route.
+    A GET reads only: on SQLite it never waits for a writer (``db.session``).
     """
-    with transaction(ctx.sessions) as session:
+    with transaction(ctx.sessions, read_only=request.method in READ_METHODS) as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_principal(request: Request, ctx: ContextDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
-    # Authentication reads in its own short session so a 401 never holds a write lock.
-    with ctx.sessions() as session:
-        principal = tokens.authenticate(session, token=token.strip() or None)
-    tokens.touch(ctx.sessions, principal=principal)  # at most one UPDATE a minute per token
+class PrincipalCache:
+    """Accepted tokens by hash, each trusted for ``ttl_s`` after it was read from the database."""
+
+    def __init__(self, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None or self.clock() >= entry[1]:
+            return None
+        return entry[0]
+
+    def put(self, key: str, principal: Principal) -> None:
+        if self.ttl_s <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            if len(self._entries) >= MAX_CACHED_TOKENS:
+                self._entries = {k: e for k, e in self._entries.items() if e[1] > now}
+                if len(self._entries) >= MAX_CACHED_TOKENS:
+                    self._entries.clear()
+            self._entries[key] = (principal, now + self.ttl_s)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def principal_cache(request: Request) -> PrincipalCache:
+    cache = getattr(request.app.state, "principals", None)
+    if cache is None:
+        cache = request.app.state.principals = PrincipalCache(request.app.state.ctx.settings.auth_cache_s)
+    return cache
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _authenticate(ctx: ServiceContext, token: str) -> Principal:
+    """The database's word on ``token``, in a short read (a 401 never holds a lock); records the use."""
+    with reading(ctx.sessions) as session:
+        principal = tokens.authenticate(session, token=token or None)
+    now = utcnow()
+    if principal.last_used_at is None or principal.last_used_at < now - timedelta(seconds=tokens.LAST_USED_EVERY_S):
+        tokens.touch(ctx.sessions, principal=principal, now=now)  # at most one UPDATE a minute per token
+        principal = replace(principal, last_used_at=now)
+    return principal
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller: from the cache when its entry is fresh (no thread, no database), else from the database."""
+    token = _bearer(request)
+    cache = principal_cache(request)
+    key = hash_token(token) if token else ""
+    if key:
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    principal = await run_in_threadpool(_authenticate, request.app.state.ctx, token)
+    cache.put(key, principal)
     return principal
 
 

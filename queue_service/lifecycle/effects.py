@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +24,18 @@ from workers.messages import LaunchSpec, StopRequest
 log = logging.getLogger(__name__)
 
 _KEY = "gpuq.effects"
+moves_log = logging.getLogger("gpuq.jobs")  # one INFO line per committed job transition
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """One job transition, logged once its transaction commits (``moves.move`` notes it)."""
+
+    job: Any  # the Job row (its id is set at flush, after the move)
+    source: str | None
+    target: str
+    who: str
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -33,10 +46,12 @@ class Effects:
     stops: list[StopRequest] = field(default_factory=list)
     wake: bool = False  # run an admission cycle soon (capacity freed, a job queued or changed)
     cluster_changed: bool = False  # a node registered: "never fits" answers may change
+    moves: list[Moved] = field(default_factory=list)  # job transitions: one INFO line each once committed
 
     def merge(self, other: Effects) -> None:
         self.launches.extend(other.launches)
         self.stops.extend(other.stops)
+        self.moves.extend(other.moves)
         self.wake = self.wake or other.wake
         self.cluster_changed = self.cluster_changed or other.cluster_changed
 
@@ -61,6 +76,25 @@ def queue(
     effects.stops.extend(stops or ())
     effects.wake = effects.wake or wake
     effects.cluster_changed = effects.cluster_changed or cluster_changed
+
+
+def note_move(session: Session, moved: Moved) -> None:
+    """Log this transition once the session's transaction commits (never for a rolled-back one)."""
+    pending(session).moves.append(moved)
+
+
+def log_moves(effects: Effects) -> None:
+    """One INFO line per transition: job, states, who, where (node and GPUs of its launches) and why."""
+    if not effects.moves or not moves_log.isEnabledFor(logging.INFO):
+        return
+    placed: dict[str, list[LaunchSpec]] = {}
+    for spec in effects.launches:
+        placed.setdefault(spec.job_id, []).append(spec)
+    for m in effects.moves:
+        job_id = getattr(m.job, "id", None) or "?"
+        where = "; ".join(f"{s.node_name} GPUs [{', '.join(s.gpu_uuids) or 'none'}]" for s in placed.get(job_id, ()))
+        moves_log.info("job %s %s -> %s by %s%s%s", job_id, m.source or "(new)", m.target, m.who,
+                       f" on {where}" if where else "", f": {m.reason}" if m.reason else "")
 
 
 class Sink:
@@ -95,6 +129,7 @@ def install(sessions: sessionmaker[Session], sink: Sink) -> None:
         if effects is None:
             return
         try:
+            log_moves(effects)
             sink.apply(effects)
         except Exception:
             log.exception("sending the effects of a committed transaction failed")

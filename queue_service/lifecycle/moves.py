@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from queue_service.db.models import Attempt, Job
-from queue_service.lifecycle import events
+from queue_service.lifecycle import effects, events
 from queue_service.lifecycle.states import Actor, AttemptState, Event, JobState, StopCause
 from queue_service.lifecycle.table import check
 
@@ -45,6 +45,8 @@ def move(session: Session, job: Job, event: Event, target: JobState, who: Who, *
     job.state = target
     events.record(session, job=job, event=event, source=source, target=target, actor=who.label, at=at,
                   reason=reason, cause=cause)
+    effects.note_move(session, effects.Moved(job, source.value if source else None, target.value, who.label,
+                                             reason))
 
 
 def attempt_of(session: Session, job: Job, number: int | None = None) -> Attempt | None:

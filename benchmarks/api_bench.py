@@ -1,0 +1,304 @@
+"""The API's hot path, the embedded default under a submit storm, and an idle server (prints figures).
+
+    .venv/bin/python benchmarks/api_bench.py [--database-url postgresql://postgres@127.0.0.1/test]
+        [--clients 20] [--submits 1000] [--health-s 5] [--idle-s 60] [--baseline COMMIT] [--smoke]
+
+The server is ``gpuq serve`` (API, admitter and the local agent with
+simulated GPUs) in a child process; the load comes from this one.
+
+- ``GET /v1/health``: ``wrk`` when it is installed (``apt-get install wrk``),
+  else a threaded ``httpx`` generator (which then is the limit: it says so).
+- single ``POST /v1/jobs`` from ``--clients`` concurrent clients (default 20
+  on SQLite, 8 on PostgreSQL) while jobs run: ``--running`` one-GPU jobs
+  hold the node's GPUs (``sleep``), and every submitted job asks for a GPU,
+  so each submit also costs an admission cycle that finds nothing free.
+  Figures: jobs/s, p50/p99/max latency, 5xx and other errors, and how many
+  of the running jobs were stopped by the storm (the goal: none).
+- idle CPU: the server's own user+system CPU over ``--idle-s`` seconds with
+  no jobs at all (from ``/proc/<pid>/stat``), as % of one core.
+
+``--baseline COMMIT`` runs the same measurements, in the same run, on a
+``git worktree`` of COMMIT (the code before a change) and prints both.
+``--smoke`` runs tiny sizes (CI: it checks the script works, not speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SERVE = """
+import os, sys, time, logging
+from pathlib import Path
+from queue_service.embedded import EmbeddedServer
+from queue_service.settings import Settings
+logging.basicConfig(level=logging.WARNING)
+server = EmbeddedServer(Settings(runtime="process")).start()
+import threading
+for thread in threading.enumerate():
+    if thread.name == "gpuq-warmup":  # numba compiling holds the GIL: measure after it
+        thread.join()
+print("READY", flush=True)
+sys.stdin.read()
+server.stop(stop_jobs=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    token: str
+    data_dir: Path
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kw)
+
+    def cpu_s(self) -> float:
+        """The server process's user + system CPU seconds so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def serve(code_root: Path, *, database_url: str | None, gpus: int) -> Iterator[Server]:
+    """``gpuq serve`` from ``code_root`` in a child process (its own data dir, config dir and port)."""
+    with tempfile.TemporaryDirectory(prefix="gpuq-bench-") as tmp:
+        port = free_port()
+        env = {**os.environ, "HOME": tmp, "XDG_CONFIG_HOME": f"{tmp}/config", "PYTHONPATH": str(code_root),
+               "GPUQ_DATA_DIR": f"{tmp}/data", "GPUQ_PORT": str(port), "GPUQ_SIMULATE_GPUS": f"h100-80gb:{gpus}",
+               "GPUQ_JOB_WORK_DIR": f"{tmp}/work"}
+        env.pop("GPUQ_DATABASE_URL", None)
+        if database_url:
+            env["GPUQ_DATABASE_URL"] = database_url
+        proc = subprocess.Popen([sys.executable, "-c", SERVE], cwd=code_root, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "READY" not in line:
+                raise SystemExit(f"the server did not start (exit {proc.wait()})")
+            token = (Path(tmp) / "data" / "admin.token").read_text().strip()
+            yield Server(proc, f"http://127.0.0.1:{port}", token, Path(tmp) / "data")
+        finally:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def checkout(commit: str | None) -> Iterator[Path | None]:
+    """A ``git worktree`` of ``commit`` (removed after), or None."""
+    if commit is None:
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="gpuq-base-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- GET /v1/health -------------------------------------------------------------
+
+
+def health_rate(server: Server, *, duration_s: float, connections: int) -> tuple[float, str]:
+    """Requests/s of GET /v1/health and what measured it."""
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(duration_s))}s",
+                              f"{server.url}/v1/health"], capture_output=True, text=True, check=True).stdout
+        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        return rate, f"wrk, {connections} connections" + (f", {errors.group(1)} non-2xx" if errors else "")
+    done = [0]
+    stop = time.monotonic() + duration_s
+
+    def worker() -> None:
+        with httpx.Client(base_url=server.url) as http:
+            while time.monotonic() < stop:
+                http.get("/v1/health").raise_for_status()
+                done[0] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done[0] / (time.perf_counter() - start), f"httpx, {connections} threads (no wrk: the client is the limit)"
+
+
+# -- the submit storm -------------------------------------------------------------
+
+
+@dataclass
+class Storm:
+    jobs_s: float
+    latencies_s: list[float]
+    errors_5xx: int
+    errors_other: int
+    running_stopped: int
+    stuck: list[str] = field(default_factory=list)
+
+    def row(self) -> str:
+        ms = [v * 1000 for v in self.latencies_s]
+        return (f"{self.jobs_s:7.0f} jobs/s  p50 {pct(ms, 0.5):6.0f} ms  p99 {pct(ms, 0.99):6.0f} ms  "
+                f"max {max(ms, default=0):6.0f} ms  5xx {self.errors_5xx}  other errors {self.errors_other}  "
+                f"running jobs stopped {self.running_stopped}")
+
+
+def wait_running(http: httpx.Client, ids: list[str], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = [http.get(f"/v1/jobs/{j}").json()["state"] for j in ids]
+        if all(s == "running" for s in states):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the running jobs did not start: {states}")
+
+
+def storm(server: Server, *, clients: int, submits: int, running: int) -> Storm:
+    """``submits`` single POST /v1/jobs from ``clients`` threads while ``running`` jobs hold every GPU."""
+    with server.client() as http:
+        holders = [http.post("/v1/jobs", json={"name": f"hold-{i}", "command": ["sleep", "3600"],
+                                               "resources": {"gpus": 1}}).json()["id"] for i in range(running)]
+        wait_running(http, holders)
+    body = {"command": ["true"], "resources": {"gpus": 1}}
+    latencies: list[float] = []
+    errors = {"5xx": 0, "other": 0}
+    lock = threading.Lock()
+    counter = iter(range(submits))
+
+    def client() -> None:
+        with server.client() as http:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    status = http.post("/v1/jobs", json={**body, "name": f"storm-{i}"}).status_code
+                except httpx.HTTPError:
+                    status = 0
+                took = time.perf_counter() - t0
+                with lock:
+                    latencies.append(took)
+                    if status >= 500:
+                        errors["5xx"] += 1
+                    elif status != 201:
+                        errors["other"] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    with server.client() as http:
+        states = {j: http.get(f"/v1/jobs/{j}").json()["state"] for j in holders}
+    stopped = sum(1 for s in states.values() if s != "running")
+    return Storm(submits / elapsed, latencies, errors["5xx"], errors["other"], stopped)
+
+
+# -- idle CPU -------------------------------------------------------------------
+
+
+def idle_cpu(server: Server, *, duration_s: float) -> float:
+    """% of one core the server used while idle (after 2 s to settle)."""
+    time.sleep(min(2.0, duration_s))
+    c0, t0 = server.cpu_s(), time.monotonic()
+    time.sleep(duration_s)
+    return 100 * (server.cpu_s() - c0) / (time.monotonic() - t0)
+
+
+# -- main -----------------------------------------------------------------------
+
+
+def measure(code_root: Path, args: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {}
+    with serve(code_root, database_url=args.database_url, gpus=args.running) as server:
+        out["idle_cpu_pct"] = idle_cpu(server, duration_s=args.idle_s)
+        out["health"] = health_rate(server, duration_s=args.health_s, connections=args.connections)
+        out["storm"] = storm(server, clients=args.clients, submits=args.submits, running=args.running)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL (default: the embedded SQLite)")
+    parser.add_argument("--clients", type=int, default=None, help="concurrent submitters (20 SQLite, 8 PostgreSQL)")
+    parser.add_argument("--submits", type=int, default=1000)
+    parser.add_argument("--running", type=int, default=8, help="jobs running (one GPU each) during the storm")
+    parser.add_argument("--health-s", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=16, help="connections for the health load")
+    parser.add_argument("--idle-s", type=float, default=60.0)
+    parser.add_argument("--baseline", metavar="COMMIT", default=None, help="also measure this commit (git worktree)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script works, not speed")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
+    args = parser.parse_args(argv)
+    if args.clients is None:
+        args.clients = 8 if args.database_url else 20
+    if args.smoke:
+        args.clients, args.submits, args.running = min(args.clients, 4), 20, 2
+        args.health_s, args.idle_s, args.connections = 0.5, 0.5, 4
+    db = "PostgreSQL" if args.database_url else "SQLite (embedded default)"
+    results: list[tuple[str, dict[str, object]]] = []
+    with checkout(args.baseline) as base:
+        results.append(("this tree", measure(ROOT, args)))
+        if base is not None:
+            results.append((f"baseline {args.baseline[:10]}", measure(base, args)))
+    print(f"gpuq serve, {db}, {os.cpu_count()} cores, server and load on one machine")
+    for name, r in results:
+        rate, how = r["health"]  # type: ignore[misc]
+        print(f"[{name}]")
+        print(f"  GET /v1/health                     {rate:8.0f} req/s   ({how})")
+        print(f"  POST /v1/jobs, {args.clients:2d} clients, {args.running} jobs running: {r['storm'].row()}")  # type: ignore[attr-defined]
+        print(f"  idle CPU over {args.idle_s:g} s                 {r['idle_cpu_pct']:6.2f} % of a core")
+    if args.json:
+        print(json.dumps({name: {"health_req_s": r["health"][0], "idle_cpu_pct": r["idle_cpu_pct"],  # type: ignore[index]
+                                 "jobs_s": r["storm"].jobs_s, "errors_5xx": r["storm"].errors_5xx,  # type: ignore[attr-defined]
+                                 "running_stopped": r["storm"].running_stopped}  # type: ignore[attr-defined]
+                          for name, r in results}))
+
+
+if __name__ == "__main__":
+    main()
