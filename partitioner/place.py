@@ -227,6 +227,7 @@ class Packer:
         twin._frag, twin._frag_ok = self._frag.copy(), self._frag_ok.copy()
         twin._gpu_is_mig = self._gpu_is_mig.copy()
         twin._mig_memo = {}
+        twin._allowed_memo = {}  # per unit: a fork's new MIG instances may shift its units (same count, other order)
         twin._held = self._held.copy()
         return twin
 
