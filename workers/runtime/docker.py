@@ -104,6 +104,7 @@ __all__ = [
     "container_config",
     "container_name",
     "job_env",
+    "job_volumes",
 ]
 
 LABEL_JOB = "gpuq.job"
