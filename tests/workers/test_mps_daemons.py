@@ -131,10 +131,12 @@ def test_a_daemon_that_cannot_start_takes_no_block_job_and_is_retried(calls, tmp
     assert owner.status()[GPU].startswith("failed: ") and "no CUDA-capable device" in owner.status()[GPU]
     with pytest.raises(MpsUnavailable):
         DockerRuntime(client=object(), mps=owner)._mps_daemon(block(image="img"))
+    assert owner.check() == {} and owner.status()[GPU].startswith("failed: "), "retried: still failing"
     (tmp_path / "fail").unlink()
     assert owner.check() == {}
     try:
-        assert owner.status() == {GPU: READY}, "a failed start is retried every retry_s"
+        assert owner.status() == {}, "a failed start is retried every retry_s: it starts, so no status"
+        assert not owner.control.is_running(GPU), "and is not left running: no block job needs it yet"
     finally:
         owner.stop_all()
 

@@ -494,9 +494,34 @@ class MpsDaemons:
         with self._lock:
             retry = [u for u, at in self._failed_at.items() if now - at >= self.retry_s and u not in died]
         for uuid in retry:
-            with contextlib.suppress(MpsUnavailable):
-                self.ensure(uuid)
+            self._retry(uuid)
         return died
+
+    def _retry(self, uuid: str) -> None:
+        """Try a failed device's daemon again: started and stopped, the device has no status (takes blocks again).
+
+        It is not left running: no block job waits on it here (they were lost),
+        and the next one starts it like any first block job.
+        """
+        with self._device_lock(uuid):
+            with self._lock:
+                if not self._status.get(uuid, "").startswith("failed: "):
+                    return  # a block job started it meanwhile
+            d = self.daemon(uuid)
+            try:
+                self._prepare(d)
+                self.control.ensure_started(uuid)
+                self.control.stop(uuid)
+            except (MpsError, OSError) as exc:
+                with self._lock:
+                    self._failed_at[uuid] = time.monotonic()
+                self._set(uuid, f"failed: {_short(str(exc))}")
+                return
+            with self._lock:
+                self._status.pop(uuid, None)
+                self._failed_at.pop(uuid, None)
+        log.info("the MPS daemon of %s starts again", uuid)
+        self._changed()
 
     # -- internals -------------------------------------------------------------
     def _device_lock(self, uuid: str) -> threading.Lock:
