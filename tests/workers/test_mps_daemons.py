@@ -8,6 +8,7 @@ block job started on a device whose daemon is not ready.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -208,7 +209,10 @@ def test_agent_reports_mps_status_and_a_failed_daemon_loses_the_attempt(owner, c
         agent.ensure_running(block(job="good", command=("true",)))
         _wait(lambda: len(client.exits) == 2)
         assert client.exits[1]["reason"] == ExitReason.EXITED
-        _wait(lambda: client.mps[-1] == {GPU: READY})
+        _wait(lambda: [m for m in client.mps if m is not None][-1] == {GPU: READY})
+        sent = [m for m in client.mps if m is not None]
+        assert len(sent) < len(client.mps), "an unchanged status is not sent again"
+        assert all(a != b for a, b in itertools.pairwise(sent)), "each one sent is a change"
     finally:
         agent.shutdown(stop_jobs=True, grace_s=0.5)
     assert not owner.control.is_running(GPU), "agent shutdown leaves no daemon running"

@@ -60,7 +60,8 @@ class Lease:
         self._running = running
         self._on_answer = on_answer
         self._on_fence = on_fence  # called with the stop grace cap, in seconds
-        self._mps_status = mps_status  # each heartbeat carries the devices' MPS status
+        self._mps_status = mps_status  # a heartbeat carries the devices' MPS status when it changed
+        self._mps_sent: dict[str, str] | None = None  # what the service last took (None: send it)
         self._wake = threading.Event()  # set: heartbeat now (an MPS status changed), or stop
         self._last_contact = time.monotonic()
         self._inventory_lock = threading.Lock()
@@ -133,7 +134,9 @@ class Lease:
         sent = time.monotonic()
         try:
             mps = self._mps_status()
-            extra = {} if mps is None else {"mps": mps}  # an agent without MPS sends what it always sent
+            # Only a change is sent (and the first after registering): the service keeps what it took.
+            # An agent without MPS sends what it always sent.
+            extra = {} if mps is None or mps == self._mps_sent else {"mps": mps}
             answer = self.client.heartbeat(self.node_name, running=self._running(), **extra,
                                            timeout_s=max(0.5, min(5.0, self.fence_after_s / 2)))
         except (ServiceUnavailable, Refused) as exc:
@@ -141,7 +144,10 @@ class Lease:
             return False
         self._last_contact = sent
         self.apply_timing(answer)
+        if "mps" in extra:
+            self._mps_sent = mps
         if not answer.known or self.fenced:
+            self._mps_sent = None  # registering again: the next heartbeat says it all again
             try:
                 self.apply_timing(self.client.register(self.inventory))
                 if self.fenced:
