@@ -106,6 +106,7 @@ class Lease:
                 self.inventory = replace(self.inventory, gpus=gpus)
             inventory = self.inventory
         self.client.register(inventory)
+        self._mps_sent = None  # new devices (MIG UUIDs) the service now knows: their status goes again
 
     def start(self, stopping: threading.Event) -> list[threading.Thread]:
         """The heartbeat and fence threads, until ``stopping`` is set."""
