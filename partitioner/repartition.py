@@ -90,6 +90,8 @@ def _change_for(gpu: GpuState, req: Request) -> _Change | None:
     if req.blocks > 0 and gpu.mode is GpuMode.MIG:
         found = _shared_instance(gpu, req)
         return (GpuMode.MIG, *found) if found is not None else None
+    if req.mig_profile and gpu.mode is GpuMode.MIG and not is_idle(gpu):
+        return _unshared(gpu, req)
     if not is_idle(gpu):
         return None
     if req.mig_profile:
@@ -102,6 +104,26 @@ def _change_for(gpu: GpuState, req: Request) -> _Change | None:
             return None  # (its MPS daemon cannot start: shared, it would take no block job either)
         return (GpuMode.SHARED, (), ())
     return None
+
+
+def _unshared(gpu: GpuState, req: Request) -> _Change | None:
+    """Idle shared instances of the requested profile on a busy MIG GPU turned exclusive again (None: none).
+
+    A shared instance whose block jobs have ended is an instance like any other for a whole-profile job;
+    on an idle GPU the whole layout is re-carved instead (``_mig_layout``).
+    """
+    model = lookup_model(gpu.model)
+    wanted = model.mig_profile(req.mig_profile or "") if model else None
+    if model is None or wanted is None:
+        return None
+    free = [i.start for i in gpu.mig_instances if i.mode is GpuMode.SHARED and not i.used_blocks
+            and not i.used_memory_mib and (p := model.mig_profile(i.profile)) is not None
+            and p.profile_id == wanted.profile_id][:req.mig_count]
+    if not free:
+        return None
+    layout = tuple((i.profile, i.start) for i in sorted(gpu.mig_instances, key=lambda i: i.start))
+    shared = tuple(i.start for i in gpu.mig_instances if i.mode is GpuMode.SHARED and i.start not in free)
+    return GpuMode.MIG, layout, tuple(sorted(shared))
 
 
 def _shared_instance(gpu: GpuState, req: Request) -> tuple[_Layout, tuple[int, ...]] | None:
@@ -247,7 +269,8 @@ def propose(cluster: ClusterState, pending: Sequence[Request]) -> list[LayoutCha
                 if change is None:
                     continue
                 mode, layout, shared = change
-                why = (f"blocks request ({req.blocks} blocks) waiting with no shared MIG instance room" if shared else
+                why = (f"blocks request ({req.blocks} blocks) waiting with no shared MIG instance room"
+                       if req.blocks > 0 and mode is GpuMode.MIG else
                        {GpuMode.MIG: f"{req.mig_count} x {req.mig_profile} waiting",
                         GpuMode.SHARED: f"blocks request ({req.blocks} blocks) waiting with no shared GPU room",
                         GpuMode.EXCLUSIVE: f"request for {req.gpus} whole GPU(s) waiting"}[mode])

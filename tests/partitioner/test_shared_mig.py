@@ -90,6 +90,20 @@ def test_whole_mig_jobs_never_take_a_shared_instance_even_an_idle_one() -> None:
     assert isinstance(one, Placement) and one.replicas[0].slices[0].mig_start == 4
 
 
+def test_an_idle_shared_instance_goes_back_to_a_whole_profile_job_on_a_busy_gpu() -> None:
+    done = MigInstance("4g.40gb", 0, "MIG-done", mode=GpuMode.SHARED)  # its block jobs have ended
+    busy = MigInstance("3g.40gb", 4, "MIG-busy", held=True)
+    state = cluster(node("n", gpu("G", mode=GpuMode.MIG, mig_instances=(done, busy))))
+    assert isinstance(Packer(state).place(Request(mig_profile="4g.40gb")), NoFit)
+    [change] = propose(state, [Request(mig_profile="4g.40gb")])
+    assert change.mig_layout == (("4g.40gb", 0), ("3g.40gb", 4)) and change.shared_starts == ()
+    got = Packer(with_changes(state, [change])).place(Request(mig_profile="4g.40gb"))
+    assert isinstance(got, Placement) and got.replicas[0].slices[0].mig_uuid == "MIG-done"
+    used = MigInstance("4g.40gb", 0, "MIG-used", mode=GpuMode.SHARED, used_blocks=10, used_memory_mib=100)
+    assert propose(cluster(node("n", gpu("G", mode=GpuMode.MIG, mig_instances=(used, busy)))),
+                   [Request(mig_profile="4g.40gb")]) == []  # a shared instance in use stays shared
+
+
 # -- property: a cycle on MIG GPUs never over-allocates a shared instance ------------------------------
 
 _req = st.one_of(
