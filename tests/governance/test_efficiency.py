@@ -83,6 +83,8 @@ def _gpuq(api: TestClient, token: str, monkeypatch: pytest.MonkeyPatch, *args: s
     return result.output
 
 
+# PostgreSQL here (row locks, ON CONFLICT); the idle and share tests send samples through SQLite.
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_efficiency_from_the_fake_nvml_per_job_and_per_project(api, ctx, actors, monkeypatch) -> None:
     builders.register(api, actors.agent, "n1", "h100-80gb:2")
     alpha = running(api, ctx, actors, actors.member_a, project="alpha")  # one whole GPU, kept 90 % busy
