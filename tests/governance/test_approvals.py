@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from queue_service.db.base import utcnow
 from queue_service.db.clock import frozen_at
 from queue_service.db.models import Role
@@ -101,6 +103,7 @@ def test_threshold_pending_approve_runs_and_deny_is_final(api, ctx, actors) -> N
     assert api.post(f"/v1/jobs/{other['id']}/cancel", headers=auth(actors.member_a)).json()["state"] == "denied"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # rules, not storage: the same on PostgreSQL
 def test_an_approver_decides_their_own_job_only_when_the_policy_allows(api, ctx, actors) -> None:
     register(api, actors.agent, "n1", "h100-80gb:2")
     approver = _approver(ctx)
@@ -140,6 +143,7 @@ def test_an_approval_that_lapses_before_admission_waits_for_approval_again(api, 
     assert get_job(api, actors.admin, job["id"])["state"] == "admitted"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # input checks: nothing here differs on PostgreSQL
 def test_bad_input_is_refused_naming_the_field(api, ctx, actors) -> None:
     queued = submit(api, actors.member_a, project="alpha")
     refused = api.post(f"/v1/jobs/{queued['id']}/approve", headers=auth(actors.admin))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
+
 from queue_service.db.billing_models import UsageInterval
 from queue_service.db.clock import frozen_at
 from queue_service.db.models import Project
@@ -60,6 +62,7 @@ def test_a_spent_hard_budget_holds_jobs_until_next_month(api, ctx, actors) -> No
         assert api.get("/v1/projects/alpha/budget", headers=auth(actors.admin)).json()["used"] < 1
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # rules, not storage: the same on PostgreSQL
 def test_an_approval_budget_sends_an_overspending_job_to_an_approver(api, ctx, actors) -> None:
     _spent(ctx, "alpha", 395)
     with frozen_at(DEC_20):
@@ -77,6 +80,7 @@ def test_an_approval_budget_sends_an_overspending_job_to_an_approver(api, ctx, a
         assert unbounded["state"] == "pending_approval" and "without a time limit" in unbounded["reason"]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # input checks: nothing here differs on PostgreSQL
 def test_a_budget_below_zero_or_of_no_known_kind_is_refused(api, ctx, actors) -> None:
     for body, field in (({"amount": -1}, "amount"), ({"amount": 5, "unit": "euros"}, "unit"),
                         ({"amount": 5, "mode": "soft"}, "mode")):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from queue_service.db.base import utcnow
 from queue_service.db.clock import frozen_at
 from tests.api.helpers import auth
@@ -59,6 +61,7 @@ def test_a_granted_request_is_a_guarantee_for_its_period_only(api, ctx, actors) 
     assert [r["project"] for r in listed] == ["beta"]  # a member sees their projects' requests only
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # input checks: nothing here differs on PostgreSQL
 def test_a_request_in_the_past_or_above_the_cluster_is_refused_naming_the_field(api, ctx, actors) -> None:
     register(api, actors.agent, "n1", "h100-80gb:2")
     now = utcnow()
