@@ -52,14 +52,19 @@ def test_modes_follow_demand(ctx, api, actors) -> None:
     third = api.get(f"/v1/jobs/{waiting['id']}", headers=actors.headers(actors.admin)).json()
     assert third["state"] == "admitted"
     _finish(api, actors, waiting["id"])
-    # Now idle: the GPU is re-carved for the waiting blocks job.
+    # Now idle: the GPU is re-carved for the waiting blocks job. It stays in MIG mode (leaving it needs a
+    # GPU reset on real hardware): the blocks go to a shared MIG instance, served by one MPS daemon.
     ctx.admitter.run_once()
     job = api.get(f"/v1/jobs/{blocks}", headers=actors.headers(actors.admin)).json()
     assert job["state"] == "admitted", job["reason"]
     with ctx.sessions() as session:
-        assert session.scalars(select(Gpu)).one().mode == "shared"
+        gpu = session.scalars(select(Gpu)).one()
+        assert gpu.mode == "mig"
+        shared = [m for m in gpu.mig_layout if m.get("shared")]
+        assert len(shared) == 1, gpu.mig_layout
+        assert validate_layout(gpu.model, [(m["profile"], m["start"]) for m in gpu.mig_layout]) == []
         live = session.scalars(select(Allocation).where(Allocation.released_at.is_(None))).all()
-        assert [(a.kind, a.blocks) for a in live] == [("blocks", 20)]
+        assert [(a.kind, a.blocks, a.mig_start) for a in live] == [("blocks", 20, shared[0]["start"])]
 
 
 def test_whole_gpu_job_waits_for_shared_gpu_to_drain(ctx, api, actors) -> None:
