@@ -53,7 +53,8 @@ logging.basicConfig(level=logging.WARNING)
 server = EmbeddedServer(Settings(runtime="process")).start()
 import threading
 for thread in threading.enumerate():
-    if thread.name == "gpuq-warmup":  # numba compiling holds the GIL: measure after it
+    # numba compiling holds the GIL: measure after it (a smoke run does not wait)
+    if thread.name == "gpuq-warmup" and not os.environ.get("GPUQ_BENCH_SMOKE"):
         thread.join()
 print("READY", flush=True)
 sys.stdin.read()
@@ -91,7 +92,7 @@ class Server:
 
 
 @contextmanager
-def serve(code_root: Path, *, database_url: str | None, gpus: int) -> Iterator[Server]:
+def serve(code_root: Path, *, database_url: str | None, gpus: int, smoke: bool = False) -> Iterator[Server]:
     """``gpuq serve`` from ``code_root`` in a child process (its own data dir, config dir and port)."""
     with tempfile.TemporaryDirectory(prefix="gpuq-bench-") as tmp:
         port = free_port()
@@ -101,6 +102,8 @@ def serve(code_root: Path, *, database_url: str | None, gpus: int) -> Iterator[S
         env.pop("GPUQ_DATABASE_URL", None)
         if database_url:
             env["GPUQ_DATABASE_URL"] = database_url
+        if smoke:
+            env["GPUQ_BENCH_SMOKE"] = "1"
         proc = subprocess.Popen([sys.executable, "-c", SERVE], cwd=code_root, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
         try:
@@ -255,7 +258,7 @@ def idle_cpu(server: Server, *, duration_s: float) -> float:
 
 def measure(code_root: Path, args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {}
-    with serve(code_root, database_url=args.database_url, gpus=args.running) as server:
+    with serve(code_root, database_url=args.database_url, gpus=args.running, smoke=args.smoke) as server:
         out["idle_cpu_pct"] = idle_cpu(server, duration_s=args.idle_s)
         out["health"] = health_rate(server, duration_s=args.health_s, connections=args.connections)
         out["storm"] = storm(server, clients=args.clients, submits=args.submits, running=args.running)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from workers.agent import Agent
 
 log = logging.getLogger("gpuq")
+
+SWITCH_INTERVAL_S = 0.001  # the interpreter's thread switch interval in the server process (default 5 ms)
 
 
 @dataclass
@@ -180,6 +183,9 @@ class EmbeddedServer:
 
     def start(self) -> EmbeddedServer:
         settings = self.settings
+        # A request crosses threads (event loop, pool threads) several times while SQLite's writer lock is held;
+        # each crossing waited up to the 5 ms default switch interval behind a busy thread: 1 ms keeps it short.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         if settings.simulate_gpus:
             from workers.inventory import SimulationSpecError, parse_simulation
 

@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     auth_cache_s: float = Field(default=1.0, ge=0, le=1.0,
                                 description="an accepted token is trusted this long before the database is asked "
                                             "again: revocation, role changes and expiry take effect within it")
+    admission_min_gap_s: float = Field(default=0.02, ge=0, le=1.0,
+                                       description="the admitter's pause between two cycles, at least (and at "
+                                                   "least as long as the last cycle took): wakes coalesce")
     # infrastructure retries (issue 10): a job its node failed to start waits, then prefers other nodes
     node_fault_backoff_s: float = Field(default=5.0, ge=0, description="wait before retrying a job whose node failed "
                                         "its launch; doubled for each further lost attempt")

@@ -92,21 +92,36 @@ class Admitter:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        """Cycles on a wake (a commit that queued, freed or changed something) and on the timer, for recovery.
+
+        Reconciliation (lease expiry, re-sends) runs on the timer and at most
+        once per ``admission_interval_s`` otherwise, not on every wake. Between
+        two cycles the loop leaves the database to the others for as long as
+        the last one took (at least ``admission_min_gap_s``): a storm of
+        submits, each a wake, gets cycles that take many of them at once
+        instead of back-to-back cycles that hold SQLite's one writer.
+        """
+        last_reconcile = -float("inf")
         while not self._stop.is_set():
-            self._wake.wait(timeout=self.settings.admission_interval_s)
+            woken = self._wake.wait(timeout=self.settings.admission_interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 break
-            try:
-                # Recovery first, so a job requeued from a dead node is admitted in this very cycle.
-                self.reconcile()
-            except Exception:
-                log.exception("reconcile failed; retrying on the next wake")
+            started = time.monotonic()
+            if not woken or started - last_reconcile >= self.settings.admission_interval_s:
+                last_reconcile = started
+                try:
+                    # Recovery first, so a job requeued from a dead node is admitted in this very cycle.
+                    self.reconcile()
+                except Exception:
+                    log.exception("reconcile failed; retrying on the next wake")
             try:
                 self.run_once()
             except Exception:
                 log.exception("admission cycle failed; retrying on the next wake")
                 time.sleep(0.2)
+            gap_s = max(self.settings.admission_min_gap_s, time.monotonic() - started)
+            self._stop.wait(min(gap_s, 1.0))
 
     def _locked(self, session: Session, key: int) -> bool:
         """Take the transaction's advisory lock on PostgreSQL; False if another replica holds it."""

@@ -16,7 +16,6 @@ from queue_service.cli.base import (
     emit,
     table,
 )
-from queue_service.settings import Settings
 
 admin_app = typer.Typer(help="Admin commands: tokens and projects.", no_args_is_help=True)
 
@@ -83,6 +82,8 @@ def token_rotate(
     api = Api(server, token)
     me = api.call("GET", "/v1/tokens/me")
     made = api.call("POST", "/v1/tokens", json={"role": "admin", "name": me["name"] or "admin"})
+    from queue_service.settings import Settings
+
     path = (data_dir or Settings().data_dir) / ADMIN_TOKEN_FILE
     write_secret(path, made["token"])
     Api(server, made["token"]).call("DELETE", f"/v1/tokens/{me['id']}")

@@ -6,13 +6,19 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
 
 from queue_service import cli_config
-from queue_service.settings import Settings
+
+if TYPE_CHECKING:
+    from queue_service.settings import Settings
+
+# bootstrap.ADMIN_TOKEN_FILE, not imported from there: bootstrap pulls in SQLAlchemy and the models, which a
+# command that only talks HTTP never needs (tests/cli/test_cli_imports.py keeps the two equal).
+ADMIN_TOKEN_FILE = "admin.token"
 
 app = typer.Typer(help="gpuq: a GPU batch job queue for bare-metal and Docker GPU hosts.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -37,6 +43,8 @@ class Api:
     """A thin REST client with readable errors."""
 
     def __init__(self, server: str | None, token: str | None) -> None:
+        from queue_service.settings import Settings  # pydantic-settings: only for a command that calls the server
+
         settings = Settings()
         record = None
         url = server or settings.server_url
@@ -50,11 +58,13 @@ class Api:
 
     @staticmethod
     def _local_token(settings: Settings, record: cli_config.ServerRecord | None) -> str | None:
-        from queue_service.bootstrap import ADMIN_TOKEN_FILE, read_secret
-
+        path = settings.data_dir / ADMIN_TOKEN_FILE
         if record is not None and record.token_file:
-            return read_secret(Path(record.token_file))
-        return read_secret(settings.data_dir / ADMIN_TOKEN_FILE)
+            path = Path(record.token_file)
+        try:
+            return path.read_text().strip() or None
+        except OSError:
+            return None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -11,7 +11,6 @@ from queue_service.cli.base import (
     app,
     fail,
 )
-from queue_service.settings import Settings
 
 
 @app.command()
@@ -32,6 +31,8 @@ def serve(
     given: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "simulate_gpus": simulate_gpus,
                              "database_url": database_url, "broker_url": broker_url, "local_agent": local_agent,
                              "node_name": node_name, "tls_cert": tls_cert, "tls_key": tls_key}
+    from queue_service.settings import Settings  # imported by the commands that use it: gpuq --help stays light
+
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
@@ -57,6 +58,7 @@ def agent(
 ) -> None:
     """Run a node agent: register this host and run what the service sends it."""
     from queue_service.embedded import run_agent
+    from queue_service.settings import Settings
 
     try:
         settings = Settings()  # GPUQ_* from the environment: the data dir, GPUQ_SAMPLE_INTERVAL_S
@@ -91,6 +93,7 @@ def migrate(
 ) -> None:
     """Apply database migrations."""
     from queue_service.db.migrate import upgrade
+    from queue_service.settings import Settings
 
     overrides: dict[str, Any] = {"database_url": database_url} if database_url else {}
     settings = Settings(**overrides)

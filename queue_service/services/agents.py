@@ -18,13 +18,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from queue_service.admitter.launch import launch_spec
 from queue_service.db.clock import db_now
-from queue_service.db.models import Allocation, Job, JobState, Node, NodeStatus
+from queue_service.db.models import Allocation, Attempt, Job, JobState, Node, NodeStatus
 from queue_service.db.priority_classes import effective
 from queue_service.lifecycle import effects, grace, transitions
 from queue_service.services import audit
@@ -65,11 +66,54 @@ def heartbeat(session: Session, *, node_name: str, running: Iterable[AttemptKey]
     database no longer places there."""
     node = node_service.heartbeat(session, node_name=node_name, lease_s=settings.node_lease_s, mps=mps)
     stale: list[AttemptKey] = []
-    if node is not None and running:
+    if node is not None and running is not None:
         current = node_service.current_attempts(session, node_name=node_name)
         stale = [_ref(_key(k)) for k in running if _key(k) not in current]
+        _lose_vanished(session, node_name=node_name, current=current, running={_key(k) for k in running},
+                       settings=settings)
     return HeartbeatAnswer(known=node is not None, lease_s=settings.node_lease_s,
                            heartbeat_s=settings.heartbeat_interval_s, stale=stale)
+
+
+# (node, attempt key) -> when a heartbeat of that node first left out an attempt the database says runs there
+_missing: dict[tuple[str, Key], datetime] = {}
+VANISHED_AFTER_S = 5.0  # and at least two heartbeat intervals: a heartbeat sent just before a start is no proof
+
+
+def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, tuple[Job, Attempt]], running: set[Key],
+                   settings: Settings) -> None:
+    """A running attempt its agent no longer runs (its process is gone) is lost, never left ``running``.
+
+    The agent's heartbeat lists what it runs. An attempt the database has
+    running on the node that heartbeats leave out for ``VANISHED_AFTER_S``
+    (and two heartbeat intervals) is gone: it is lost (requeued, or failed
+    after ``max_retries``; one being cancelled ends cancelled), so it is
+    neither billed nor shown running for ever, and ``gpuq cancel`` ends it.
+    """
+    now = db_now(session)
+    wait_s = max(VANISHED_AFTER_S, 2 * settings.heartbeat_interval_s)
+    for entry in [k for k in _missing if k[0] == node_name and (k[1] in running or k[1] not in current)]:
+        _missing.pop(entry, None)
+    classes: dict[str, PriorityClass] | None = None
+    for key, (job, attempt) in sorted(current.items()):
+        if key in running or job.state != JobState.RUNNING or attempt.started_at is None:
+            continue
+        first = _missing.get((node_name, key))
+        if first is None:  # the first heartbeat without it: no proof yet (it may have been sent before the start)
+            _missing[(node_name, key)] = now
+            continue
+        if (now - first).total_seconds() < wait_s or (now - attempt.started_at).total_seconds() < wait_s:
+            continue
+        _missing.pop((node_name, key), None)
+        session.refresh(job, with_for_update=True)
+        if job.attempt != key[1] or job.state != JobState.RUNNING:
+            continue
+        classes = classes if classes is not None else effective(session, settings=settings)
+        transitions.lose_attempt(
+            session, job=job, reason=f"its process is gone: the agent of {node_name} no longer runs it",
+            who=transitions.SERVICE, max_retries=settings.max_retries,
+            grace_s=grace.of_class(classes, job.priority_class, default_s=settings.default_grace_s),
+        )
 
 
 def _spec(session: Session, job: Job, key: Key, node_name: str, *, classes: dict[str, PriorityClass],

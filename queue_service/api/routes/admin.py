@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, status
+from fastapi import APIRouter, Body, Path, Request, status
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
 from queue_service import __version__
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
@@ -20,7 +22,9 @@ from queue_service.api.schemas.admin import (
     TokenPublic,
 )
 from queue_service.api.schemas.operator import Reason
+from queue_service.context import ServiceContext
 from queue_service.db.models import ApiToken, NodeStatus, Role
+from queue_service.db.session import reading
 from queue_service.services import nodes as node_service
 from queue_service.services import projects as project_service
 from queue_service.services import tokens as token_service
@@ -103,11 +107,29 @@ def accept_node(name: Annotated[str, Path(max_length=128)], principal: CurrentPr
     return public
 
 
-@router.get("/health", response_model=HealthPublic, tags=["health"])
-def health(ctx: ContextDep, session: SessionDep) -> HealthPublic:
-    """Liveness without a token: database reachable, broker kind, ready nodes."""
-    session.execute(text("SELECT 1"))
-    ready = sum(1 for n, _ in node_service.list_nodes(session) if n.status == NodeStatus.READY)
+HEALTH_FRESH_S = 1.0  # /v1/health asks the database at most this often; between, it answers from memory
+
+
+def _health_now(ctx: ServiceContext) -> HealthPublic:
+    with reading(ctx.sessions) as session:
+        session.execute(text("SELECT 1"))
+        ready = sum(1 for n, _ in node_service.list_nodes(session) if n.status == NodeStatus.READY)
     broker = ctx.settings.broker_url.split("://", 1)[0]
     return HealthPublic(status="ok", database=ctx.engine.dialect.name, broker=broker, nodes_ready=ready,
                         version=__version__)
+
+
+@router.get("/health", response_model=HealthPublic, tags=["health"])
+async def health(request: Request, ctx: ContextDep) -> HealthPublic:
+    """Liveness without a token: database reachable, broker kind, ready nodes (read at most once a second).
+
+    Load balancers and monitors poll it: it runs in the event loop and asks
+    the database once per ``HEALTH_FRESH_S``, so polling costs no thread and
+    no transaction.
+    """
+    now = time.monotonic()
+    cached = getattr(request.app.state, "health", None)
+    if cached is None or now - cached[0] >= HEALTH_FRESH_S:
+        cached = (now, await run_in_threadpool(_health_now, ctx))
+        request.app.state.health = cached
+    return cached[1]
