@@ -44,7 +44,12 @@ class PriceBook:
         return self._lists[model][i] if i >= 0 else None
 
     def _changes(self, model: str, start: datetime, end: datetime) -> list[datetime]:
-        return [s for s in self._starts.get(model, []) if start < s < end]
+        starts = self._starts.get(model, [])
+        return starts[bisect.bisect_right(starts, start):bisect.bisect_left(starts, end)]
+
+    def changes(self, row: UsageInterval, start: datetime, end: datetime) -> bool:
+        """Whether a list that prices ``row`` (its model's, or ``*``) changes strictly inside ``(start, end)``."""
+        return bool(self._changes(row.gpu_model or ANY_MODEL, start, end) or self._changes(ANY_MODEL, start, end))
 
     def hourly(self, row: UsageInterval, moment: datetime) -> float:
         """What ``row`` costs per hour under the lists in force at ``moment``."""

@@ -202,9 +202,10 @@ class _Rolled:
     """One rollup-based report: whole hours from ``usage_rollups``, the rest (ragged ends, open intervals) exact."""
 
     def __init__(self, session: Session, ids: list[str] | None, start: datetime, end: datetime, now: datetime,
-                 keyer: Keyer, *, by_day: bool = False, by_model: bool = False) -> None:
+                 keyer: Keyer, *, by_day: bool = False, by_model: bool = False, dims: Iterable[str] = ()) -> None:
         self.session, self.ids, self.start, self.end, self.now, self.keyer = session, ids, start, end, now, keyer
         self.by_day, self.by_model = by_day, by_model
+        self.dims = set(dims)  # the rollup columns the report's key reads
         self.h0, self.h1 = _ceil(start, rollups.hour_floor, rollups.HOUR), rollups.hour_floor(end)
         self.d0, self.d1 = _ceil(start, rollups.day_floor, DAY), rollups.day_floor(end)
         self.prices: PriceBook | None = None
@@ -243,14 +244,21 @@ class _Rolled:
         total = groups.get(("total", ""))
         r = UsageRollup
         if self.h0 < self.h1:
+            # Grouped in SQL by only what the report groups by (the rest summed there, not here).
+            dims = [getattr(r, name) if name in self.dims else literal("") for name in
+                    ("project_id", "owner_token_id", "workload", "labels_json", "gpu_model")]
+            hour = r.hour if self.by_day else literal(None)
+            grouped = [getattr(r, name) for name in ("project_id", "owner_token_id", "workload", "labels_json",
+                                                     "gpu_model") if name in self.dims]
             sums = [func.sum(getattr(r, name)) for name in rollups.QUANTITIES]
             for row in self.session.execute(
-                select(r.project_id, r.owner_token_id, r.workload, r.labels_json, r.gpu_model, r.hour, *sums,
-                       func.max(r.max_gpu_memory_mib))
+                select(*dims, hour, *sums, func.max(r.max_gpu_memory_mib), func.sum(r.intervals))
                 .where(*self._where(r.project_id), r.hour >= self.h0, r.hour < self.h1)
-                .group_by(r.project_id, r.owner_token_id, r.workload, r.labels_json, r.gpu_model, r.hour)
+                .group_by(*grouped, *([r.hour] if self.by_day else []))
             ):
-                key = self.keyer(row[0], row[1], row[2], row[3], row[4], row[5].date().isoformat())
+                if not row[15]:
+                    continue  # no rollup row in the window (an aggregate without GROUP BY answers one row)
+                key = self.keyer(row[0], row[1], row[2], row[3], row[4], row[5].date().isoformat() if row[5] else "")
                 values = dict(zip(rollups.QUANTITIES, row[6:14], strict=True))
                 for target in self._targets(groups, key, total, describe, row[2], row[3]):
                     _add_seconds(target, values, row[14] or 0)
@@ -281,12 +289,18 @@ class _Rolled:
         if whole:
             # A job's project, owner, workload and labels never change; its days and GPU models may, so they
             # are grouped on only when the report groups by them (else a job would count once per day).
-            model = d.gpu_model if self.by_model else literal("")
+            # Grouped by only what the key reads: a job has one project, owner, workload and labels, so
+            # distinct counts per such group are exact; days and models are grouped on when the key reads them.
+            names = ("project_id", "owner_token_id", "workload", "labels_json", "gpu_model")
+            wanted = self.dims | ({"gpu_model"} if self.by_model else set())
+            dims = [getattr(d, n) if n in wanted else literal("") for n in names]
             day = d.day if self.by_day else literal(None)
-            dims = (d.project_id, d.owner_token_id, d.workload, d.labels_json, model, day)
+            grouped = [getattr(d, n) for n in names if n in wanted] + ([d.day] if self.by_day else [])
             for row in self.session.execute(
-                select(*dims, func.count(func.distinct(d.job_id))).where(*window).group_by(*dims)
+                select(*dims, day, func.count(func.distinct(d.job_id))).where(*window).group_by(*grouped)
             ):
+                if not row[6]:
+                    continue
                 per_group[self.keyer(*row[:5], row[5].date().isoformat() if row[5] else "")] += row[6]
             total_jobs = self.session.scalar(select(func.count(func.distinct(d.job_id))).where(*window)) or 0
         # The rest: jobs seen only in the ragged days or in open intervals, unless a whole day counted them.
@@ -372,8 +386,10 @@ def usage(
 
     total = UsageRow(key="total")
     groups: dict[tuple[str, str], UsageRow] = {}
+    dims = {"project": ["project_id"], "user": ["owner_token_id"], "workload": ["workload"],
+            "gpu_model": ["gpu_model"]}.get(group_by, ["labels_json"] if label is not None else [])
     rolled = _Rolled(session, ids, start, end, now, keyer, by_day=group_by == "day",
-                     by_model=group_by == "gpu_model")
+                     by_model=group_by == "gpu_model", dims=dims)
     rolled.quantities(groups, lambda key, workload, labels_json: _describe(group_by, label, key, workload,
                                                                            labels_json))
     for row in groups.values():

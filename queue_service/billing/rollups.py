@@ -43,14 +43,14 @@ from queue_service.billing.pricebook import PriceBook
 from queue_service.db.billing_models import UsageInterval, UsageJobDay, UsageRollup
 
 __all__ = ["HOUR", "QUANTITIES", "Contributions", "add_closed", "backfill", "day_floor", "hour_floor",
-           "hour_pieces", "labels_hash", "labels_key", "piece", "rebuild"]
+           "hour_pieces", "labels_hash", "labels_key", "piece", "rates", "rebuild"]
 
 HOUR = timedelta(hours=1)
 QUANTITIES = ("gpu_seconds", "block_seconds", "mig_seconds", "gpu_equivalent_seconds", "gpu_memory_gib_seconds",
               "cpu_seconds", "ram_gib_seconds", "cost")
 KEY = ("project_id", "hour", "owner_token_id", "workload", "labels_hash", "gpu_model")
 JOB_DAY_KEY = ("project_id", "day", "job_id", "gpu_model")
-CHUNK_ROWS = 500  # rows per upsert statement (SQLite binds at most 32766 parameters)
+CHUNK_ROWS = 5000  # rows per executemany
 
 
 class IntervalLike(Protocol):
@@ -103,21 +103,27 @@ def hour_pieces(a: datetime, b: datetime) -> list[tuple[datetime, datetime]]:
     return out
 
 
-def piece(iv: IntervalLike, a: datetime, b: datetime, prices: PriceBook) -> dict[str, float]:
-    """What ``iv`` held over ``[a, b)``, as resource-seconds and cost (the report's arithmetic, in seconds)."""
-    s = (b - a).total_seconds()
+def rates(iv: IntervalLike) -> dict[str, float]:
+    """What ``iv`` holds per second of each quantity but cost (the report's arithmetic, in seconds)."""
     out = dict.fromkeys(QUANTITIES, 0.0)
     if iv.kind == "gpu":
-        out["gpu_seconds"] = iv.gpus * s
+        out["gpu_seconds"] = iv.gpus
     elif iv.kind == "mig":
-        out["mig_seconds"] = s
+        out["mig_seconds"] = 1.0
     elif iv.kind == "blocks":
-        out["block_seconds"] = iv.blocks * s
-        out["gpu_memory_gib_seconds"] = iv.gpu_memory_mib / 1024 * s
+        out["block_seconds"] = iv.blocks
+        out["gpu_memory_gib_seconds"] = iv.gpu_memory_mib / 1024
     out["gpu_equivalent_seconds"] = held_equivalents(
-        iv.kind, blocks=iv.blocks, mig_profile=iv.mig_profile, gpu_model=iv.gpu_model) * s
-    out["cpu_seconds"] = iv.cpus_milli / 1000 * s
-    out["ram_gib_seconds"] = iv.memory_mib / 1024 * s
+        iv.kind, blocks=iv.blocks, mig_profile=iv.mig_profile, gpu_model=iv.gpu_model)
+    out["cpu_seconds"] = iv.cpus_milli / 1000
+    out["ram_gib_seconds"] = iv.memory_mib / 1024
+    return out
+
+
+def piece(iv: IntervalLike, a: datetime, b: datetime, prices: PriceBook) -> dict[str, float]:
+    """What ``iv`` held over ``[a, b)``, as resource-seconds and cost."""
+    s = (b - a).total_seconds()
+    out = {name: rate * s for name, rate in rates(iv).items()}
     out["cost"] = prices.cost(iv, a, b)  # type: ignore[arg-type]  # PriceBook reads the same attributes
     return out
 
@@ -136,7 +142,12 @@ class Contributions:
         owner = iv.owner_token_id or ""
         model = iv.gpu_model or ""
         digest = labels_hash(iv.labels_json)
+        per_s = rates(iv)
+        # One price for the whole interval unless a list changes inside it (then each piece is split).
+        steady = not prices.changes(iv, iv.started_at, end)  # type: ignore[arg-type]
+        hourly = prices.hourly(iv, iv.started_at) if steady else 0.0  # type: ignore[arg-type]
         for a, b in hour_pieces(iv.started_at, end):
+            s = (b - a).total_seconds()
             key = (iv.project_id, hour_floor(a), owner, iv.workload, digest, model)
             row = self.rollups.get(key)
             if row is None:
@@ -144,15 +155,18 @@ class Contributions:
                                            "labels_json": iv.labels_json,
                                            **dict.fromkeys(QUANTITIES, 0.0), "max_gpu_memory_mib": 0,
                                            "intervals": 0}
-            for name, value in piece(iv, a, b, prices).items():
-                row[name] += value
+            for name, rate in per_s.items():
+                row[name] += rate * s
+            row["cost"] += hourly * s / 3600 if steady else prices.cost(iv, a, b)  # type: ignore[arg-type]
             row["max_gpu_memory_mib"] = max(row["max_gpu_memory_mib"], iv.gpu_memory_mib)
             row["intervals"] += 1
             day = day_floor(a)
-            self.job_days.setdefault((iv.project_id, day, iv.job_id, model), {
-                "project_id": iv.project_id, "day": day, "job_id": iv.job_id, "gpu_model": model,
-                "owner_token_id": owner, "workload": iv.workload, "labels_json": iv.labels_json,
-            })
+            day_key = (iv.project_id, day, iv.job_id, model)
+            if day_key not in self.job_days:
+                self.job_days[day_key] = {
+                    "project_id": iv.project_id, "day": day, "job_id": iv.job_id, "gpu_model": model,
+                    "owner_token_id": owner, "workload": iv.workload, "labels_json": iv.labels_json,
+                }
 
     def write(self, bind: Session | Connection) -> None:
         dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
@@ -162,16 +176,19 @@ class Contributions:
         days_table: Table = UsageJobDay.__table__  # type: ignore[assignment]
         insert: Callable[..., Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
         greatest = func.greatest if dialect == "postgresql" else func.max
-        for chunk in _chunks(rollups):
-            stmt = insert(table).values(chunk)
+        if rollups:
+            stmt = insert(table)
             stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={
                 **{name: table.c[name] + stmt.excluded[name] for name in (*QUANTITIES, "intervals")},
                 "max_gpu_memory_mib": greatest(table.c.max_gpu_memory_mib, stmt.excluded.max_gpu_memory_mib),
                 "project_name": stmt.excluded.project_name,
             })
-            bind.execute(stmt)
-        for chunk in _chunks(days):
-            bind.execute(insert(days_table).values(chunk).on_conflict_do_nothing(index_elements=list(JOB_DAY_KEY)))
+            for chunk in _chunks(rollups):  # executemany: one compiled statement, cached
+                bind.execute(stmt, chunk)
+        if days:
+            stmt = insert(days_table).on_conflict_do_nothing(index_elements=list(JOB_DAY_KEY))
+            for chunk in _chunks(days):
+                bind.execute(stmt, chunk)
 
 
 def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
@@ -216,9 +233,12 @@ def rebuild(session: Session) -> int:
     session.execute(delete(UsageRollup))
     session.execute(delete(UsageJobDay))
 
+    columns = [getattr(UsageInterval, c) for c in (
+        "id", *IntervalLike.__annotations__)]  # plain rows: ORM objects cost more than the arithmetic
+
     def page(after: int, limit: int) -> list[Any]:
-        return list(session.scalars(select(UsageInterval).where(UsageInterval.ended_at.is_not(None),
-                                                                UsageInterval.id > after)
+        return list(session.execute(select(*columns).where(UsageInterval.ended_at.is_not(None),
+                                                           UsageInterval.id > after)
                                     .order_by(UsageInterval.id).limit(limit)))
 
     return backfill(session, page, PriceBook.load(session))

@@ -30,7 +30,8 @@ def usage(
     month: Annotated[str | None, typer.Option(help="e.g. 2026-11 (default: this month so far)")] = None,
     start: Annotated[str | None, typer.Option(help="ISO start, instead of --month")] = None,
     end: Annotated[str | None, typer.Option(help="ISO end, instead of --month")] = None,
-    group_by: Annotated[str, typer.Option(help="day, job, user, gpu_model or project")] = "day",
+    group_by: Annotated[str, typer.Option(
+        "--group-by", help="day, job, user, gpu_model, project, workload or label:<key> (e.g. label:feature)")] = "day",
     csv: Annotated[bool, typer.Option("--csv", help="CSV for finance")] = False,
     server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -52,6 +53,11 @@ def usage(
             return [r["key"], r["project"], f"{r['gpu_hours']:.2f}", f"{r['block_hours']:.2f}",
                     f"{r['mig_hours']:.2f}", f"{r['gpu_equivalent_hours']:.2f}", f"{r['cost']:.2f}", busy]
         head = f"usage {d['start']} .. {d['end']} by {d['group_by']} ({', '.join(d['projects']) or 'no projects'})"
+        if d["group_by"] == "job":  # a job's class and labels beside its bill
+            rows = [[*line(r), r.get("workload", ""), ",".join(f"{k}={v}" for k, v in sorted(
+                (r.get("labels") or {}).items()))] for r in d["rows"]] + [[*line(d["total"]), "", ""]]
+            return head + "\n" + table(rows, ["job", "project", "GPU h", "block h", "MIG h", "GPU-eq h", "cost",
+                                               "busy", "workload", "labels"])
         rows = [line(r) for r in d["rows"]] + [line(d["total"])]
         return head + "\n" + table(rows, [d["group_by"], "project", "GPU h", "block h", "MIG h", "GPU-eq h",
                                              "cost", "busy"])

@@ -18,7 +18,9 @@ from queue_service.services import projects as project_service
 
 router = APIRouter(tags=["usage"])
 
-GroupBy = Literal["day", "job", "user", "gpu_model", "project"]
+# day, job, user, gpu_model, project, workload, or label:<key> (a short identifier; jobs without it: "(none)")
+GroupBy = Annotated[str, Query(pattern=r"^(day|job|user|gpu_model|project|workload|label:[a-z][a-z0-9_.-]{0,62})$",
+                               description="day, job, user, gpu_model, project, workload or label:<key>")]
 Format = Literal["json", "csv"]
 # Dates are bounded (years 1970-2999): a month or instant near year 9999 overflows the window's end.
 Month = Annotated[str | None, Query(pattern=r"^(19[7-9]\d|2\d{3})-(0[1-9]|1[0-2])$", description="e.g. 2026-11")]
@@ -70,7 +72,10 @@ def project_usage(
     month: Month = None,
     group_by: GroupBy = "day", format: Format = "json",
 ) -> Response | UsagePublic:
-    """One project's usage; members see only their own projects (others are 404, like jobs)."""
+    """One project's usage; members see only their own projects (others are 404, like jobs).
+
+    Grouped by workload, user or label:<key>, the groups add up to the project's total.
+    """
     row = project_service.get_by_name(session, name=project)
     if row is None or not principal.can_see_project(row.name):
         raise NotFound(f"project {project} not found")

@@ -58,6 +58,9 @@ class UsageRowPublic(BaseModel):
     peak_memory_used_mib: int
     allocated_gpu_memory_mib: int
     jobs: int
+    workload: str = Field(default="", description="the group's workload class (group_by job or workload)")
+    labels: dict[str, str] = Field(default_factory=dict, description="labels the group shares (group_by job: "
+                                   "the job's; label:<key>: that key's value)")
 
 
 class UsagePublic(BaseModel):
