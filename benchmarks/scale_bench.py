@@ -95,6 +95,7 @@ class Figures:
     run_s: float = 0.0
     server_cpu_s: float = 0.0
     http_errors: int = 0
+    retries: int = 0
     lost_nodes: int = 0
 
 
@@ -107,7 +108,8 @@ class Service:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")}
-        self.log = (tmp / "serve.log").open("w")
+        self.log_path = Path(tempfile.gettempdir()) / "gpuq-scale-bench-serve.log"  # kept after the run
+        self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "queue_service.cli", "serve", "--port", str(self.port), "--data-dir", str(tmp),
              "--database-url", database_url, "--broker-url", redis_url, "--no-local-agent"],
@@ -121,7 +123,7 @@ class Service:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.log.flush()
-                tail = (tmp / "serve.log").read_text()[-3000:]
+                tail = self.log_path.read_text()[-3000:]
                 raise RuntimeError(f"gpuq serve did not come up:\n{tail}")
             time.sleep(0.2)
         self.admin_token = (tmp / "admin.token").read_text().strip()
@@ -191,7 +193,7 @@ class SimAgent:
                 "limits": "enforced"}
 
     async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return await self.bench.http.post(path, json=body, headers=self.headers)
+        return await self.bench.post(path, body, self.headers)
 
     async def register(self) -> None:
         answer = (await self.post("/v1/agent/register", {"inventory": self.inventory()})).raise_for_status().json()
@@ -264,6 +266,18 @@ class Bench:
         self.t0 = 0.0
         self.http: httpx.AsyncClient
 
+    async def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        """POST, tried again (up to 3 times) when the connection drops: a kept-alive connection the server
+        closed as it was reused, as the real agent's client does; each retry is counted."""
+        for attempt in range(3):
+            try:
+                return await self.http.post(path, json=body, headers=headers)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError):
+                if attempt == 2:
+                    raise
+                self.figures.retries += 1
+        raise AssertionError("unreachable")
+
     def on_start(self, node: str) -> None:
         now = time.monotonic()
         self.figures.started += 1
@@ -305,8 +319,7 @@ class Bench:
         names = [f"sim-{i:04d}" for i in range(self.hosts)]
 
         async def make_agent(name: str) -> None:
-            made = await self.http.post("/v1/tokens", json={"role": "agent", "name": name, "node_name": name},
-                                        headers=admin)
+            made = await self.post("/v1/tokens", {"role": "agent", "name": name, "node_name": name}, admin)
             agent = SimAgent(self, name, made.raise_for_status().json()["token"])
             await agent.register()
             self.agents[name] = agent
@@ -339,12 +352,10 @@ class Bench:
         return self.figures
 
     async def _watch(self, engine) -> None:
+        """Poll the database (in a thread: the agents' loop must never wait on it) until no job is live."""
         from sqlalchemy import text
 
-        total_gpus = self.figures.gpus
-        deadline = time.monotonic() + self.args.timeout_s
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
+        def look() -> tuple[float, int, int]:
             with engine.connect() as conn:
                 held = conn.execute(text(
                     "SELECT coalesce(sum(CASE WHEN kind = 'gpu' THEN 1.0 ELSE blocks / 100.0 END), 0) "
@@ -352,7 +363,14 @@ class Bench:
                 waiting, live = conn.execute(text(
                     "SELECT count(*) FILTER (WHERE state = 'queued'), "
                     "count(*) FILTER (WHERE state IN ('queued', 'admitted', 'running')) FROM jobs")).one()
-            share = float(held) / total_gpus
+            return float(held), int(waiting), int(live)
+
+        total_gpus = self.figures.gpus
+        deadline = time.monotonic() + self.args.timeout_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            held, waiting, live = await asyncio.to_thread(look)
+            share = held / total_gpus
             self.figures.peak_share = max(self.figures.peak_share, share)
             if self.figures.fill_s is None and share >= FILL_SHARE:
                 self.figures.fill_s = time.monotonic() - self.t0
@@ -392,7 +410,8 @@ def report(label: str, f: Figures) -> None:
     print(f"  exit -> next start on that node: p50 {pct(f.gaps_s, 0.5) * 1000:.0f} ms, "
           f"p95 {pct(f.gaps_s, 0.95) * 1000:.0f} ms ({len(f.gaps_s)} pairs)")
     print(f"  server CPU: {f.server_cpu_s:.1f} s over {f.run_s:.1f} s ({f.server_cpu_s / max(f.run_s, 1e-9):.0%} "
-          f"of a core); 5xx or transport errors seen by agents: {f.http_errors}")
+          f"of a core); 5xx or transport errors seen by agents: {f.http_errors} ({f.retries} dropped connections "
+          "retried)")
 
 
 def main(argv: list[str] | None = None) -> int:
