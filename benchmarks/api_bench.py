@@ -256,9 +256,32 @@ def idle_cpu(server: Server, *, duration_s: float) -> float:
 # -- main -----------------------------------------------------------------------
 
 
+@contextmanager
+def fresh_database(url: str | None) -> Iterator[str | None]:
+    """A new, empty PostgreSQL database next to ``url`` for one measurement (each checkout migrates its own)."""
+    if url is None:
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+
+    base = url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    name = f"gpuq_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
 def measure(code_root: Path, args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {}
-    with serve(code_root, database_url=args.database_url, gpus=args.running, smoke=args.smoke) as server:
+    with fresh_database(args.database_url) as url, serve(code_root, database_url=url, gpus=args.running,
+                                                          smoke=args.smoke) as server:
         out["idle_cpu_pct"] = idle_cpu(server, duration_s=args.idle_s)
         out["health"] = health_rate(server, duration_s=args.health_s, connections=args.connections)
         out["storm"] = storm(server, clients=args.clients, submits=args.submits, running=args.running)
