@@ -8,8 +8,10 @@ The one in-process measurement is the admission cycle's duration, taken
 by wrapping ``Admitter.run_once`` (the leader's replica reports it).
 
 Cost per scrape: aggregate queries only, no Python loop over jobs or
-intervals. Job figures are one ``GROUP BY`` over the jobs table (waits and
-completion times bucketed in SQL); usage counters are the rollups
+intervals. Job figures are ``GROUP BY`` queries over the jobs (waits and
+completion times bucketed in SQL): the live jobs every scrape, the final
+ones once (a final job never changes) and then only those made final since
+the last scrape (job events past the last id seen); usage counters are the rollups
 (``billing.rollups``) summed per project plus the open intervals priced up
 to now; live GPU figures read only live allocations and the last
 ``busy_window_s`` of samples.
@@ -24,7 +26,7 @@ rest summed as ``(other)``; jobs without the key as ``(none)``).
     gpuq_queue_wait_seconds{project,priority_class,workload} histogram, submit -> (latest) admit
     gpuq_job_completion_seconds{workload,state}              histogram, submit -> finish of final jobs (p50/p99)
     gpuq_jobs{state}                                         gauge
-    gpuq_admissions_total{project}                           counter (attempts made)
+    gpuq_admissions_total{project}                           counter (attempts made: the jobs' attempt numbers)
     gpuq_preemptions_total{project}                          counter (preemptions: the lifecycle's stop events
                                                              with cause preempt, counted on the job)
     gpuq_admission_cycle_duration_seconds                    histogram
@@ -45,9 +47,10 @@ rest summed as ``(other)``; jobs without the key as ``(none)``).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from functools import wraps
 from typing import Any
@@ -62,7 +65,8 @@ from queue_service.billing.ledger import db_now, gpu_equivalents
 from queue_service.billing.pricebook import PriceBook
 from queue_service.billing.reports import label_value
 from queue_service.db.billing_models import GpuSample, UsageInterval, UsageRollup
-from queue_service.db.models import Allocation, Attempt, Gpu, Job, JobState, Node, Project
+from queue_service.db.models import Allocation, Gpu, Job, JobEvent, JobState, Node, Project
+from queue_service.lifecycle.states import FINAL_STATES
 from queue_service.services import share as share_service
 from queue_service.settings import Settings
 from queue_service.snapshots import allocation_equivalents
@@ -71,6 +75,9 @@ __all__ = ["COMPLETION_BUCKETS_S", "WAIT_BUCKETS_S", "ServiceCollector", "build_
 
 WAIT_BUCKETS_S = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 COMPLETION_BUCKETS_S = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 3 * 24 * 3600, 7 * 24 * 3600)
+FINAL = sorted(FINAL_STATES)
+NOT_FINAL = sorted(set(JobState) - FINAL_STATES)  # an IN list the state index answers
+FINALS_REFRESH_S = 600.0  # the final jobs are summed again from scratch this often
 OTHER_VALUES = "(other)"  # label values past GPUQ_METRICS_LABEL_VALUES_MAX, summed
 CYCLE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -85,6 +92,10 @@ class ServiceCollector(Collector):
         keys = label_keys.split(",") if isinstance(label_keys, str) else label_keys
         self.label_keys = sorted({k.strip() for k in keys if k.strip()})
         self.label_values_max = label_values_max
+        self._lock = threading.Lock()
+        self._final_mark: int | None = None  # the last job event whose final jobs are in _final_sums
+        self._final_sums: dict[tuple[str, str, str, str], list[float]] = {}
+        self._final_at = time.monotonic()
 
     def collect(self) -> Iterator:
         with self.sessions() as session:
@@ -100,25 +111,29 @@ class ServiceCollector(Collector):
         took = _seconds(dialect, Job.submitted_at, Job.finished_at)
         admitted = Job.admitted_at.is_not(None)
         final = Job.finished_at.is_not(None)
-        columns = [func.count(), func.sum(Job.preemptions),
+        columns = [func.count(), func.sum(Job.preemptions), func.sum(Job.attempt),
                    func.sum(case((admitted, 1), else_=0)), func.sum(case((admitted, wait), else_=0.0)),
                    *[func.sum(case((admitted & (wait <= b), 1), else_=0)) for b in WAIT_BUCKETS_S],
                    func.sum(case((final, 1), else_=0)), func.sum(case((final, took), else_=0.0)),
                    *[func.sum(case((final & (took <= b), 1), else_=0)) for b in COMPLETION_BUCKETS_S]]
-        rows = session.execute(
-            select(Job.project_id, Job.priority_class, Job.workload, Job.state, *columns)
-            .group_by(Job.project_id, Job.priority_class, Job.workload, Job.state)
-        ).all()
+        dims = (Job.project_id, Job.priority_class, Job.workload, Job.state)
+
+        def aggregate(*where) -> list[tuple]:
+            return [tuple(r) for r in session.execute(select(*dims, *columns).where(*where).group_by(*dims))]
+
+        rows = [*aggregate(Job.state.in_(NOT_FINAL)), *self._finals(session, aggregate)]
         names = dict(session.execute(select(Project.id, Project.name)).all())
         n_wait = len(WAIT_BUCKETS_S)
         waits: dict[tuple[str, str, str], list[float]] = {}
         completions: dict[tuple[str, str], list[float]] = {}
         states: dict[str, int] = defaultdict(int)
         preempted: dict[str, int] = defaultdict(int)
-        for project_id, klass, workload, state, count, preemptions, *sums in rows:
+        made: dict[str, int] = defaultdict(int)
+        for project_id, klass, workload, state, count, preemptions, attempts, *sums in rows:
             project = names.get(project_id, project_id)
             states[state] += count
             preempted[project] += preemptions or 0
+            made[project] += attempts or 0
             w = waits.setdefault((project, klass, workload), [0.0] * (n_wait + 2))
             c = completions.setdefault((workload, state), [0.0] * (len(COMPLETION_BUCKETS_S) + 2))
             for target, values in ((w, sums[:n_wait + 2]), (c, sums[n_wait + 2:])):
@@ -143,17 +158,37 @@ class ServiceCollector(Collector):
         yield gauge
 
         admissions = CounterMetricFamily("gpuq_admissions", "Attempts admitted", labels=["project"])
-        for project_id, made in session.execute(
-            select(Job.project_id, func.count()).select_from(Attempt).join(Job, Job.id == Attempt.job_id)
-            .group_by(Job.project_id)
-        ):
-            admissions.add_metric([names.get(project_id, project_id)], made)
+        for project, count in sorted(made.items()):
+            if count:
+                admissions.add_metric([project], count)  # a job's attempt number: the attempts it was admitted
         yield admissions
         preemptions = CounterMetricFamily("gpuq_preemptions", "Preemptions of the project's jobs",
                                           labels=["project"])
         for project, count in sorted(preempted.items()):
             preemptions.add_metric([project], count)
         yield preemptions
+
+    def _finals(self, session: Session, aggregate: Callable[..., list[tuple]]) -> list[tuple]:
+        """The final jobs' sums: a final job never changes, so they are summed once and then only the jobs
+        made final since (their final event's id past the last one seen); every replica derives the same."""
+        made_final = select(JobEvent.job_id).where(JobEvent.to_state.in_(FINAL))
+        with self._lock:
+            mark = session.scalar(select(func.max(JobEvent.id))) or 0
+            if time.monotonic() - self._final_at > FINALS_REFRESH_S:  # heals an event id committed out of order
+                self._final_mark, self._final_sums, self._final_at = None, {}, time.monotonic()
+            if self._final_mark is None:
+                fresh = aggregate(Job.state.in_(FINAL), Job.id.not_in(made_final.where(JobEvent.id > mark)))
+            elif mark > self._final_mark:
+                fresh = aggregate(Job.state.in_(FINAL), Job.id.in_(
+                    made_final.where(JobEvent.id > self._final_mark, JobEvent.id <= mark)))
+            else:
+                fresh = []
+            self._final_mark = mark
+            for project_id, klass, workload, state, *sums in fresh:
+                known = self._final_sums.setdefault((project_id, klass, workload, state), [0.0] * len(sums))
+                for k, v in enumerate(sums):
+                    known[k] += v or 0
+            return [(*key, *sums) for key, sums in self._final_sums.items()]
 
     def _drained(self, session: Session) -> Iterator:
         gauge = GaugeMetricFamily("gpuq_node_drained", "1 while gpuq drained the node for failing launches itself",

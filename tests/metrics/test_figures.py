@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.billing import ledger, rollups
 from queue_service.db.billing_models import GpuPrice, GpuSample, UsageInterval
-from queue_service.db.models import Allocation, Base, Gpu, Job, Node, Project
+from queue_service.db.models import Allocation, Base, Gpu, Job, JobEvent, Node, Project
 from queue_service.metrics import ServiceCollector
 
 T0 = datetime(2026, 11, 2, 8)
@@ -97,3 +97,26 @@ def test_figures() -> None:
     assert not any(name == "gpuq_usage_cost_by_label_total" and dict(labels)["key"] != "feature"
                    for name, labels in m)
     assert not any(name == "gpuq_usage_cost_by_label_total" for name, _ in _samples(sessions))  # off by default
+
+
+def test_final_jobs_are_summed_once_then_only_the_new_ones() -> None:
+    sessions = _world()
+    collector = ServiceCollector(sessions)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+
+    def succeeded() -> float:
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for s in family.samples:
+                if s.name == "gpuq_jobs" and s.labels["state"] == "succeeded":
+                    return s.value
+        raise AssertionError("no gpuq_jobs")
+
+    assert succeeded() == 2
+    with sessions() as session, session.begin():  # beta's running job finishes (its final event says so)
+        job = session.get(Job, "j2")
+        job.state, job.finished_at = "succeeded", T0 + timedelta(hours=2)
+        session.add(JobEvent(job_id="j2", attempt=1, at=job.finished_at, event="finish", from_state="running",
+                             to_state="succeeded", actor="agent:n1"))
+    assert succeeded() == 3
+    assert succeeded() == 3  # not counted twice
