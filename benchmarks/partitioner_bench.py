@@ -23,6 +23,7 @@ from partitioner.simulate import (
     GPUQ_COVERAGE,
     Trace,
     arrival_order,
+    fgd_prefix,
     find_trace_dir,
     load_trace,
     run_policy,
@@ -58,14 +59,14 @@ def reference_speedup(trace: Trace) -> None:
     t = time.perf_counter()
     replay(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, order, *args,
            shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, 50.0, 2,
-           out, out.copy())
+           out, out.copy(), fgd_prefix(trace, shapes))
     fast = time.perf_counter() - t
     node_columns = (trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model)
     nodes = list(zip(*(a.tolist() for a in node_columns), strict=True))
     tl = list(zip(*(a.tolist() for a in args), strict=True))
     sl = list(zip(*(shapes[k].tolist() for k in ("cpu", "milli", "ngpu", "models", "p")), strict=True))
     t = time.perf_counter()
-    want = reference.replay(nodes, tl, sl, order.tolist(), 3)
+    want = reference.replay(nodes, tl, sl, order.tolist(), 3, n_fgd=fgd_prefix(trace, shapes))
     slow = time.perf_counter() - t
     same = want == out.tolist()
     print(f"kernel vs pure-Python reference, 300 arrivals (gpuq): {fast * 1e3:.1f} ms vs {slow:.1f} s "

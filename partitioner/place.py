@@ -79,7 +79,7 @@ def warmup() -> None:
              i64 + 19, i64 + 1, i64 + 7, i64 + 127, i64.copy(), i64 + 2, i64 + 19, i64 + 100, i64.copy())
     one = np.ones(1, dtype=np.int64)
     replay(one * 1000, one * 1000, one, i64, i64, one, one, one, one * 500, one * -1,
-           one, one * 500, one, one * -1, f64, 3, 42, 50.0, 2, i64.copy(), i64.copy())
+           one, one * 500, one, one * -1, f64, 3, 42, 50.0, 2, i64.copy(), i64.copy(), 1)
 
 
 _Shapes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -140,6 +140,7 @@ class Packer:
         # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
         self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
         self._frag_ok = np.zeros(len(self.enc.node_ids), dtype=np.bool_)
+        self._frag_policy = -1  # the policy id the cached F was computed under (gpuq's load rule switches it)
         # NVLink: only clusters that report peers pay for the clique search (node choice and GPU choice)
         self._nvlink = any(g.nvlink_peers for g in self.enc.gpus)
         self._clique_memo: dict[tuple, tuple[int, ...] | None] = {}
@@ -468,7 +469,7 @@ class Packer:
         score_nodes(kind, req.blocks, req.gpu_memory_mib, max(req.gpus, 1), req.cpus_milli, req.memory_mib, unit_ok,
                     enc.node_free_cpu, enc.node_free_mem, enc.node_cpu, enc.node_unit_start,
                     enc.unit_kind, enc.unit_free_blocks, enc.unit_free_mem, *self._shapes,
-                    POLICY_IDS[self.policy], out_score, out_unit, self._frag, self._frag_ok)
+                    self._scoring_policy(), out_score, out_unit, self._frag, self._frag_ok)
         n = int(np.argmax(out_score))
         if not np.isfinite(out_score[n]):
             objection = None if coex is None else self._coexistence_blocked(req, rule_free_ok, coex)
@@ -485,6 +486,27 @@ class Packer:
         else:
             slices = self._pick_whole(n, req.gpus, unit_ok)
         return ReplicaPlacement(enc.node_ids[n], slices, req.cpus_milli, req.memory_mib), float(out_score[n])
+
+    def _scoring_policy(self) -> int:
+        """The policy id ``score_nodes`` scores with: gpuq is fgd until its load rule turns the multi-task term on.
+
+        The rule is the replay's (``kernels.replay.multi_task_on``) over the blocks held on the
+        whole and shared GPUs; a change of policy invalidates every cached F.
+        """
+        from partitioner.kernels.replay import multi_task_on
+
+        policy = POLICY_IDS[self.policy]
+        if self.policy == "gpuq":
+            enc = self.enc
+            gpu_units = enc.unit_kind <= 1
+            capacity = 100 * int(gpu_units.sum())
+            allocated = capacity - int(enc.unit_free_blocks[gpu_units].sum())
+            if not multi_task_on(allocated, capacity):
+                policy = POLICY_IDS["fgd"]
+        if policy != self._frag_policy:
+            self._frag_ok[:] = False
+            self._frag_policy = policy
+        return policy
 
     def _free_whole(self, n: int, unit_ok: np.ndarray) -> list[int]:
         enc = self.enc

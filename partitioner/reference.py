@@ -37,18 +37,30 @@ def fgd_fragment(cpu, gpu_free, model, shapes, packed=0):
     return total
 
 
-def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, variant=2):
+def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, variant=2, n_fgd=-1):
     """Reference openb replay. ``nodes``: (cpu, mem, ngpu, model); ``tasks``: (cpu, mem, ngpu, milli, models).
 
     Returns the chosen node per task (-1 = dropped). Policies: 0 random, 1 best-fit, 2 fgd, 3 gpuq.
+    gpuq with ``n_fgd`` >= 0: fgd over ``shapes[:n_fgd]`` until the placed GPU share reaches
+    ``MULTI_TASK_FROM`` of the capacity (the load rule), gpuq over all shapes from then on.
     """
+    from partitioner.kernels.replay import MULTI_TASK_FROM
+
     rng = random.Random(seed)
     cpu = [n[0] for n in nodes]
     mem = [n[1] for n in nodes]
     gpus = [[MILLI] * n[2] for n in nodes]
-    packed = variant if policy == 3 else 0
+    capacity = MILLI * sum(n[2] for n in nodes)
+    placed = 0
+    gpuq = policy == 3
+    all_shapes = shapes
     out = []
     for t_cpu, t_mem, k, milli, models in tasks:
+        if gpuq and n_fgd >= 0 and placed < MULTI_TASK_FROM * capacity:
+            policy, shapes = 2, all_shapes[:n_fgd]
+        elif gpuq:
+            policy, shapes = 3, all_shapes
+        packed = variant if policy == 3 else 0
         sharing = k == 1 and milli < MILLI
         best = None  # (score, node, gpu)
         feasible = []
@@ -97,6 +109,7 @@ def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, varia
             out.append(-1)
             continue
         _, n, j = best
+        placed += k * milli
         cpu[n] -= t_cpu
         mem[n] -= t_mem
         if sharing:

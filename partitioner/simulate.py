@@ -45,7 +45,8 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["LEVELS", "Trace", "cli", "find_trace_dir", "gpuq_variant", "load_trace", "run_policy", "target_shapes"]
+__all__ = ["LEVELS", "Trace", "cli", "fgd_prefix", "find_trace_dir", "gpuq_variant", "load_trace", "run_policy",
+           "target_shapes"]
 
 LEVELS = (80, 90, 95, 100, 110, 120)
 POLICY_IDS = {"random": 0, "best-fit": 1, "fgd": 2, "gpuq": 3}
@@ -196,6 +197,19 @@ def gpuq_variant(shapes: dict[str, np.ndarray]) -> int:
     return 0 if float(shapes["p"][pinned].sum()) > GPUQ_PINNED_LIMIT else GPUQ_VARIANT
 
 
+def fgd_prefix(trace: Trace, shapes: dict[str, np.ndarray]) -> int:
+    """How many of ``shapes`` are FGD's target workload (its 95 % shapes, a prefix of gpuq's 98 %); -1 if not a prefix.
+
+    gpuq's load rule (``kernels.replay.multi_task_on``) scores with those first shapes only while it is off.
+    """
+    fgd = target_shapes(trace, 0.95)
+    n = len(fgd["p"])
+    if n > len(shapes["p"]):
+        return -1
+    same = all(np.array_equal(fgd[c], shapes[c][:n]) for c in ("cpu", "milli", "ngpu", "models", "p"))
+    return n if same else -1
+
+
 def arrival_order(trace: Trace, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(task indices in arrival order, node order) for ``seed`` (step 1 and 3 of the protocol)."""
     rng = np.random.default_rng(seed)
@@ -227,6 +241,7 @@ def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarra
         shapes = target_shapes(trace, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
     if variant is None:
         variant = gpuq_variant(shapes)
+    n_fgd = fgd_prefix(trace, shapes) if policy == "gpuq" else -1
     tasks, node_order = arrival_order(trace, seed)
     out_node = np.full(tasks.shape[0], -1, dtype=np.int64)
     out_gpu = np.full(tasks.shape[0], -1, dtype=np.int64)
@@ -236,7 +251,7 @@ def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarra
         trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks],
         trace.task_models[tasks],
         shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"],
-        POLICY_IDS[policy], seed, tie_weight, variant, out_node, out_gpu,
+        POLICY_IDS[policy], seed, tie_weight, variant, out_node, out_gpu, n_fgd,
     )
     seconds = time.perf_counter() - started
     return summarize(trace, tasks, out_node, seconds)

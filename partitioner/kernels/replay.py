@@ -34,6 +34,20 @@ MILLI = 1000
 MAX_GPUS = 8
 CPU_SCALE = 128000.0  # best-fit's CPU normaliser (the largest openb node, milli)
 GPU_SCALE = 8000.0  # best-fit's GPU normaliser (8 GPUs, milli)
+MULTI_TASK_FROM = 0.9  # gpuq: plain FGD scoring below this allocated share of the GPUs, its multi-task term from it
+
+
+@njit(cache=True)
+def multi_task_on(allocated, capacity):
+    """gpuq's load rule: the multi-task term is on once ``allocated`` reaches ``MULTI_TASK_FROM`` of ``capacity``.
+
+    Below it gpuq scores exactly as FGD (FGD's target workload, 100 levels): the
+    multi-task term packs whole-GPU work tightly and strands nodes that rare
+    8-GPU or CPU-hungry tasks need while the cluster still has room, and wins
+    only once the cluster is nearly full (docs/partitioner.md). Used by the
+    replay kernel and the live ``Packer`` alike (same units on both sides).
+    """
+    return allocated >= MULTI_TASK_FROM * capacity
 
 
 @njit(cache=True)
@@ -64,11 +78,14 @@ def packed_fragment(cpu_after, units, idle, allowed, sh_cpu, sh_milli, sh_ngpu):
 
 @njit(cache=True)
 def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle,
-                    allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
-    """F of node ``n`` after ``k`` GPUs go from free share ``r_old`` to ``r_new`` and CPU to ``cpu_after``."""
+                    allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act):
+    """F of node ``n`` after ``k`` GPUs go from free share ``r_old`` to ``r_new`` and CPU to ``cpu_after``.
+
+    Over the first ``n_act`` target shapes only (FGD's prefix while gpuq's multi-task term is off).
+    """
     idle_after = idle[n] - k * (r_old - r_new)
     total = 0.0
-    for m in range(sh_p.shape[0]):
+    for m in range(n_act):
         s = sh_milli[m]
         if packed > 0:
             u = units[n, m]
@@ -94,7 +111,7 @@ def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle,
 
 @njit(cache=True)
 def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
-                 allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed):
+                 allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act):
     """Recompute the caches of node ``n`` from its GPU shares."""
     total = 0
     for j in range(node_ngpu[n]):
@@ -117,7 +134,7 @@ def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
                 u += gpu_free[n, j] // sh_milli[m]
         units[n, m] = u
     frag[n] = node_frag_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle,
-                              allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+                              allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
 
 
 @njit(cache=True)
@@ -144,12 +161,15 @@ def replay(
     task_cpu, task_mem, task_ngpu, task_milli, task_models,
     sh_cpu, sh_milli, sh_ngpu, sh_models, sh_p,
     policy, seed, tie_weight, variant,
-    out_node, out_gpu,
+    out_node, out_gpu, n_fgd,
 ):
     """Place every task in arrival order; write the chosen node (or -1) and GPU per task.
 
     gpuq only: ``tie_weight`` is the number of score levels (FGD uses 100) and
     ``variant`` the fragment measure (0 FGD's, 1 CPU-bounded multi-task, 2 both).
+    ``n_fgd`` >= 0 turns on the load rule (:func:`multi_task_on`): until the
+    allocated share reaches it, gpuq is FGD over the first ``n_fgd`` shapes
+    (FGD's target workload is a prefix of gpuq's); -1: gpuq's scoring throughout.
     """
     np.random.seed(seed)
     n_nodes = node_cpu.shape[0]
@@ -170,7 +190,18 @@ def replay(
     frag = np.zeros(n_nodes, dtype=np.float64)
     units = np.zeros((n_nodes, n_shapes), dtype=np.int64)
     # 0: FGD's fragment; 1: gpuq's CPU-bounded multi-task fragment only; 2: both summed (gpuq)
-    packed = variant if policy == POLICY_GPUQ else 0
+    final_policy = policy
+    final_packed = variant if policy == POLICY_GPUQ else 0
+    packed = final_packed
+    n_act = n_shapes
+    capacity = 0
+    for n in range(n_nodes):
+        capacity += node_ngpu[n] * MILLI
+    allocated = 0
+    if policy == POLICY_GPUQ and n_fgd >= 0 and not multi_task_on(allocated, capacity):
+        policy = POLICY_FGD  # the load rule: FGD exactly, until the cluster is nearly full
+        packed = 0
+        n_act = n_fgd
     use_frag = policy in (POLICY_FGD, POLICY_GPUQ)
     # score memo: a node's score (and GPU) for a task depends only on the node's state and the task's
     # (cpu, k, milli); nodes change one per arrival, so most scores are reused (exact, not approximate)
@@ -185,12 +216,20 @@ def replay(
     if use_frag:
         for n in range(n_nodes):
             refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
-                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
     else:
         for n in range(n_nodes):
             idle[n] = node_ngpu[n] * MILLI
 
     for t in range(task_cpu.shape[0]):
+        if policy != final_policy and multi_task_on(allocated, capacity):
+            policy = final_policy
+            packed = final_packed
+            n_act = n_shapes
+            for n in range(n_nodes):  # every node's F and memoised scores change with the rule
+                node_ver[n] += 1
+                refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+                             allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
         cpu = task_cpu[t]
         mem = task_mem[t]
         k = task_ngpu[t]
@@ -249,7 +288,7 @@ def replay(
                         tt = -r  # tightest GPU within the node
                     else:
                         fa = node_frag_after(n, r, r - milli, 1, cpu_after, cnt, small, idle,
-                                             allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+                                             allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
                         if policy == POLICY_FGD:
                             s = sigmoid_score(frag[n] - fa)
                             tt = 0.0
@@ -265,7 +304,7 @@ def replay(
                     score = best_fit_score(cpu_after, idle[n] - k * milli)
                 else:
                     fa = node_frag_after(n, MILLI, 0, k, cpu_after, cnt, small, idle,
-                                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+                                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
                     if policy == POLICY_FGD:
                         score = sigmoid_score(frag[n] - fa)
                     else:
@@ -282,6 +321,7 @@ def replay(
         if best_node < 0:
             continue
         n = best_node
+        allocated += k * milli
         # 3. bind: subtract, then refresh the node's caches
         node_ver[n] += 1
         cpu_free[n] -= cpu
@@ -306,6 +346,6 @@ def replay(
                         out_gpu[t] = j
         if use_frag:
             refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
-                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed)
+                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
         else:
             idle[n] -= k * milli

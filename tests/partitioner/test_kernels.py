@@ -25,13 +25,16 @@ def _arrays(rows, n):
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(node_st, min_size=1, max_size=6), st.lists(task_st, min_size=1, max_size=40),
-       st.sampled_from([(1, 0), (2, 0), (3, 0), (3, 1), (3, 2)]), st.randoms(use_true_random=False))
-def test_replay_kernel_matches_reference(nodes, tasks, policy_variant, rnd):
+       st.sampled_from([(1, 0), (2, 0), (3, 0), (3, 1), (3, 2)]), st.integers(-1, 5),
+       st.randoms(use_true_random=False))
+def test_replay_kernel_matches_reference(nodes, tasks, policy_variant, n_fgd, rnd):
+    """Every policy and fragment variant; gpuq also under the load rule (FGD over the first n_fgd shapes first)."""
     policy, variant = policy_variant
     shapes = [(t[0], t[3] if t[2] else 0, t[2], t[4], 1 / len(tasks)) for t in tasks[:5]]
+    n_fgd = min(n_fgd, len(shapes))
     order = list(range(len(nodes)))
     rnd.shuffle(order)
-    want = reference.replay(nodes, tasks, shapes, order, policy, levels=50.0, variant=variant)
+    want = reference.replay(nodes, tasks, shapes, order, policy, levels=50.0, variant=variant, n_fgd=n_fgd)
     nc, nm, ng, nmod = _arrays(nodes, 4)
     tc, tm, tg, tmi, tmo = _arrays(tasks, 5)
     sc, smi, sg, smo = _arrays(shapes, 4)
@@ -39,7 +42,7 @@ def test_replay_kernel_matches_reference(nodes, tasks, policy_variant, rnd):
     out_node = np.full(len(tasks), -1, dtype=np.int64)
     out_gpu = np.full(len(tasks), -1, dtype=np.int64)
     replay(nc, nm, ng, nmod, np.array(order, dtype=np.int64), tc, tm, tg, tmi, tmo, sc, smi, sg, smo, sp,
-           policy, 42, 50.0, variant, out_node, out_gpu)
+           policy, 42, 50.0, variant, out_node, out_gpu, n_fgd)
     assert out_node.tolist() == want
 
 
