@@ -200,6 +200,9 @@ class EmbeddedServer:
         app = create_app(self.ctx)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on",
+                                # agents heartbeat every few seconds: keep their connections open longer than
+                                # that, so a heartbeat never races the server closing its kept-alive connection
+                                timeout_keep_alive=30,
                                 ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
                                 ssl_keyfile=str(settings.tls_key) if settings.tls_key else None)
         self.server = uvicorn.Server(config)
