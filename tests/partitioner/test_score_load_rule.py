@@ -40,3 +40,20 @@ def test_gpuq_scores_as_fgd_while_the_cluster_has_room():
     above.place(Request(blocks=5, gpu_memory_mib=10))
     assert above._frag_policy == POLICY_IDS["gpuq"]
 
+
+
+def test_replay_ties_fgd_until_the_rule_turns_on():
+    """On the shipped trace gpuq places every arrival exactly as fgd until 90 % of the GPUs are allocated."""
+    import numpy as np
+
+    from partitioner.simulate import GPUQ_COVERAGE, find_trace_dir, load_trace, run_policy, target_shapes, trace_file
+
+    d = find_trace_dir()
+    assert d is not None
+    trace = load_trace(trace_file(d, "openb_node_list_gpu_node.csv"), trace_file(d, "openb_pod_list_default.csv"))
+    fgd = run_policy(trace, "fgd", 42)
+    gpuq = run_policy(trace, "gpuq", 42, target_shapes(trace, GPUQ_COVERAGE))
+    before = np.flatnonzero(fgd["allocated_curve"] >= MULTI_TASK_FROM)[0]  # the arrival that reaches 90 %
+    assert before > 5000
+    assert np.array_equal(fgd["placed_milli"][: before + 1], gpuq["placed_milli"][: before + 1])
+    assert not np.array_equal(fgd["placed_milli"], gpuq["placed_milli"])  # and the rule does turn on
