@@ -21,6 +21,7 @@ from partitioner import reference
 from partitioner.place import Packer, warmup
 from partitioner.simulate import (
     GPUQ_COVERAGE,
+    GPUQ_LEVELS,
     Trace,
     arrival_order,
     fgd_prefix,
@@ -58,7 +59,7 @@ def reference_speedup(trace: Trace) -> None:
     out = np.full(len(tasks), -1, dtype=np.int64)
     t = time.perf_counter()
     replay(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, order, *args,
-           shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, 50.0, 2,
+           shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, GPUQ_LEVELS, 2,
            out, out.copy(), fgd_prefix(trace, shapes))
     fast = time.perf_counter() - t
     node_columns = (trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model)
@@ -66,7 +67,7 @@ def reference_speedup(trace: Trace) -> None:
     tl = list(zip(*(a.tolist() for a in args), strict=True))
     sl = list(zip(*(shapes[k].tolist() for k in ("cpu", "milli", "ngpu", "models", "p")), strict=True))
     t = time.perf_counter()
-    want = reference.replay(nodes, tl, sl, order.tolist(), 3, n_fgd=fgd_prefix(trace, shapes))
+    want = reference.replay(nodes, tl, sl, order.tolist(), 3, levels=GPUQ_LEVELS, n_fgd=fgd_prefix(trace, shapes))
     slow = time.perf_counter() - t
     same = want == out.tolist()
     print(f"kernel vs pure-Python reference, 300 arrivals (gpuq): {fast * 1e3:.1f} ms vs {slow:.1f} s "
