@@ -10,7 +10,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from queue_service import __version__
-from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
+from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep, principal_cache
 from queue_service.api.presenters import nodes_public
 from queue_service.api.schemas.admin import (
     HealthPublic,
@@ -81,10 +81,13 @@ def my_token(principal: CurrentPrincipal, session: SessionDep) -> TokenPublic:
 
 @router.delete("/tokens/{token_id}", response_model=TokenPublic, tags=["tokens"])
 def revoke_token(token_id: Annotated[str, Path(max_length=32)], principal: CurrentPrincipal,
-                 session: SessionDep) -> TokenPublic:
+                 session: SessionDep, request: Request) -> TokenPublic:
     """Revoke a token: refused (401) from its next request. Audited; revoking twice is harmless."""
     principal.require(Role.ADMIN)
-    return _token(token_service.revoke(session, token_id=token_id, actor=principal))
+    revoked = _token(token_service.revoke(session, token_id=token_id, actor=principal))
+    # This server forgets every accepted token at once (other replicas within GPUQ_AUTH_CACHE_S).
+    principal_cache(request).clear()
+    return revoked
 
 
 @router.get("/nodes", response_model=list[NodePublic], tags=["nodes"])
