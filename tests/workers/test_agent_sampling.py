@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -72,11 +73,14 @@ class RecordingAgent:
     """Stands in for ``workers.agent.Agent`` in the embedded server: records how it was built."""
 
     built: ClassVar[list[dict[str, Any]]] = []
+    agents: ClassVar[list[RecordingAgent]] = []
 
     def __init__(self, **kw: Any) -> None:
         self.built.append(kw)
         self.inventory = kw["inventory"]
         self.node_name = self.inventory.node_name
+        self.lease = types.SimpleNamespace(self_fence=True)  # what the embedded server sets on a real agent's lease
+        RecordingAgent.agents.append(self)
 
     def start(self) -> None:
         pass
@@ -94,11 +98,14 @@ def _free_port() -> int:
 def test_gpuq_serve_gives_its_local_agent_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workers.agent, "Agent", RecordingAgent)
     RecordingAgent.built.clear()
+    RecordingAgent.agents.clear()
     settings = Settings(data_dir=tmp_path, host="127.0.0.1", port=_free_port(), broker_url="memory://",
                         runtime="process", sample_interval_s=12.0)
     server = EmbeddedServer(settings).start()
     try:
         [built] = RecordingAgent.built
         assert built["sample_interval_s"] == 12.0 and built["heartbeat_s"] == settings.heartbeat_interval_s
+        # the agent inside the server never fences itself off from the server it lives in
+        assert RecordingAgent.agents[0].lease.self_fence is False
     finally:
         server.stop()
