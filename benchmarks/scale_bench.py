@@ -344,9 +344,11 @@ class Bench:
         finally:
             self.figures.server_cpu_s = cpu_seconds(service.proc.pid) - cpu0
             self.figures.run_s = time.monotonic() - self.t0
-            for b in beats:
-                b.cancel()
             mailbox.close()
+            pending = [*beats, *(task for a in self.agents.values() for task in a.running.values())]
+            for task in pending:  # a run cut short by --timeout-s: stop every agent task before the client closes
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             engine.dispose()
             await self.http.aclose()
         return self.figures
