@@ -81,7 +81,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 def _postgres_database() -> Iterator[str]:
     base = require_postgres()
     name = f"gpuq_test_{secrets.token_hex(4)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    admin = _admin_engine()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = base.rsplit("/", 1)[0] + f"/{name}"
