@@ -7,8 +7,11 @@ PostgreSQL tests skip locally when it is not reachable and fail in CI.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +71,17 @@ def _migrated_copy(db_url: str, scratch: Path) -> None:
         admin.dispose()
 
 
+def pytest_configure(config) -> None:
+    # `gpuq serve` writes the client config (``$XDG_CONFIG_HOME/gpuq/client.json``) the CLI reads: each test
+    # session (each xdist worker) gets its own, so servers of parallel tests, and the user's own file, never
+    # meet. A test that needs a particular one sets XDG_CONFIG_HOME itself.
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="gpuq-tests-config-")
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
+    config_home = os.environ.get("XDG_CONFIG_HOME", "")
+    if "gpuq-tests-config-" in config_home:  # the one pytest_configure made
+        shutil.rmtree(config_home, ignore_errors=True)
     template = _TEMPLATES.pop("postgres", None)
     if template is not None:
         admin = _admin_engine()

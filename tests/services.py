@@ -15,7 +15,12 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_URL = os.environ.get("GPUQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("GPUQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Under pytest-xdist each worker gets its own pair of Redis database numbers (gw0: 15 and 14, gw1: 13
+# and 12, ...): two workers' brokers would otherwise take each other's messages, and the fault tests
+# flush theirs.
+WORKER_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_DB = 15 - 2 * WORKER_INDEX
+REDIS_URL = os.environ.get("GPUQ_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
 DOCKER_TEST_IMAGE = os.environ.get("GPUQ_TEST_IMAGE", "gpuq-test-busybox:latest")
 
 

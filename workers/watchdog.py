@@ -15,6 +15,10 @@ runtime therefore starts, in its own session, one
    the container is gone before the service may requeue the job;
 3. exits as soon as the container is no longer running (or is gone).
 
+The agent starts it between creating the container and starting it, so
+even an agent killed in the middle of a launch leaves no container that
+runs unwatched; a container still ``created`` is watched like a running one.
+
 It never removes the container: its exit state is the agent's to read and
 report (the next agent re-adopts it and is told to drop it as stale). It
 only ever touches the one container id in ``RUN_DIR/spec.json``.
@@ -38,18 +42,22 @@ INSPECT_EVERY_S = 1.0
 STOP_RETRY_S = 1.0
 
 
-def _running(client: Any, container_id: str) -> bool | None:
-    """True while the container runs, False once it does not (or is gone), None if the engine does not answer."""
+RUNNING = ("running", "restarting", "paused")
+
+
+def _status(client: Any, container_id: str) -> str | None:
+    """The container's status (``created``, ``running``, ``exited``, ...; ``gone`` once removed), None if the
+    engine does not answer."""
     import docker.errors
     import requests.exceptions
 
     try:
         state = client.api.inspect_container(container_id)["State"]
     except docker.errors.NotFound:
-        return False
+        return "gone"
     except (docker.errors.DockerException, requests.exceptions.RequestException):  # the engine is away
         return None
-    return bool(state.get("Running")) or state.get("Status") in ("running", "restarting", "paused")
+    return "running" if state.get("Running") else str(state.get("Status") or "")
 
 
 def _stop(client: Any, container_id: str, grace_s: float) -> bool:
@@ -63,7 +71,7 @@ def _stop(client: Any, container_id: str, grace_s: float) -> bool:
         return True
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return False
-    return _running(client, container_id) is False
+    return _status(client, container_id) not in (*RUNNING, None)  # a never-started one ("created") is stopped
 
 
 def main(run_dir: Path) -> int:
@@ -75,12 +83,10 @@ def main(run_dir: Path) -> int:
     (run_dir / "watchdog.pid").write_text(str(os.getpid()))
     lease = run_dir / "lease"
     client = None
-    while client is None:  # an engine that is away at start is waited for (the lease still counts)
+    while client is None:  # an engine that is away at start is waited for, however long: it may come back
         try:
             client = docker.from_env(timeout=10)
         except docker.errors.DockerException:
-            if lease_expired(lease):
-                return 1
             time.sleep(STOP_RETRY_S)
     last_inspect = 0.0
     while True:
@@ -94,10 +100,11 @@ def main(run_dir: Path) -> int:
         now = time.monotonic()
         if now - last_inspect >= INSPECT_EVERY_S:
             last_inspect = now
-            if _running(client, container_id) is False:
+            # "created": the agent starts the watchdog before the container, so that no moment exists in
+            # which the container runs unwatched; it is watched from then on.
+            if _status(client, container_id) not in (*RUNNING, "created", None):
                 return 0  # it ended (or was removed): nothing left to fence
         time.sleep(POLL_S)
-
 
 if __name__ == "__main__":  # pragma: no cover - run by DockerRuntime as its own process
     with contextlib.suppress(KeyboardInterrupt):

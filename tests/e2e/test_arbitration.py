@@ -152,9 +152,11 @@ def test_backfill_fills_the_gap_without_delaying_the_reserved_head(server: Serve
     unlimited = submit(server, name="unlimited", command=["sleep", "1"])
     long = submit(server, name="long", command=["sleep", "1"], time_limit_s=60)
     wait_for(server, short, lambda j: j["state"] in ("running", "succeeded"), timeout_s=5)
-    assert "reserved" in job(server, head)["reason"]
-    assert "without a time limit" in job(server, unlimited)["reason"]
-    assert head in job(server, long)["reason"], "it waits behind (or for) the head's reservation"
+    # Each submit wakes a cycle, so `short` may start in a cycle that ran before the later jobs were
+    # in; their reasons come with the next cycle (0.5 s), well before `first` ends and frees the head.
+    wait_for(server, head, lambda j: "reserved" in j["reason"], timeout_s=2)
+    wait_for(server, unlimited, lambda j: "without a time limit" in j["reason"], timeout_s=2)
+    wait_for(server, long, lambda j: head in j["reason"], timeout_s=2)  # it waits for the head's reservation
     first_done = wait_for(server, first, lambda j: j["state"] == "succeeded", timeout_s=15)
     head_started = wait_for(server, head, lambda j: j["started_at"] is not None, timeout_s=10)
     gap_s = (ts(head_started["started_at"]) - ts(first_done["finished_at"])).total_seconds()

@@ -37,10 +37,12 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, create_engine, text
 
+from tests.services import REDIS_DB
+
 REPO = Path(__file__).resolve().parents[2]
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 LEASE_S = 6.0
-FAULTS_REDIS_DB = 14
+FAULTS_REDIS_DB = REDIS_DB - 1  # this xdist worker's second database (tests/services.py)
 
 
 _LIVE: weakref.WeakSet[Cluster] = weakref.WeakSet()  # clusters not closed yet (closed at exit / SIGTERM)

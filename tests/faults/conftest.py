@@ -1,4 +1,6 @@
-"""Fixtures for fault tests: a fresh PostgreSQL database, Redis database 14, Docker, and a ``Cluster``.
+"""Fixtures for fault tests: a fresh PostgreSQL database, a Redis database, Docker, and a ``Cluster``.
+
+The Redis database is this xdist worker's own second one (``FAULTS_REDIS_DB``), flushed before and after.
 
 Real services only: locally they skip when missing, in CI (``CI=true``) they fail (``tests/services.py``).
 """

@@ -41,3 +41,35 @@ def test_a_container_whose_lease_lapses_is_stopped_by_its_watchdog(tmp_path: Pat
     finally:
         rt.cleanup(handle)
     assert not (tmp_path / "watchdogs" / handle).exists()
+
+
+def test_the_watchdog_watches_a_container_from_before_its_start(tmp_path: Path) -> None:
+    """launch() starts the watchdog between creating and starting the container: a watchdog that gave up on a
+    container still ``created`` would leave it unwatched once it starts (an agent killed right then)."""
+    import docker
+
+    image = require_docker()
+    client = docker.from_env(timeout=30)
+    rt = DockerRuntime(client=client, state_dir=tmp_path / "watchdogs")
+    rt.renew(1.0)
+    container = client.containers.create(image, ["sleep", "60"], name=f"gpuq-fence-{uuid.uuid4().hex[:8]}",
+                                         network_mode="none")
+    try:
+        rt.ensure_watchdog(container.id, grace_s=0.5)
+        for _ in range(10):  # two of the watchdog's inspections see it "created"
+            rt.renew()
+            time.sleep(0.2)
+        assert rt._watchdog_alive(container.id), "a created container is watched"
+        container.start()  # the start the agent was about to make; the agent is gone: no renewals
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status != "running":
+                break
+            time.sleep(0.2)
+        assert container.status == "exited", container.status
+        assert (tmp_path / "watchdogs" / container.id / "fenced.json").exists()
+    finally:
+        container.remove(force=True)
+        rt.cleanup(container.id)
+        client.close()

@@ -144,3 +144,27 @@ def test_public_surfaces_are_complete():
             and (isinstance(value, type) or callable(value))
         }
         assert public <= set(module.__all__), (module.__name__, public - set(module.__all__))
+
+
+@pytest.mark.parametrize("raised, typed", [
+    # An engine that stops mid-answer cuts the chunked response short: that is the engine going away.
+    ("chunked", "DockerUnavailable"),
+    ("connection", "DockerUnavailable"),
+    ("api-409", "DockerError"),  # an answer (APIError is a requests HTTPError too): not "unreachable"
+])
+def test_engine_errors_are_typed(raised: str, typed: str) -> None:
+    import docker.errors
+    import requests
+
+    from workers.runtime import docker as runtime
+
+    errors = {
+        "chunked": requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(3873 bytes read)"),
+        "connection": requests.exceptions.ConnectionError("refused"),
+        "api-409": docker.errors.APIError("conflict", explanation="name in use"),
+    }
+    with pytest.raises((runtime.DockerUnavailable, runtime.DockerError)) as caught:
+        with runtime._docker_errors("inspect abc"):
+            raise errors[raised]
+    assert type(caught.value).__name__ == typed
+    assert str(caught.value).startswith("inspect abc: ")

@@ -42,7 +42,8 @@ def runtime(image, node):
 
 
 def launch(rt: DockerRuntime, tmp_path: Path, image: str, node: str, command: list[str], **kw) -> str:
-    spec = LaunchSpec(job_id=kw.pop("job_id", "job"), attempt=1, node_name=node, command=command, image=image, **kw)
+    # The job id names the container (gpuq-<job>-a1-r0): unique per test (its node), as tests run in parallel.
+    spec = LaunchSpec(job_id=kw.pop("job_id", f"job-{node}"), attempt=1, node_name=node, command=command, image=image, **kw)
     return rt.launch(spec, stdout_path=tmp_path / "out", stderr_path=tmp_path / "err")
 
 

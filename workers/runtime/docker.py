@@ -246,10 +246,12 @@ def _docker_errors(action: str) -> Iterator[None]:
         yield
     except RuntimeError_:
         raise
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise DockerUnavailable(f"{action}: Docker engine not reachable ({exc.__class__.__name__})") from None
-    except docker.errors.APIError as exc:
+    except docker.errors.APIError as exc:  # first: APIError is also a requests HTTPError
         raise DockerError(f"{action}: {exc.explanation or exc}") from None
+    except requests.exceptions.RequestException as exc:
+        # Not only ConnectionError and Timeout: an engine stopping mid-answer cuts the response short
+        # (ChunkedEncodingError: "Connection broken: IncompleteRead"), which is the engine going away too.
+        raise DockerUnavailable(f"{action}: Docker engine not reachable ({exc.__class__.__name__})") from None
     except docker.errors.DockerException as exc:
         raise DockerUnavailable(f"{action}: {exc}") from None
 
@@ -321,6 +323,9 @@ class DockerRuntime:
                     raise LaunchError(f"cannot create container for {spec.job_id}/{spec.attempt}: "
                                       f"{exc.explanation or exc}") from None
                 container = self._existing(config["name"], spec)
+            # The watchdog first, then the start: an agent killed between the two leaves a container that is
+            # either never started or already watched, never one that runs unfenced while the job is requeued.
+            self.ensure_watchdog(container.id, grace_s=spec.grace_s)
             if container.status == "created":
                 try:
                     container.start()
@@ -329,8 +334,8 @@ class DockerRuntime:
                     # but cannot run; drop it so a retry starts clean.
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True)
+                    self._drop_watchdog(container.id)
                     raise LaunchError(f"cannot start {spec.job_id}/{spec.attempt}: {exc.explanation or exc}") from None
-        self.ensure_watchdog(container.id, grace_s=spec.grace_s)
         return str(container.id)
 
     def _existing(self, name: str, spec: LaunchSpec) -> Any:
@@ -576,7 +581,9 @@ class DockerRuntime:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             proc = self._watchdogs.pop(handle, None)
-            if proc is not None:
+            if proc is not None:  # our own child, perhaps too young to have written its pid file yet
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
             shutil.rmtree(run_dir, ignore_errors=True)
