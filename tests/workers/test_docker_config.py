@@ -163,8 +163,8 @@ def test_engine_errors_are_typed(raised: str, typed: str) -> None:
         "connection": requests.exceptions.ConnectionError("refused"),
         "api-409": docker.errors.APIError("conflict", explanation="name in use"),
     }
-    with pytest.raises((runtime.DockerUnavailable, runtime.DockerError)) as caught:
-        with runtime._docker_errors("inspect abc"):
-            raise errors[raised]
+    with pytest.raises((runtime.DockerUnavailable, runtime.DockerError)) as caught, \
+            runtime._docker_errors("inspect abc"):
+        raise errors[raised]
     assert type(caught.value).__name__ == typed
     assert str(caught.value).startswith("inspect abc: ")

@@ -43,7 +43,8 @@ def runtime(image, node):
 
 def launch(rt: DockerRuntime, tmp_path: Path, image: str, node: str, command: list[str], **kw) -> str:
     # The job id names the container (gpuq-<job>-a1-r0): unique per test (its node), as tests run in parallel.
-    spec = LaunchSpec(job_id=kw.pop("job_id", f"job-{node}"), attempt=1, node_name=node, command=command, image=image, **kw)
+    job_id = kw.pop("job_id", f"job-{node}")
+    spec = LaunchSpec(job_id=job_id, attempt=1, node_name=node, command=command, image=image, **kw)
     return rt.launch(spec, stdout_path=tmp_path / "out", stderr_path=tmp_path / "err")
 
 
@@ -72,13 +73,14 @@ def test_limits_and_hardening_are_applied(runtime, tmp_path, image, node):
     assert not host.get("DeviceRequests")
     binds = (host.get("Binds") or []) + [m.get("Source", "") for m in attrs.get("Mounts", [])]
     assert not any("docker.sock" in b for b in binds)
-    assert attrs["Config"]["Labels"] == {"gpuq.job": "job", "gpuq.attempt": "1", "gpuq.node": node, "gpuq.replica": "0"}
+    assert attrs["Config"]["Labels"] == {"gpuq.job": f"job-{node}", "gpuq.attempt": "1", "gpuq.node": node,
+                                         "gpuq.replica": "0"}
 
     out, _ = logs(runtime, handle, tmp_path)
     env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     assert env["GPUQ_CPUS"] == "0.5"
     assert env["GPUQ_MEMORY_MIB"] == "96"
-    assert env["GPUQ_JOB_ID"] == "job" and env["GPUQ_NODE"] == node
+    assert env["GPUQ_JOB_ID"] == f"job-{node}" and env["GPUQ_NODE"] == node
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert env["CUDA_VISIBLE_DEVICES"] == ""
     assert env["SEED"] == "7"
