@@ -11,7 +11,11 @@ its own node-bound agent token and simulated H100s. Launch and stop commands
 come through Redis as for a real agent: the simulator drains the nodes'
 dramatiq queues with the broker's own fetch and ack scripts, round-robin from
 two threads, instead of 2,000 consumer threads; a "job" sleeps for the
-seconds its command names (``sim 7.5``) and reports exit code 0.
+seconds its command names (``sim 7.5``) and reports exit code 0. The agents
+speak HTTP/1.1 over their own kept-alive connections (:class:`AgentHttp`, a
+few hundred lines of client less than httpx): with one shared httpx client the
+simulator's event loop was busy 98 % of the time in httpcore's pool at 100
+hosts, and its own queueing was what the heartbeats measured.
 
 It submits ``--jobs`` jobs of mixed shapes (1, 2, 4 and 8 whole GPUs, and
 25-block shares) in batches of 1,000 and reports:
@@ -25,7 +29,9 @@ It submits ``--jobs`` jobs of mixed shapes (1, 2, 4 and 8 whole GPUs, and
   time until the next start claim on that node (p50, p95).
 
 The baseline in the same run is the same benchmark on ``--baseline-hosts``
-hosts (default 10) with as many jobs per GPU, run first. Published points of
+hosts (default 10) with as many jobs per GPU, run first; or, with
+``--baseline-commit REV``, the same size served by the code of ``REV`` (a
+``git worktree`` of it, same simulator, same database and broker). Published points of
 comparison: KAI's scale test filled 4,000 single-GPU jobs in 6 min 38 s
 (about 10 jobs/s, Kubernetes binding included); Kueue's admits about 42
 workloads/s. ``--smoke`` runs 2 hosts and 16 jobs, no baseline (CI checks it works, not
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -53,6 +60,7 @@ import httpx
 
 from workers.messages import LAUNCH_ACTOR, node_queue_name
 
+ROOT = Path(__file__).resolve().parents[1]
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/11"
 FILL_SHARE = 0.95
@@ -102,18 +110,19 @@ class Figures:
 class Service:
     """``gpuq serve`` on a fresh PostgreSQL database and a flushed Redis db, no local agent."""
 
-    def __init__(self, tmp: Path, database_url: str, redis_url: str) -> None:
+    def __init__(self, tmp: Path, database_url: str, redis_url: str, root: Path = ROOT) -> None:
         from tests.faults.cluster import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")}
+        env["PYTHONPATH"] = str(root)  # the tree whose code serves (``--baseline-commit``: another checkout)
         self.log_path = Path(tempfile.gettempdir()) / "gpuq-scale-bench-serve.log"  # kept after the run
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "queue_service.cli", "serve", "--port", str(self.port), "--data-dir", str(tmp),
              "--database-url", database_url, "--broker-url", redis_url, "--no-local-agent"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -138,6 +147,86 @@ class Service:
         self.log.close()
 
 
+class TransportError(Exception):
+    """The connection failed or the server closed it before it answered."""
+
+
+TRANSPORT_ERRORS = (TransportError, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, httpx.HTTPError)
+
+
+@dataclass(slots=True)
+class Reply:
+    status_code: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def raise_for_status(self) -> Reply:
+        if self.status_code >= 400:
+            raise RuntimeError(f"HTTP {self.status_code}: {self.body[:500]!r}")
+        return self
+
+
+class AgentHttp:
+    """One agent's HTTP/1.1 connections to the service: JSON POSTs on kept-alive connections, one per request
+    in flight (a real agent's client keeps its own too); a connection the server closed is replaced."""
+
+    def __init__(self, host: str, port: int, token: str, timeout_s: float = 60.0) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.head = (f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\n").encode()
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[Reply, bool]:
+        """The reply, and whether it came on a fresh connection (False: a kept-alive one)."""
+        data = json.dumps(body).encode()
+        request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (path.encode(), self.head, len(data), data)
+        fresh = not self.idle
+        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(request)
+            reply, keep = await asyncio.wait_for(self._read(reader), self.timeout_s)
+        except BaseException:
+            writer.close()
+            raise
+        if keep:
+            self.idle.append((reader, writer))
+        else:
+            writer.close()
+        return reply, fresh
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> tuple[Reply, bool]:
+        status_line = await reader.readline()
+        if not status_line:
+            raise TransportError("connection closed before the answer")
+        status = int(status_line.split(b" ", 2)[1])
+        length, chunked, keep = 0, False, True
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value
+            elif name == b"connection":
+                keep = value != b"close"
+        if not chunked:
+            return Reply(status, await reader.readexactly(length)), keep
+        parts = []
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        await reader.readline()
+        return Reply(status, b"".join(parts)), keep
+
+    def close(self) -> None:
+        for _reader, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
 class Mailbox:
     """Two threads that drain the nodes' dramatiq queues (fetch + ack) and hand each message to the loop."""
 
@@ -154,11 +243,19 @@ class Mailbox:
             t.start()
 
     def _drain(self, queues: list[str]) -> None:
+        """Ask for the lengths of all its queues in one round trip, then fetch only from those with messages
+        (fetching from each of 500 queues in turn held the GIL from the agents' loop, one script at a time)."""
         from dramatiq import Message
 
+        keys = [f"{self.broker.namespace}:{queue}" for queue in queues]
         while not self.stopping.is_set():
             found = 0
-            for queue in queues:
+            pipe = self.broker.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.llen(key)
+            for queue, waiting in zip(queues, pipe.execute(), strict=True):
+                if not waiting:
+                    continue
                 for data in self.broker.do_fetch(queue, 16) or []:
                     message = Message.decode(data)
                     self.broker.do_ack(queue, message.options["redis_message_id"])
@@ -179,7 +276,7 @@ class SimAgent:
     def __init__(self, bench: Bench, name: str, token: str) -> None:
         self.bench = bench
         self.name = name
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.http = AgentHttp(bench.host, bench.port, token)
         self.running: dict[tuple[str, int, int], asyncio.Task] = {}
         self.heartbeat_every_s = 5.0
 
@@ -192,8 +289,18 @@ class SimAgent:
                 "memory_mib": 1024 * 1024, "gpus": gpus, "gpu_source": "simulated", "runtimes": ["process"],
                 "limits": "enforced"}
 
-    async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return await self.bench.post(path, body, self.headers)
+    async def post(self, path: str, body: dict[str, Any]) -> Reply:
+        """POST, tried again (up to 3 times) when a kept-alive connection drops before it answers (the server
+        closed it as it was reused), as the real agent's client does; each retry is counted."""
+        for attempt in range(3):
+            try:
+                reply, _fresh = await self.http.post(path, body)
+                return reply
+            except (TransportError, ConnectionError, asyncio.IncompleteReadError):
+                if attempt == 2:
+                    raise
+                self.bench.figures.retries += 1
+        raise AssertionError("unreachable")
 
     async def register(self) -> None:
         answer = (await self.post("/v1/agent/register", {"inventory": self.inventory()})).raise_for_status().json()
@@ -213,7 +320,7 @@ class SimAgent:
                     figures.heartbeat_errors += 1
                 elif not response.json()["known"]:
                     figures.lost_nodes += 1
-            except httpx.HTTPError:
+            except TRANSPORT_ERRORS:
                 figures.heartbeat_errors += 1
             await asyncio.sleep(self.heartbeat_every_s)
 
@@ -247,7 +354,7 @@ class SimAgent:
             if answer.status_code >= 500:
                 bench.figures.http_errors += 1
             bench.on_exit(self.name)
-        except httpx.HTTPError:
+        except TRANSPORT_ERRORS:
             bench.figures.http_errors += 1
         finally:
             self.running.pop(key, None)
@@ -264,7 +371,8 @@ class Bench:
         self.exits_waiting: dict[str, list[float]] = {}
         self.queue_empty = False
         self.t0 = 0.0
-        self.http: httpx.AsyncClient
+        self.http: httpx.AsyncClient  # the admin's: tokens and submissions (the agents have their own)
+        self.host, self.port = "127.0.0.1", 0
 
     async def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         """POST, tried again (up to 3 times) when the connection drops: a kept-alive connection the server
@@ -313,8 +421,8 @@ class Bench:
     async def run(self, service: Service, database_url: str) -> Figures:
         from sqlalchemy import create_engine
 
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self.http = httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits)
+        self.port = service.port
+        self.http = httpx.AsyncClient(base_url=service.url, timeout=60)
         admin = {"Authorization": f"Bearer {service.admin_token}"}
         names = [f"sim-{i:04d}" for i in range(self.hosts)]
 
@@ -350,6 +458,8 @@ class Bench:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             engine.dispose()
+            for agent in self.agents.values():
+                agent.http.close()
             await self.http.aclose()
         return self.figures
 
@@ -382,7 +492,14 @@ class Bench:
         print(f"  gave up after {self.args.timeout_s:.0f} s with jobs still live", flush=True)
 
 
-def one_run(args: argparse.Namespace, hosts: int, jobs: int) -> Figures:
+def exported(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` (``git archive``: no worktree, the checkout is left alone), to serve a baseline from."""
+    archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def one_run(args: argparse.Namespace, hosts: int, jobs: int, root: Path = ROOT) -> Figures:
     import redis
 
     from tests.conftest import _postgres_database
@@ -391,7 +508,7 @@ def one_run(args: argparse.Namespace, hosts: int, jobs: int) -> Figures:
     db = _postgres_database()
     url = next(db)
     with tempfile.TemporaryDirectory() as tmp:
-        service = Service(Path(tmp), url, args.redis)
+        service = Service(Path(tmp), url, args.redis, root=root)
         try:
             return asyncio.run(Bench(args, hosts, jobs).run(service, url))
         finally:
@@ -422,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-host", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--baseline-hosts", type=int, default=10)
+    parser.add_argument("--baseline-commit", default="",
+                        help="the baseline: this size served by the code of this commit (instead of fewer hosts)")
+    parser.add_argument("--commit", default="",
+                        help="serve the measured run from this commit (default: the working tree, others' edits too)")
     parser.add_argument("--min-run-s", type=float, default=5.0)
     parser.add_argument("--max-run-s", type=float, default=20.0)
     parser.add_argument("--timeout-s", type=float, default=900.0)
@@ -434,15 +555,24 @@ def main(argv: list[str] | None = None) -> int:
     per_gpu = args.jobs / (args.hosts * args.gpus_per_host)
     baseline_jobs = max(1, round(per_gpu * args.baseline_hosts * args.gpus_per_host))
     base = None
-    if args.baseline_hosts:  # 0 (the smoke run): no baseline
+    if args.baseline_commit:
+        baseline_jobs = args.jobs
+        print(f"baseline run ({args.hosts} hosts, served by {args.baseline_commit}):", flush=True)
+        with tempfile.TemporaryDirectory(prefix="gpuq-baseline-") as tree:
+            base = one_run(args, args.hosts, args.jobs, root=exported(args.baseline_commit, Path(tree)))
+    elif args.baseline_hosts:  # 0 (the smoke run): no baseline
         print(f"baseline run ({args.baseline_hosts} hosts):", flush=True)
         base = one_run(args, args.baseline_hosts, baseline_jobs)
-    print(f"measured run ({args.hosts} hosts):", flush=True)
-    big = one_run(args, args.hosts, args.jobs)
+    print(f"measured run ({args.hosts} hosts{f', served by {args.commit}' if args.commit else ''}):", flush=True)
+    if args.commit:
+        with tempfile.TemporaryDirectory(prefix="gpuq-measured-") as tree:
+            big = one_run(args, args.hosts, args.jobs, root=exported(args.commit, Path(tree)))
+    else:
+        big = one_run(args, args.hosts, args.jobs)
     print()
     if base is not None:
-        report("baseline", base)
-    report("measured", big)
+        report(f"baseline ({args.baseline_commit})" if args.baseline_commit else "baseline", base)
+    report(f"measured ({args.commit})" if args.commit else "measured", big)
     print("published: KAI 4,000 single-GPU jobs filled in 6 min 38 s (~10 jobs/s); Kueue ~42 workloads/s admitted")
     complete = big.started >= args.jobs and (base is None or base.started >= baseline_jobs)
     return 0 if complete and big.http_errors == 0 else 1

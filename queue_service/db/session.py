@@ -34,6 +34,10 @@ from sqlalchemy.orm import Session, sessionmaker
 READ_ONLY = "gpuq_read_only"  # execution option: a deferred, lock-free SQLite transaction
 BUSY_TIMEOUT_S = 30.0  # another process holding SQLite's write lock; and the longest wait for ours
 _HOLDS = "gpuq_holds_writer_lock"  # connection-record info key: this connection holds the writer lock
+REQUEST_THREADS = 40  # anyio's default thread limiter: FastAPI's sync routes and dependencies run on these
+BACKGROUND_CONNECTIONS = 8  # the admitter, the reconciler, webhooks, metrics and other service threads
+POSTGRES_POOL_SIZE = REQUEST_THREADS + BACKGROUND_CONNECTIONS
+POSTGRES_POOL_OVERFLOW = 16  # a request whose dependency and route each hold a connection, briefly
 
 
 def normalize_url(url: str) -> str:
@@ -143,7 +147,10 @@ def make_engine(url: str) -> Engine:
         def _close(dbapi_connection, connection_record):
             _release(connection_record)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Every request thread must find a connection at once: a thread that waits for one (a pool of 10 + 20
+    # under anyio's 40 threads) is a thread a committing transaction, holding row locks, cannot get.
+    return create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_POOL_OVERFLOW,
+                         pool_timeout=BUSY_TIMEOUT_S)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -28,6 +28,7 @@ from queue_service.db.clock import db_now
 from queue_service.db.models import Allocation, Attempt, Job, JobState, Node, NodeStatus
 from queue_service.db.priority_classes import effective
 from queue_service.lifecycle import effects, grace, transitions
+from queue_service.recovery import lock_jobs
 from queue_service.services import audit
 from queue_service.services import nodes as node_service
 from queue_service.settings import PriorityClass, Settings
@@ -94,7 +95,7 @@ def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, tuple
     wait_s = max(VANISHED_AFTER_S, 2 * settings.heartbeat_interval_s)
     for entry in [k for k in _missing if k[0] == node_name and (k[1] in running or k[1] not in current)]:
         _missing.pop(entry, None)
-    classes: dict[str, PriorityClass] | None = None
+    gone: list[Key] = []
     for key, (job, attempt) in sorted(current.items()):
         if key in running or job.state != JobState.RUNNING or attempt.started_at is None:
             continue
@@ -105,10 +106,16 @@ def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, tuple
         if (now - first).total_seconds() < wait_s or (now - attempt.started_at).total_seconds() < wait_s:
             continue
         _missing.pop((node_name, key), None)
-        session.refresh(job, with_for_update=True)
-        if job.attempt != key[1] or job.state != JobState.RUNNING:
+        gone.append(key)
+    if not gone:
+        return
+    # All at once, in id order, before any is lost (``recovery.lock_jobs``: losing one updates the rollups).
+    locked = lock_jobs(session, (key[0] for key in gone))
+    classes = effective(session, settings=settings)
+    for key in gone:
+        job = locked.get(key[0])
+        if job is None or job.attempt != key[1] or job.state != JobState.RUNNING:
             continue
-        classes = classes if classes is not None else effective(session, settings=settings)
         transitions.lose_attempt(
             session, job=job, reason=f"its process is gone: the agent of {node_name} no longer runs it",
             who=transitions.SERVICE, max_retries=settings.max_retries,

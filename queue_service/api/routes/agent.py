@@ -11,16 +11,30 @@
 
 The logic is ``services.agents`` and the lifecycle; these routes check who
 may speak for the node and translate the wire contract.
+
+Each report is one transaction opened, run and committed on the route's own
+thread (:func:`_unit`), not the request session of ``api.deps`` that commits
+on another pool thread after the route returns: a start claim or an exit
+holds its job's row lock (and an exit the hot usage-rollup row) until the
+commit, and a commit that had to wait for a free pool thread while every
+thread waited for those locks or a connection stalled all the agents
+(100 simulated hosts: heartbeats answered after seconds, leases expired).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
 
-from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
+from queue_service.api.deps import ContextDep, CurrentPrincipal, write_slot
+from queue_service.context import ServiceContext
+from queue_service.db.session import transaction
 from queue_service.errors import InvalidRequest
 from queue_service.services import agents as agent_service
 from queue_service.services import nodes as node_service
@@ -46,28 +60,40 @@ from workers.messages import (
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
+# On SQLite, a writing report first waits for a writer slot in the event loop (as ``api.deps`` does).
+WriteSlot = Annotated[None, Depends(write_slot, scope="function")]
+
+
+@contextmanager
+def _unit(ctx: ServiceContext) -> Iterator[Session]:
+    """The report's transaction, committed (effects sent) before the route returns, on this same thread."""
+    with transaction(ctx.sessions) as session:
+        yield session
+
 
 @router.post("/register", response_model=RegisterAnswer)
-def register(body: RegisterBody, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> RegisterAnswer:
+def register(body: RegisterBody, principal: CurrentPrincipal, ctx: ContextDep, _slot: WriteSlot) -> RegisterAnswer:
     try:
         inventory = NodeInventory.from_dict(body.inventory)
     except TypeError as exc:
         raise InvalidRequest(f"bad inventory: {exc}", field="inventory") from exc
     node_service.check_agent(principal, inventory.node_name)
-    return agent_service.register(session, inventory=inventory, settings=ctx.settings)
+    with _unit(ctx) as session:
+        return agent_service.register(session, inventory=inventory, settings=ctx.settings)
 
 
 @router.post("/heartbeat", response_model=HeartbeatAnswer)
-def heartbeat(body: HeartbeatBody, principal: CurrentPrincipal, session: SessionDep,
-              ctx: ContextDep) -> HeartbeatAnswer:
+def heartbeat(body: HeartbeatBody, principal: CurrentPrincipal, ctx: ContextDep,
+              _slot: WriteSlot) -> HeartbeatAnswer:
     """Extend the lease; ``stale``: attempts the agent runs that the database no longer places there."""
     node_service.check_agent(principal, body.node_name)
-    return agent_service.heartbeat(session, node_name=body.node_name, running=body.running, settings=ctx.settings,
-                                   mps=body.mps)
+    with _unit(ctx) as session:
+        return agent_service.heartbeat(session, node_name=body.node_name, running=body.running,
+                                       settings=ctx.settings, mps=body.mps)
 
 
 @router.post("/adopt", response_model=AdoptAnswer)
-def adopt(body: AdoptBody, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> AdoptAnswer:
+def adopt(body: AdoptBody, principal: CurrentPrincipal, ctx: ContextDep, _slot: WriteSlot) -> AdoptAnswer:
     """After an agent restart: which of the attempts its runtimes still hold to keep, which to stop.
 
     Attempts the database places on this node that the agent did not bring
@@ -75,43 +101,48 @@ def adopt(body: AdoptBody, principal: CurrentPrincipal, session: SessionDep, ctx
     never started get their launch re-sent.
     """
     node_service.check_agent(principal, body.node_name)
-    return agent_service.adopt(session, node_name=body.node_name, attempts=body.attempts, settings=ctx.settings)
+    with _unit(ctx) as session:
+        return agent_service.adopt(session, node_name=body.node_name, attempts=body.attempts,
+                                   settings=ctx.settings)
 
 
 @router.post("/started", response_model=StartedAnswer)
-def started(body: AttemptRef, principal: CurrentPrincipal, session: SessionDep) -> StartedAnswer:
+def started(body: AttemptRef, principal: CurrentPrincipal, ctx: ContextDep, _slot: WriteSlot) -> StartedAnswer:
     """The start claim: 200 means start it, 409 means do not (stale or cancelled)."""
     node_service.check_agent(principal, body.node_name)
-    job = reports.claim_start(session, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name,
-                              replica=body.replica)
-    return StartedAnswer(state=job.state)
+    with _unit(ctx) as session:
+        job = reports.claim_start(session, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name,
+                                  replica=body.replica)
+        return StartedAnswer(state=job.state)
 
 
 @router.post("/exited", response_model=ExitedAnswer)
-def exited(body: ExitBody, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> ExitedAnswer:
+def exited(body: ExitBody, principal: CurrentPrincipal, ctx: ContextDep, _slot: WriteSlot) -> ExitedAnswer:
     """One replica's end; 409 for a stale attempt or a job whose state the exit cannot change."""
     node_service.check_agent(principal, body.node_name)
-    outcome = reports.report_exit(
-        session, settings=ctx.settings, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name,
-        replica=body.replica, exit_code=body.exit_code, reason=body.reason.value, message=body.message,
-        stop_cause=body.stop_cause, node_fault=body.node_fault,
-    )
-    if body.node_fault:  # the node failed it, not the job: a node that keeps failing is drained
-        agent_service.node_fault(session, node_name=body.node_name, reason=body.message, settings=ctx.settings)
-    return ExitedAnswer(state=outcome.job.state, finalized=outcome.finalized)
+    with _unit(ctx) as session:
+        outcome = reports.report_exit(
+            session, settings=ctx.settings, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name,
+            replica=body.replica, exit_code=body.exit_code, reason=body.reason.value, message=body.message,
+            stop_cause=body.stop_cause, node_fault=body.node_fault,
+        )
+        if body.node_fault:  # the node failed it, not the job: a node that keeps failing is drained
+            agent_service.node_fault(session, node_name=body.node_name, reason=body.message, settings=ctx.settings)
+        return ExitedAnswer(state=outcome.job.state, finalized=outcome.finalized)
 
 
 @router.post("/logs", response_model=LogsAnswer)
-def logs(body: LogBody, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> LogsAnswer:
+def logs(body: LogBody, principal: CurrentPrincipal, ctx: ContextDep, _slot: WriteSlot) -> LogsAnswer:
     node_service.check_agent(principal, body.node_name)
     try:
         data = base64.b64decode(body.data_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest("data_b64 is not base64", field="data_b64") from exc
-    end = reports.append_logs(
-        session, job_id=body.job_id, attempt=body.attempt,
-        stream=body.stream if body.replica == 0 else f"{body.stream}.{body.replica}",
-        offset=body.offset, data=data, max_bytes=ctx.settings.max_log_bytes,
-        node_name=body.node_name, replica=body.replica,
-    )
+    with _unit(ctx) as session:
+        end = reports.append_logs(
+            session, job_id=body.job_id, attempt=body.attempt,
+            stream=body.stream if body.replica == 0 else f"{body.stream}.{body.replica}",
+            offset=body.offset, data=data, max_bytes=ctx.settings.max_log_bytes,
+            node_name=body.node_name, replica=body.replica,
+        )
     return LogsAnswer(end=end)
