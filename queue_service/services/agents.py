@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from queue_service.admitter.launch import launch_spec
 from queue_service.db.clock import db_now
-from queue_service.db.models import Allocation, Attempt, Job, JobState, Node, NodeStatus
+from queue_service.db.models import Allocation, Job, JobState, Node, NodeStatus
 from queue_service.db.priority_classes import effective
 from queue_service.lifecycle import effects, grace, transitions
 from queue_service.recovery import lock_jobs
@@ -68,7 +68,7 @@ def heartbeat(session: Session, *, node_name: str, running: Iterable[AttemptKey]
     node = node_service.heartbeat(session, node_name=node_name, lease_s=settings.node_lease_s, mps=mps)
     stale: list[AttemptKey] = []
     if node is not None and running is not None:
-        current = node_service.current_attempts(session, node_name=node_name)
+        current = node_service.placed_attempts(session, node_name=node_name)
         stale = [_ref(_key(k)) for k in running if _key(k) not in current]
         _lose_vanished(session, node_name=node_name, current=current, running={_key(k) for k in running},
                        settings=settings)
@@ -81,7 +81,7 @@ _missing: dict[tuple[str, Key], datetime] = {}
 VANISHED_AFTER_S = 5.0  # and at least two heartbeat intervals: a heartbeat sent just before a start is no proof
 
 
-def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, tuple[Job, Attempt]], running: set[Key],
+def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, node_service.Placed], running: set[Key],
                    settings: Settings) -> None:
     """A running attempt its agent no longer runs (its process is gone) is lost, never left ``running``.
 
@@ -91,19 +91,21 @@ def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, tuple
     after ``max_retries``; one being cancelled ends cancelled), so it is
     neither billed nor shown running for ever, and ``gpuq cancel`` ends it.
     """
-    now = db_now(session)
     wait_s = max(VANISHED_AFTER_S, 2 * settings.heartbeat_interval_s)
     for entry in [k for k in _missing if k[0] == node_name and (k[1] in running or k[1] not in current)]:
         _missing.pop(entry, None)
+    left_out = [(key, placed.started_at) for key, placed in sorted(current.items())
+                if key not in running and placed.state == JobState.RUNNING and placed.started_at is not None]
+    if not left_out:  # the usual heartbeat: it lists all it runs (no clock read, no lock)
+        return
+    now = db_now(session)
     gone: list[Key] = []
-    for key, (job, attempt) in sorted(current.items()):
-        if key in running or job.state != JobState.RUNNING or attempt.started_at is None:
-            continue
+    for key, started_at in left_out:
         first = _missing.get((node_name, key))
         if first is None:  # the first heartbeat without it: no proof yet (it may have been sent before the start)
             _missing[(node_name, key)] = now
             continue
-        if (now - first).total_seconds() < wait_s or (now - attempt.started_at).total_seconds() < wait_s:
+        if (now - first).total_seconds() < wait_s or (now - started_at).total_seconds() < wait_s:
             continue
         _missing.pop((node_name, key), None)
         gone.append(key)

@@ -20,6 +20,7 @@ from sqlalchemy import event
 
 from queue_service.admitter import loop as admitter_loop
 from queue_service.db import session as db_session
+from queue_service.services import nodes as node_service
 from tests import builders
 from tests.api.helpers import auth, exited, get_job, started, submit
 from tests.services import require_postgres
@@ -127,3 +128,20 @@ def test_postgres_pool_holds_a_connection_for_every_request_thread() -> None:
         assert engine.pool.size() >= request_threads + db_session.BACKGROUND_CONNECTIONS  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+def test_a_heartbeat_reads_the_placed_attempts_as_plain_columns(api, ctx, actors) -> None:
+    """The heartbeat's lean read of what runs on the node answers the same attempts as the full one (adopt's)."""
+    first, second = _running_jobs(api, ctx, actors, 2)
+    assert exited(api, actors.agent, first).status_code == 200
+    with ctx.sessions() as session:
+        full = node_service.current_attempts(session, node_name="n1")
+        lean = node_service.placed_attempts(session, node_name="n1")
+    assert set(lean) == set(full) == {(second["id"], second["attempt"], 0)}
+    for key, placed in lean.items():
+        job, attempt = full[key]
+        assert (placed.state, placed.started_at) == (job.state, attempt.started_at)
+    answer = api.post("/v1/agent/heartbeat", headers=auth(actors.agent), json={"node_name": "n1", "running": [
+        {"job_id": j["id"], "attempt": j["attempt"], "replica": 0} for j in (first, second)]})
+    assert answer.status_code == 200
+    assert [s["job_id"] for s in answer.json()["stale"]] == [first["id"]]  # over: its agent must stop it
