@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/11"
 FILL_SHARE = 0.95
+SUBMIT_TIMEOUT_S = 600.0
 # (share of jobs, resources): whole GPUs of 1, 2, 4 and 8, and a quarter of one GPU
 SHAPES: list[tuple[float, dict[str, Any]]] = [
     (0.55, {"gpus": 1}),
@@ -422,7 +423,8 @@ class Bench:
         from sqlalchemy import create_engine
 
         self.port = service.port
-        self.http = httpx.AsyncClient(base_url=service.url, timeout=60)
+        # the admin's batches of 1,000 jobs wait behind the agents' traffic (at 1,000 hosts one took over 60 s)
+        self.http = httpx.AsyncClient(base_url=service.url, timeout=SUBMIT_TIMEOUT_S)
         admin = {"Authorization": f"Bearer {service.admin_token}"}
         names = [f"sim-{i:04d}" for i in range(self.hosts)]
 
