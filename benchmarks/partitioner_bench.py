@@ -1,6 +1,6 @@
 """Partitioner benchmark: replay speed, decision latency, kernel vs reference, JIT time, mixes.
 
-Run: ``.venv/bin/python benchmarks/partitioner_bench.py [--seeds N]``. Prints
+Run: ``.venv/bin/python benchmarks/partitioner_bench.py [--seeds N] [--baseline COMMIT] [--no-mixes]``. Prints
 figures only (no assertions).
 """
 
@@ -41,11 +41,60 @@ def jit_time() -> None:
     print(f"JIT warm-up in a fresh process (numba cache on disk): {secs:.2f} s")
 
 
-def replay_speed(trace: Trace) -> None:
+def baseline_replay(commit: str) -> Any:
+    """``partitioner/kernels/replay.py``'s ``replay`` as it was at ``commit`` (own module, compiled here)."""
+    import importlib.util
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    code = subprocess.run(["git", "show", f"{commit}:partitioner/kernels/replay.py"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="gpuq-bench-")) / "replay_baseline.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location("replay_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.replay
+
+
+def timed_replay(fn: Any, trace: Trace, policy: str, seed: int) -> tuple[float, np.ndarray]:
+    """Seconds of one replay by kernel ``fn`` (as ``simulate.run_policy`` calls it) and its placements."""
+    from partitioner.simulate import POLICY_IDS, gpuq_variant
+
+    shapes = target_shapes(trace, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
+    n_fgd = fgd_prefix(trace, shapes) if policy == "gpuq" else -1
+    tasks, node_order = arrival_order(trace, seed)
+    out_node = np.full(tasks.shape[0], -1, dtype=np.int64)
+    out_gpu = out_node.copy()
+    t = time.perf_counter()
+    fn(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, node_order,
+       trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks],
+       trace.task_models[tasks], shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"],
+       POLICY_IDS[policy], seed, GPUQ_LEVELS, gpuq_variant(shapes), out_node, out_gpu, n_fgd)
+    return time.perf_counter() - t, np.concatenate([out_node, out_gpu])
+
+
+def replay_speed(trace: Trace, baseline: str | None = None) -> None:
+    """Full replay, fgd and gpuq, best of 3; with ``baseline``, that commit's kernel interleaved in the same run."""
+    from partitioner.kernels.replay import replay
+
+    kernels = {"this tree": replay}
+    if baseline:
+        kernels[baseline] = baseline_replay(baseline)
     for policy in ("fgd", "gpuq"):
-        run_policy(trace, policy, 42)
-        times = [run_policy(trace, policy, 42)["seconds"] for _ in range(3)]
-        print(f"full replay, {policy}: {min(times):.2f} s (best of 3, after warm-up)")
+        times: dict[str, list[float]] = {name: [] for name in kernels}
+        placed: dict[str, np.ndarray] = {}
+        for name, fn in kernels.items():
+            placed[name] = timed_replay(fn, trace, policy, 42)[1]  # warm-up (JIT)
+        for _ in range(3):
+            for name, fn in kernels.items():
+                times[name].append(timed_replay(fn, trace, policy, 42)[0])
+        line = f"full replay, {policy}: {min(times['this tree']):.3f} s (best of 3, after warm-up)"
+        if baseline:
+            same = np.array_equal(placed["this tree"], placed[baseline])
+            line += f"; {baseline}: {min(times[baseline]):.3f} s, same placements: {same}"
+        print(line)
 
 
 def reference_speedup(trace: Trace) -> None:
@@ -225,11 +274,16 @@ def mix_table(trace: Trace, seeds: list[int]) -> dict[str, dict[str, dict]]:
     print("|---" * (len(LEVELS) + 4) + "|")
     for name, tr in make_mixes(trace).items():
         out[name] = {}
+        shapes = {p: target_shapes(tr, GPUQ_COVERAGE if p == "gpuq" else 0.95) for p in MIX_POLICIES}
+        # policies interleaved per seed, so a load change on the shared box hits every policy alike
+        runs: dict[str, list[dict]] = {p: [] for p in MIX_POLICIES}
+        for s in seeds:
+            for policy in MIX_POLICIES:
+                runs[policy].append(run_policy(tr, policy, s, shapes[policy]))
         for policy in MIX_POLICIES:
-            shapes = target_shapes(tr, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
-            runs = [run_policy(tr, policy, s, shapes) for s in seeds]
-            ratio = {k: float(np.mean([r["allocation_ratio"].get(k, np.nan) for r in runs])) * 100 for k in keys}
-            secs = float(min(r["seconds"] for r in runs))  # min over seeds: the box is shared and noisy
+            got = runs[policy]
+            ratio = {k: float(np.mean([r["allocation_ratio"].get(k, np.nan) for r in got])) * 100 for k in keys}
+            secs = float(min(r["seconds"] for r in got))  # min over seeds: the box is shared and noisy
             out[name][policy] = {"ratio": ratio, "seconds": secs}
         for policy in MIX_POLICIES:
             res = out[name][policy]
@@ -245,6 +299,8 @@ def mix_table(trace: Trace, seeds: list[int]) -> dict[str, dict[str, dict]]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--baseline", metavar="COMMIT", help="also time the replay kernel of COMMIT, interleaved")
+    parser.add_argument("--no-mixes", action="store_true", help="skip the mix table")
     args = parser.parse_args()
     d = find_trace_dir()
     if d is None:
@@ -252,11 +308,12 @@ def main() -> int:
     trace = load_trace(trace_file(d, "openb_node_list_gpu_node.csv"), trace_file(d, "openb_pod_list_default.csv"))
     jit_time()
     warmup()
-    replay_speed(trace)
+    replay_speed(trace, args.baseline)
     reference_speedup(trace)
     decision_latency(trace)
     sharing_bound(trace, list(range(42, 42 + args.seeds)))
-    mix_table(trace, list(range(42, 42 + args.seeds)))
+    if not args.no_mixes:
+        mix_table(trace, list(range(42, 42 + args.seeds)))
     return 0
 
 

@@ -112,27 +112,36 @@ def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle,
 @njit(cache=True)
 def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
                  allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act):
-    """Recompute the caches of node ``n`` from its GPU shares."""
+    """Recompute the caches of node ``n`` from its GPU shares.
+
+    Only what :func:`node_frag_after` reads under the current rule: the first ``n_act`` shapes,
+    ``cnt``/``small`` unless the multi-task term stands alone, ``units`` only when it is on (the
+    rule's switch refreshes every node with every shape, so nothing stale is ever read).
+    """
+    ng = node_ngpu[n]
     total = 0
-    for j in range(node_ngpu[n]):
+    for j in range(ng):
         total += gpu_free[n, j]
     idle[n] = total
-    for m in range(sh_p.shape[0]):
-        c = 0
-        sm = 0
-        for j in range(node_ngpu[n]):
-            r = gpu_free[n, j]
-            if r >= sh_milli[m]:
-                c += 1
-            else:
-                sm += r
-        cnt[n, m] = c
-        small[n, m] = sm
-        u = 0
-        if sh_milli[m] > 0:
-            for j in range(node_ngpu[n]):
-                u += gpu_free[n, j] // sh_milli[m]
-        units[n, m] = u
+    for m in range(n_act):
+        s = sh_milli[m]
+        if packed != 1:
+            c = 0
+            sm = 0
+            for j in range(ng):
+                r = gpu_free[n, j]
+                if r >= s:
+                    c += 1
+                else:
+                    sm += r
+            cnt[n, m] = c
+            small[n, m] = sm
+        if packed > 0:
+            u = 0
+            if s > 0:
+                for j in range(ng):
+                    u += gpu_free[n, j] // s
+            units[n, m] = u
     frag[n] = node_frag_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle,
                               allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
 
@@ -156,6 +165,21 @@ def gpuq_score(delta, levels):
 
 
 @njit(cache=True)
+def fit_summary(n, gpu_free, node_ngpu, max_free, n_full):
+    """The filter's view of node ``n``: its largest free share (-1 without GPUs), its count of entirely free GPUs."""
+    best = -1
+    full = 0
+    for j in range(node_ngpu[n]):
+        r = gpu_free[n, j]
+        if r > best:
+            best = r
+        if r == MILLI:
+            full += 1
+    max_free[n] = best
+    n_full[n] = full
+
+
+@njit(cache=True)
 def replay(
     node_cpu, node_mem, node_ngpu, node_model, node_order,
     task_cpu, task_mem, task_ngpu, task_milli, task_models,
@@ -170,20 +194,29 @@ def replay(
     ``n_fgd`` >= 0 turns on the load rule (:func:`multi_task_on`): until the
     allocated share reaches it, gpuq is FGD over the first ``n_fgd`` shapes
     (FGD's target workload is a prefix of gpuq's); -1: gpuq's scoring throughout.
+
+    Inside, node ``i`` is ``node_order[i]`` (the nodes are relabelled in tie order), so every
+    per-node array and the score memo are walked in memory order; ``out_node`` is mapped back.
     """
     np.random.seed(seed)
     n_nodes = node_cpu.shape[0]
     n_shapes = sh_p.shape[0]
-    cpu_free = node_cpu.copy()
-    mem_free = node_mem.copy()
+    cpu_free = node_cpu[node_order].copy()
+    mem_free = node_mem[node_order].copy()
+    ngpu = node_ngpu[node_order].copy()
+    model = node_model[node_order].copy()
     gpu_free = np.zeros((n_nodes, MAX_GPUS), dtype=np.int64)
     for n in range(n_nodes):
-        for j in range(node_ngpu[n]):
+        for j in range(ngpu[n]):
             gpu_free[n, j] = MILLI
+    max_free = np.zeros(n_nodes, dtype=np.int64)
+    n_full = np.zeros(n_nodes, dtype=np.int64)
+    for n in range(n_nodes):
+        fit_summary(n, gpu_free, ngpu, max_free, n_full)
     allowed = np.zeros((n_nodes, n_shapes), dtype=np.bool_)
     for n in range(n_nodes):
         for m in range(n_shapes):
-            allowed[n, m] = (sh_models[m] >> node_model[n]) & 1 == 1
+            allowed[n, m] = (sh_models[m] >> model[n]) & 1 == 1
     cnt = np.zeros((n_nodes, n_shapes), dtype=np.int64)
     small = np.zeros((n_nodes, n_shapes), dtype=np.int64)
     idle = np.zeros(n_nodes, dtype=np.int64)
@@ -196,7 +229,7 @@ def replay(
     n_act = n_shapes
     capacity = 0
     for n in range(n_nodes):
-        capacity += node_ngpu[n] * MILLI
+        capacity += ngpu[n] * MILLI
     allocated = 0
     if policy == POLICY_GPUQ and n_fgd >= 0 and not multi_task_on(allocated, capacity):
         policy = POLICY_FGD  # the load rule: FGD exactly, until the cluster is nearly full
@@ -204,22 +237,24 @@ def replay(
         n_act = n_fgd
     use_frag = policy in (POLICY_FGD, POLICY_GPUQ)
     # score memo: a node's score (and GPU) for a task depends only on the node's state and the task's
-    # (cpu, k, milli); nodes change one per arrival, so most scores are reused (exact, not approximate)
+    # (cpu, k, milli); nodes change one per arrival, so most scores are reused (exact, not approximate).
+    # Indexed [task key, node]: one arrival reads one row, in node order.
     combined = (task_cpu * 16 + task_ngpu) * (MILLI + 1) + task_milli
     key_values = np.unique(combined)
     task_key = np.searchsorted(key_values, combined)
     memo = policy != POLICY_RANDOM
+    n_keys = key_values.shape[0] if memo else 1
     node_ver = np.zeros(n_nodes, dtype=np.int64)
-    memo_ver = np.full((n_nodes, key_values.shape[0] if memo else 1), -1, dtype=np.int64)
-    memo_score = np.zeros((n_nodes, key_values.shape[0] if memo else 1), dtype=np.float64)
-    memo_gpu = np.zeros((n_nodes, key_values.shape[0] if memo else 1), dtype=np.int64)
+    memo_ver = np.full((n_keys, n_nodes), -1, dtype=np.int64)
+    memo_score = np.zeros((n_keys, n_nodes), dtype=np.float64)
+    memo_gpu = np.zeros((n_keys, n_nodes), dtype=np.int64)
     if use_frag:
         for n in range(n_nodes):
-            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+            refresh_node(n, gpu_free, ngpu, cpu_free, cnt, small, idle, frag,
                          allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
     else:
         for n in range(n_nodes):
-            idle[n] = node_ngpu[n] * MILLI
+            idle[n] = ngpu[n] * MILLI
 
     for t in range(task_cpu.shape[0]):
         if policy != final_policy and multi_task_on(allocated, capacity):
@@ -228,51 +263,58 @@ def replay(
             n_act = n_shapes
             for n in range(n_nodes):  # every node's F and memoised scores change with the rule
                 node_ver[n] += 1
-                refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+                refresh_node(n, gpu_free, ngpu, cpu_free, cnt, small, idle, frag,
                              allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
         cpu = task_cpu[t]
         mem = task_mem[t]
         k = task_ngpu[t]
         milli = task_milli[t]
+        models = task_models[t]
         sharing = k == 1 and milli < MILLI
+        key = task_key[t] if memo else 0
         best_node = -1
         best_gpu = -1
         best_score = -1e300
         seen = 0
-        for oi in range(n_nodes):
-            n = node_order[oi]
+        for n in range(n_nodes):
             # 1. filter: CPU, memory, model, enough GPUs with enough free share
             if cpu_free[n] < cpu or mem_free[n] < mem:
                 continue
             if k > 0:
-                if (task_models[t] >> node_model[n]) & 1 == 0:
+                if (models >> model[n]) & 1 == 0:
                     continue
-                fits = 0
-                for j in range(node_ngpu[n]):
-                    if gpu_free[n, j] >= milli:
-                        fits += 1
-                if fits < k:
-                    continue
-            cpu_after = cpu_free[n] - cpu
+                if k == 1:
+                    if max_free[n] < milli:
+                        continue
+                elif milli == MILLI:
+                    if n_full[n] < k:
+                        continue
+                else:
+                    fits = 0
+                    for j in range(ngpu[n]):
+                        if gpu_free[n, j] >= milli:
+                            fits += 1
+                    if fits < k:
+                        continue
             # 2. score, choosing the GPU for a sharing task
             if policy == POLICY_RANDOM:
                 seen += 1
                 if np.random.randint(0, seen) == 0:
                     best_node = n
                 continue
-            key = task_key[t]
-            if memo_ver[n, key] == node_ver[n]:
-                score = memo_score[n, key]
+            if memo_ver[key, n] == node_ver[n]:
+                score = memo_score[key, n]
                 if score > best_score:
                     best_score = score
                     best_node = n
-                    best_gpu = memo_gpu[n, key]
+                    best_gpu = memo_gpu[key, n]
                 continue
+            cpu_after = cpu_free[n] - cpu
             score = -1e300
             tie = 0.0
             gpu = -1
             if sharing:
-                for j in range(node_ngpu[n]):
+                for j in range(ngpu[n]):
                     r = gpu_free[n, j]
                     if r < milli:
                         continue
@@ -309,18 +351,19 @@ def replay(
                         score = sigmoid_score(frag[n] - fa)
                     else:
                         score = gpuq_score(frag[n] - fa, tie_weight)
-            memo_ver[n, key] = node_ver[n]
-            memo_score[n, key] = score
-            memo_gpu[n, key] = gpu
+            memo_ver[key, n] = node_ver[n]
+            memo_score[key, n] = score
+            memo_gpu[key, n] = gpu
             if score > best_score:  # ties: the node first in node_order keeps it
                 best_score = score
                 best_node = n
                 best_gpu = gpu
-        out_node[t] = best_node
         out_gpu[t] = -1
         if best_node < 0:
+            out_node[t] = -1
             continue
         n = best_node
+        out_node[t] = node_order[n]
         allocated += k * milli
         # 3. bind: subtract, then refresh the node's caches
         node_ver[n] += 1
@@ -329,7 +372,7 @@ def replay(
         if sharing:
             if best_gpu < 0:  # random policy: the tightest GPU that fits
                 best_r = MILLI + 1
-                for j in range(node_ngpu[n]):
+                for j in range(ngpu[n]):
                     r = gpu_free[n, j]
                     if r >= milli and r < best_r:
                         best_r = r
@@ -338,14 +381,16 @@ def replay(
             out_gpu[t] = best_gpu
         elif k > 0:
             taken = 0
-            for j in range(node_ngpu[n]):
+            for j in range(ngpu[n]):
                 if taken < k and gpu_free[n, j] == MILLI:
                     gpu_free[n, j] = 0
                     taken += 1
                     if taken == 1:
                         out_gpu[t] = j
+        if k > 0:
+            fit_summary(n, gpu_free, ngpu, max_free, n_full)
         if use_frag:
-            refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+            refresh_node(n, gpu_free, ngpu, cpu_free, cnt, small, idle, frag,
                          allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
         else:
             idle[n] -= k * milli
