@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.admission.cycle import PackerFactory, Repartitioner, run_cycle
-from queue_service.admitter import read
+from queue_service.admitter import deadlines, read
 from queue_service.admitter.hardware import hardware_aware
 from queue_service.admitter.persist import persist
 from queue_service.admitter.reconcile import reconcile
@@ -51,6 +51,7 @@ class CycleReport:
     waiting: int
     duration_s: float
     skipped: bool = False
+    idle_wait_s: float | None = None  # nothing live: the next cycle may wait this long for a wake (``deadlines``)
 
 
 class Admitter:
@@ -100,10 +101,16 @@ class Admitter:
         the last one took (at least ``admission_min_gap_s``): a storm of
         submits, each a wake, gets cycles that take many of them at once
         instead of back-to-back cycles that hold SQLite's one writer.
+
+        The timer is ``admission_interval_s`` while any job is queued or live;
+        with none, the cycle says how long nothing can happen without a wake
+        (the first node lease to run out, at most ``deadlines.IDLE_TICK_S``):
+        an idle server sleeps instead of cycling every interval.
         """
         last_reconcile = -float("inf")
+        due = time.monotonic() + self.settings.admission_interval_s
         while not self._stop.is_set():
-            woken = self._wake.wait(timeout=self.settings.admission_interval_s)
+            woken = self._wake.wait(timeout=max(0.0, due - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -115,13 +122,17 @@ class Admitter:
                     self.reconcile()
                 except Exception:
                     log.exception("reconcile failed; retrying on the next wake")
+            wait_s = self.settings.admission_interval_s
             try:
-                self.run_once()
+                report = self.run_once()
+                if report.idle_wait_s is not None:
+                    wait_s = report.idle_wait_s
             except Exception:
                 log.exception("admission cycle failed; retrying on the next wake")
                 time.sleep(0.2)
             gap_s = max(self.settings.admission_min_gap_s, time.monotonic() - started)
-            self._stop.wait(min(gap_s, 1.0))
+            due = time.monotonic() + wait_s
+            self._stop.wait(min(gap_s, 1.0, wait_s))
 
     def _locked(self, session: Session, key: int) -> bool:
         """Take the transaction's advisory lock on PostgreSQL; False if another replica holds it."""
@@ -152,10 +163,13 @@ class Admitter:
             # 4. persist
             persist(session, result, jobs, held=held, classes=effective(session, settings=self.settings),
                     settings=self.settings)
+            # nothing was queued: nothing admitted either; with no job live the next cycle may wait for a wake
+            idle_wait_s = None if rows else deadlines.idle_wait_s(session)
         self.cycles += 1
         if result.incomplete:
             self.wake()  # it stopped at its re-carving budget: continue at once
-        report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started)
+        report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started,
+                             idle_wait_s=idle_wait_s)
         self.last_report = report
         return report
 

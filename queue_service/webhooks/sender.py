@@ -1,4 +1,4 @@
-"""The webhook sender: every ``webhook_poll_s``, enqueue new events per hook, then deliver the due ones.
+"""The webhook sender: on new job events and when a delivery falls due, enqueue new events per hook, then deliver.
 
 One pass (``run_once``):
 
@@ -14,6 +14,14 @@ One pass (``run_once``):
 
 No lock is held while a receiver answers, and a receiver that is down delays
 only its own deliveries.
+
+When passes run (``_loop``): a commit that adds a job event (or a hook) wakes
+the sender (``watch``, a hook on the session factory); passes are at least
+``webhook_poll_s`` apart, so a burst of events is sent in one pass; otherwise
+it sleeps until the first pending delivery falls due (a retry's backoff, a
+lapsed lease), at most ``IDLE_TICK_S`` (events committed by another replica
+are that replica's sender's to wake for; this tick is only for recovery). An
+idle server runs no pass at all.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.db.base import utcnow
@@ -39,6 +48,29 @@ log = logging.getLogger(__name__)
 LEASE_S = 60.0  # a leased delivery is not picked again for this long (its sender may be slow or gone)
 MAX_BACKOFF_S = 600.0
 BATCH = 100
+ENQUEUE_BATCH = 1000  # events per hook per pass
+IDLE_TICK_S = 60.0  # nothing pending: the longest the sender sleeps without a wake (recovery only)
+_OWN = "gpuq.webhooks.own"  # session.info: a transaction of the sender itself (its deliveries wake nothing)
+_NEW_EVENTS = "gpuq.webhooks.new_events"  # session.info: this transaction added job events or hooks
+
+
+def watch(sessions: sessionmaker[Session], wake: Callable[[], object]) -> None:
+    """Call ``wake`` after each commit that added a job event or a webhook (never for a rolled-back one)."""
+
+    @event.listens_for(sessions, "after_flush")
+    def _noted(session: Session, _flush: object) -> None:
+        if not session.info.get(_OWN) and any(isinstance(o, (JobEvent, Webhook)) for o in session.new):
+            session.info[_NEW_EVENTS] = True
+
+    @event.listens_for(sessions, "after_commit")
+    def _committed(session: Session) -> None:
+        if not session.in_nested_transaction() and session.info.pop(_NEW_EVENTS, False):
+            wake()
+
+    @event.listens_for(sessions, "after_rollback")
+    def _rolled_back(session: Session) -> None:
+        if not session.in_nested_transaction():
+            session.info.pop(_NEW_EVENTS, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +96,7 @@ def body_of(event: JobEvent, job: Job, project: str) -> bytes:
 
 
 class WebhookSender:
-    """Runs passes on a timer in its own thread (``start`` / ``stop``), or one at a time (``run_once``)."""
+    """Runs passes when woken or due, in its own thread (``start`` / ``stop``), or one at a time (``run_once``)."""
 
     def __init__(self, *, sessions: sessionmaker[Session], settings: Settings,
                  http: httpx.Client | None = None) -> None:
@@ -72,7 +104,14 @@ class WebhookSender:
         self.settings = settings
         self.http = http or httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.passes = 0  # passes the loop ran (tests: an idle server runs none)
+        watch(sessions, self.wake)
+
+    def wake(self) -> None:
+        """A pass soon (at most one per ``webhook_poll_s``): new events may be due."""
+        self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="gpuq-webhooks", daemon=True)
@@ -80,34 +119,72 @@ class WebhookSender:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.webhook_poll_s):
+        """A first pass at start (events of a previous run), then one per wake or due delivery (module docstring)."""
+        due = time.monotonic()
+        while True:
+            self._wake.wait(timeout=max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            started = time.monotonic()
             try:
-                self.run_once()
+                next_s = self.pass_and_next_s()
             except Exception:  # a broken database or receiver must not stop the sender
                 log.exception("webhook pass failed; trying again next interval")
+                next_s = self.settings.webhook_poll_s
+            self.passes += 1
+            due = time.monotonic() + next_s
+            # passes at least webhook_poll_s apart: the wakes of a burst of events wait for one pass
+            if self._stop.wait(max(0.0, started + self.settings.webhook_poll_s - time.monotonic())):
+                return
+
+    def pass_and_next_s(self) -> float:
+        """One pass; then seconds until the next is due without a wake (0: more is waiting now)."""
+        now = utcnow()
+        attempted, enqueued_all = self._pass(now)
+        if attempted >= BATCH or not enqueued_all:
+            return 0.0
+        return self.next_due_s(now=utcnow())
+
+    def next_due_s(self, *, now: datetime) -> float:
+        """Seconds until the first pending delivery is due (a retry, a lapsed lease); ``IDLE_TICK_S`` without one."""
+        with self.sessions() as session:
+            first = session.scalar(select(func.min(WebhookDelivery.next_attempt_at))
+                                   .where(WebhookDelivery.status == "pending"))
+        if first is None:
+            return IDLE_TICK_S
+        return min(IDLE_TICK_S, max(0.0, (first - now).total_seconds()))
 
     def run_once(self, *, now: datetime | None = None) -> int:
         """One pass; returns how many deliveries were attempted."""
-        now = now or utcnow()
+        return self._pass(now or utcnow())[0]
+
+    def _pass(self, now: datetime) -> tuple[int, bool]:
+        """One pass: (deliveries attempted, whether every new event was enqueued)."""
         with self.sessions.begin() as session:
-            self._enqueue(session, now)
+            session.info[_OWN] = True
+            enqueued_all = self._enqueue(session, now)
             outgoing = self._lease(session, now)
         results = [(item, self._post(item)) for item in outgoing]
         with self.sessions.begin() as session:
+            session.info[_OWN] = True
             for item, (code, error) in results:
                 self._record(session, item, code, error, now)
-        return len(outgoing)
+        return len(outgoing), enqueued_all
 
-    def _enqueue(self, session: Session, now: datetime) -> None:
+    def _enqueue(self, session: Session, now: datetime) -> bool:
+        """New events per hook become pending deliveries; False if a hook had more than one batch of them."""
+        enqueued_all = True
         for hook in session.scalars(select(Webhook).where(Webhook.active.is_(True)).order_by(Webhook.id)):
             query = (select(JobEvent.id, JobEvent.to_state, JobEvent.job_id)
                      .join(Job, Job.id == JobEvent.job_id)
                      .where(JobEvent.id > hook.after_event_id, Job.project_id == hook.project_id)
-                     .order_by(JobEvent.id).limit(1000))
+                     .order_by(JobEvent.id).limit(ENQUEUE_BATCH))
             if hook.job_id:
                 query = query.where(JobEvent.job_id == hook.job_id)
             rows = session.execute(query).all()
@@ -117,7 +194,9 @@ class WebhookSender:
                                                 next_attempt_at=now, last_error=""))
             if rows:
                 hook.after_event_id = rows[-1][0]
+            enqueued_all = enqueued_all and len(rows) < ENQUEUE_BATCH
         session.flush()
+        return enqueued_all
 
     def _lease(self, session: Session, now: datetime) -> list[Outgoing]:
         due = session.execute(
@@ -129,9 +208,9 @@ class WebhookSender:
             .order_by(WebhookDelivery.id).limit(BATCH)
         ).all()
         out = []
-        for delivery, hook, event, job, project in due:
+        for delivery, hook, job_event, job, project in due:
             delivery.next_attempt_at = now + timedelta(seconds=LEASE_S)
-            out.append(Outgoing(delivery.id, hook.url, hook.secret, event.id, body_of(event, job, project)))
+            out.append(Outgoing(delivery.id, hook.url, hook.secret, job_event.id, body_of(job_event, job, project)))
         return out
 
     def _post(self, item: Outgoing) -> tuple[int | None, str]:

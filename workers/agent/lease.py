@@ -36,6 +36,7 @@ FENCE_FRACTION = 0.5  # of the lease: silence after which the agent stops its jo
 FENCE_GRACE_FRACTION = 0.25  # of the lease: the most a self-fencing stop waits before SIGKILL
 MIN_HEARTBEAT_S = 0.05
 REGISTER_RETRY_S = 1.0
+MIN_FENCE_CHECK_S = 0.01  # the fence loop's shortest sleep (it wakes just after the deadline, not before)
 
 
 class Lease:
@@ -160,9 +161,22 @@ class Lease:
         return True
 
     def _fence_loop(self, stopping: threading.Event) -> None:
-        while not stopping.wait(min(0.2, self.heartbeat_s)):
+        """Fence once the silence passes ``fence_after_s``: sleep until that deadline, not in short ticks.
+
+        An answered heartbeat moves the deadline on, so the loop wakes, sees it
+        moved and sleeps again; the sleep is capped at one heartbeat interval so
+        a shorter lease from the service (``apply_timing``) takes effect soon.
+        """
+        while not stopping.wait(self._until_fence_s()):
             if self.self_fence and not self.fenced and time.monotonic() - self._last_contact > self.fence_after_s:
                 self.fence()
+
+    def _until_fence_s(self) -> float:
+        """Seconds until the silence would pass ``fence_after_s`` (at least ``MIN_FENCE_CHECK_S``, at most a beat)."""
+        if self.fenced or not self.self_fence:
+            return self.heartbeat_s  # no deadline to meet: only look again now and then
+        until_s = self._last_contact + self.fence_after_s - time.monotonic() + MIN_FENCE_CHECK_S
+        return min(self.heartbeat_s, max(MIN_FENCE_CHECK_S, until_s))
 
     def fence(self) -> None:
         """No word from the service for too long: stop every job before its lease can run out."""
