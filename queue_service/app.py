@@ -41,6 +41,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     app.state.ctx = ctx
     errors.install(app)
     v1 = APIRouter(prefix="/v1", responses=errors.ERROR_RESPONSES)  # every 4xx: errors.ErrorPublic
+    v1.include_router(admin.health_router)  # first: routes are matched in order, and monitors poll it
     v1.include_router(jobs.router)
     v1.include_router(workload_routes.router)
     v1.include_router(operator.router)

@@ -35,7 +35,8 @@ MAX_CACHED_TOKENS = 10_000
 SQLITE_WRITE_SLOTS = 8  # writing requests past their dependencies at once on SQLite; the rest wait without a thread
 
 
-def get_context(request: Request) -> ServiceContext:
+async def get_context(request: Request) -> ServiceContext:
+    # async: FastAPI runs a plain ``def`` dependency on a pool thread, a thread hop per request for one attribute
     return request.app.state.ctx
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Request, status
+from fastapi import APIRouter, Body, Path, Request, Response, status
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
@@ -112,6 +112,10 @@ def accept_node(name: Annotated[str, Path(max_length=128)], principal: CurrentPr
 
 HEALTH_FRESH_S = 1.0  # /v1/health asks the database at most this often; between, it answers from memory
 
+# Its own router, included first (``create_app``): routes are matched in order, one by one, and a load balancer's
+# poll should not walk every other route to find this one.
+health_router = APIRouter()
+
 
 def _health_now(ctx: ServiceContext) -> HealthPublic:
     with reading(ctx.sessions) as session:
@@ -122,17 +126,33 @@ def _health_now(ctx: ServiceContext) -> HealthPublic:
                         version=__version__)
 
 
-@router.get("/health", response_model=HealthPublic, tags=["health"])
-async def health(request: Request, ctx: ContextDep) -> HealthPublic:
+class _HealthCache:
+    """The last answer, rendered once: (when it was read, its JSON body); one refresh at a time."""
+
+    def __init__(self) -> None:
+        self.read_at = float("-inf")
+        self.body = b""
+        self.refreshing = False
+
+
+@health_router.get("/health", response_model=HealthPublic, tags=["health"])
+async def health(request: Request) -> Response:
     """Liveness without a token: database reachable, broker kind, ready nodes (read at most once a second).
 
     Load balancers and monitors poll it: it runs in the event loop and asks
     the database once per ``HEALTH_FRESH_S``, so polling costs no thread and
-    no transaction.
+    no transaction; the answer's JSON is rendered once per read, not per poll.
+    While one poll refreshes it, the others answer the previous reading.
     """
-    now = time.monotonic()
-    cached = getattr(request.app.state, "health", None)
-    if cached is None or now - cached[0] >= HEALTH_FRESH_S:
-        cached = (now, await run_in_threadpool(_health_now, ctx))
-        request.app.state.health = cached
-    return cached[1]
+    state = request.app.state
+    cache: _HealthCache | None = getattr(state, "health", None)
+    if cache is None:
+        cache = state.health = _HealthCache()
+    if time.monotonic() - cache.read_at >= HEALTH_FRESH_S and not (cache.refreshing and cache.body):
+        cache.refreshing = True
+        try:
+            public = await run_in_threadpool(_health_now, state.ctx)
+        finally:
+            cache.refreshing = False
+        cache.body, cache.read_at = public.model_dump_json().encode(), time.monotonic()
+    return Response(cache.body, media_type="application/json")
