@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from partitioner.catalog import model_for_nvml
@@ -221,20 +222,26 @@ def expire_leases(session: Session) -> list[Node]:
 AttemptKey = tuple[str, int, int]  # (job_id, attempt, replica)
 
 
+def _placed_on(node_name: str, *columns: Any) -> Select:
+    """The one rule of what should run on a node: live allocations of live jobs' current, unended attempts
+    (replicas that reported their end are filtered by the callers, from ``Attempt.exits``)."""
+    return (
+        select(*columns)
+        .join(Node, Node.id == Allocation.node_id)
+        .join(Job, Job.id == Allocation.job_id)
+        .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
+        .where(Node.name == node_name, Allocation.released_at.is_(None), Allocation.attempt == Job.attempt)
+        .where(Job.state.in_([s.value for s in LIVE_STATES]), Attempt.ended_at.is_(None))
+    )
+
+
 def current_attempts(session: Session, *, node_name: str) -> dict[AttemptKey, tuple[Job, Attempt]]:
     """What the database says should run on ``node_name`` now, by ``(job_id, attempt, replica)``.
 
     Live allocations of live jobs' current attempts whose replica has not
     reported its end. Anything an agent runs that is not in here is stale.
     """
-    rows = session.execute(
-        select(Allocation.replica, Job, Attempt)
-        .join(Node, Node.id == Allocation.node_id)
-        .join(Job, Job.id == Allocation.job_id)
-        .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
-        .where(Node.name == node_name, Allocation.released_at.is_(None), Allocation.attempt == Job.attempt)
-        .where(Job.state.in_([s.value for s in LIVE_STATES]), Attempt.ended_at.is_(None))
-    ).all()
+    rows = session.execute(_placed_on(node_name, Allocation.replica, Job, Attempt)).all()
     return {
         (job.id, job.attempt, replica): (job, attempt)
         for replica, job, attempt in rows
@@ -253,14 +260,8 @@ class Placed:
 
 def placed_attempts(session: Session, *, node_name: str) -> dict[AttemptKey, Placed]:
     """The keys of :func:`current_attempts`, with the job's state and the attempt's start, in plain columns."""
-    rows = session.execute(
-        select(Allocation.replica, Job.id, Job.attempt, Job.state, Attempt.started_at, Attempt.exits)
-        .join(Node, Node.id == Allocation.node_id)
-        .join(Job, Job.id == Allocation.job_id)
-        .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
-        .where(Node.name == node_name, Allocation.released_at.is_(None), Allocation.attempt == Job.attempt)
-        .where(Job.state.in_([s.value for s in LIVE_STATES]), Attempt.ended_at.is_(None))
-    ).all()
+    rows = session.execute(_placed_on(node_name, Allocation.replica, Job.id, Job.attempt, Job.state,
+                                      Attempt.started_at, Attempt.exits)).all()
     return {
         (job_id, attempt, replica): Placed(state, started_at)
         for replica, job_id, attempt, state, started_at, exits in rows
