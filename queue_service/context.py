@@ -51,8 +51,8 @@ class ServiceContext:
         admitter = Admitter(sessions=sessions, settings=settings, packer_factory=packer_factory,
                             repartition=default_repartitioner())
         feasibility = Feasibility(packer_factory)
+        webhooks = WebhookSender(sessions=sessions, settings=settings)
         # Effects after commit, in one place: every transaction's launches, stops and wake-ups.
         effects.install(sessions, effects.Sink(launch=dispatcher.launch, stop=dispatcher.stop, wake=admitter.wake,
-                                               cluster_changed=feasibility.invalidate))
-        webhooks = WebhookSender(sessions=sessions, settings=settings)
+                                               cluster_changed=feasibility.invalidate, job_events=webhooks.wake))
         return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility, webhooks)

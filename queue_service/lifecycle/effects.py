@@ -47,6 +47,7 @@ class Effects:
     wake: bool = False  # run an admission cycle soon (capacity freed, a job queued or changed)
     cluster_changed: bool = False  # a node registered: "never fits" answers may change
     moves: list[Moved] = field(default_factory=list)  # job transitions: one INFO line each once committed
+    job_events: bool = False  # job events appended or a webhook added: the webhook sender has work
 
     def merge(self, other: Effects) -> None:
         self.launches.extend(other.launches)
@@ -54,6 +55,7 @@ class Effects:
         self.moves.extend(other.moves)
         self.wake = self.wake or other.wake
         self.cluster_changed = self.cluster_changed or other.cluster_changed
+        self.job_events = self.job_events or other.job_events
 
 
 def pending(session: Session) -> Effects:
@@ -68,7 +70,7 @@ def pending(session: Session) -> Effects:
 
 def queue(
     session: Session, *, launches: list[LaunchSpec] | None = None, stops: list[StopRequest] | None = None,
-    wake: bool = False, cluster_changed: bool = False,
+    wake: bool = False, cluster_changed: bool = False, job_events: bool = False,
 ) -> None:
     """Ask for these effects once the session's transaction commits."""
     effects = pending(session)
@@ -76,6 +78,7 @@ def queue(
     effects.stops.extend(stops or ())
     effects.wake = effects.wake or wake
     effects.cluster_changed = effects.cluster_changed or cluster_changed
+    effects.job_events = effects.job_events or job_events
 
 
 def note_move(session: Session, moved: Moved) -> None:
@@ -98,13 +101,15 @@ def log_moves(effects: Effects) -> None:
 
 
 class Sink:
-    """Where committed effects go: the dispatcher's sends and the admitter's wake."""
+    """Where committed effects go: the dispatcher's sends, the admitter's wake and the webhook sender's."""
 
     def __init__(
         self, *, launch: Callable[[LaunchSpec], object], stop: Callable[[StopRequest], object],
         wake: Callable[[], object], cluster_changed: Callable[[], object],
+        job_events: Callable[[], object] = lambda: None,
     ) -> None:
         self.launch, self.stop, self.wake, self.cluster_changed = launch, stop, wake, cluster_changed
+        self.job_events = job_events
 
     def apply(self, effects: Effects) -> None:
         # Feasibility first, then the doorbells: a woken admitter must see the new cluster.
@@ -116,6 +121,8 @@ class Sink:
             self.stop(request)
         if effects.wake:
             self.wake()
+        if effects.job_events:
+            self.job_events()
 
 
 def install(sessions: sessionmaker[Session], sink: Sink) -> None:

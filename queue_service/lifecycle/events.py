@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from queue_service.db.models import Job, JobEvent
+from queue_service.lifecycle import effects
 from queue_service.lifecycle.states import Actor, Event, JobState, StopCause
 from queue_service.lifecycle.table import check
 
@@ -37,6 +38,7 @@ def record(
         cause=cause.value if cause else None, reason=reason[:4000],
     )
     session.add(row)
+    effects.queue(session, job_events=True)  # webhooks: the sender wakes once this commits
     return row
 
 

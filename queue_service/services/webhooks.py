@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from queue_service.auth import Principal
 from queue_service.db.models import Job, JobEvent, Project, Role, Webhook, WebhookDelivery
 from queue_service.errors import Forbidden, InvalidRequest, NotFound
+from queue_service.lifecycle import effects
 from queue_service.lifecycle.states import JobState
 from queue_service.services import audit
 from queue_service.services import projects as project_service
@@ -65,6 +66,7 @@ def create(session: Session, *, project: str, url: str, events: Sequence[str], j
                    after_event_id=last, created_by=principal.label, active=True)
     session.add(hook)
     session.flush()
+    effects.queue(session, job_events=True)  # the sender looks at once (committed effect)
     audit.record(session, actor=principal, action="webhook.create", target=hook.id,
                  after={"project": project, "url": url, "events": hook.events, "job_id": job_id})
     return hook, secret

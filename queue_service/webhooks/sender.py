@@ -16,7 +16,7 @@ No lock is held while a receiver answers, and a receiver that is down delays
 only its own deliveries.
 
 When passes run (``_loop``): a commit that adds a job event (or a hook) wakes
-the sender (``watch``, a hook on the session factory); passes are at least
+the sender (``wake``, a committed effect of ``lifecycle.effects``); passes are at least
 ``webhook_poll_s`` apart, so a burst of events is sent in one pass; otherwise
 it sleeps until the first pending delivery falls due (a retry's backoff, a
 lapsed lease), at most ``IDLE_TICK_S`` (events committed by another replica
@@ -30,12 +30,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.db.base import utcnow
@@ -50,29 +49,6 @@ MAX_BACKOFF_S = 600.0
 BATCH = 100
 ENQUEUE_BATCH = 1000  # events per hook per pass
 IDLE_TICK_S = 60.0  # nothing pending: the longest the sender sleeps without a wake (recovery only)
-_OWN = "gpuq.webhooks.own"  # session.info: a transaction of the sender itself (its deliveries wake nothing)
-_NEW_EVENTS = "gpuq.webhooks.new_events"  # session.info: this transaction added job events or hooks
-
-
-def watch(sessions: sessionmaker[Session], wake: Callable[[], object]) -> None:
-    """Call ``wake`` after each commit that added a job event or a webhook (never for a rolled-back one)."""
-
-    @event.listens_for(sessions, "after_flush")
-    def _noted(session: Session, _flush: object) -> None:
-        if not session.info.get(_OWN) and any(isinstance(o, (JobEvent, Webhook)) for o in session.new):
-            session.info[_NEW_EVENTS] = True
-
-    @event.listens_for(sessions, "after_commit")
-    def _committed(session: Session) -> None:
-        if not session.in_nested_transaction() and session.info.pop(_NEW_EVENTS, False):
-            wake()
-
-    @event.listens_for(sessions, "after_rollback")
-    def _rolled_back(session: Session) -> None:
-        if not session.in_nested_transaction():
-            session.info.pop(_NEW_EVENTS, None)
-
-
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One leased delivery, with everything needed to send it outside the transaction."""
@@ -107,7 +83,6 @@ class WebhookSender:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0  # passes the loop ran (tests: an idle server runs none)
-        watch(sessions, self.wake)
 
     def wake(self) -> None:
         """A pass soon (at most one per ``webhook_poll_s``): new events may be due."""
@@ -167,12 +142,10 @@ class WebhookSender:
     def _pass(self, now: datetime) -> tuple[int, bool]:
         """One pass: (deliveries attempted, whether every new event was enqueued)."""
         with self.sessions.begin() as session:
-            session.info[_OWN] = True
             enqueued_all = self._enqueue(session, now)
             outgoing = self._lease(session, now)
         results = [(item, self._post(item)) for item in outgoing]
         with self.sessions.begin() as session:
-            session.info[_OWN] = True
             for item, (code, error) in results:
                 self._record(session, item, code, error, now)
         return len(outgoing), enqueued_all

@@ -89,3 +89,23 @@ def test_the_webhook_sender_sleeps_while_idle_and_wakes_on_a_job_event(api, ctx,
         assert sender.passes > idle_passes, "a committed job event wakes the sender"
     finally:
         sender.stop()
+
+
+def test_only_a_committed_job_event_wakes_the_sender(api, ctx, actors) -> None:
+    """The wake is a committed effect (``lifecycle.effects``): a rolled-back event rings no doorbell."""
+    from queue_service.db.models import Job
+    from queue_service.lifecycle import events
+    from queue_service.lifecycle.states import Event, JobState
+
+    response = api.post("/v1/jobs", json=job_body(), headers={"Authorization": f"Bearer {actors.admin}"})
+    assert response.status_code in (200, 201, 202), response.text
+    assert ctx.webhooks._wake.is_set(), "the submit's committed event woke the sender"
+    ctx.webhooks._wake.clear()
+    with ctx.sessions() as session:
+        session.begin()
+        job = session.get(Job, response.json()["id"])
+        events.record(session, job=job, event=Event.SUBMIT, source=None, target=JobState.QUEUED, actor="test",
+                      at=db_now(session))
+        session.flush()
+        session.rollback()
+    assert not ctx.webhooks._wake.is_set(), "a rolled-back event wakes nothing"
