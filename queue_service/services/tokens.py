@@ -8,6 +8,7 @@ two replicas racing write it once).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -68,7 +69,11 @@ def authenticate(session: Session, *, token: str | None, now: datetime | None = 
     if not token:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    now = now or utcnow()
+    return _accepted(row, now or utcnow())
+
+
+def _accepted(row: ApiToken | None, now: datetime) -> Principal:
+    """The one rule of which token rows are accepted, and the principal of one that is."""
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked token")
     if row.expires_at is not None and row.expires_at <= now:
@@ -79,16 +84,36 @@ def authenticate(session: Session, *, token: str | None, now: datetime | None = 
     )
 
 
+def authenticate_hashes(session: Session, *, hashes: Iterable[str],
+                        now: datetime | None = None) -> dict[str, Principal]:
+    """The accepted ones of these token hashes, in one query (a cache revalidating what it holds); the others
+    (unknown, revoked, expired) are left out."""
+    now = now or utcnow()
+    accepted: dict[str, Principal] = {}
+    for row in session.scalars(select(ApiToken).where(ApiToken.token_hash.in_(list(hashes)))):
+        try:
+            accepted[row.token_hash] = _accepted(row, now)
+        except Unauthenticated:
+            continue
+    return accepted
+
+
 def touch(sessions: sessionmaker[Session], *, principal: Principal, now: datetime | None = None) -> None:
     """Record a use, at most once per ``LAST_USED_EVERY_S``: nothing is written while the last use is recent."""
+    touch_many(sessions, principals=[principal], now=now)
+
+
+def touch_many(sessions: sessionmaker[Session], *, principals: Iterable[Principal],
+               now: datetime | None = None) -> None:
+    """:func:`touch` for several tokens in one UPDATE (those whose last use is recent are left alone)."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=LAST_USED_EVERY_S)
-    if principal.last_used_at is not None and principal.last_used_at >= cutoff:
+    token_ids = [p.token_id for p in principals if p.last_used_at is None or p.last_used_at < cutoff]
+    if not token_ids:
         return
-    token_id = principal.token_id
     with sessions() as session, session.begin():
         session.execute(
-            update(ApiToken).where(ApiToken.id == token_id)
+            update(ApiToken).where(ApiToken.id.in_(token_ids))
             .where((ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < cutoff))
             .values(last_used_at=now)
         )

@@ -64,3 +64,67 @@ def test_cached_principal_is_reused_within_the_window(api: TestClient, ctx: Serv
     assert api.get("/v1/jobs", headers=headers).status_code == 200
     now[0] += ctx.settings.auth_cache_s / 2
     assert api.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def _count_reads(monkeypatch) -> dict[str, int]:
+    """How many single token lookups and batch revalidations reach the database."""
+    calls = {"single": 0, "batch": 0}
+    single, batch = tokens.authenticate, tokens.authenticate_hashes
+
+    def counted_single(*args, **kwargs):
+        calls["single"] += 1
+        return single(*args, **kwargs)
+
+    def counted_batch(*args, **kwargs):
+        calls["batch"] += 1
+        return batch(*args, **kwargs)
+
+    monkeypatch.setattr(tokens, "authenticate", counted_single)
+    monkeypatch.setattr(tokens, "authenticate_hashes", counted_batch)
+    return calls
+
+
+def test_tokens_used_less_often_than_the_window_are_revalidated_together(api: TestClient, ctx: ServiceContext,
+                                                                         actors: Actors, monkeypatch) -> None:
+    """Agents heartbeat every few seconds, longer than the window: their stale entries are read again in one
+    query for all of them, not one lookup per request."""
+    now = _clocked(api, ctx)
+    names = ["n1", "n2", "n3", "n4"]
+    agents = [Actors.headers(actors.agent_for(n)) for n in names]
+    calls = _count_reads(monkeypatch)
+    for headers in agents:
+        assert api.get("/v1/nodes", headers=headers).status_code == 200
+    assert calls == {"single": 4, "batch": 0}
+    for _ in range(3):  # three heartbeat intervals, each longer than the window
+        now[0] += 5.0
+        for headers in agents:
+            assert api.get("/v1/nodes", headers=headers).status_code == 200
+    assert calls == {"single": 4, "batch": 3}
+
+
+def test_a_revalidation_another_token_triggered_drops_a_revoked_one(api: TestClient, ctx: ServiceContext,
+                                                                    actors: Actors) -> None:
+    now = _clocked(api, ctx)
+    first, second = Actors.headers(actors.agent_for("n1")), Actors.headers(actors.agent_for("n2"))
+    assert api.get("/v1/nodes", headers=first).status_code == 200
+    assert api.get("/v1/nodes", headers=second).status_code == 200
+    with ctx.sessions() as session, session.begin():
+        revoked = tokens.authenticate(session, token=actors.agent_for("n2"))
+        tokens.revoke(session, token_id=revoked.token_id, actor="test")
+    now[0] += ctx.settings.auth_cache_s
+    assert api.get("/v1/nodes", headers=first).status_code == 200  # revalidates both, n2's is refused now
+    answer = api.get("/v1/nodes", headers=second)
+    assert answer.status_code == 401, answer.text
+
+
+def test_revalidation_forgets_tokens_unused_for_a_while(api: TestClient, ctx: ServiceContext, actors: Actors,
+                                                        monkeypatch) -> None:
+    now = _clocked(api, ctx)
+    first, second = Actors.headers(actors.agent_for("n1")), Actors.headers(actors.agent_for("n2"))
+    assert api.get("/v1/nodes", headers=first).status_code == 200
+    assert api.get("/v1/nodes", headers=second).status_code == 200
+    now[0] += PrincipalCache.KEEP_S + 1.0
+    assert api.get("/v1/nodes", headers=first).status_code == 200  # revalidated; the second one dropped
+    calls = _count_reads(monkeypatch)
+    assert api.get("/v1/nodes", headers=second).status_code == 200
+    assert calls == {"single": 1, "batch": 0}
