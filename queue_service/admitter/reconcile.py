@@ -33,15 +33,19 @@ def reconcile(session: Session, *, settings: Settings) -> tuple[Recovered, int]:
     classes = effective(session, settings=settings)
     node_names = dict(session.execute(select(Node.id, Node.name)).all())
     launches: list[LaunchSpec] = []
+    # SKIP LOCKED: an attempt whose start claim (or exit) holds its job right now is not waited for (it is
+    # being answered; the next pass sees it again if it still waits); under load this pass waited on claim
+    # after claim while holding the rows it had taken, and the claims waited on it.
     waiting = session.execute(
         select(Job, Attempt)
         .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
         .where(Job.state == JobState.ADMITTED, Attempt.launch_sent_at < cutoff)
+        .order_by(Job.id)
+        .with_for_update(skip_locked=True)
     ).all()
+    rows_of = _allocations(session, [job.id for job, _attempt in waiting])
     for job, attempt in waiting:
-        rows = session.scalars(
-            select(Allocation).where(Allocation.job_id == job.id, Allocation.attempt == job.attempt)
-        ).all()
+        rows = [r for r in rows_of.get(job.id, []) if r.attempt == job.attempt]
         for replica in sorted({r.replica for r in rows}):
             mine = [r for r in rows if r.replica == replica]
             if str(replica) not in (attempt.exits or {}):
@@ -53,6 +57,8 @@ def reconcile(session: Session, *, settings: Settings) -> tuple[Recovered, int]:
         select(Job, Attempt)
         .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
         .where(Job.state == JobState.RUNNING, Job.stop_action.is_not(None), Attempt.stop_sent_at < cutoff)
+        .order_by(Job.id)
+        .with_for_update(skip_locked=True)
     ).all()
     for job, attempt in stopping:
         grace_s = job.stop_grace_s if job.stop_grace_s is not None else of_class(
@@ -61,3 +67,13 @@ def reconcile(session: Session, *, settings: Settings) -> tuple[Recovered, int]:
         attempt.stop_sent_at = now
     effects.queue(session, launches=launches, stops=stops, wake=bool(recovered.requeued or recovered.failed))
     return recovered, len(launches) + len(stops)
+
+
+def _allocations(session: Session, job_ids: list[str]) -> dict[str, list[Allocation]]:
+    """These jobs' allocation rows, by job, in one query (one per job was a round trip each)."""
+    out: dict[str, list[Allocation]] = {}
+    if job_ids:
+        for row in session.scalars(select(Allocation).where(Allocation.job_id.in_(job_ids))
+                                   .order_by(Allocation.job_id, Allocation.replica)):
+            out.setdefault(row.job_id, []).append(row)
+    return out
