@@ -176,7 +176,7 @@ def adopt(session: Session, *, node_name: str, attempts: Iterable[AttemptKey], s
 
 def node_fault(session: Session, *, node_name: str, reason: str, settings: Settings) -> bool:
     """Count one launch failure that was the node's; drain the node at ``node_fault_drain_count``. True if drained."""
-    node = session.scalar(select(Node).where(Node.name == node_name).with_for_update())
+    node = node_service.lock(session, node_name)
     if node is None:
         return False
     now = db_now(session)

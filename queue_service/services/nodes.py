@@ -3,6 +3,14 @@
 Lease times come from the database's clock (:func:`db_now`: PostgreSQL's
 ``clock_timestamp()``), never from an agent's and not from whichever API
 replica answered, so every replica and the admitter agree on who is alive.
+
+Lock order, for every transaction that takes more than one of these rows:
+the node's row first (:func:`lock`; a heartbeat's lease update takes it),
+then job rows (in id order, ``recovery.lock_jobs``), then the usage rollup
+rows (closing intervals). A heartbeat that loses a vanished attempt goes
+node -> job; an exit that blames the node (``node_fault``) takes the node
+before its job (``api.routes.agent``): the other way round the two waited
+for each other.
 """
 
 from __future__ import annotations
@@ -157,6 +165,11 @@ def accept(session: Session, *, name: str, actor: Principal, reason: str = "") -
                  after={"gpus": node_inventory.summary(offered)})
     effects.queue(session, cluster_changed=True, wake=True)  # "never fits" answers may change
     return node
+
+
+def lock(session: Session, name: str) -> Node | None:
+    """The node's row, locked for the transaction (taken before any job row: the module's lock order)."""
+    return session.scalar(select(Node).where(Node.name == name).with_for_update())
 
 
 def heartbeat(session: Session, *, node_name: str, lease_s: float,

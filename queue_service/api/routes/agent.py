@@ -121,6 +121,8 @@ def exited(body: ExitBody, principal: CurrentPrincipal, ctx: ContextDep, _slot: 
     """One replica's end; 409 for a stale attempt or a job whose state the exit cannot change."""
     node_service.check_agent(principal, body.node_name)
     with _unit(ctx) as session:
+        if body.node_fault:  # the node's row before the job's (``services.nodes``: the lock order)
+            node_service.lock(session, body.node_name)
         outcome = reports.report_exit(
             session, settings=ctx.settings, job_id=body.job_id, attempt=body.attempt, node_name=body.node_name,
             replica=body.replica, exit_code=body.exit_code, reason=body.reason.value, message=body.message,
