@@ -16,6 +16,10 @@ The CLI resolves, first match wins:
 
 A token file is only read for the server its config names, so a token never
 goes to a server it was not made by.
+
+The ``GPUQ_*`` variables are read here rather than through ``queue_service.settings``: pydantic-settings and
+pydantic take about 0.4 s to import, longer than a whole ``gpuq jobs`` may (tests/cli/test_cli_config.py
+keeps the two readings equal).
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLIENT_FILE = "client.json"
+
+# Settings.host and Settings.port, the address `gpuq serve` listens on when nothing is configured.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8421
+
+# The admin token's file name in the data dir (bootstrap.ADMIN_TOKEN_FILE; bootstrap imports SQLAlchemy).
+ADMIN_TOKEN_FILE = "admin.token"
 
 
 @dataclass(frozen=True)
@@ -88,3 +99,53 @@ def find(data_dir: Path | None) -> ServerRecord | None:
         if found is not None:
             return found
     return read(user_config_path())
+
+
+def env(name: str) -> str | None:
+    """``GPUQ_<NAME>`` from the environment, any case (as pydantic-settings reads it); empty counts as unset."""
+    wanted = f"GPUQ_{name}".upper()
+    value = os.environ.get(wanted)
+    if value is None:
+        value = next((v for k, v in os.environ.items() if k.upper() == wanted), None)
+    return value or None
+
+
+def default_data_dir() -> Path:
+    """``GPUQ_DATA_DIR``, else ``~/.local/share/gpuq`` (Settings.data_dir)."""
+    given = env("DATA_DIR")
+    return Path(given) if given else Path.home() / ".local" / "share" / "gpuq"
+
+
+def local_url() -> str:
+    """The URL of a server started with this environment: ``GPUQ_HOST``/``GPUQ_PORT``, https with a certificate."""
+    port = env("PORT") or str(DEFAULT_PORT)
+    if not port.isdigit():
+        raise ValueError(f"GPUQ_PORT={port!r} is not a port number")
+    return f"{'https' if env('TLS_CERT') else 'http'}://{env('HOST') or DEFAULT_HOST}:{port}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server a command talks to and the token it sends (None: no token found)."""
+
+    server_url: str
+    token: str | None
+
+
+def resolve(server: str | None, token: str | None) -> Target:
+    """The server and token, in the order the module's docstring gives (``server``/``token``: the flags)."""
+    found = None
+    url = server or env("SERVER_URL")
+    if url is None:
+        found = find(default_data_dir() if env("DATA_DIR") else None)
+        url = found.server_url if found else local_url()
+    return Target(server_url=url.rstrip("/"), token=token or env("TOKEN") or local_token(found))
+
+
+def local_token(found: ServerRecord | None) -> str | None:
+    """The token file the record names (the one for its server), else the data dir's admin token."""
+    path = Path(found.token_file) if found is not None and found.token_file else default_data_dir() / ADMIN_TOKEN_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 
 from queue_service import cli_config
-
-if TYPE_CHECKING:
-    from queue_service.settings import Settings
+from queue_service.cli import transport
 
 # bootstrap.ADMIN_TOKEN_FILE, not imported from there: bootstrap pulls in SQLAlchemy and the models, which a
 # command that only talks HTTP never needs (tests/cli/test_cli_imports.py keeps the two equal).
-ADMIN_TOKEN_FILE = "admin.token"
+ADMIN_TOKEN_FILE = cli_config.ADMIN_TOKEN_FILE
 
 app = typer.Typer(help="gpuq: a GPU batch job queue for bare-metal and Docker GPU hosts.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _group() -> None:
+    """A callback keeps ``gpuq`` a group of commands when ``gpuq NAME`` loaded a module of one command."""
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -40,45 +40,48 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 class Api:
-    """A thin REST client with readable errors."""
+    """A thin REST client with readable errors (``http``: what has httpx's ``request``; tests give a TestClient)."""
+
+    http: Any
 
     def __init__(self, server: str | None, token: str | None) -> None:
-        from queue_service.settings import Settings  # pydantic-settings: only for a command that calls the server
-
-        settings = Settings()
-        record = None
-        url = server or settings.server_url
-        if url is None:  # the server `gpuq serve` recorded (queue_service/cli_config.py says the order)
-            record = cli_config.find(settings.data_dir if "GPUQ_DATA_DIR" in os.environ else None)
-            url = record.server_url if record else settings.effective_server_url
-        self.base = url.rstrip("/")
-        self.token = token or settings.token or self._local_token(settings, record)
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.http = httpx.Client(base_url=self.base, headers=headers, timeout=30)
-
-    @staticmethod
-    def _local_token(settings: Settings, record: cli_config.ServerRecord | None) -> str | None:
-        path = settings.data_dir / ADMIN_TOKEN_FILE
-        if record is not None and record.token_file:
-            path = Path(record.token_file)
         try:
-            return path.read_text().strip() or None
-        except OSError:
-            return None
+            target = cli_config.resolve(server, token)  # queue_service/cli_config.py says the order
+            self.base, self.token = target.server_url, target.token
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self.http = transport.Client(self.base, headers=headers, timeout=30)
+        except ValueError as exc:  # a bad GPUQ_PORT, a --server that is not a URL
+            fail(str(exc))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The server's answer, whatever its status; no answer at all is a CLI message, not a traceback."""
+        try:
+            return self.http.request(method, path, **kwargs)
+        except transport.TransportError as exc:
+            fail(f"cannot reach the gpuq server at {self.base} ({exc}); is `gpuq serve` running?")
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            fail(f"cannot reach the gpuq server at {self.base} ({exc.__class__.__name__}); is `gpuq serve` running?")
+        """The JSON body of a successful answer; a 4xx/5xx ends the command with the server's reason."""
+        response = self.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            hint = " (set --token or GPUQ_TOKEN)" if response.status_code == 401 else ""
-            fail(f"{response.status_code}: {detail}{hint}")
-        return response.json()
+            fail(error_text(response))
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            fail(f"the server at {self.base} answered {response.status_code} with no JSON (is it a gpuq server?)")
+
+
+def error_text(response: Any) -> str:
+    """``404: no such job``: the status and the server's ``detail`` (its text if the body is not JSON)."""
+    try:
+        body = response.json()
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+    except ValueError:
+        detail = response.text[:300]
+    hint = " (set --token or GPUQ_TOKEN)" if response.status_code == 401 else ""
+    return f"{response.status_code}: {detail}{hint}"
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:

@@ -14,6 +14,7 @@ from queue_service.cli.base import (
     TokenOpt,
     app,
     emit,
+    error_text,
     fail,
     table,
 )
@@ -40,9 +41,9 @@ def usage(
     path = f"/v1/projects/{project}/usage" if project else "/v1/usage"
     params = {k: v for k, v in (("month", month), ("start", start), ("end", end), ("group_by", group_by)) if v}
     if csv:
-        response = api.http.get(path, params=params | {"format": "csv"})
+        response = api.request("GET", path, params=params | {"format": "csv"})
         if response.status_code >= 400:
-            fail(f"{response.status_code}: {response.text[:300]}")
+            fail(error_text(response))
         typer.echo(response.text, nl=False)
         return
     data = api.call("GET", path, params=params)

@@ -13,6 +13,7 @@ from queue_service.cli.base import (
     TokenOpt,
     app,
     emit,
+    error_text,
     fail,
     resolve_job,
     table,
@@ -59,9 +60,9 @@ def webhook_rm(project: str, hook_id: str, server: ServerOpt = None, token: Toke
                as_json: JsonOpt = False) -> None:
     """Delete a webhook: nothing more is sent to it."""
     api = Api(server, token)
-    response = api.http.request("DELETE", f"/v1/projects/{project}/webhooks/{hook_id}")
+    response = api.request("DELETE", f"/v1/projects/{project}/webhooks/{hook_id}")
     if response.status_code >= 400:
-        fail(f"{response.status_code}: {response.json().get('detail') if response.content else ''}")
+        fail(error_text(response))
     emit({"id": hook_id, "deleted": True}, as_json, lambda r: f"webhook {r['id']} deleted")
 
 

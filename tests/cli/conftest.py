@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.core import _TyperParameter
 from typer.testing import CliRunner, Result
 
 from queue_service import cli
 from queue_service.app import create_app
+from queue_service.cli import coercion
 from queue_service.context import ServiceContext
 from queue_service.db.migrate import upgrade
 from queue_service.db.models import Role
@@ -18,6 +20,12 @@ from queue_service.services import projects, tokens
 from queue_service.settings import Settings
 
 Gpuq = Callable[..., Result]
+
+
+@pytest.fixture(autouse=True)
+def plain_coercion(monkeypatch) -> None:
+    """The CLI tests convert options as ``gpuq`` does (queue_service/cli/coercion.py), not through pydantic."""
+    monkeypatch.setattr(_TyperParameter, "get_runtime_param", coercion.wrap(_TyperParameter.get_runtime_param))
 
 
 @pytest.fixture
