@@ -189,7 +189,9 @@ def test_the_client_speaks_json_sends_the_token_and_keeps_params(server: str) ->
     assert api.call("GET", "/v1/chunked") == {"data": [1, 2, 3]}
     assert api.call("GET", "/v1/closing") == {"ok": True}  # the server closed: the next call opens anew
     assert api.call("GET", "/v1/jobs") == {"ok": True}
+    assert api.call("GET", "/v1/projects/my team/usage") == {"ok": True}
     get, post = _Handler.seen[0], _Handler.seen[1]
+    assert _Handler.seen[-1][1] == "/v1/projects/my%20team/usage"
     assert get[:2] == ("GET", "/v1/jobs?state=queued&limit=5&all=true&x=") and get[3] == "Bearer secret"
     assert json.loads(post[2]) == {"name": "é"} and post[3] == "application/json"
 
@@ -205,9 +207,25 @@ def test_errors_are_cli_messages(server: str, capsys) -> None:
 def test_a_connection_the_server_dropped_is_opened_again(server: str) -> None:
     client = transport.Client(server)
     assert client.get("/v1/dropping").status_code == 200
-    assert client._connection is not None  # the answer said keep-alive
+    assert client._socket is not None  # the answer said keep-alive
     assert client.get("/v1/jobs").json() == {"ok": True}
     assert [path for _method, path, _body, _auth in _Handler.seen] == ["/v1/dropping", "/v1/jobs"]
+
+
+def test_a_server_that_does_not_speak_http_is_a_cli_message(capsys) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        api = base.Api(f"http://127.0.0.1:{listener.getsockname()[1]}", None)
+        assert "not an HTTP answer: b'SSH-2.0" in _error(api, "/v1/jobs", capsys)
 
 
 def test_not_an_http_url_is_refused() -> None:
