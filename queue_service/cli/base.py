@@ -58,7 +58,8 @@ class Api:
         try:
             return self.http.request(method, path, **kwargs)
         except transport.TransportError as exc:
-            fail(f"cannot reach the gpuq server at {self.base} ({exc}); is `gpuq serve` running?")
+            hint = "; is `gpuq serve` running?" if exc.refused else ""
+            fail(f"cannot reach the gpuq server at {self.base} ({exc}){hint}")
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON body of a successful answer; a 4xx/5xx ends the command with the server's reason."""

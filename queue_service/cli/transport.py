@@ -22,6 +22,10 @@ MAX_LINE = 65536  # a status or header line longer than this is not an answer fr
 class TransportError(Exception):
     """No answer from the server: refused, unreachable, timed out, reset, or not HTTP. The text says which."""
 
+    def __init__(self, text: str, *, refused: bool = False) -> None:
+        super().__init__(text)
+        self.refused = refused  # nothing listens there: the server is likely not running
+
 
 class Closed(ConnectionError):
     """The server closed the connection before answering (a kept-alive one it dropped while idle)."""
@@ -178,7 +182,8 @@ class Client:
                 self.close()
                 if reused and isinstance(exc, Closed | BrokenPipeError | ConnectionResetError):
                     continue
-                raise TransportError(why(exc, self.timeout_s)) from exc
+                raise TransportError(why(exc, self.timeout_s),
+                                     refused=isinstance(exc, ConnectionRefusedError)) from exc
             if not keep:
                 self.close()
             return answer
