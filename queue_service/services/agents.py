@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,27 +62,29 @@ def register(session: Session, *, inventory: NodeInventory, settings: Settings) 
 
 
 def heartbeat(session: Session, *, node_name: str, running: Iterable[AttemptKey] | None,
-              settings: Settings, mps: dict[str, str] | None = None) -> HeartbeatAnswer:
+              settings: Settings, mps: dict[str, str] | None = None, waited_s: float = 0.0) -> HeartbeatAnswer:
     """Extend the lease (and store the devices' MPS status); ``stale``: attempts the agent runs that the
-    database no longer places there."""
+    database no longer places there. ``waited_s``: how long the request waited here before this (it arrived
+    that long ago: what it lists is what the agent ran then)."""
     node = node_service.heartbeat(session, node_name=node_name, lease_s=settings.node_lease_s, mps=mps)
     stale: list[AttemptKey] = []
     if node is not None and running is not None:
         current = node_service.placed_attempts(session, node_name=node_name)
         stale = [_ref(_key(k)) for k in running if _key(k) not in current]
         _lose_vanished(session, node_name=node_name, current=current, running={_key(k) for k in running},
-                       settings=settings)
+                       settings=settings, waited_s=waited_s)
     return HeartbeatAnswer(known=node is not None, lease_s=settings.node_lease_s,
                            heartbeat_s=settings.heartbeat_interval_s, stale=stale)
 
 
-# (node, attempt key) -> when a heartbeat of that node first left out an attempt the database says runs there
+# (node, attempt key) -> when (database clock) the first heartbeat of that node that left out an attempt the
+# database says runs there arrived
 _missing: dict[tuple[str, Key], datetime] = {}
 VANISHED_AFTER_S = 5.0  # and at least two heartbeat intervals: a heartbeat sent just before a start is no proof
 
 
 def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, node_service.Placed], running: set[Key],
-                   settings: Settings) -> None:
+                   settings: Settings, waited_s: float = 0.0) -> None:
     """A running attempt its agent no longer runs (its process is gone) is lost, never left ``running``.
 
     The agent's heartbeat lists what it runs. An attempt the database has
@@ -90,6 +92,14 @@ def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, node_
     (and two heartbeat intervals) is gone: it is lost (requeued, or failed
     after ``max_retries``; one being cancelled ends cancelled), so it is
     neither billed nor shown running for ever, and ``gpuq cancel`` ends it.
+
+    Judged by when each heartbeat arrived (``waited_s`` before it was
+    handled), never by when it was handled: under load a heartbeat the agent
+    sent before the launch reached it waited here for seconds, behind the
+    start claim; judged by handling time, two such heartbeats lost a job
+    that was running. Only a heartbeat that arrived after the start claim
+    was committed is evidence, and the span between the first and the last
+    is measured between their arrivals (both on the database clock).
     """
     wait_s = max(VANISHED_AFTER_S, 2 * settings.heartbeat_interval_s)
     for entry in [k for k in _missing if k[0] == node_name and (k[1] in running or k[1] not in current)]:
@@ -98,14 +108,16 @@ def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, node_
                 if key not in running and placed.state == JobState.RUNNING and placed.started_at is not None]
     if not left_out:  # the usual heartbeat: it lists all it runs (no clock read, no lock)
         return
-    now = db_now(session)
+    arrived = db_now(session) - timedelta(seconds=max(0.0, waited_s))
     gone: list[Key] = []
     for key, started_at in left_out:
+        if arrived <= started_at:  # it arrived before the start was claimed: it may have been sent before
+            continue
         first = _missing.get((node_name, key))
         if first is None:  # the first heartbeat without it: no proof yet (it may have been sent before the start)
-            _missing[(node_name, key)] = now
+            _missing[(node_name, key)] = arrived
             continue
-        if (now - first).total_seconds() < wait_s or (now - started_at).total_seconds() < wait_s:
+        if (arrived - first).total_seconds() < wait_s or (arrived - started_at).total_seconds() < wait_s:
             continue
         _missing.pop((node_name, key), None)
         gone.append(key)

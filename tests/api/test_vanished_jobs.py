@@ -45,3 +45,19 @@ def test_cancelling_a_running_job_whose_process_is_gone_ends_it(api, ctx, actors
     _beat(api, actors, [])
     _beat(api, actors, [])
     assert get_job(api, actors.admin, job["id"])["state"] == "cancelled"
+
+
+def test_heartbeats_that_arrived_before_the_start_claim_never_lose_it(api, ctx, actors, monkeypatch) -> None:
+    """Under load a heartbeat sent before the launch reached the agent is handled after the claim: it leaves the
+    job out, but it arrived before the claim was committed, so it is no evidence (judged by handling time, two
+    of them lost a running job)."""
+    monkeypatch.setattr(agents, "VANISHED_AFTER_S", 0.0)
+    monkeypatch.setattr(ctx.settings, "heartbeat_interval_s", 0.0)
+    job = _running(api, ctx, actors)
+    for _ in range(3):  # each arrived an hour ago, long before the claim, and waited here since
+        with ctx.sessions() as session, session.begin():
+            agents.heartbeat(session, node_name="n1", running=[], settings=ctx.settings, waited_s=3600.0)
+    assert get_job(api, actors.admin, job["id"])["state"] == "running"
+    _beat(api, actors, [])  # heartbeats that arrived after the claim still are evidence
+    _beat(api, actors, [])
+    assert get_job(api, actors.admin, job["id"])["state"] == "queued"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -82,14 +83,19 @@ def register(body: RegisterBody, principal: CurrentPrincipal, ctx: ContextDep, _
         return agent_service.register(session, inventory=inventory, settings=ctx.settings)
 
 
+async def arrival() -> float:
+    """When the request arrived (monotonic), read in the event loop before it queues for a thread or a lock."""
+    return time.monotonic()
+
+
 @router.post("/heartbeat", response_model=HeartbeatAnswer)
-def heartbeat(body: HeartbeatBody, principal: CurrentPrincipal, ctx: ContextDep,
-              _slot: WriteSlot) -> HeartbeatAnswer:
+def heartbeat(arrived: Annotated[float, Depends(arrival)], body: HeartbeatBody, principal: CurrentPrincipal,
+              ctx: ContextDep, _slot: WriteSlot) -> HeartbeatAnswer:
     """Extend the lease; ``stale``: attempts the agent runs that the database no longer places there."""
     node_service.check_agent(principal, body.node_name)
     with _unit(ctx) as session:
         return agent_service.heartbeat(session, node_name=body.node_name, running=body.running,
-                                       settings=ctx.settings, mps=body.mps)
+                                       settings=ctx.settings, mps=body.mps, waited_s=time.monotonic() - arrived)
 
 
 @router.post("/adopt", response_model=AdoptAnswer)
