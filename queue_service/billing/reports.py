@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from queue_service.billing import rollups
 from queue_service.billing.ledger import db_now, gpu_equivalents
 from queue_service.billing.pricebook import PriceBook
-from queue_service.db.billing_models import GpuSample, UsageInterval, UsageJobDay, UsageRollup
+from queue_service.db.billing_models import GpuSample, UsageInterval, UsageJobCount, UsageJobDay, UsageRollup
 from queue_service.db.models import Allocation, ApiToken, Gpu, Job, Project
 from queue_service.errors import InvalidRequest
 
@@ -230,10 +230,12 @@ class _Rolled:
                 x, y = max(iv.started_at, a), min(iv.ended_at, b)
                 if x < y:
                     out.append((iv, x, y))
-        for iv in self.session.execute(
-            select(*columns).where(*self._where(UsageInterval.project_id), UsageInterval.ended_at.is_(None),
-                                   UsageInterval.started_at < self.end)
-        ):
+        # The open intervals by the open-interval index alone, filtered here: with the project in the WHERE
+        # SQLite walks the project's whole history instead (a few live allocations against a year of rows).
+        wanted = None if self.ids is None else set(self.ids)
+        for iv in self.session.execute(select(*columns).where(UsageInterval.ended_at.is_(None))):
+            if wanted is not None and iv.project_id not in wanted:
+                continue
             x, y = max(iv.started_at, self.start), min(self.now, self.end)
             if x < y:
                 out.append((iv, x, y))
@@ -271,6 +273,27 @@ class _Rolled:
                 for target in self._targets(groups, key, total, describe, iv.workload, iv.labels_json):
                     _add_seconds(target, values, iv.gpu_memory_mib)
 
+    def _counted_jobs(self) -> tuple[dict[tuple[str, str], int], int]:
+        """Distinct jobs of the whole days per group and in all, from ``usage_job_counts`` (not by GPU model).
+
+        A job's project, owner, workload and labels never change, so a group's distinct jobs are its rows'
+        jobs whose previous day is before the window (by day: every row of the day, one per job).
+        """
+        c = UsageJobCount
+        window = [*self._where(c.project_id), c.day >= self.d0, c.day < self.d1]
+        first = c.prev_day < self.d0  # the job's first day in the window
+        names = ("project_id", "owner_token_id", "workload", "labels_json")
+        dims = [getattr(c, n) if n in self.dims else literal("") for n in names]
+        grouped = [getattr(c, n) for n in names if n in self.dims] + ([c.day] if self.by_day else [])
+        per_group: dict[tuple[str, str], int] = defaultdict(int)
+        for row in self.session.execute(
+            select(*dims, c.day if self.by_day else literal(None), func.sum(c.jobs))
+            .where(*window, *([] if self.by_day else [first])).group_by(*grouped)
+        ):
+            if row[5]:
+                per_group[self.keyer(*row[:4], "", row[4].date().isoformat() if row[4] else "")] += row[5]
+        return per_group, self.session.scalar(select(func.sum(c.jobs)).where(*window, first)) or 0
+
     @staticmethod
     def _targets(groups, key, total, describe, workload, labels_json) -> list[UsageRow]:
         row = groups.get(key)
@@ -286,7 +309,9 @@ class _Rolled:
         total_jobs = 0
         whole = self.d0 < self.d1
         window = [*self._where(d.project_id), d.day >= self.d0, d.day < self.d1]
-        if whole:
+        if whole and not self.by_model:
+            per_group, total_jobs = self._counted_jobs()
+        elif whole:
             # A job's project, owner, workload and labels never change; its days and GPU models may, so they
             # are grouped on only when the report groups by them (else a job would count once per day).
             # Grouped by only what the key reads: a job has one project, owner, workload and labels, so

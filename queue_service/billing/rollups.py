@@ -15,8 +15,13 @@ class, labels (canonical JSON) and GPU model. Sums of sums: any set of whole
 hours and keys adds up to what the intervals say.
 
 Distinct jobs are not additive over buckets, so ``UsageJobDay`` keeps one
-row per (day, job, GPU model) a closed interval touched; reports count
-distinct jobs there.
+row per (day, job, GPU model) a closed interval touched, and ``UsageJobCount``
+counts each job once per such day under the job's previous such day: the
+jobs of a day are that day's counts summed, the distinct jobs of whole days
+``[d0, d1)`` the counts of those days whose previous day is before d0 (a
+job's first day in the window) - a sum over a few rows per day instead of a
+DISTINCT over every job-day (``count_jobs``, in the close's transaction; a
+close that adds a day before a job's other days re-links the later one).
 
 Writes are upserts (``INSERT .. ON CONFLICT DO UPDATE``), keys sorted, one
 statement per chunk: two transactions closing intervals of one hour and key
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -40,16 +46,17 @@ from sqlalchemy.orm import Session
 
 from queue_service.admission.units import held_equivalents
 from queue_service.billing.pricebook import PriceBook
-from queue_service.db.billing_models import UsageInterval, UsageJobDay, UsageRollup
+from queue_service.db.billing_models import NO_PREVIOUS_DAY, UsageInterval, UsageJobCount, UsageJobDay, UsageRollup
 
-__all__ = ["HOUR", "QUANTITIES", "Contributions", "add_closed", "backfill", "day_floor", "hour_floor",
-           "hour_pieces", "labels_hash", "labels_key", "piece", "rates", "rebuild"]
+__all__ = ["HOUR", "QUANTITIES", "Contributions", "add_closed", "backfill", "count_jobs", "day_floor", "hour_floor",
+           "hour_pieces", "labels_hash", "labels_key", "piece", "rates", "rebuild", "rebuild_job_counts"]
 
 HOUR = timedelta(hours=1)
 QUANTITIES = ("gpu_seconds", "block_seconds", "mig_seconds", "gpu_equivalent_seconds", "gpu_memory_gib_seconds",
               "cpu_seconds", "ram_gib_seconds", "cost")
 KEY = ("project_id", "hour", "owner_token_id", "workload", "labels_hash", "gpu_model")
 JOB_DAY_KEY = ("project_id", "day", "job_id", "gpu_model")
+JOB_COUNT_KEY = ("project_id", "day", "owner_token_id", "workload", "labels_hash", "prev_day")
 CHUNK_ROWS = 5000  # rows per executemany
 
 
@@ -169,7 +176,7 @@ class Contributions:
                 }
 
     def write(self, bind: Session | Connection) -> None:
-        dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+        dialect = _dialect(bind)
         rollups = [self.rollups[k] for k in sorted(self.rollups)]  # sorted: concurrent writers lock in one order
         days = [self.job_days[k] for k in sorted(self.job_days)]
         table: Table = UsageRollup.__table__  # type: ignore[assignment]
@@ -191,6 +198,106 @@ class Contributions:
                 bind.execute(stmt, chunk)
 
 
+def _dialect(bind: Session | Connection) -> str:
+    return bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+
+
+def _links(days: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """(day, the previous day) for each of a job's distinct days, ``NO_PREVIOUS_DAY`` before the first."""
+    out, prev = [], NO_PREVIOUS_DAY
+    for day in sorted(set(days)):
+        out.append((day, prev))
+        prev = day
+    return out
+
+
+JobInfo = tuple[str, str, str, str]  # a job's (project_id, owner_token_id, workload, labels_json): never change
+
+
+def _write_counts(bind: Session | Connection, deltas: Mapping[tuple, int], info: Mapping[tuple, str]) -> None:
+    """Add ``deltas`` (JOB_COUNT_KEY -> jobs) to ``usage_job_counts``, keys sorted (one lock order)."""
+    rows = [{**dict(zip(JOB_COUNT_KEY, key, strict=True)), "labels_json": info[key], "jobs": n}
+            for key, n in sorted(deltas.items()) if n]
+    if not rows:
+        return
+    table: Table = UsageJobCount.__table__  # type: ignore[assignment]
+    insert: Callable[..., Any] = postgresql.insert if _dialect(bind) == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(index_elements=list(JOB_COUNT_KEY),
+                                      set_={"jobs": table.c.jobs + stmt.excluded.jobs})
+    for chunk in _chunks(rows):
+        bind.execute(stmt, chunk)
+
+
+def _add_links(deltas: Counter, labels: dict[tuple, str], job: JobInfo, links: Iterable[tuple[datetime, datetime]],
+               sign: int) -> None:
+    project_id, owner, workload, labels_json = job
+    digest = labels_hash(labels_json)
+    for day, prev in links:
+        key = (project_id, day, owner, workload, digest, prev)
+        deltas[key] += sign
+        labels[key] = labels_json
+
+
+def count_jobs(session: Session, batch: Contributions) -> None:
+    """Re-link the jobs of ``batch`` in ``usage_job_counts`` for the days it adds; before ``batch.write``.
+
+    Reads each job's days already recorded, so it is O(the job's days), not O(the ledger). On PostgreSQL
+    the jobs are locked (transaction advisory locks, in id order) so two closes of one job's replicas
+    cannot both link a day under the same previous one.
+    """
+    added: dict[str, set[datetime]] = defaultdict(set)
+    info: dict[str, JobInfo] = {}
+    for (project_id, day, job_id, _model), row in batch.job_days.items():
+        added[job_id].add(day)
+        info[job_id] = (project_id, row["owner_token_id"], row["workload"], row["labels_json"])
+    if not added:
+        return
+    jobs = sorted(added)
+    if _dialect(session) == "postgresql":
+        for job_id in jobs:
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext("usage_job:" + job_id))))
+    known: dict[str, set[datetime]] = defaultdict(set)
+    d = UsageJobDay
+    for i in range(0, len(jobs), 500):
+        for job_id, day in session.execute(
+            select(d.job_id, d.day).where(d.job_id.in_(jobs[i:i + 500])).distinct()
+        ):
+            known[job_id].add(day)
+    deltas: Counter = Counter()
+    labels: dict[tuple, str] = {}
+    for job_id in jobs:
+        old = known.get(job_id, set())
+        if added[job_id] <= old:
+            continue
+        _add_links(deltas, labels, info[job_id], _links(old), -1)
+        _add_links(deltas, labels, info[job_id], _links(old | added[job_id]), +1)
+    _write_counts(session, deltas, labels)
+
+
+def rebuild_job_counts(bind: Session | Connection) -> None:
+    """Empty ``usage_job_counts`` and derive it from ``usage_job_days`` (``rebuild``, the 0018 migration)."""
+    bind.execute(delete(UsageJobCount))
+    d = UsageJobDay
+    deltas: Counter = Counter()
+    labels: dict[tuple, str] = {}
+    job: JobInfo | None = None
+    current, days = "", list[datetime]()
+    for job_id, day, project_id, owner, workload, labels_json in bind.execute(
+        select(d.job_id, d.day, func.min(d.project_id), func.min(d.owner_token_id), func.min(d.workload),
+               func.min(d.labels_json)).group_by(d.job_id, d.day).order_by(d.job_id, d.day)
+    ):
+        if job_id != current:
+            if job is not None:
+                _add_links(deltas, labels, job, _links(days), +1)
+            current, days = job_id, []
+        job = (project_id, owner, workload, labels_json)
+        days.append(day)
+    if job is not None:
+        _add_links(deltas, labels, job, _links(days), +1)
+    _write_counts(bind, deltas, labels)
+
+
 def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
     for i in range(0, len(rows), CHUNK_ROWS):
         yield rows[i:i + CHUNK_ROWS]
@@ -205,6 +312,7 @@ def add_closed(session: Session, rows: Iterable[UsageInterval], prices: PriceBoo
             book = PriceBook.load(session)
         batch.add(iv, book)
     if batch.rollups:
+        count_jobs(session, batch)  # before the write: it reads the days the jobs held before this batch
         batch.write(session)
 
 
@@ -241,4 +349,6 @@ def rebuild(session: Session) -> int:
                                                            UsageInterval.id > after)
                                     .order_by(UsageInterval.id).limit(limit)))
 
-    return backfill(session, page, PriceBook.load(session))
+    n = backfill(session, page, PriceBook.load(session))
+    rebuild_job_counts(session)
+    return n

@@ -155,6 +155,7 @@ class UsageJobDay(Base):
     __tablename__ = "usage_job_days"
     __table_args__ = (
         Index("uq_usage_job_days_key", "project_id", "day", "job_id", "gpu_model", unique=True),
+        Index("ix_usage_job_days_job", "job_id", "day"),  # a job's days, read when its intervals close (0018)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -165,3 +166,32 @@ class UsageJobDay(Base):
     owner_token_id: Mapped[str] = mapped_column(String(32), default="")
     workload: Mapped[str] = mapped_column(String(32), default="batch")
     labels_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+NO_PREVIOUS_DAY = datetime(1970, 1, 1)  # usage_job_counts.prev_day of a job's first day (a key column: no NULL)
+
+
+class UsageJobCount(Base):
+    """Jobs per (UTC day, project, owner, workload, labels, previous day the job held something): distinct counts.
+
+    A job is counted once on each day it held something, under the last earlier day it did
+    (``NO_PREVIOUS_DAY`` for its first). Distinct jobs on day d are that day's rows summed; distinct jobs
+    in whole days ``[d0, d1)`` are the rows of those days whose previous day is before d0 summed (each
+    job's first day in the window). Derived from ``usage_job_days`` (``billing.rollups``).
+    """
+
+    __tablename__ = "usage_job_counts"
+    __table_args__ = (
+        Index("uq_usage_job_counts_key", "project_id", "day", "owner_token_id", "workload", "labels_hash",
+              "prev_day", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[datetime] = mapped_column(DateTime)
+    project_id: Mapped[str] = mapped_column(String(32))
+    owner_token_id: Mapped[str] = mapped_column(String(32), default="")
+    workload: Mapped[str] = mapped_column(String(32), default="batch")
+    labels_hash: Mapped[str] = mapped_column(String(40), default="")
+    labels_json: Mapped[str] = mapped_column(Text, default="{}")
+    prev_day: Mapped[datetime] = mapped_column(DateTime)
+    jobs: Mapped[int] = mapped_column(Integer, default=0)

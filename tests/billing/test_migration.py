@@ -28,3 +28,33 @@ def test_0002_upgrades_and_downgrades(db_url: str) -> None:
     assert "allocations" in tables  # 0001 is untouched
     upgrade(db_url, "0002")
     assert _tables(db_url) >= BILLING_TABLES
+
+
+def test_0018_derives_job_counts_from_the_job_days(db_url: str) -> None:
+    """Jobs already rolled up are counted once per day under their previous day, gaps and models included."""
+    from datetime import datetime
+
+    from sqlalchemy import text
+
+    from queue_service.db.session import normalize_url
+
+    upgrade(db_url, "0017")
+    engine = create_engine(normalize_url(db_url))
+    rows = [("j1", 1, "h100"), ("j1", 1, "a100"), ("j1", 2, "h100"), ("j1", 5, "h100"), ("j2", 2, "h100")]
+    try:
+        with engine.begin() as conn:
+            for job, day, model in rows:
+                conn.execute(text(
+                    "INSERT INTO usage_job_days (day, project_id, job_id, gpu_model, owner_token_id, workload, "
+                    "labels_json) VALUES (:day, 'p', :job, :model, '', 'batch', '{}')"),
+                    {"day": datetime(2026, 11, day), "job": job, "model": model})
+        upgrade(db_url, "0018")
+        with engine.connect() as conn:
+            counts = sorted((datetime.fromisoformat(str(d)).day, datetime.fromisoformat(str(p)).year, n)
+                            for d, p, n in conn.execute(text("SELECT day, prev_day, jobs FROM usage_job_counts")))
+    finally:
+        engine.dispose()
+    # Nov 1: j1 first; Nov 2: j1 (after Nov 1) and j2 first; Nov 5: j1 after Nov 2.
+    assert counts == [(1, 1970, 1), (2, 1970, 1), (2, 2026, 1), (5, 2026, 1)]
+    downgrade(db_url, "0017")
+    assert "usage_job_counts" not in _tables(db_url)
