@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/api_bench.py [--database-url postgresql://postgres@127.0.0.1/test]
         [--clients 20] [--submits 1000] [--health-s 5] [--idle-s 60] [--baseline COMMIT] [--smoke]
+    .venv/bin/python benchmarks/api_bench.py --idle-only [--idle-s 60] [--baseline COMMIT]
 
 The server is ``gpuq serve`` (API, admitter and the local agent with
 simulated GPUs) in a child process; the load comes from this one.
@@ -15,7 +16,10 @@ simulated GPUs) in a child process; the load comes from this one.
   Figures: jobs/s, p50/p99/max latency, 5xx and other errors, and how many
   of the running jobs were stopped by the storm (the goal: none).
 - idle CPU: the server's own user+system CPU over ``--idle-s`` seconds with
-  no jobs at all (from ``/proc/<pid>/stat``), as % of one core.
+  no jobs at all (from ``/proc/<pid>/stat``), as % of one core, and each
+  thread's wakeups per second (context switches, ``/proc/<pid>/task/*/status``).
+  ``--idle-only`` measures only this, with this tree's and the baseline's
+  servers idle side by side over the same seconds.
 
 ``--baseline COMMIT`` runs the same measurements, in the same run, on a
 ``git worktree`` of COMMIT (the code before a change) and prints both.
@@ -36,9 +40,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -57,6 +62,10 @@ for thread in threading.enumerate():
     if thread.name == "gpuq-warmup" and not os.environ.get("GPUQ_BENCH_SMOKE"):
         thread.join()
 print("READY", flush=True)
+# which thread is which (native id -> what it is), for the idle figures' wakeups per thread
+import json
+print(json.dumps({t.native_id: t.name if not t.name.startswith("Thread-") else type(t).__name__
+                  for t in threading.enumerate()}), flush=True)
 sys.stdin.read()
 server.stop(stop_jobs=True)
 """
@@ -81,6 +90,7 @@ class Server:
     url: str
     token: str
     data_dir: Path
+    thread_names: dict[int, str] = field(default_factory=dict)
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kw)
@@ -111,8 +121,9 @@ def serve(code_root: Path, *, database_url: str | None, gpus: int, smoke: bool =
             line = proc.stdout.readline()
             if "READY" not in line:
                 raise SystemExit(f"the server did not start (exit {proc.wait()})")
+            names = {int(tid): name for tid, name in json.loads(proc.stdout.readline()).items()}
             token = (Path(tmp) / "data" / "admin.token").read_text().strip()
-            yield Server(proc, f"http://127.0.0.1:{port}", token, Path(tmp) / "data")
+            yield Server(proc, f"http://127.0.0.1:{port}", token, Path(tmp) / "data", names)
         finally:
             try:
                 assert proc.stdin is not None
@@ -245,12 +256,62 @@ def storm(server: Server, *, clients: int, submits: int, running: int) -> Storm:
 # -- idle CPU -------------------------------------------------------------------
 
 
-def idle_cpu(server: Server, *, duration_s: float) -> float:
-    """% of one core the server used while idle (after 2 s to settle)."""
+@dataclass
+class Idle:
+    cpu_pct: float  # of one core
+    wakeups_s: dict[str, float]  # context switches per second, by thread (summed over threads of one kind)
+
+    def row(self) -> str:
+        busiest = sorted(self.wakeups_s.items(), key=lambda kv: -kv[1])
+        threads = ", ".join(f"{name} {rate:.1f}" for name, rate in busiest if rate >= 0.05)
+        return f"{self.cpu_pct:6.2f} % of a core   wakeups/s {sum(self.wakeups_s.values()):6.1f}: {threads}"
+
+
+def thread_switches(server: Server) -> dict[int, int]:
+    """Context switches (voluntary + not) of each of the server's threads so far: a thread's wakeups."""
+    switches = {}
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        switches[int(task.name)] = sum(int(line.split()[1]) for line in status.splitlines()
+                                       if "ctxt_switches:" in line)
+    return switches
+
+
+def idle_start(server: Server) -> tuple[float, float, dict[int, int]]:
+    return server.cpu_s(), time.monotonic(), thread_switches(server)
+
+
+def idle_end(server: Server, start: tuple[float, float, dict[int, int]]) -> Idle:
+    c0, t0, s0 = start
+    cpu_s, elapsed_s, s1 = server.cpu_s() - c0, time.monotonic() - t0, thread_switches(server)
+    wakeups: dict[str, float] = {}
+    for tid, count in s1.items():
+        name = server.thread_names.get(tid, "other (not a Python thread)")
+        wakeups[name] = wakeups.get(name, 0.0) + (count - s0.get(tid, 0)) / elapsed_s
+    return Idle(100 * cpu_s / elapsed_s, wakeups)
+
+
+def idle_cpu(server: Server, *, duration_s: float) -> Idle:
+    """CPU (% of one core) and wakeups per thread of the server while idle (after 2 s to settle)."""
     time.sleep(min(2.0, duration_s))
-    c0, t0 = server.cpu_s(), time.monotonic()
+    start = idle_start(server)
     time.sleep(duration_s)
-    return 100 * (server.cpu_s() - c0) / (time.monotonic() - t0)
+    return idle_end(server, start)
+
+
+def idle_side_by_side(roots: list[tuple[str, Path]], args: argparse.Namespace) -> list[tuple[str, Idle]]:
+    """Each tree's idle server, all running at once and measured over the same seconds (same load on the box)."""
+    with ExitStack() as stack:
+        servers = [(name, stack.enter_context(serve(root, database_url=stack.enter_context(
+                        fresh_database(args.database_url)), gpus=args.running, smoke=args.smoke)))
+                   for name, root in roots]
+        time.sleep(min(2.0, args.idle_s))
+        starts = [idle_start(server) for _, server in servers]
+        time.sleep(args.idle_s)
+        return [(name, idle_end(server, start)) for (name, server), start in zip(servers, starts, strict=True)]
 
 
 # -- main -----------------------------------------------------------------------
@@ -282,7 +343,7 @@ def measure(code_root: Path, args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {}
     with fresh_database(args.database_url) as url, serve(code_root, database_url=url, gpus=args.running,
                                                           smoke=args.smoke) as server:
-        out["idle_cpu_pct"] = idle_cpu(server, duration_s=args.idle_s)
+        out["idle"] = idle_cpu(server, duration_s=args.idle_s)
         out["health"] = health_rate(server, duration_s=args.health_s, connections=args.connections)
         out["storm"] = storm(server, clients=args.clients, submits=args.submits, running=args.running)
     return out
@@ -298,6 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=16, help="connections for the health load")
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--baseline", metavar="COMMIT", default=None, help="also measure this commit (git worktree)")
+    parser.add_argument("--idle-only", action="store_true",
+                        help="only the idle figures: this tree's and --baseline's servers idle side by side")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script works, not speed")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     args = parser.parse_args(argv)
@@ -307,6 +370,17 @@ def main(argv: list[str] | None = None) -> None:
         args.clients, args.submits, args.running = min(args.clients, 4), 20, 2
         args.health_s, args.idle_s, args.connections = 0.5, 0.5, 4
     db = "PostgreSQL" if args.database_url else "SQLite (embedded default)"
+    if args.idle_only:
+        with checkout(args.baseline) as base:
+            roots = [("this tree", ROOT)] + ([(f"baseline {args.baseline[:10]}", base)] if base is not None else [])
+            idles = idle_side_by_side(roots, args)
+        print(f"gpuq serve idle (no jobs), {db}, {os.cpu_count()} cores, over the same {args.idle_s:g} s")
+        for name, idle in idles:
+            print(f"  [{name}] {idle.row()}")
+        if args.json:
+            print(json.dumps({name: {"idle_cpu_pct": idle.cpu_pct, "wakeups_s": idle.wakeups_s}
+                              for name, idle in idles}))
+        return
     results: list[tuple[str, dict[str, object]]] = []
     with checkout(args.baseline) as base:
         results.append(("this tree", measure(ROOT, args)))
@@ -314,17 +388,16 @@ def main(argv: list[str] | None = None) -> None:
             results.append((f"baseline {args.baseline[:10]}", measure(base, args)))
     print(f"gpuq serve, {db}, {os.cpu_count()} cores, server and load on one machine")
     for name, r in results:
-        rate, how = r["health"]  # type: ignore[misc]
+        rate, how = cast(tuple[float, str], r["health"])
         print(f"[{name}]")
         print(f"  GET /v1/health                     {rate:8.0f} req/s   ({how})")
         print(f"  POST /v1/jobs, {args.clients:2d} clients, {args.running} jobs running: {r['storm'].row()}")  # type: ignore[attr-defined]
-        print(f"  idle CPU over {args.idle_s:g} s                 {r['idle_cpu_pct']:6.2f} % of a core")
+        print(f"  idle CPU over {args.idle_s:g} s   {r['idle'].row()}")  # type: ignore[attr-defined]
     if args.json:
-        print(json.dumps({name: {"health_req_s": r["health"][0], "idle_cpu_pct": r["idle_cpu_pct"],  # type: ignore[index]
+        print(json.dumps({name: {"health_req_s": r["health"][0], "idle_cpu_pct": r["idle"].cpu_pct,  # type: ignore[index,attr-defined]
                                  "jobs_s": r["storm"].jobs_s, "errors_5xx": r["storm"].errors_5xx,  # type: ignore[attr-defined]
                                  "running_stopped": r["storm"].running_stopped}  # type: ignore[attr-defined]
                           for name, r in results}))
-
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import dramatiq
 
 from workers.messages import LAUNCH_ACTOR, STOP_ACTOR, LaunchSpec, StopRequest, node_queue_name
+from workers.quiet import QuietWorker
 
 
 class NodeAgent(Protocol):
@@ -69,8 +70,8 @@ def declare(broker: dramatiq.Broker, node_name: str) -> str:
 
 
 def start_worker(broker: dramatiq.Broker, node_name: str, *, threads: int = 4) -> dramatiq.Worker:
-    """A dramatiq worker consuming only this node's queue."""
+    """A dramatiq worker consuming only this node's queue; idle, its threads sleep (``workers.quiet``)."""
     queue = declare(broker, node_name)
-    worker = dramatiq.Worker(broker, queues={queue}, worker_threads=threads, worker_timeout=100)
+    worker = QuietWorker(broker, queues={queue}, worker_threads=threads)
     worker.start()
     return worker
