@@ -246,32 +246,33 @@ def count_jobs(session: Session, batch: Contributions) -> None:
     the jobs are locked (transaction advisory locks, in id order) so two closes of one job's replicas
     cannot both link a day under the same previous one.
     """
-    added: dict[str, set[datetime]] = defaultdict(set)
-    info: dict[str, JobInfo] = {}
+    # Keyed by (project, job): reports filter by project, so a job id is counted within its project.
+    added: dict[tuple[str, str], set[datetime]] = defaultdict(set)
+    info: dict[tuple[str, str], JobInfo] = {}
     for (project_id, day, job_id, _model), row in batch.job_days.items():
-        added[job_id].add(day)
-        info[job_id] = (project_id, row["owner_token_id"], row["workload"], row["labels_json"])
+        added[project_id, job_id].add(day)
+        info[project_id, job_id] = (project_id, row["owner_token_id"], row["workload"], row["labels_json"])
     if not added:
         return
-    jobs = sorted(added)
+    jobs = sorted({job_id for _, job_id in added})
     if _dialect(session) == "postgresql":
         for job_id in jobs:
             session.execute(select(func.pg_advisory_xact_lock(func.hashtext("usage_job:" + job_id))))
-    known: dict[str, set[datetime]] = defaultdict(set)
+    known: dict[tuple[str, str], set[datetime]] = defaultdict(set)
     d = UsageJobDay
     for i in range(0, len(jobs), 500):
-        for job_id, day in session.execute(
-            select(d.job_id, d.day).where(d.job_id.in_(jobs[i:i + 500])).distinct()
+        for project_id, job_id, day in session.execute(
+            select(d.project_id, d.job_id, d.day).where(d.job_id.in_(jobs[i:i + 500])).distinct()
         ):
-            known[job_id].add(day)
+            known[project_id, job_id].add(day)
     deltas: Counter = Counter()
     labels: dict[tuple, str] = {}
-    for job_id in jobs:
-        old = known.get(job_id, set())
-        if added[job_id] <= old:
+    for job in sorted(added):
+        old = known.get(job, set())
+        if added[job] <= old:
             continue
-        _add_links(deltas, labels, info[job_id], _links(old), -1)
-        _add_links(deltas, labels, info[job_id], _links(old | added[job_id]), +1)
+        _add_links(deltas, labels, info[job], _links(old), -1)
+        _add_links(deltas, labels, info[job], _links(old | added[job]), +1)
     _write_counts(session, deltas, labels)
 
 
@@ -282,15 +283,16 @@ def rebuild_job_counts(bind: Session | Connection) -> None:
     deltas: Counter = Counter()
     labels: dict[tuple, str] = {}
     job: JobInfo | None = None
-    current, days = "", list[datetime]()
-    for job_id, day, project_id, owner, workload, labels_json in bind.execute(
-        select(d.job_id, d.day, func.min(d.project_id), func.min(d.owner_token_id), func.min(d.workload),
-               func.min(d.labels_json)).group_by(d.job_id, d.day).order_by(d.job_id, d.day)
+    current, days = ("", ""), list[datetime]()
+    for project_id, job_id, day, owner, workload, labels_json in bind.execute(
+        select(d.project_id, d.job_id, d.day, func.min(d.owner_token_id), func.min(d.workload),
+               func.min(d.labels_json)).group_by(d.project_id, d.job_id, d.day)
+        .order_by(d.project_id, d.job_id, d.day)
     ):
-        if job_id != current:
+        if (project_id, job_id) != current:
             if job is not None:
                 _add_links(deltas, labels, job, _links(days), +1)
-            current, days = job_id, []
+            current, days = (project_id, job_id), []
         job = (project_id, owner, workload, labels_json)
         days.append(day)
     if job is not None:
