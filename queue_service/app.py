@@ -28,6 +28,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            ctx.submits.stop()  # what is queued is committed and answered first
             if run_admitter:
                 ctx.webhooks.stop()
                 ctx.admitter.stop()

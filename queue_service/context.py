@@ -11,6 +11,7 @@ from queue_service.admission.cycle import PackerFactory, Repartitioner
 from queue_service.admitter import Admitter, Feasibility
 from queue_service.db.session import make_engine, make_sessionmaker
 from queue_service.dispatch import Dispatcher, make_broker
+from queue_service.group_commit import GroupCommitter
 from queue_service.lifecycle import effects
 from queue_service.settings import Settings
 from queue_service.webhooks.sender import WebhookSender
@@ -40,6 +41,7 @@ class ServiceContext:
     packer_factory: PackerFactory
     feasibility: Feasibility
     webhooks: WebhookSender
+    submits: GroupCommitter  # single job submissions, many per transaction
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -55,4 +57,5 @@ class ServiceContext:
         # Effects after commit, in one place: every transaction's launches, stops and wake-ups.
         effects.install(sessions, effects.Sink(launch=dispatcher.launch, stop=dispatcher.stop, wake=admitter.wake,
                                                cluster_changed=feasibility.invalidate, job_events=webhooks.wake))
-        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility, webhooks)
+        return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility, webhooks,
+                   GroupCommitter(sessions))

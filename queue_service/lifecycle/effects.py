@@ -12,8 +12,9 @@ by the reconciler from what the database says is outstanding.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import event
@@ -146,3 +147,20 @@ def install(sessions: sessionmaker[Session], sink: Sink) -> None:
         if session.in_nested_transaction():
             return  # only a SAVEPOINT rolled back: the outer transaction's effects still stand
         session.info.pop(_KEY, None)
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """A unit of work inside the session's transaction, undone alone if it raises — its effects too.
+
+    The rows go with the SAVEPOINT; the effects it queued (a wake, a log line
+    for a job that is not there) are put back as they were before it.
+    """
+    before = pending(session)
+    saved = replace(before, launches=list(before.launches), stops=list(before.stops), moves=list(before.moves))
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        session.info[_KEY] = saved
+        raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from sqlalchemy.orm import Session
 
 from queue_service.api.deps import ContextDep, CurrentPrincipal, SessionDep
 from queue_service.api.presenters import events_public, job_public
@@ -30,16 +31,25 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
-def submit_job(body: JobCreate, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> JobPublic:
-    """Queue a job. Answers 201 with the job; it is admitted by the next cycle."""
+async def submit_job(body: JobCreate, principal: CurrentPrincipal, ctx: ContextDep) -> JobPublic:
+    """Queue a job. Answers 201 with the job once it is stored; it is admitted by the next cycle.
+
+    The submission is one unit of a group commit (``queue_service.group_commit``):
+    the submits waiting at that moment share one transaction, each in its own
+    savepoint, so a refused one is refused alone.
+    """
     principal.require(Role.ADMIN, Role.OPERATOR, Role.MEMBER)
-    job = job_service.submit(
-        session, body=body, principal=principal, settings=ctx.settings,
-        feasibility=lambda request: ctx.feasibility.check(session, request),
-        runtime_check=lambda image: ctx.feasibility.runtime_missing(session, image=image),
-    )
-    project = job_service.project_service.require(session, name=body.project)
-    return job_public(session, job=job, project=project, principal=principal)
+
+    def work(session: Session) -> JobPublic:
+        job = job_service.submit(
+            session, body=body, principal=principal, settings=ctx.settings,
+            feasibility=lambda request: ctx.feasibility.check(session, request),
+            runtime_check=lambda image: ctx.feasibility.runtime_missing(session, image=image),
+        )
+        project = job_service.project_service.require(session, name=body.project)
+        return job_public(session, job=job, project=project, principal=principal)
+
+    return await ctx.submits.run(work)
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, response_model=JobsCreated)
