@@ -64,9 +64,12 @@ def test_agent_killed_mid_job_readopts_its_container_and_the_job_finishes_once(
 # 2 ------------------------------------------------------------------------------------------
 def test_host_lost_for_good_requeues_elsewhere_and_refuses_the_old_attempt(cluster: Cluster) -> None:
     nodes = {cluster.start_agent("a"): "a", cluster.start_agent("b"): "b"}
-    job_id = cluster.submit(["sh", "-c", "sleep 2; echo ok"])
+    # The first attempt outlives the test's kill (a loaded box may take seconds to get there); the second is short.
+    job_id = cluster.submit(["sh", "-c", 'if [ "$GPUQ_ATTEMPT" = 1 ]; then sleep 60; else sleep 2; fi; echo ok'])
     first = cluster.wait_state(job_id, "running")
     dead_node = first["allocation"][0]["node"]
+    # "running" is the start claim, which comes before the container: wait for the container itself.
+    wait_for("the first attempt's container to run", lambda: cluster.containers(node=dead_node, all=False), 30)
     # The host dies: its agent and its containers with it.
     cluster.kill_agent(nodes[dead_node])
     for container in cluster.containers(node=dead_node, all=False):
