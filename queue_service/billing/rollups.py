@@ -37,6 +37,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any, Protocol
 
 from sqlalchemy import Table, delete, func, select
@@ -176,13 +177,12 @@ class Contributions:
                 }
 
     def write(self, bind: Session | Connection) -> None:
-        dialect = _dialect(bind)
         rollups = [self.rollups[k] for k in sorted(self.rollups)]  # sorted: concurrent writers lock in one order
         days = [self.job_days[k] for k in sorted(self.job_days)]
         table: Table = UsageRollup.__table__  # type: ignore[assignment]
         days_table: Table = UsageJobDay.__table__  # type: ignore[assignment]
-        insert: Callable[..., Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        greatest = func.greatest if dialect == "postgresql" else func.max
+        insert = _insert(bind)
+        greatest = func.greatest if _dialect(bind) == "postgresql" else func.max
         if rollups:
             stmt = insert(table)
             stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={
@@ -190,16 +190,24 @@ class Contributions:
                 "max_gpu_memory_mib": greatest(table.c.max_gpu_memory_mib, stmt.excluded.max_gpu_memory_mib),
                 "project_name": stmt.excluded.project_name,
             })
-            for chunk in _chunks(rollups):  # executemany: one compiled statement, cached
-                bind.execute(stmt, chunk)
+            _execute_chunks(bind, stmt, rollups)
         if days:
-            stmt = insert(days_table).on_conflict_do_nothing(index_elements=list(JOB_DAY_KEY))
-            for chunk in _chunks(days):
-                bind.execute(stmt, chunk)
+            _execute_chunks(bind, insert(days_table).on_conflict_do_nothing(index_elements=list(JOB_DAY_KEY)), days)
 
 
 def _dialect(bind: Session | Connection) -> str:
     return bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+
+
+def _insert(bind: Session | Connection) -> Callable[..., Any]:
+    """The dialect's INSERT (both have ``on_conflict_do_update`` / ``_do_nothing``: the upserts here)."""
+    return postgresql.insert if _dialect(bind) == "postgresql" else sqlite.insert
+
+
+def _execute_chunks(bind: Session | Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """``stmt`` over ``rows``, ``CHUNK_ROWS`` at a time (executemany: one compiled statement, cached)."""
+    for i in range(0, len(rows), CHUNK_ROWS):
+        bind.execute(stmt, rows[i:i + CHUNK_ROWS])
 
 
 def _links(days: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -221,12 +229,10 @@ def _write_counts(bind: Session | Connection, deltas: Mapping[tuple, int], info:
     if not rows:
         return
     table: Table = UsageJobCount.__table__  # type: ignore[assignment]
-    insert: Callable[..., Any] = postgresql.insert if _dialect(bind) == "postgresql" else sqlite.insert
-    stmt = insert(table)
+    stmt = _insert(bind)(table)
     stmt = stmt.on_conflict_do_update(index_elements=list(JOB_COUNT_KEY),
                                       set_={"jobs": table.c.jobs + stmt.excluded.jobs})
-    for chunk in _chunks(rows):
-        bind.execute(stmt, chunk)
+    _execute_chunks(bind, stmt, rows)
 
 
 def _add_links(deltas: Counter, labels: dict[tuple, str], job: JobInfo, links: Iterable[tuple[datetime, datetime]],
@@ -282,27 +288,16 @@ def rebuild_job_counts(bind: Session | Connection) -> None:
     d = UsageJobDay
     deltas: Counter = Counter()
     labels: dict[tuple, str] = {}
-    job: JobInfo | None = None
-    current, days = ("", ""), list[datetime]()
-    for project_id, job_id, day, owner, workload, labels_json in bind.execute(
+    job_days = bind.execute(
         select(d.project_id, d.job_id, d.day, func.min(d.owner_token_id), func.min(d.workload),
                func.min(d.labels_json)).group_by(d.project_id, d.job_id, d.day)
         .order_by(d.project_id, d.job_id, d.day)
-    ):
-        if (project_id, job_id) != current:
-            if job is not None:
-                _add_links(deltas, labels, job, _links(days), +1)
-            current, days = (project_id, job_id), []
-        job = (project_id, owner, workload, labels_json)
-        days.append(day)
-    if job is not None:
-        _add_links(deltas, labels, job, _links(days), +1)
+    )
+    for _job, rows in groupby(job_days, key=lambda row: (row[0], row[1])):  # one job (within its project)
+        days = list(rows)
+        project_id, _job_id, _day, owner, workload, labels_json = days[-1]
+        _add_links(deltas, labels, (project_id, owner, workload, labels_json), _links(r[2] for r in days), +1)
     _write_counts(bind, deltas, labels)
-
-
-def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    for i in range(0, len(rows), CHUNK_ROWS):
-        yield rows[i:i + CHUNK_ROWS]
 
 
 def add_closed(session: Session, rows: Iterable[UsageInterval], prices: PriceBook | None = None) -> None:
