@@ -125,7 +125,7 @@ class UsageRollup(Base):
     __tablename__ = "usage_rollups"
     __table_args__ = (
         Index("uq_usage_rollups_key", "project_id", "hour", "owner_token_id", "workload", "labels_hash",
-              "gpu_model", unique=True),
+              "gpu_model", "shard", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -137,6 +137,9 @@ class UsageRollup(Base):
     labels_hash: Mapped[str] = mapped_column(String(40), default="")  # sha1 of labels_json: the key (indexable)
     labels_json: Mapped[str] = mapped_column(Text, default="{}")
     gpu_model: Mapped[str] = mapped_column(String(64), default="")  # "" for none (CPU-only)
+    # A key's rows for one hour are split by job (``rollups.shard``): concurrent exits of different jobs update
+    # different rows instead of queueing on one (revision 0020). Readers sum over it like any other key part.
+    shard: Mapped[int] = mapped_column(Integer, server_default="0")
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     block_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     mig_seconds: Mapped[float] = mapped_column(Float, default=0.0)
@@ -183,7 +186,7 @@ class UsageJobCount(Base):
     __tablename__ = "usage_job_counts"
     __table_args__ = (
         Index("uq_usage_job_counts_key", "project_id", "day", "owner_token_id", "workload", "labels_hash",
-              "prev_day", unique=True),
+              "prev_day", "shard", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -194,4 +197,5 @@ class UsageJobCount(Base):
     labels_hash: Mapped[str] = mapped_column(String(40), default="")
     labels_json: Mapped[str] = mapped_column(Text, default="{}")
     prev_day: Mapped[datetime] = mapped_column(DateTime)
+    shard: Mapped[int] = mapped_column(Integer, server_default="0")  # split by job, as ``UsageRollup.shard``
     jobs: Mapped[int] = mapped_column(Integer, default=0)

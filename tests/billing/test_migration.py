@@ -58,3 +58,42 @@ def test_0018_derives_job_counts_from_the_job_days(db_url: str) -> None:
     assert counts == [(1, 1970, 1), (2, 1970, 1), (2, 2026, 1), (5, 2026, 1)]
     downgrade(db_url, "0017")
     assert "usage_job_counts" not in _tables(db_url)
+
+
+def test_0020_shards_rollups_and_job_counts_and_folds_them_back(db_url: str) -> None:
+    """Rows already rolled up stay (shard 0), counts are derived again by job; the downgrade sums the shards."""
+    from datetime import datetime
+
+    from sqlalchemy import text
+
+    from queue_service.billing import rollups
+    from queue_service.db.session import normalize_url
+
+    upgrade(db_url, "0018")
+    engine = create_engine(normalize_url(db_url))
+    rollup = ("INSERT INTO usage_rollups (hour, project_id, project_name, owner_token_id, workload, labels_hash, "
+              "labels_json, gpu_model, gpu_seconds, block_seconds, mig_seconds, gpu_equivalent_seconds, "
+              "gpu_memory_gib_seconds, cpu_seconds, ram_gib_seconds, cost, max_gpu_memory_mib, intervals{s}) VALUES "
+              "(:hour, 'p', 'p', '', 'batch', '', '{{}}', 'h100', :g, 0, 0, :g, 0, 0, 0, :g, :m, 1{v})")
+    hour = datetime(2026, 11, 1, 9)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(rollup.format(s="", v="")), {"hour": hour, "g": 100.0, "m": 10})
+            for job in ("j1", "j2"):
+                conn.execute(text(
+                    "INSERT INTO usage_job_days (day, project_id, job_id, gpu_model, owner_token_id, workload, "
+                    "labels_json) VALUES (:day, 'p', :job, 'h100', '', 'batch', '{}')"),
+                    {"day": datetime(2026, 11, 1), "job": job})
+        upgrade(db_url, "0020")
+        with engine.begin() as conn:
+            counts = sorted(conn.execute(text("SELECT shard, jobs FROM usage_job_counts")).all())
+            assert counts == sorted((rollups.shard(j), 1) for j in ("j1", "j2"))
+            assert conn.execute(text("SELECT shard, gpu_seconds FROM usage_rollups")).all() == [(0, 100.0)]
+            conn.execute(text(rollup.format(s=", shard", v=", 5")), {"hour": hour, "g": 20.0, "m": 30})
+        downgrade(db_url, "0018")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT gpu_seconds, cost, max_gpu_memory_mib, intervals FROM usage_rollups"))
+            assert rows.all() == [(120.0, 120.0, 30, 2)]
+            assert conn.execute(text("SELECT sum(jobs) FROM usage_job_counts")).scalar_one() == 2
+    finally:
+        engine.dispose()

@@ -1,0 +1,93 @@
+"""Rollup and job-count rows are split by job (``rollups.shard``): exits of two jobs do not queue on one row.
+
+Every exit of a busy cluster used to update the same hour's rollup row and the same day's first-day job
+count (one project, owner, workload and labels) and hold both locks until its commit. The sums stay exact
+(``test_rollup_reports``: reports equal the interval-by-interval reference, a rebuild gives the same rows);
+these tests pin the split itself and what it is for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from queue_service.billing import ledger, rollups
+from queue_service.db.billing_models import UsageInterval, UsageJobCount, UsageRollup
+from queue_service.db.migrate import upgrade
+from queue_service.db.session import normalize_url
+
+HOUR0 = datetime(2026, 11, 2, 9)
+
+
+def _jobs_on_distinct_shards(n: int) -> list[str]:
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < n:
+        found.setdefault(rollups.shard(f"job-{i}"), f"job-{i}")
+        i += 1
+    return list(found.values())
+
+
+def _open(session: Session, job_id: str, start: datetime) -> None:
+    session.add(UsageInterval(
+        allocation_id=f"a-{job_id}", job_id=job_id, attempt=1, replica=0, project_id="p", project_name="p",
+        owner_token_id=None, node_id="n", node_name="n", kind="gpu", gpu_uuid="g", gpu_model="h100-80gb",
+        slot="", gpus=1, blocks=0, gpu_memory_mib=0, mig_profile=None, mig_start=None, mig_compute_share=0.0,
+        cpus_milli=1000, memory_mib=1024, started_at=start, ended_at=None, workload="batch", labels_json="{}",
+    ))
+
+
+def test_shard_is_stable_and_in_range() -> None:
+    # CRC-32, not hash(): every API process and a rebuild must put a job in the same shard
+    assert rollups.shard("job-0") == rollups.shard("job-0")
+    assert {rollups.shard(f"j{i}") for i in range(500)} == set(range(rollups.SHARDS))
+
+
+def test_closes_in_one_hour_spread_over_the_jobs_shards_and_add_up(db_url: str) -> None:
+    upgrade(db_url)
+    engine = create_engine(normalize_url(db_url))
+    jobs = _jobs_on_distinct_shards(4)
+    with Session(engine) as session:
+        for job in jobs:
+            _open(session, job, HOUR0)
+        session.flush()
+        for job in jobs:  # each held one GPU for 10 minutes, inside one hour: one key, four jobs
+            ledger.close_intervals(session, allocation_ids=[f"a-{job}"], at=HOUR0 + timedelta(minutes=10))
+        rows = session.execute(select(UsageRollup.shard, UsageRollup.gpu_seconds)).all()
+        assert sorted(s for s, _ in rows) == sorted(rollups.shard(j) for j in jobs)  # a row per job's shard
+        assert sum(g for _, g in rows) == pytest.approx(4 * 600)
+        counts = session.execute(select(UsageJobCount.shard, UsageJobCount.jobs)).all()
+        assert sorted(s for s, _ in counts) == sorted(rollups.shard(j) for j in jobs)
+        assert sum(n for _, n in counts) == 4
+        session.commit()
+    engine.dispose()
+
+
+def test_exits_of_two_jobs_in_one_hour_do_not_wait_for_each_other(db_url: str) -> None:
+    """One close holds its transaction open; another job's close of the same hour and key commits at once."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite has one writer at a time whatever the rows")
+    upgrade(db_url)
+    engine = create_engine(normalize_url(db_url))
+    first, second = _jobs_on_distinct_shards(2)
+    with Session(engine) as session:
+        _open(session, first, HOUR0)
+        _open(session, second, HOUR0)
+        session.commit()
+    holder, other = Session(engine), Session(engine)
+    try:
+        ledger.close_intervals(holder, allocation_ids=[f"a-{first}"], at=HOUR0 + timedelta(minutes=5))
+        other.execute(text("SET LOCAL lock_timeout = '2s'"))  # before the shards this waited for the holder's commit
+        ledger.close_intervals(other, allocation_ids=[f"a-{second}"], at=HOUR0 + timedelta(minutes=7))
+        other.commit()
+        holder.commit()
+    finally:
+        holder.close()
+        other.close()
+    with Session(engine) as session:
+        assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
+        assert session.scalar(select(func.count()).select_from(UsageRollup)) == 2
+    engine.dispose()
