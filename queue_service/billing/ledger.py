@@ -22,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, insert, literal, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from queue_service.admission.units import held_equivalents, mig_share
 from queue_service.billing import rollups
@@ -50,38 +52,43 @@ def open_intervals(session: Session, *, job: Job, attempt: int, replica: int, at
     Idempotent: a repeated start claim (at-least-once delivery) opens nothing
     new, because an allocation already in the ledger is skipped (and the
     unique index on ``allocation_id`` refuses a racing duplicate).
+
+    One query reads what the rows need (the allocations still without an interval, their node's name,
+    GPU model and the project's name) and one statement inserts them: the start claim runs for every
+    replica that starts, and three reads and an ORM flush per claim were 18 % of a busy server's time.
     """
+    a = Allocation
     rows = session.execute(
-        select(Allocation, Node.name, Gpu.model)
-        .join(Node, Node.id == Allocation.node_id)
-        .outerjoin(Gpu, Gpu.uuid == Allocation.gpu_uuid)
-        .where(Allocation.job_id == job.id, Allocation.attempt == attempt, Allocation.replica == replica)
-        .where(Allocation.released_at.is_(None))
+        select(a.id, a.node_id, a.kind, a.gpu_uuid, a.slot, a.blocks, a.gpu_memory_mib, a.mig_profile, a.mig_start,
+               a.cpus_milli, a.memory_mib, Node.name.label("node_name"), Gpu.model.label("gpu_model"),
+               Project.name.label("project_name"))
+        .join(Node, Node.id == a.node_id)
+        .outerjoin(Gpu, Gpu.uuid == a.gpu_uuid)
+        .outerjoin(Project, Project.id == literal(job.project_id))
+        .outerjoin(UsageInterval, UsageInterval.allocation_id == a.id)
+        .where(a.job_id == job.id, a.attempt == attempt, a.replica == replica, a.released_at.is_(None))
+        .where(UsageInterval.id.is_(None))
+        .order_by(a.id)
     ).all()
     if not rows:
         return 0
-    known = set(session.scalars(
-        select(UsageInterval.allocation_id).where(UsageInterval.allocation_id.in_([a.id for a, _, _ in rows]))
-    ))
-    fresh = [(a, node, model) for a, node, model in rows if a.id not in known]
-    if not fresh:
-        return 0
-    project_name = session.scalar(select(Project.name).where(Project.id == job.project_id)) or ""
     start = at or db_now(session)
-    for alloc, node_name, gpu_model in fresh:
-        session.add(UsageInterval(
-            allocation_id=alloc.id, job_id=job.id, attempt=attempt, replica=replica,
-            project_id=job.project_id, project_name=project_name, owner_token_id=job.owner_token_id,
-            node_id=alloc.node_id, node_name=node_name, kind=alloc.kind, gpu_uuid=alloc.gpu_uuid,
-            gpu_model=gpu_model, slot=alloc.slot or "", gpus=1 if alloc.kind == "gpu" else 0,
-            blocks=alloc.blocks if alloc.kind == "blocks" else 0, gpu_memory_mib=alloc.gpu_memory_mib,
-            mig_profile=alloc.mig_profile, mig_start=alloc.mig_start,
-            mig_compute_share=mig_compute_share(gpu_model, alloc.mig_profile),
-            cpus_milli=alloc.cpus_milli, memory_mib=alloc.memory_mib, started_at=start, ended_at=None,
-            workload=job.workload, labels_json=rollups.labels_key(job.labels),
-        ))
-    session.flush()
-    return len(fresh)
+    labels = rollups.labels_key(job.labels)
+    session.execute(insert(UsageInterval), [{
+        "allocation_id": r.id, "job_id": job.id, "attempt": attempt, "replica": replica,
+        "project_id": job.project_id, "project_name": r.project_name or "", "owner_token_id": job.owner_token_id,
+        "node_id": r.node_id, "node_name": r.node_name, "kind": r.kind, "gpu_uuid": r.gpu_uuid,
+        "gpu_model": r.gpu_model,
+        "slot": r.slot or "", "gpus": 1 if r.kind == "gpu" else 0, "blocks": r.blocks if r.kind == "blocks" else 0,
+        "gpu_memory_mib": r.gpu_memory_mib, "mig_profile": r.mig_profile, "mig_start": r.mig_start,
+        "mig_compute_share": mig_compute_share(r.gpu_model, r.mig_profile), "cpus_milli": r.cpus_milli,
+        "memory_mib": r.memory_mib, "started_at": start, "ended_at": None, "workload": job.workload,
+        "labels_json": labels,
+    } for r in rows])
+    return len(rows)
+
+
+_ROLLED = [getattr(UsageInterval, c) for c in ("id", *rollups.IntervalLike.__annotations__)]  # what rollups read
 
 
 def close_intervals(session: Session, *, allocation_ids: Iterable[str], at: datetime | None = None) -> int:
@@ -91,23 +98,25 @@ def close_intervals(session: Session, *, allocation_ids: Iterable[str], at: date
     so an interval's length is never negative. The rollup rows
     (``billing.rollups``) are written here, in the same transaction: a closed
     interval is in the rollups exactly when it is closed.
+
+    One ``UPDATE .. RETURNING`` closes them and answers what the rollups read, with the end the database
+    wrote (it was a SELECT, the UPDATE and one more SELECT per interval to reload its expired end, on
+    every exit). Intervals this session already holds are given the same end.
     """
     ids = list(allocation_ids)
     if not ids:
         return 0
     end = at or db_now(session)
-    rows = list(session.scalars(
-        select(UsageInterval).where(UsageInterval.allocation_id.in_(ids), UsageInterval.ended_at.is_(None))
-        .order_by(UsageInterval.id)
-    ))
+    rows = session.execute(
+        update(UsageInterval).where(UsageInterval.allocation_id.in_(ids), UsageInterval.ended_at.is_(None))
+        .values(ended_at=case((UsageInterval.started_at > end, UsageInterval.started_at), else_=end))
+        .returning(*_ROLLED).execution_options(synchronize_session=False)
+    ).all()
     if not rows:
         return 0
-    # One statement for the close (the ledger's own table, never lifecycle state); the loaded rows are
-    # synchronised from it ("fetch"), so the rollups see the ends the database wrote.
-    session.execute(
-        update(UsageInterval).where(UsageInterval.id.in_([r.id for r in rows]))
-        .values(ended_at=case((UsageInterval.started_at > end, UsageInterval.started_at), else_=end))
-        .execution_options(synchronize_session="fetch")
-    )
+    for row in rows:
+        held = session.identity_map.get(identity_key(UsageInterval, row.id))
+        if held is not None:
+            set_committed_value(held, "ended_at", row.ended_at)
     rollups.add_closed(session, rows)
     return len(rows)

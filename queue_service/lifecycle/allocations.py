@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from queue_service.billing import ledger
 from queue_service.db.clock import db_now
@@ -17,13 +19,20 @@ from queue_service.db.models import Allocation
 
 
 def release(session: Session, *, job_id: str, attempt: int | None = None, at: datetime | None = None) -> int:
-    """Mark the job's live allocations (of ``attempt``, or any) released; returns how many were live."""
-    query = select(Allocation).where(Allocation.job_id == job_id, Allocation.released_at.is_(None))
-    if attempt is not None:
-        query = query.where(Allocation.attempt == attempt)
+    """Mark the job's live allocations (of ``attempt``, or any) released; returns how many were live.
+
+    One ``UPDATE .. RETURNING`` (every exit and requeue comes here); allocations this session holds are
+    given the same ``released_at``.
+    """
     now = at or db_now(session)
-    rows = session.scalars(query).all()
-    for row in rows:
-        row.released_at = now
-    ledger.close_intervals(session, allocation_ids=[row.id for row in rows])
-    return len(rows)
+    which = [Allocation.job_id == job_id, Allocation.released_at.is_(None)]
+    if attempt is not None:
+        which.append(Allocation.attempt == attempt)
+    ids = list(session.scalars(update(Allocation).where(*which).values(released_at=now).returning(Allocation.id)
+                               .execution_options(synchronize_session=False)))
+    for allocation_id in ids:
+        held = session.identity_map.get(identity_key(Allocation, allocation_id))
+        if held is not None:
+            set_committed_value(held, "released_at", now)
+    ledger.close_intervals(session, allocation_ids=ids, at=now)  # the same clock reading
+    return len(ids)

@@ -123,10 +123,10 @@ def record_exit(
     if state.final:
         raise IllegalTransition(f"job {job_id} is {state.value}; its exit cannot change that",
                                 state=state, event=Event.FINISH)
+    now = db_now(session)  # before the first change: its autoflush would write the attempt twice
     exits[str(replica)] = {"exit_code": exit_code, "reason": reason, "message": message[:2000]}
     row.exits = exits
     failed = reason != "exited" or exit_code != 0
-    now = db_now(session)
     who = agent(node_name)
     if len(exits) < job.replicas:
         if failed:

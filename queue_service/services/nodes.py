@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, case, select, update
 from sqlalchemy.orm import Session
 
 from partitioner.catalog import model_for_nvml
@@ -177,15 +177,19 @@ def heartbeat(session: Session, *, node_name: str, lease_s: float,
     """Extend the node's lease by ``lease_s`` from now (database clock); None for an unknown node.
 
     ``mps``: the agent's MPS status per device (:func:`record_mps`); None leaves the stored one.
+
+    One ``UPDATE .. RETURNING`` (after the clock read) instead of a SELECT of the node and an UPDATE at the
+    next flush: every host sends one every few seconds, a thousand hosts hundreds a second.
     """
-    node = session.scalar(select(Node).where(Node.name == node_name))
+    now = db_now(session)
+    node = session.scalar(
+        update(Node).where(Node.name == node_name)
+        .values(last_heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s),
+                status=case((Node.status == NodeStatus.DOWN.value, NodeStatus.READY.value), else_=Node.status))
+        .returning(Node).execution_options(populate_existing=True)
+    )
     if node is None:
         return None
-    now = db_now(session)
-    node.last_heartbeat_at = now
-    node.lease_expires_at = now + timedelta(seconds=lease_s)
-    if node.status == NodeStatus.DOWN:
-        node.status = NodeStatus.READY
     if mps is not None:
         record_mps(session, node=node, mps=mps)
     return node
