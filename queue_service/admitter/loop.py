@@ -153,23 +153,25 @@ class Admitter:
             node_service.expire_leases(session)
             # 2. snapshot: the queued jobs, minus those their dependencies or array limit hold back
             rows = read.queued(session)
-            jobs = {job.id: job for job, _project in rows}
-            held = gates.hold_back(session, queued=jobs)
-            held.update(approval.expire(session, queued=jobs))  # lapsed: pending_approval again
-            held.update(budget.hold_back(session, queued={k: j for k, j in jobs.items() if k not in held}))
+            queued = {job.id: job for job in rows}
+            gated = read.entities(session, (job.id for job in rows if job.gated))
+            held = gates.hold_back(session, queued=gated)
+            held.update(approval.expire(session, queued=gated))  # lapsed: pending_approval again
+            held.update(budget.hold_back(session, queued={k: j for k, j in queued.items() if k not in held}))
             snapshot = read.snapshot(session, settings=self.settings, rows=rows, skip=held)
             # 3. decide
             result = run_cycle(snapshot, self.packer_factory, hardware_aware(session, self.repartition))
             # 4. persist
-            persist(session, result, jobs, held=held, classes=effective(session, settings=self.settings),
-                    settings=self.settings)
+            launches = persist(session, result, queued, held=held,
+                               classes=effective(session, settings=self.settings), settings=self.settings)
             # nothing was queued: nothing admitted either; with no job live the next cycle may wait for a wake
             idle_wait_s = None if rows else deadlines.idle_wait_s(session)
         self.cycles += 1
         if result.incomplete:
             self.wake()  # it stopped at its re-carving budget: continue at once
-        report = CycleReport(len(result.admitted), len(result.waiting), time.perf_counter() - started,
-                             idle_wait_s=idle_wait_s)
+        # admitted: what was written (a job cancelled since the snapshot was decided, not admitted)
+        admitted = len({launch.job_id for launch in launches})
+        report = CycleReport(admitted, len(result.waiting), time.perf_counter() - started, idle_wait_s=idle_wait_s)
         self.last_report = report
         return report
 

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from partitioner.types import LayoutChange, Slice
 from queue_service.admission.cycle import CycleResult
+from queue_service.admitter import read
 from queue_service.admitter.launch import launch_spec
+from queue_service.admitter.read import QueuedJob
 from queue_service.db.clock import db_now
 from queue_service.db.models import Allocation, Gpu, Job, JobState, Node
 from queue_service.lifecycle import effects, transitions
@@ -29,9 +31,18 @@ from workers.messages import LaunchSpec
 log = logging.getLogger(__name__)
 
 
-def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *, held: Mapping[str, str],
+def persist(session: Session, result: CycleResult, queued: Mapping[str, QueuedJob], *, held: Mapping[str, str],
             classes: Mapping[str, PriorityClass], settings: Settings) -> list[LaunchSpec]:
-    """Write one cycle; returns the launches it queued (sent once the caller commits)."""
+    """Write one cycle; returns the launches it queued (sent once the caller commits).
+
+    Only the jobs it changes are loaded as entities: the admitted ones, and those whose wait reason is new.
+    """
+    reasons = dict(held)  # dependencies and array limits (cancelled ones are final: left alone)
+    reasons.update(result.waiting)
+    reasons.update({job_id: f"cannot run on the current cluster: {why}" for job_id, why in result.never.items()})
+    changed = {job_id: why for job_id, why in reasons.items()
+               if (job := queued.get(job_id)) is None or job.reason != why}
+    jobs = read.entities(session, [*(a.job_id for a in result.admitted), *changed])
     node_names = dict(session.execute(select(Node.id, Node.name)).all())
     for change in result.layout_changes:
         gpu = session.get(Gpu, change.gpu_uuid)
@@ -51,10 +62,7 @@ def persist(session: Session, result: CycleResult, jobs: Mapping[str, Job], *, h
                 grace_s=of_class(classes, victim.priority_class, default_s=settings.default_grace_s),
                 reason=f"preempted by job {preemption.job_id} ({preemption.why})",
             )
-    reasons = dict(held)  # dependencies and array limits (cancelled ones are final: left alone)
-    reasons.update(result.waiting)
-    reasons.update({job_id: f"cannot run on the current cluster: {why}" for job_id, why in result.never.items()})
-    transitions.set_wait_reasons(jobs, reasons)
+    transitions.set_wait_reasons(jobs, changed)
     session.flush()
     return launches
 
@@ -77,7 +85,9 @@ def _admit(session: Session, result: CycleResult, jobs: Mapping[str, Job], node_
                              gpu_uuid=None, cpus_milli=0, memory_mib=0)]
             rows[0].cpus_milli, rows[0].memory_mib = member.cpus_milli, member.memory_mib
             members.append(transitions.ReplicaRows(replica, member.node_id, rows))
-        placements.append((jobs[admission.job_id], members))
+        job = jobs[admission.job_id]
+        if JobState(job.state) is JobState.QUEUED:  # loaded after the snapshot: a cancel committed since wins
+            placements.append((job, members))
     chosen = {a.job_id: a.placement for a in result.admitted}
     launches: list[LaunchSpec] = []
     notes = {a.job_id: a.placement.note for a in result.admitted if a.placement.note}

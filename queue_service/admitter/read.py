@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState
+from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState, Request
 from queue_service import snapshots
 from queue_service.admission.snapshot import PendingJob, Snapshot
 from queue_service.db.base import utcnow
@@ -18,7 +19,7 @@ from queue_service.db.priority_classes import effective
 from queue_service.services import coexistence as coexistence_service
 from queue_service.services import nodes as node_service
 from queue_service.services import quotas as quota_service
-from queue_service.services.convert import request_for, runtime_labels
+from queue_service.services.convert import Shape, request_for, runtime_labels
 from queue_service.settings import Settings
 
 
@@ -124,16 +125,70 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-def queued(session: Session) -> list[tuple[Job, str]]:
+class QueuedJob(NamedTuple):
+    """One queued job as a cycle reads it: the columns it decides on, not a ``Job`` entity.
+
+    With thousands queued, loading every job as an entity (every column, seven JSON decodes each) was
+    most of a cycle's time, each cycle; the few jobs a cycle changes are loaded as entities (``entities``).
+    A tuple, as ``Shape``: a frozen dataclass took as long to build as the rest of the read.
+    """
+
+    id: str
+    project: str
+    project_id: str
+    priority_class: str
+    priority: int
+    priority_override: int | None
+    time_limit_s: int | None
+    submitted_at: datetime
+    reason: str
+    gated: bool  # a launch back-off, dependency, array limit or approval deadline: the lifecycle's gates read it
+    shape: Shape
+
+
+_QUEUED_COLUMNS = (
+    Job.id, Project.name, Job.project_id, Job.priority_class, Job.priority, Job.priority_override,
+    Job.time_limit_s, Job.submitted_at, Job.reason, Job.retry_not_before, Job.depends_on, Job.array_limit,
+    Job.approval_expires_at, Job.gpus, Job.mig_profile, Job.mig_count, Job.blocks, Job.gpu_memory_mib,
+    Job.gpu_models, Job.cpus, Job.memory_mib, Job.replicas, Job.image, Job.workload, Job.avoid_nodes,
+)
+
+
+def queued(session: Session) -> list[QueuedJob]:
     """The queued jobs that are not held, with their project names (the cycle's candidates)."""
     rows = session.execute(
-        select(Job, Project.name).join(Project, Project.id == Job.project_id)
+        select(*_QUEUED_COLUMNS).join(Project, Project.id == Job.project_id)
         .where(Job.state == JobState.QUEUED, Job.held.is_(False))
     ).all()
-    return [(job, project) for job, project in rows]
+    return [
+        QueuedJob(
+            id=r.id, project=r.name, project_id=r.project_id, priority_class=r.priority_class, priority=r.priority,
+            priority_override=r.priority_override, time_limit_s=r.time_limit_s, submitted_at=r.submitted_at,
+            reason=r.reason,
+            gated=bool(r.retry_not_before is not None or r.depends_on or r.array_limit
+                       or r.approval_expires_at is not None),
+            shape=Shape(gpus=r.gpus, mig_profile=r.mig_profile, mig_count=r.mig_count, blocks=r.blocks,
+                        gpu_memory_mib=r.gpu_memory_mib, gpu_models=tuple(r.gpu_models or ()), cpus=r.cpus,
+                        memory_mib=r.memory_mib, replicas=r.replicas, image=r.image, workload=r.workload or "",
+                        avoid_nodes=tuple(r.avoid_nodes or ())),
+        )
+        for r in rows
+    ]
 
 
-def snapshot(session: Session, *, settings: Settings, rows: list[tuple[Job, str]], skip: Container[str] = (),
+_IN_CHUNK = 500  # ids per IN (...): well under SQLite's and PostgreSQL's bound-parameter limits
+
+
+def entities(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
+    """The ``Job`` entities of ``job_ids`` (those the cycle gates, admits or gives a new wait reason)."""
+    ids = sorted(set(job_ids))
+    out: dict[str, Job] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        out.update((job.id, job) for job in session.scalars(select(Job).where(Job.id.in_(ids[i:i + _IN_CHUNK]))))
+    return out
+
+
+def snapshot(session: Session, *, settings: Settings, rows: list[QueuedJob], skip: Container[str] = (),
              now: datetime | None = None) -> Snapshot:
     """The cycle's snapshot over the queued ``rows`` (minus ``skip``), read in the cycle's transaction."""
     now = now or utcnow()
@@ -143,15 +198,19 @@ def snapshot(session: Session, *, settings: Settings, rows: list[tuple[Job, str]
     standing = snapshots.fair_share(session, now=now, half_life_s=settings.fair_share_half_life_s,
                                      charge=settings.fair_share_charge)
     pending = []
-    for job, project in rows:
+    requests: dict[Shape, Request] = {}  # one per distinct shape: a queue holds many jobs of few shapes
+    for job in rows:
         if job.id in skip:
             continue
         klass = classes.get(job.priority_class)
+        request = requests.get(job.shape)
+        if request is None:
+            request = requests[job.shape] = request_for(job.shape, rules=rules)
         pending.append(PendingJob(
-            job_id=job.id, project=project, request=request_for(job, rules=rules),
+            job_id=job.id, project=job.project, request=request,
             priority=klass.value if klass else job.priority, submitted_at=job.submitted_at,
             priority_override=job.priority_override, time_limit_s=job.time_limit_s,
-            fair_share=standing.get(project, 0.0), preemptible=bool(klass and klass.preemptible),
+            fair_share=standing.get(job.project, 0.0), preemptible=bool(klass and klass.preemptible),
         ))
     return Snapshot(
         cluster=cluster, pending=tuple(pending), now=now,

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,7 +34,6 @@ from queue_service.billing.prices import PriceBook
 from queue_service.db.approval_models import ProjectBudget
 from queue_service.db.billing_models import GpuPrice
 from queue_service.db.clock import db_now
-from queue_service.db.models import Job
 
 UNITS = ("gpu_hours", "cost")
 MODES = ("hard", "approval")
@@ -89,7 +89,14 @@ def standing(session: Session, *, project_id: str, now: datetime | None = None) 
                     unit=row.unit, mode=row.mode)
 
 
-def hold_back(session: Session, *, queued: Mapping[str, Job], now: datetime | None = None) -> dict[str, str]:
+class _OfProject(Protocol):
+    """A queued job as the budget rule reads it: its project (a ``Job``, or the cycle's ``QueuedJob``)."""
+
+    @property
+    def project_id(self) -> str: ...
+
+
+def hold_back(session: Session, *, queued: Mapping[str, _OfProject], now: datetime | None = None) -> dict[str, str]:
     """Queued jobs of projects whose ``hard`` budget is exhausted this month, with the reason."""
     project_ids = sorted({j.project_id for j in queued.values()})
     if not project_ids:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from partitioner.catalog import lookup_model
 from partitioner.types import Request
 from queue_service.admission.coexistence import Rules
@@ -22,7 +24,26 @@ def runtime_labels(runtimes: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple((RUNTIME_LABEL + kind, "yes") for kind in sorted(runtimes))
 
 
-def request_for(job: Job, *, rules: Rules | None = None) -> Request:
+class Shape(NamedTuple):
+    """What a job asks for, as ``request_for`` reads it, without the ``Job`` entity: hashable, so a cycle
+    builds one ``Request`` per distinct shape instead of one per queued job (a tuple: cheap to build for
+    thousands of rows each cycle)."""
+
+    gpus: int
+    mig_profile: str | None
+    mig_count: int
+    blocks: int
+    gpu_memory_mib: int
+    gpu_models: tuple[str, ...]
+    cpus: float
+    memory_mib: int
+    replicas: int
+    image: str | None
+    workload: str
+    avoid_nodes: tuple[str, ...]
+
+
+def request_for(job: Job | Shape, *, rules: Rules | None = None) -> Request:
     """The partitioner request for one replica of ``job``: a host job needs a node that runs host processes,
     an image job one with a Docker engine."""
     return Request(
