@@ -26,6 +26,7 @@ from partitioner.simulate import (
     arrival_order,
     fgd_prefix,
     find_trace_dir,
+    gpuq_variant,
     load_trace,
     run_policy,
     target_shapes,
@@ -60,7 +61,7 @@ def baseline_replay(commit: str) -> Any:
 
 def timed_replay(fn: Any, trace: Trace, policy: str, seed: int) -> tuple[float, np.ndarray]:
     """Seconds of one replay by kernel ``fn`` (as ``simulate.run_policy`` calls it) and its placements."""
-    from partitioner.simulate import POLICY_IDS, gpuq_variant
+    from partitioner.simulate import POLICY_IDS
 
     shapes = target_shapes(trace, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
     n_fgd = fgd_prefix(trace, shapes) if policy == "gpuq" else -1
@@ -71,7 +72,7 @@ def timed_replay(fn: Any, trace: Trace, policy: str, seed: int) -> tuple[float, 
     fn(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, node_order,
        trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks],
        trace.task_models[tasks], shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"],
-       POLICY_IDS[policy], seed, GPUQ_LEVELS, gpuq_variant(shapes), out_node, out_gpu, n_fgd)
+       POLICY_IDS[policy], seed, GPUQ_LEVELS, gpuq_variant(trace, shapes), out_node, out_gpu, n_fgd)
     return time.perf_counter() - t, np.concatenate([out_node, out_gpu])
 
 
@@ -102,13 +103,14 @@ def reference_speedup(trace: Trace) -> None:
     tasks, order = arrival_order(trace, 42)
     tasks = tasks[:300]
     shapes = target_shapes(trace, GPUQ_COVERAGE)
+    variant = gpuq_variant(trace, shapes)  # the default's rule on this trace
     from partitioner.kernels.replay import replay
     args = [trace.task_cpu[tasks], trace.task_mem[tasks], trace.task_ngpu[tasks], trace.task_milli[tasks],
             trace.task_models[tasks]]
     out = np.full(len(tasks), -1, dtype=np.int64)
     t = time.perf_counter()
     replay(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, order, *args,
-           shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, GPUQ_LEVELS, 2,
+           shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, GPUQ_LEVELS, variant,
            out, out.copy(), fgd_prefix(trace, shapes))
     fast = time.perf_counter() - t
     node_columns = (trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model)
@@ -116,7 +118,8 @@ def reference_speedup(trace: Trace) -> None:
     tl = list(zip(*(a.tolist() for a in args), strict=True))
     sl = list(zip(*(shapes[k].tolist() for k in ("cpu", "milli", "ngpu", "models", "p")), strict=True))
     t = time.perf_counter()
-    want = reference.replay(nodes, tl, sl, order.tolist(), 3, levels=GPUQ_LEVELS, n_fgd=fgd_prefix(trace, shapes))
+    want = reference.replay(nodes, tl, sl, order.tolist(), 3, levels=GPUQ_LEVELS, variant=variant,
+                            n_fgd=fgd_prefix(trace, shapes))
     slow = time.perf_counter() - t
     same = want == out.tolist()
     print(f"kernel vs pure-Python reference, 300 arrivals (gpuq): {fast * 1e3:.1f} ms vs {slow:.1f} s "

@@ -41,7 +41,10 @@ def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, varia
     """Reference openb replay. ``nodes``: (cpu, mem, ngpu, model); ``tasks``: (cpu, mem, ngpu, milli, models).
 
     Returns the chosen node per task (-1 = dropped). Policies: 0 random, 1 best-fit, 2 fgd, 3 gpuq.
-    gpuq with ``n_fgd`` >= 0: fgd over ``shapes[:n_fgd]`` until the placed GPU share reaches
+    gpuq with ``variant`` 3 (lexicographic): every option keyed by the pair (FGD's score over
+    ``shapes[:n_fgd]``, all shapes if ``n_fgd`` < 0; the multi-task fragment's ``levels``-level
+    score over all shapes), compared as a tuple, from the first arrival. Other variants with
+    ``n_fgd`` >= 0: fgd over ``shapes[:n_fgd]`` until the placed GPU share reaches
     ``MULTI_TASK_FROM`` of the capacity (the load rule), gpuq over all shapes from then on.
     """
     from partitioner.kernels.replay import MULTI_TASK_FROM
@@ -53,10 +56,12 @@ def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, varia
     capacity = MILLI * sum(n[2] for n in nodes)
     placed = 0
     gpuq = policy == 3
+    lex = gpuq and variant == 3
     all_shapes = shapes
+    first_shapes = shapes[:n_fgd] if n_fgd >= 0 else shapes
     out = []
     for t_cpu, t_mem, k, milli, models in tasks:
-        if gpuq and n_fgd >= 0 and placed < MULTI_TASK_FROM * capacity:
+        if gpuq and not lex and n_fgd >= 0 and placed < MULTI_TASK_FROM * capacity:  # lex: no load rule
             policy, shapes = 2, all_shapes[:n_fgd]
         elif gpuq:
             policy, shapes = 3, all_shapes
@@ -72,7 +77,11 @@ def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, varia
             feasible.append(n)
             if policy == 0:
                 continue
-            before = fgd_fragment(cpu[n], gpus[n], nodes[n][3], shapes, packed)
+            if lex:
+                before_fgd = fgd_fragment(cpu[n], gpus[n], nodes[n][3], first_shapes, 0)
+                before_multi = fgd_fragment(cpu[n], gpus[n], nodes[n][3], all_shapes, 1)
+            else:
+                before = fgd_fragment(cpu[n], gpus[n], nodes[n][3], shapes, packed)
             options = []
             if sharing:
                 for j, r in enumerate(gpus[n]):
@@ -93,6 +102,12 @@ def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, varia
                 if policy == 1:
                     s = math.floor(100 * (1 - (0.5 * (cpu[n] - t_cpu) / 128000 + 0.5 * sum(after) / 8000)))
                     tie = -gpus[n][j] if j >= 0 else 0
+                elif lex:
+                    d_fgd = before_fgd - fgd_fragment(cpu[n] - t_cpu, after, nodes[n][3], first_shapes, 0)
+                    d_multi = before_multi - fgd_fragment(cpu[n] - t_cpu, after, nodes[n][3], all_shapes, 1)
+                    s = (math.floor(100 / (1 + math.exp(-d_fgd / 1000))),
+                         math.floor(levels / (1 + math.exp(-d_multi / 1000))))
+                    tie = 0  # the first GPU reaching the best pair, as fgd
                 else:
                     delta = before - fgd_fragment(cpu[n] - t_cpu, after, nodes[n][3], shapes, packed)
                     s = math.floor((100 if policy == 2 else levels) / (1 + math.exp(-delta / 1000)))

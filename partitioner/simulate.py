@@ -45,14 +45,16 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["LEVELS", "Trace", "cli", "fgd_prefix", "find_trace_dir", "gpuq_variant", "load_trace", "run_policy",
-           "target_shapes"]
+__all__ = ["LEVELS", "Trace", "cli", "cpu_bound", "fgd_prefix", "find_trace_dir", "gpuq_variant", "load_trace",
+           "run_policy", "sliver_heavy", "target_shapes"]
 
 LEVELS = (80, 90, 95, 100, 110, 120)
 POLICY_IDS = {"random": 0, "best-fit": 1, "fgd": 2, "gpuq": 3}
 KINDS = ("cpu-only", "sharing", "one-gpu", "multi-gpu")
 GPUQ_LEVELS = 30.0  # gpuq scores ⌊30·σ(ΔF/1000)⌋ once its load rule is on (see docs/partitioner.md)
-GPUQ_VARIANT = 2  # FGD fragment + CPU-bounded multi-task fragment
+GPUQ_VARIANT = 2  # FGD fragment + CPU-bounded multi-task fragment, under the load rule
+GPUQ_LEX = 3  # FGD's score first, the multi-task fragment's among its ties, from the first arrival (kernels.replay)
+GPUQ_LEX_MIN_HALF = 0.25  # the lexicographic rule needs this share of sharing tasks to ask more than half a GPU
 GPUQ_COVERAGE = 0.98  # gpuq's target workload covers 98 % of tasks (FGD: 95 %)
 GPUQ_PINNED_LIMIT = 0.05  # above this share of model-pinned GPU shapes, gpuq drops its multi-task term
 ALL_MODELS = np.int64(-1)  # every bit set: any model
@@ -184,17 +186,55 @@ def target_shapes(trace: Trace, coverage: float = 0.95) -> dict[str, np.ndarray]
     }
 
 
-def gpuq_variant(shapes: dict[str, np.ndarray]) -> int:
-    """gpuq's fragment measure for a target workload: FGD + CPU-bounded multi-task (2), or FGD's alone (0).
-
-    The multi-task term measured 3.5-4 points worse than FGD's fragment alone
-    when many GPU shapes are pinned to GPU models (docs/partitioner.md), so a
-    workload whose pinned GPU shapes carry more than ``GPUQ_PINNED_LIMIT`` of
-    the frequency is scored with FGD's fragment (still with gpuq's levels and
-    coverage).
-    """
+def pinned_workload(shapes: dict[str, np.ndarray]) -> bool:
+    """Model-pinned GPU shapes carry more than ``GPUQ_PINNED_LIMIT`` of the target workload's frequency."""
     pinned = (shapes["ngpu"] > 0) & (shapes["models"] != ALL_MODELS)
-    return 0 if float(shapes["p"][pinned].sum()) > GPUQ_PINNED_LIMIT else GPUQ_VARIANT
+    return float(shapes["p"][pinned].sum()) > GPUQ_PINNED_LIMIT
+
+
+def cpu_bound(trace: Trace, shapes: dict[str, np.ndarray]) -> bool:
+    """The target workload runs out of CPU before it fills the GPUs.
+
+    CPU per GPU share of the shapes (frequency-weighted, CPU-only shapes included), times the
+    cluster's GPU capacity, against the cluster's CPU. There the multi-task term's tie-break
+    loses from the first arrival (it counts GPUs behind exhausted CPU as fragment and moves
+    work onto them: CPU-heavy mix, docs/partitioner.md) and gpuq keeps the load rule, which on
+    such a cluster is FGD (it never reaches 90 % of its GPUs).
+    """
+    gpu = float((shapes["p"] * shapes["ngpu"] * shapes["milli"]).sum())
+    cpu = float((shapes["p"] * shapes["cpu"]).sum())
+    return gpu <= 0 or cpu / gpu * trace.capacity_milli >= float(trace.node_cpu.sum())
+
+
+def sliver_heavy(shapes: dict[str, np.ndarray]) -> bool:
+    """At least ``GPUQ_LEX_MIN_HALF`` of the sharing tasks ask more than half a GPU.
+
+    Two of those never share a GPU, so each leaves a sliver: that is where the lexicographic
+    rule's gain is (the sliver bound, docs/partitioner.md). Where sharing tasks are small, any
+    gap takes them, the tie-break has nothing to gain early and it strands 8-GPU nodes (tiny
+    shares mix: 8-GPU tasks failed from 45 % arrived).
+    """
+    sharing = (shapes["ngpu"] == 1) & (shapes["milli"] > 0) & (shapes["milli"] < 1000)
+    total = float(shapes["p"][sharing].sum())
+    half = float(shapes["p"][sharing & (shapes["milli"] > 500)].sum())
+    return total > 0 and half >= GPUQ_LEX_MIN_HALF * total
+
+
+def gpuq_variant(trace: Trace, shapes: dict[str, np.ndarray]) -> int:
+    """gpuq's rule for a target workload (``shapes``, gpuq's 98 %) on ``trace``'s cluster.
+
+    * pinned workloads (:func:`pinned_workload`): FGD's fragment alone (0), with gpuq's levels and
+      coverage past the load rule; the multi-task term measured 3.5-4 points worse than FGD there;
+    * the lexicographic rule (``GPUQ_LEX``) where the workload leaves slivers
+      (:func:`sliver_heavy`), is not CPU-bound (:func:`cpu_bound`) and FGD's shapes are a prefix
+      of gpuq's (the rule's first key is FGD's score over them);
+    * else FGD + multi-task summed under the load rule (``GPUQ_VARIANT``).
+    """
+    if pinned_workload(shapes):
+        return 0
+    if sliver_heavy(shapes) and not cpu_bound(trace, shapes) and fgd_prefix(trace, shapes) >= 0:
+        return GPUQ_LEX
+    return GPUQ_VARIANT
 
 
 def fgd_prefix(trace: Trace, shapes: dict[str, np.ndarray]) -> int:
@@ -233,14 +273,14 @@ def run_policy(trace: Trace, policy: str, seed: int, shapes: dict[str, np.ndarra
                tie_weight: float = GPUQ_LEVELS, variant: int | None = None) -> dict:
     """One replay of ``trace`` under ``policy`` for ``seed``; returns the figures of that run.
 
-    ``variant`` (gpuq's fragment measure) defaults to :func:`gpuq_variant` of the shapes.
+    ``variant`` (gpuq's rule) defaults to :func:`gpuq_variant` of the trace and shapes.
     """
     from partitioner.kernels.replay import replay
 
     if shapes is None:
         shapes = target_shapes(trace, GPUQ_COVERAGE if policy == "gpuq" else 0.95)
     if variant is None:
-        variant = gpuq_variant(shapes)
+        variant = gpuq_variant(trace, shapes)
     n_fgd = fgd_prefix(trace, shapes) if policy == "gpuq" else -1
     tasks, node_order = arrival_order(trace, seed)
     out_node = np.full(tasks.shape[0], -1, dtype=np.int64)

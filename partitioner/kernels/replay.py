@@ -35,6 +35,8 @@ MAX_GPUS = 8
 CPU_SCALE = 128000.0  # best-fit's CPU normaliser (the largest openb node, milli)
 GPU_SCALE = 8000.0  # best-fit's GPU normaliser (8 GPUs, milli)
 MULTI_TASK_FROM = 0.9  # gpuq: plain FGD scoring below this allocated share of the GPUs, its multi-task term from it
+VARIANT_LEX = 3  # gpuq's lexicographic rule: FGD's score first, the multi-task fragment's score among its ties
+LEX_BASE = 1000.0  # FGD's score weighs this much in the combined key (above any multi-task score's levels)
 
 
 @njit(cache=True)
@@ -59,6 +61,12 @@ def shape_fragment(cpu_after, cnt, small, idle, allowed, sh_cpu, sh_milli, sh_ng
 
 
 @njit(cache=True)
+def share_units(free, share):
+    """⌊free / share⌋ (share > 0), without the division where the share does not fit (most GPUs of a full node)."""
+    return free // share if free >= share else 0
+
+
+@njit(cache=True)
 def packed_fragment(cpu_after, units, idle, allowed, sh_cpu, sh_milli, sh_ngpu):
     """gpuq's fragment: idle share that repeated tasks of one shape could not use.
 
@@ -68,11 +76,9 @@ def packed_fragment(cpu_after, units, idle, allowed, sh_cpu, sh_milli, sh_ngpu):
     """
     if sh_ngpu == 0 or not allowed:
         return idle
-    fit = units // sh_ngpu
-    if sh_cpu > 0:
-        by_cpu = cpu_after // sh_cpu
-        if by_cpu < fit:
-            fit = by_cpu
+    fit = units if sh_ngpu == 1 else units // sh_ngpu
+    if sh_cpu > 0 and fit * sh_cpu > cpu_after:  # = min(fit, cpu_after // sh_cpu), dividing only when CPU binds
+        fit = cpu_after // sh_cpu
     return idle - fit * sh_ngpu * sh_milli
 
 
@@ -90,7 +96,7 @@ def node_frag_after(n, r_old, r_new, k, cpu_after, cnt, small, idle,
         if packed > 0:
             u = units[n, m]
             if k > 0 and s > 0:
-                u += k * (r_new // s - r_old // s)
+                u += k * (share_units(r_new, s) - share_units(r_old, s))
             total += sh_p[m] * packed_fragment(cpu_after, u, idle_after, allowed[n, m], sh_cpu[m], s, sh_ngpu[m])
             if packed == 1:
                 continue
@@ -140,10 +146,56 @@ def refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
             u = 0
             if s > 0:
                 for j in range(ng):
-                    u += gpu_free[n, j] // s
+                    u += share_units(gpu_free[n, j], s)
             units[n, m] = u
     frag[n] = node_frag_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle,
                               allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
+
+
+@njit(cache=True)
+def lex_refresh(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, frag_multi,
+                allowed, sh_cpu, sh_ngpu, sh_p, units, n_first, share_vals, share_idx, share_full, scratch):
+    """Recompute node ``n``'s caches under gpuq's lexicographic rule (:func:`lex_frags_after`).
+
+    ``cnt``/``small``/``units`` are indexed by distinct share (``share_vals``; shape ``m`` has
+    share ``share_vals[share_idx[m]]``) rather than by shape: openb's 48 target shapes have 15
+    shares, and the shapes of one share differ only in CPU.
+    """
+    ng = node_ngpu[n]
+    total = 0
+    for j in range(ng):
+        total += gpu_free[n, j]
+    idle[n] = total
+    for i in range(share_vals.shape[0]):
+        s = share_vals[i]
+        c = 0
+        sm = 0
+        u = 0
+        for j in range(ng):
+            r = gpu_free[n, j]
+            if r >= s:
+                c += 1
+                if s > 0:
+                    u += r // s
+            else:
+                sm += r
+        cnt[n, i] = c
+        small[n, i] = sm
+        units[n, i] = u
+    frag[n], frag_multi[n] = lex_frags_after(n, 0, 0, 0, cpu_free[n], cnt, small, idle, allowed, sh_cpu, sh_ngpu,
+                                             sh_p, units, n_first, share_vals, share_idx, share_full, scratch)
+
+
+@njit(cache=True)
+def refresh(n, lex, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, frag_multi, allowed, sh_cpu, sh_milli,
+            sh_ngpu, sh_p, units, packed, n_act, n_first, share_vals, share_idx, share_full, scratch):
+    """Node ``n``'s caches under the current rule: :func:`lex_refresh` or :func:`refresh_node`."""
+    if lex:
+        lex_refresh(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag, frag_multi, allowed, sh_cpu, sh_ngpu,
+                    sh_p, units, n_first, share_vals, share_idx, share_full, scratch)
+    else:
+        refresh_node(n, gpu_free, node_ngpu, cpu_free, cnt, small, idle, frag,
+                     allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
 
 
 @njit(cache=True)
@@ -162,6 +214,61 @@ def best_fit_score(cpu_after, idle_after):
 def gpuq_score(delta, levels):
     """gpuq's score: ⌊levels · σ(ΔF / 1000)⌋ (coarser than FGD's 100 levels on purpose, see docs)."""
     return math.floor(levels / (1.0 + math.exp(-delta / 1000.0)))
+
+
+@njit(cache=True)
+def lex_frags_after(n, r_old, r_new, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_ngpu, sh_p, units,
+                    n_first, share_vals, share_idx, share_full, scratch):
+    """(FGD's F over the first ``n_first`` shapes, the multi-task F over all shapes) of node ``n`` after the change.
+
+    The two keys of gpuq's lexicographic rule in one pass over the shapes (the change as in
+    :func:`node_frag_after`: ``k`` GPUs from free share ``r_old`` to ``r_new``, CPU to ``cpu_after``).
+    The GPU counts are first updated once per distinct share (caches indexed as in
+    :func:`lex_refresh`; ``share_full[i]`` = ⌊1000 / share⌋, 0 for CPU-only) into ``scratch``
+    (3 rows: count, small, units); each shape then adds its CPU check and weight.
+    """
+    idle_after = idle[n] - k * (r_old - r_new)
+    for i in range(share_vals.shape[0]):
+        s = share_vals[i]
+        c = cnt[n, i]
+        sm = small[n, i]
+        u = units[n, i]
+        if k > 0:
+            if r_old >= s:
+                c -= k
+                if s > 0:
+                    u -= k * (share_full[i] if r_old == MILLI else r_old // s)  # whole GPUs: no division
+            else:
+                sm -= k * r_old
+            if r_new >= s:
+                c += k
+                if s > 0:
+                    u += k * (r_new // s)
+            else:
+                sm += k * r_new
+        scratch[0, i] = c
+        scratch[1, i] = sm
+        scratch[2, i] = u
+    fgd = 0.0
+    multi = 0.0
+    for m in range(sh_p.shape[0]):
+        i = share_idx[m]
+        s = share_vals[i]
+        multi += sh_p[m] * packed_fragment(cpu_after, scratch[2, i], idle_after, allowed[n, m], sh_cpu[m], s,
+                                           sh_ngpu[m])
+        if m < n_first:
+            fgd += sh_p[m] * shape_fragment(cpu_after, scratch[0, i], scratch[1, i], idle_after, allowed[n, m],
+                                            sh_cpu[m], s, sh_ngpu[m])
+    return fgd, multi
+
+
+@njit(cache=True)
+def lex_score(fgd_delta, multi_delta, levels):
+    """gpuq's lexicographic key as one number: FGD's integer score, then ⌊levels·σ(ΔF_multi/1000)⌋ among its ties.
+
+    ``levels`` < ``LEX_BASE``, so the second key never outweighs one step of the first.
+    """
+    return sigmoid_score(fgd_delta) * LEX_BASE + gpuq_score(multi_delta, levels)
 
 
 @njit(cache=True)
@@ -190,8 +297,11 @@ def replay(
     """Place every task in arrival order; write the chosen node (or -1) and GPU per task.
 
     gpuq only: ``tie_weight`` is the number of score levels (FGD uses 100) and
-    ``variant`` the fragment measure (0 FGD's, 1 CPU-bounded multi-task, 2 both).
-    ``n_fgd`` >= 0 turns on the load rule (:func:`multi_task_on`): until the
+    ``variant`` the fragment measure (0 FGD's, 1 CPU-bounded multi-task, 2 both summed,
+    ``VARIANT_LEX`` FGD's score over the first ``n_fgd`` shapes first and the multi-task
+    fragment's ``tie_weight``-level score over all shapes among its ties, sharing tasks on the
+    lowest-index GPU reaching the best key, from the first arrival; ``n_fgd`` < 0: all shapes).
+    Otherwise ``n_fgd`` >= 0 turns on the load rule (:func:`multi_task_on`): until the
     allocated share reaches it, gpuq is FGD over the first ``n_fgd`` shapes
     (FGD's target workload is a prefix of gpuq's); -1: gpuq's scoring throughout.
 
@@ -222,16 +332,26 @@ def replay(
     idle = np.zeros(n_nodes, dtype=np.int64)
     frag = np.zeros(n_nodes, dtype=np.float64)
     units = np.zeros((n_nodes, n_shapes), dtype=np.int64)
-    # 0: FGD's fragment; 1: gpuq's CPU-bounded multi-task fragment only; 2: both summed (gpuq)
+    frag_multi = np.zeros(n_nodes, dtype=np.float64)  # the lexicographic rule's second F
+    share_vals = np.unique(sh_milli)  # the lexicographic rule's caches are per distinct share
+    share_idx = np.searchsorted(share_vals, sh_milli)
+    share_full = np.zeros(share_vals.shape[0], dtype=np.int64)  # tasks of each share one whole GPU holds
+    for i in range(share_vals.shape[0]):
+        if share_vals[i] > 0:
+            share_full[i] = MILLI // share_vals[i]
+    scratch = np.zeros((3, share_vals.shape[0]), dtype=np.int64)
+    # 0: FGD's fragment; 1: gpuq's CPU-bounded multi-task fragment only; 2: both summed (gpuq); 3: lexicographic
     final_policy = policy
     final_packed = variant if policy == POLICY_GPUQ else 0
     packed = final_packed
+    lex = packed == VARIANT_LEX
+    n_first = n_fgd if n_fgd >= 0 else n_shapes  # the lexicographic rule's FGD shapes
     n_act = n_shapes
     capacity = 0
     for n in range(n_nodes):
         capacity += ngpu[n] * MILLI
     allocated = 0
-    if policy == POLICY_GPUQ and n_fgd >= 0 and not multi_task_on(allocated, capacity):
+    if policy == POLICY_GPUQ and not lex and n_fgd >= 0 and not multi_task_on(allocated, capacity):
         policy = POLICY_FGD  # the load rule: FGD exactly, until the cluster is nearly full
         packed = 0
         n_act = n_fgd
@@ -250,8 +370,8 @@ def replay(
     memo_gpu = np.zeros((n_keys, n_nodes), dtype=np.int64)
     if use_frag:
         for n in range(n_nodes):
-            refresh_node(n, gpu_free, ngpu, cpu_free, cnt, small, idle, frag,
-                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
+            refresh(n, lex, gpu_free, ngpu, cpu_free, cnt, small, idle, frag, frag_multi, allowed, sh_cpu, sh_milli,
+                    sh_ngpu, sh_p, units, packed, n_act, n_first, share_vals, share_idx, share_full, scratch)
     else:
         for n in range(n_nodes):
             idle[n] = ngpu[n] * MILLI
@@ -263,8 +383,9 @@ def replay(
             n_act = n_shapes
             for n in range(n_nodes):  # every node's F and memoised scores change with the rule
                 node_ver[n] += 1
-                refresh_node(n, gpu_free, ngpu, cpu_free, cnt, small, idle, frag,
-                             allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
+                refresh(n, lex, gpu_free, ngpu, cpu_free, cnt, small, idle, frag, frag_multi, allowed, sh_cpu,
+                        sh_milli, sh_ngpu, sh_p, units, packed, n_act, n_first, share_vals, share_idx, share_full,
+                        scratch)
         cpu = task_cpu[t]
         mem = task_mem[t]
         k = task_ngpu[t]
@@ -328,6 +449,12 @@ def replay(
                     if policy == POLICY_BEST_FIT:
                         s = best_fit_score(cpu_after, idle[n] - milli)
                         tt = -r  # tightest GPU within the node
+                    elif lex:
+                        fa, fm = lex_frags_after(n, r, r - milli, 1, cpu_after, cnt, small, idle, allowed, sh_cpu,
+                                                 sh_ngpu, sh_p, units, n_first, share_vals, share_idx, share_full,
+                                                 scratch)
+                        s = lex_score(frag[n] - fa, frag_multi[n] - fm, tie_weight)
+                        tt = 0.0  # FGD's GPU choice: the lowest index reaching the best key
                     else:
                         fa = node_frag_after(n, r, r - milli, 1, cpu_after, cnt, small, idle,
                                              allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
@@ -344,6 +471,10 @@ def replay(
             else:
                 if policy == POLICY_BEST_FIT:
                     score = best_fit_score(cpu_after, idle[n] - k * milli)
+                elif lex:
+                    fa, fm = lex_frags_after(n, MILLI, 0, k, cpu_after, cnt, small, idle, allowed, sh_cpu, sh_ngpu,
+                                             sh_p, units, n_first, share_vals, share_idx, share_full, scratch)
+                    score = lex_score(frag[n] - fa, frag_multi[n] - fm, tie_weight)
                 else:
                     fa = node_frag_after(n, MILLI, 0, k, cpu_after, cnt, small, idle,
                                          allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
@@ -390,7 +521,7 @@ def replay(
         if k > 0:
             fit_summary(n, gpu_free, ngpu, max_free, n_full)
         if use_frag:
-            refresh_node(n, gpu_free, ngpu, cpu_free, cnt, small, idle, frag,
-                         allowed, sh_cpu, sh_milli, sh_ngpu, sh_p, units, packed, n_act)
+            refresh(n, lex, gpu_free, ngpu, cpu_free, cnt, small, idle, frag, frag_multi, allowed, sh_cpu, sh_milli,
+                    sh_ngpu, sh_p, units, packed, n_act, n_first, share_vals, share_idx, share_full, scratch)
         else:
             idle[n] -= k * milli

@@ -25,10 +25,14 @@ def _arrays(rows, n):
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(node_st, min_size=1, max_size=6), st.lists(task_st, min_size=1, max_size=40),
-       st.sampled_from([(1, 0), (2, 0), (3, 0), (3, 1), (3, 2)]), st.integers(-1, 5),
+       st.sampled_from([(1, 0), (2, 0), (3, 0), (3, 1), (3, 2), (3, 3)]), st.integers(-1, 5),
        st.randoms(use_true_random=False))
 def test_replay_kernel_matches_reference(nodes, tasks, policy_variant, n_fgd, rnd):
-    """Every policy and fragment variant; gpuq also under the load rule (FGD over the first n_fgd shapes first)."""
+    """Every policy and fragment variant; gpuq also under the load rule (FGD over the first n_fgd shapes first).
+
+    Variant 3 is the lexicographic rule: the kernel's one-pass pair of fragments and its encoded key
+    against the reference's two separate fragments compared as a tuple.
+    """
     policy, variant = policy_variant
     shapes = [(t[0], t[3] if t[2] else 0, t[2], t[4], 1 / len(tasks)) for t in tasks[:5]]
     n_fgd = min(n_fgd, len(shapes))
@@ -43,6 +47,27 @@ def test_replay_kernel_matches_reference(nodes, tasks, policy_variant, n_fgd, rn
     out_gpu = np.full(len(tasks), -1, dtype=np.int64)
     replay(nc, nm, ng, nmod, np.array(order, dtype=np.int64), tc, tm, tg, tmi, tmo, sc, smi, sg, smo, sp,
            policy, 42, 50.0, variant, out_node, out_gpu, n_fgd)
+    assert out_node.tolist() == want
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(node_st, min_size=1, max_size=6), st.lists(task_st, min_size=1, max_size=40),
+       st.integers(-1, 6), st.sampled_from([10.0, 30.0, 100.0]), st.randoms(use_true_random=False))
+def test_lexicographic_replay_matches_reference(nodes, tasks, n_fgd, levels, rnd):
+    """gpuq's lexicographic rule (variant 3) on its own, with coarse and fine second keys (many ties)."""
+    shapes = [(t[0], t[3] if t[2] else 0, t[2], t[4], (i + 1) / (3 * len(tasks))) for i, t in enumerate(tasks[:6])]
+    n_fgd = min(n_fgd, len(shapes))
+    order = list(range(len(nodes)))
+    rnd.shuffle(order)
+    want = reference.replay(nodes, tasks, shapes, order, 3, levels=levels, variant=3, n_fgd=n_fgd)
+    nc, nm, ng, nmod = _arrays(nodes, 4)
+    tc, tm, tg, tmi, tmo = _arrays(tasks, 5)
+    sc, smi, sg, smo = _arrays(shapes, 4)
+    sp = np.array([s[4] for s in shapes])
+    out_node = np.full(len(tasks), -1, dtype=np.int64)
+    out_gpu = np.full(len(tasks), -1, dtype=np.int64)
+    replay(nc, nm, ng, nmod, np.array(order, dtype=np.int64), tc, tm, tg, tmi, tmo, sc, smi, sg, smo, sp,
+           3, 42, levels, 3, out_node, out_gpu, n_fgd)
     assert out_node.tolist() == want
 
 

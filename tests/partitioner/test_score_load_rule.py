@@ -43,16 +43,25 @@ def test_gpuq_scores_as_fgd_while_the_cluster_has_room():
 
 
 def test_replay_ties_fgd_until_the_rule_turns_on():
-    """On the shipped trace gpuq places every arrival exactly as fgd until 90 % of the GPUs are allocated."""
+    """Under the load rule (``GPUQ_VARIANT``; the default on tiny-share and CPU-bound workloads) gpuq places
+    every arrival of the shipped trace exactly as fgd until 90 % of the GPUs are allocated."""
     import numpy as np
 
-    from partitioner.simulate import GPUQ_COVERAGE, find_trace_dir, load_trace, run_policy, target_shapes, trace_file
+    from partitioner.simulate import (
+        GPUQ_COVERAGE,
+        GPUQ_VARIANT,
+        find_trace_dir,
+        load_trace,
+        run_policy,
+        target_shapes,
+        trace_file,
+    )
 
     d = find_trace_dir()
     assert d is not None
     trace = load_trace(trace_file(d, "openb_node_list_gpu_node.csv"), trace_file(d, "openb_pod_list_default.csv"))
     fgd = run_policy(trace, "fgd", 42)
-    gpuq = run_policy(trace, "gpuq", 42, target_shapes(trace, GPUQ_COVERAGE))
+    gpuq = run_policy(trace, "gpuq", 42, target_shapes(trace, GPUQ_COVERAGE), variant=GPUQ_VARIANT)
     before = np.flatnonzero(fgd["allocated_curve"] >= MULTI_TASK_FROM)[0]  # the arrival that reaches 90 %
     assert before > 5000
     assert np.array_equal(fgd["placed_milli"][: before + 1], gpuq["placed_milli"][: before + 1])

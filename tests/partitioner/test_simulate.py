@@ -38,14 +38,61 @@ def test_bad_arguments():
     assert cli(["--policies", "nope"]) == 2
 
 
-def test_gpuq_variant_drops_multitask_term_for_pinned_workloads():
+def _shapes(cpu, milli, ngpu, models, p):
     import numpy as np
 
-    from partitioner.simulate import GPUQ_VARIANT, gpuq_variant
+    return {"cpu": np.array(cpu), "milli": np.array(milli), "ngpu": np.array(ngpu), "models": np.array(models),
+            "p": np.array(p)}
 
-    shapes = {"ngpu": np.array([1, 1, 0]), "models": np.array([-1, -1, -1]), "p": np.array([0.5, 0.3, 0.2])}
-    assert gpuq_variant(shapes) == GPUQ_VARIANT
-    shapes["models"] = np.array([-1, 0b11, -1])
-    assert gpuq_variant(shapes) == 0
-    shapes["p"] = np.array([0.5, 0.01, 0.2])
-    assert gpuq_variant(shapes) == GPUQ_VARIANT
+
+def test_pinned_workload_drops_multitask_term():
+    from partitioner.simulate import pinned_workload
+
+    shapes = _shapes([1000] * 3, [500, 1000, 0], [1, 1, 0], [-1, -1, -1], [0.5, 0.3, 0.2])
+    assert not pinned_workload(shapes)
+    shapes["models"][1] = 0b11
+    assert pinned_workload(shapes)
+    shapes["p"][1] = 0.01
+    assert not pinned_workload(shapes)
+
+
+def test_sliver_heavy_counts_sharing_tasks_over_half_a_gpu():
+    from partitioner.simulate import GPUQ_LEX_MIN_HALF, sliver_heavy
+
+    # sharing 810 (p 0.2) and 250 (p 0.6): 25 % of the sharing frequency is over half a GPU
+    shapes = _shapes([1000] * 3, [810, 250, 1000], [1, 1, 1], [-1] * 3, [0.2, 0.6, 0.2])
+    assert GPUQ_LEX_MIN_HALF == 0.25 and sliver_heavy(shapes)
+    shapes["p"][0] = 0.19
+    assert not sliver_heavy(shapes)
+    assert not sliver_heavy(_shapes([1000], [1000], [1], [-1], [1.0]))  # no sharing shapes at all
+
+
+def test_cpu_bound_compares_cpu_to_fill_every_gpu_with_the_cluster_cpu():
+    import numpy as np
+
+    from partitioner.simulate import Trace, cpu_bound
+
+    def cluster(cpu_milli):
+        one = np.array([0], dtype=np.int64)
+        return Trace(node_cpu=np.array([cpu_milli]), node_mem=one, node_ngpu=np.array([4]), node_model=one,
+                     task_cpu=one, task_mem=one, task_ngpu=one, task_milli=one, task_models=one, model_names=("m",))
+
+    # a 1-GPU shape of 8 cores and a CPU-only shape of 8 cores, equally frequent: 16 cores per GPU of demand
+    shapes = _shapes([8000, 8000], [1000, 0], [1, 0], [-1, -1], [0.5, 0.5])
+    assert not cpu_bound(cluster(64001), shapes)  # 4 GPUs x 16 cores = 64 cores needed
+    assert cpu_bound(cluster(64000), shapes)
+    assert cpu_bound(cluster(64000), _shapes([8000], [0], [0], [-1], [1.0]))  # CPU-only workload
+
+
+def test_gpuq_variant_prefers_the_lexicographic_rule_where_it_pays():
+    from partitioner.simulate import GPUQ_LEX, GPUQ_VARIANT, gpuq_variant, target_shapes
+
+    d = find_trace_dir()
+    assert d is not None
+    trace = load_trace(trace_file(d, "openb_node_list_gpu_node.csv"), trace_file(d, "openb_pod_list_default.csv"))
+    shapes = target_shapes(trace, 0.98)
+    assert gpuq_variant(trace, shapes) == GPUQ_LEX
+    assert gpuq_variant(trace, target_shapes(trace, 0.90)) == GPUQ_VARIANT  # FGD's 95 % is no prefix of it
+    pinned = {**shapes, "models": shapes["models"].copy()}
+    pinned["models"][shapes["ngpu"] > 0] = 0b1
+    assert gpuq_variant(trace, pinned) == 0
