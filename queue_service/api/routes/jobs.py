@@ -24,7 +24,7 @@ from queue_service.api.schemas.jobs import (
     JobsPublic,
     LogsPublic,
 )
-from queue_service.db.models import Role
+from queue_service.db.models import Project, Role
 from queue_service.services import jobs as job_service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -41,13 +41,14 @@ async def submit_job(body: JobCreate, principal: CurrentPrincipal, ctx: ContextD
     principal.require(Role.ADMIN, Role.OPERATOR, Role.MEMBER)
 
     def work(session: Session) -> JobPublic:
+        projects: dict[str, Project] = {}  # submit fills it: the presenter reuses its lookup
         job = job_service.submit(
             session, body=body, principal=principal, settings=ctx.settings,
             feasibility=lambda request: ctx.feasibility.check(session, request),
             runtime_check=lambda image: ctx.feasibility.runtime_missing(session, image=image),
+            projects=projects,
         )
-        project = job_service.project_service.require(session, name=body.project)
-        return job_public(session, job=job, project=project, principal=principal)
+        return job_public(session, job=job, project=projects[body.project], principal=principal)
 
     return await ctx.submits.run(work)
 
