@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import cast
 
 import httpx
+from _worktree import checkout  # this folder's shared helper (the script's folder is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,22 +133,6 @@ def serve(code_root: Path, *, database_url: str | None, gpus: int, smoke: bool =
             except (OSError, subprocess.TimeoutExpired):
                 proc.kill()
                 proc.wait()
-
-
-@contextmanager
-def checkout(commit: str | None) -> Iterator[Path | None]:
-    """A ``git worktree`` of ``commit`` (removed after), or None."""
-    if commit is None:
-        yield None
-        return
-    path = Path(tempfile.mkdtemp(prefix="gpuq-base-"))
-    subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True,
-                   capture_output=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, capture_output=True)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- GET /v1/health -------------------------------------------------------------

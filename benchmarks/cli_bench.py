@@ -26,7 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _worktree import REPO, checkout  # this folder's shared helper (the script's folder is on the path)
+
 GOAL_S = 0.3  # issue 15: gpuq jobs against a running server, 2-core box
 
 
@@ -120,30 +121,28 @@ def main() -> None:
                and k != "PYTHONDONTWRITEBYTECODE"}
         env |= {"XDG_CONFIG_HOME": str(tmp / "config"), "GPUQ_DATA_DIR": str(tmp / "data"),
                 "GPUQ_PORT": str(free_port()), "HOME": str(tmp)}
-        worktree = tmp / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), commit], cwd=REPO, check=True,
-                       capture_output=True)
         server = None
-        try:
-            server, url, token = start_server(tmp, env)
-            ids = [api(url, token, "POST", "/v1/jobs", {"name": f"bench-{i}", "command": ["sleep", "60"],
-                                                         "resources": {"gpus": 1}})["id"] for i in range(jobs)]
-            # The CLI finds the server by the user's client config alone, as `gpuq jobs` in another shell.
-            cli_env = {k: v for k, v in env.items() if k != "GPUQ_DATA_DIR" and k != "GPUQ_PORT"}
-            trees = {"this tree": REPO, f"baseline {commit}": worktree}
-            for tree in trees.values():
-                check_tree(tree, cli_env)
-                one_run(tree, cli_env)  # warm-up: writes the bytecode, fills the page cache
-            times: dict[str, list[float]] = {name: [] for name in trees}
-            for _ in range(runs):
-                for name, tree in trees.items():
-                    times[name].append(one_run(tree, cli_env))
-            for job_id in ids:
-                api(url, token, "POST", f"/v1/jobs/{job_id}/cancel")
-        finally:
-            if server is not None:
-                stop_server(server)
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True)
+        with checkout(commit, prefix="gpuq-cli-bench-") as worktree:
+            assert worktree is not None
+            try:
+                server, url, token = start_server(tmp, env)
+                ids = [api(url, token, "POST", "/v1/jobs", {"name": f"bench-{i}", "command": ["sleep", "60"],
+                                                             "resources": {"gpus": 1}})["id"] for i in range(jobs)]
+                # The CLI finds the server by the user's client config alone, as `gpuq jobs` in another shell.
+                cli_env = {k: v for k, v in env.items() if k != "GPUQ_DATA_DIR" and k != "GPUQ_PORT"}
+                trees = {"this tree": REPO, f"baseline {commit}": worktree}
+                for tree in trees.values():
+                    check_tree(tree, cli_env)
+                    one_run(tree, cli_env)  # warm-up: writes the bytecode, fills the page cache
+                times: dict[str, list[float]] = {name: [] for name in trees}
+                for _ in range(runs):
+                    for name, tree in trees.items():
+                        times[name].append(one_run(tree, cli_env))
+                for job_id in ids:
+                    api(url, token, "POST", f"/v1/jobs/{job_id}/cancel")
+            finally:
+                if server is not None:
+                    stop_server(server)
     print(f"gpuq jobs against a running gpuq serve ({jobs} jobs listed), {runs} runs each, {os.cpu_count()} CPUs")
     for name, values in times.items():
         print(f"  {name:<22} median {statistics.median(values):.3f} s  p90 {pct(values, 0.9):.3f} s  "

@@ -223,10 +223,7 @@ class _Rolled:
         """(interval, a, b): the closed intervals' parts in the ragged ends, and the open intervals' whole parts."""
         out: list[tuple[Any, datetime, datetime]] = []
         for a, b in self._ends(lo, hi):
-            for iv in self.session.execute(
-                select(*columns).where(*self._where(UsageInterval.project_id), UsageInterval.ended_at.is_not(None),
-                                       UsageInterval.started_at < b, UsageInterval.ended_at > a)
-            ):
+            for iv in self._closed_overlapping(a, b, columns):
                 x, y = max(iv.started_at, a), min(iv.ended_at, b)
                 if x < y:
                     out.append((iv, x, y))
@@ -240,6 +237,44 @@ class _Rolled:
             if x < y:
                 out.append((iv, x, y))
         return out
+
+    def _closed_overlapping(self, a: datetime, b: datetime, columns) -> list[Any]:
+        """The closed intervals overlapping ``[a, b)``, found by start time within a bounded range.
+
+        Overlapping means started before b and ended after a. The start index alone would read the
+        project's whole history before b, because an interval that started long ago may still cross a.
+        Those that cross hour H = hour_floor(a), or start in it, are the intervals summed in H's rollup
+        rows, and the rollups count them (``intervals``: one piece per interval and hour). So the scan
+        walks back from H in widening steps until it has found that many, then stops: its cost is the
+        age of the oldest interval crossing H, not the ledger's length. Exact as long as the rollups
+        hold every closed interval, which the report's whole hours rely on anyway.
+        """
+        if self.ids is None:
+            # No index starts with the start time alone, and all projects' counts would scan the rollups:
+            # an all-projects report reads its ragged ends by a plain scan.
+            return list(self.session.execute(select(*columns).where(
+                UsageInterval.ended_at.is_not(None), UsageInterval.started_at < b, UsageInterval.ended_at > a)))
+        hour = rollups.hour_floor(a)
+        after = hour + rollups.HOUR
+        expected = self.session.scalar(select(func.sum(UsageRollup.intervals)).where(
+            UsageRollup.project_id.in_(self.ids), UsageRollup.hour == hour)) or 0
+        found = 0
+        out: list[Any] = []
+        low: datetime | None = hour - SCAN_FIRST
+        high, width = max(b, after), SCAN_FIRST
+        while True:
+            bounds = [UsageInterval.started_at < high, *([] if low is None else [UsageInterval.started_at >= low])]
+            for iv in self.session.execute(select(*columns).where(
+                UsageInterval.project_id.in_(self.ids), *bounds, UsageInterval.ended_at > hour,
+            )):
+                if iv.started_at < after and iv.ended_at > iv.started_at:
+                    found += 1  # one of the pieces H's rollups count
+                if iv.started_at < b and iv.ended_at > a:
+                    out.append(iv)
+            if found >= expected or low is None:
+                return out
+            high, width = low, width * 2
+            low = low - width if width <= SCAN_LAST else None  # then the rest of the history, in one read
 
     def quantities(self, groups: dict[tuple[str, str], UsageRow], describe: Callable | None = None) -> None:
         """Resource-hours and cost per group (created on first use) and in ``groups[("total", "")]`` if there."""
@@ -339,11 +374,16 @@ class _Rolled:
                 extra_jobs.add(iv.job_id)
         if extra_jobs and whole:
             listed = sorted(extra_jobs)
+            projects = None if self.ids is None else set(self.ids)
             for i in range(0, len(listed), 500):
+                # By the job index, the project filtered here: with the project in the WHERE, SQLite reads the
+                # project's every job-day of the window (the unique key's range) once per chunk instead.
                 for seen in self.session.execute(
                     select(d.project_id, d.owner_token_id, d.workload, d.labels_json, d.gpu_model, d.day, d.job_id)
-                    .where(*window, d.job_id.in_(listed[i:i + 500]))
+                    .where(d.job_id.in_(listed[i:i + 500]), d.day >= self.d0, d.day < self.d1)
                 ):
+                    if projects is not None and seen[0] not in projects:
+                        continue
                     extra_pairs.discard((self.keyer(*seen[:5], seen[5].date().isoformat()), seen[6]))
                     extra_jobs.discard(seen[6])
         for key, _job in extra_pairs:
@@ -361,6 +401,8 @@ INTERVAL_COLUMNS = tuple(getattr(UsageInterval, c) for c in (
 JOB_COLUMNS = tuple(getattr(UsageInterval, c) for c in (
     "job_id", "project_id", "owner_token_id", "workload", "labels_json", "gpu_model", "started_at", "ended_at"))
 DAY = timedelta(days=1)
+SCAN_FIRST = timedelta(hours=2)  # the first step back from a ragged end's hour (the second doubles it)
+SCAN_LAST = timedelta(days=366)  # steps widen to this, then one read takes everything older
 
 
 def _add_seconds(row: UsageRow, values: dict[str, float], gpu_memory_mib: int) -> None:

@@ -4,7 +4,8 @@ Random ledgers: jobs of three projects, owners, workload classes and labels; int
 (some still open, some of zero length), jobs preempted and restarted (one interval per attempt), on two
 GPU models whose price lists change inside the window. Every interval is closed through
 ``ledger.close_intervals``, the path that writes the rollups, in time order or shuffled (the job counts
-re-link a job's later days when an earlier one arrives late). Random windows, exact to the microsecond.
+re-link a job's later days when an earlier one arrives late). Random windows, exact to the microsecond,
+some ending at "now" (this month so far); one project, two, or all.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ EPOCH = datetime(2026, 11, 1)
 PROJECTS = ("alpha", "beta", "gamma")
 MODELS = ("h100-80gb", "a100-40gb")
 WORKLOADS = ("training", "inference", "batch")
-LABELS = ({}, {"feature": "search"}, {"feature": "ads", "team": "x"}, {"team": "y"})
+LABELS: tuple[dict[str, str], ...] = ({}, {"feature": "search"}, {"feature": "ads", "team": "x"}, {"team": "y"})
 GROUPS = ("day", "user", "gpu_model", "project", "workload", "label:feature", "label:team")
 NUMBERS = ("gpu_hours", "block_hours", "mig_hours", "gpu_equivalent_hours", "gpu_memory_gib_hours", "cpu_hours",
            "ram_gib_hours", "cost")
@@ -109,9 +110,9 @@ def _same(a: reports.UsageRow, b: reports.UsageRow, where: str) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(jobs=st.lists(job_st, max_size=12), window=window_st, prices=prices_st, projects=st.integers(0, 3),
-       order=st.none() | st.randoms(use_true_random=False))
-def test_rollup_report_equals_interval_report(jobs, window, prices, projects, order) -> None:
+@given(jobs=st.lists(job_st, max_size=12), window=window_st, prices=prices_st, projects=st.integers(0, 4),
+       order=st.none() | st.randoms(use_true_random=False), so_far=st.booleans())
+def test_rollup_report_equals_interval_report(jobs, window, prices, projects, order, so_far) -> None:
     session = _session()
     now = _ledger(session, jobs, prices, order)
     counted = _job_counts(session)
@@ -119,8 +120,17 @@ def test_rollup_report_equals_interval_report(jobs, window, prices, projects, or
     assert _job_counts(session) == counted
     start = EPOCH + timedelta(seconds=window[0], microseconds=window[0] % 997)
     end = start + timedelta(seconds=window[1])
-    ids = None if projects == 3 else [f"p-{PROJECTS[projects]}"]
-    for group_by in GROUPS:
+    if so_far and start < now:
+        end = now  # this month so far: the window ends mid-day, at the database's "now"
+    ids = None if projects == 3 else ["p-alpha", "p-gamma"] if projects == 4 else [f"p-{PROJECTS[projects]}"]
+    _compare(session, ids, start, end, now)
+    session.close()
+
+
+def _compare(session: Session, ids: list[str] | None, start: datetime, end: datetime, now: datetime,
+             groups: tuple[str, ...] = GROUPS) -> None:
+    """The rollup-based report, grouped every way, equals the reference; the budget check equals its total."""
+    for group_by in groups:
         fast = reports.usage(session, project_ids=ids, start=start, end=end, group_by=group_by, now=now)
         slow = reports.usage_by_intervals(session, project_ids=ids, start=start, end=end, group_by=group_by,
                                           now=now)
@@ -128,10 +138,26 @@ def test_rollup_report_equals_interval_report(jobs, window, prices, projects, or
         for f, s in zip(fast.rows, slow.rows, strict=True):
             _same(f, s, f"{group_by}:{f.key}")
         _same(fast.total, slow.total, f"{group_by}:total")
-        if ids is not None:
+        if ids is not None and len(ids) == 1:
             totals = reports.project_usage_totals(session, ids[0], start, end, now=now)
             assert totals.gpu_hours == pytest.approx(slow.total.gpu_equivalent_hours, rel=1e-9, abs=1e-9)
             assert totals.cost == pytest.approx(slow.total.cost, rel=1e-9, abs=1e-9)
+
+
+def test_window_ending_mid_day_counts_intervals_that_started_days_before() -> None:
+    """A ragged end crossed by a 3.5-day interval (found by widening steps back from its hour), by short ones,
+    and by a zero-length one at the hour; windows ending mid-day, at an hour, and at "now"."""
+    session = _session()
+    long_job = (0, 0, 0, 0, "gpu", 0, 1, [(3600, int(3.5 * 86400))], False)  # Nov 1 01:00 to Nov 4 13:00
+    short = [(i % 2 * 2, i % 3, i % 3, i % 4, ("gpu", "blocks")[i % 2], i % 2, 20,
+              [(i * 1500, 5400), (600, 0)], i % 7 == 0) for i in range(200)]  # 90 minutes, then zero-length
+    now = _ledger(session, [long_job, *short], [(0, 2 * 86400 + 1234, 4)])
+    assert session.query(UsageInterval).filter(UsageInterval.ended_at == UsageInterval.started_at).count() > 0
+    for end in (EPOCH + timedelta(days=3, hours=9, minutes=17, seconds=3), EPOCH + timedelta(days=3, hours=13),
+                EPOCH + timedelta(days=3, hours=12, minutes=59, microseconds=5), now):
+        for start in (EPOCH, EPOCH + timedelta(days=2, hours=8, seconds=1)):
+            for ids in (["p-alpha"], ["p-alpha", "p-gamma"], None):
+                _compare(session, ids, start, end, now, groups=("day", "project", "workload"))
     session.close()
 
 
@@ -157,7 +183,8 @@ def test_groups_add_up_to_the_project_total_and_rebuild_matches() -> None:
     assert rollups.rebuild(session) == sum(len(j[7]) - (1 if j[8] else 0) for j in jobs)
     after = sorted((r.hour, r.labels_hash, r.gpu_model, round(r.cost, 9)) for r in session.query(UsageRollup))
     assert before == after
-    assert PriceBook.load(session).at(MODELS[0], EPOCH + timedelta(days=2)).gpu_hour == 5
+    price = PriceBook.load(session).at(MODELS[0], EPOCH + timedelta(days=2))
+    assert price is not None and price.gpu_hour == 5
     with pytest.raises(Exception, match="label key"):
         reports.usage(session, project_ids=None, start=start, end=end, group_by="label:Bad Key", now=now)
     session.close()

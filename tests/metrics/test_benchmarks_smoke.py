@@ -16,9 +16,18 @@ def _load(name: str):
     return module
 
 
-def test_usage_bench_smoke(capsys) -> None:
+def test_usage_bench_smoke(capsys, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script: its folder's helpers import
     figures = _load("usage_bench").main(["--intervals", "3000"])  # it checks rollups == reference itself
     assert figures["rollups_s"] > 0 and "one project, one month" in capsys.readouterr().out
+
+
+def test_usage_bench_baseline_commit(capsys, monkeypatch) -> None:
+    """``--baseline HEAD`` times that commit's reports.py on the same ledger (and checks it agrees)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    figures = _load("usage_bench").main(["--intervals", "2000", "--baseline", "HEAD"])
+    assert figures["baseline_ragged_rollups_s"] > 0 and figures["baseline_totals_s"] > 0
+    assert "baseline HEAD" in capsys.readouterr().out
 
 
 def test_metrics_bench_smoke(capsys) -> None:
