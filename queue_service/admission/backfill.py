@@ -18,7 +18,8 @@ Rules (EASY backfilling, one reservation):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -52,10 +53,13 @@ def reserve(
     ended" is monotone in k. One packer walks k up and down by releasing and
     re-committing placements: a galloping search (k = 1, 2, 4, …) then a
     binary search, O(log n) placements and no re-encoding of the cluster.
-    Only if the head needs idle GPUs re-carved does it fall back to building
-    the freed cluster for each probe.
+    The gallop runs first and "fits once all have ended" is asked only if it
+    found nothing (by monotonicity it holds whenever the gallop found a k),
+    so a head that waits for a few of thousands of running jobs releases a
+    few placements, not all of them. Only if the head needs idle GPUs
+    re-carved does it fall back to building the freed cluster for each probe.
     """
-    timed = sorted((r for r in running if r.expected_end is not None), key=lambda r: (r.expected_end, r.job_id))
+    timed = _ByEnd([r for r in running if r.expected_end is not None])
     untimed = [r for r in running if r.expected_end is None]
     packer = packer_factory(cluster)
     released = 0
@@ -72,28 +76,74 @@ def reserve(
         return got if isinstance(got, Placement) else None
 
     def fits_after(k: int, extra: Sequence[RunningJob] = ()) -> Placement | None:
-        freed = release_placements(cluster, [r.placement for r in [*timed[:k], *extra]])
+        freed = release_placements(cluster, [r.placement for r in [*timed.first(k), *extra]])
         return fits_on(freed, request, packer_factory, repartition)  # idle GPUs may be re-carved by then
 
-    probe = fits_after_release
-    if not timed or fits_after_release(len(timed)) is None:
-        if fits_after(len(timed)) is None:
-            return Reservation(job_id, None, fits_after(len(timed), untimed))
-        probe = fits_after  # it fits only with re-carving: probe on rebuilt clusters
-    lo, hi, k = 0, len(timed), 1  # invariant: fits after hi endings, not after lo
+    if timed:
+        found = _earliest(fits_after_release, len(timed), verify_last=True)
+        if found is not None:
+            hi, placement = found
+            return Reservation(job_id, timed[hi - 1].expected_end if hi > 0 else None, placement)
+    if fits_after(len(timed)) is None:
+        return Reservation(job_id, None, fits_after(len(timed), untimed))
+    # it fits only with re-carving: probe on rebuilt clusters
+    found = _earliest(fits_after, len(timed), verify_last=False)
+    if found is None:
+        raise RuntimeError("a search that need not verify its last probe always answers")  # see _earliest
+    hi, placement = found
+    return Reservation(job_id, timed[hi - 1].expected_end if hi > 0 else None, placement)
+
+
+class _ByEnd:
+    """Timed running jobs in order of (expected end, id), sorted lazily: a heap, popped as far as asked.
+
+    A search that needs only the first few ends (the usual case) costs O(n) for the heap and
+    O(log n) per end it looks at, instead of sorting thousands of running jobs every cycle.
+    """
+
+    def __init__(self, jobs: list[RunningJob]) -> None:
+        self._heap = [(r.expected_end, r.job_id, i) for i, r in enumerate(jobs)]
+        heapq.heapify(self._heap)
+        self._jobs = jobs
+        self._sorted: list[RunningJob] = []
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __getitem__(self, k: int) -> RunningJob:
+        while len(self._sorted) <= k:
+            self._sorted.append(self._jobs[heapq.heappop(self._heap)[2]])
+        return self._sorted[k]
+
+    def first(self, k: int) -> list[RunningJob]:
+        """The ``k`` earliest-ending jobs, in order."""
+        if k > 0:
+            self[k - 1]
+        return self._sorted[:k]
+
+
+def _earliest(probe: Callable[[int], Placement | None], n: int, *, verify_last: bool
+              ) -> tuple[int, Placement | None] | None:
+    """The least k in 1..n with ``probe(k)`` (monotone in k), and ``probe`` at it.
+
+    ``verify_last``: probe(n) is not known to hold; None if it does not. Otherwise it is taken as known.
+    """
+    lo, hi, k = 0, n, 1  # invariant: fits after hi endings (once verified), not after lo
+    found = False
     while k < hi:  # gallop: small k first, the head usually needs only a few jobs to end
         if probe(k) is not None:
-            hi = k
+            hi, found = k, True
             break
         lo, k = k, k * 2
+    if not found and verify_last and probe(n) is None:
+        return None
     while lo + 1 < hi:
         mid = (lo + hi) // 2
         if probe(mid) is not None:
             hi = mid
         else:
             lo = mid
-    placement = probe(hi)
-    return Reservation(job_id, timed[hi - 1].expected_end if hi > 0 else None, placement)
+    return hi, probe(hi)
 
 
 def reserved_view(cluster: ClusterState, reservation: Reservation) -> ClusterState:

@@ -60,8 +60,13 @@ def describe(placement: Placement | None, cluster: ClusterState) -> str:
     """'2× h100-80gb (gpu0, gpu1) on node-a' for wait reasons: nodes and GPUs by name, never by id."""
     if placement is None:
         return "capacity"
-    gpus = {g.uuid: g for n in cluster.nodes for g in n.gpus}
-    names = {n.node_id: n.name or n.node_id for n in cluster.nodes}
+    # Only the placement's nodes are looked at (a cycle describes its head's reservation every time).
+    on = {member.node_id for member in placement.replicas}
+    nodes = [n for n in cluster.nodes if n.node_id in on]
+    gpus = {g.uuid: g for n in nodes for g in n.gpus}
+    if any(s.gpu_uuid not in gpus for member in placement.replicas for s in member.slices):
+        gpus = {g.uuid: g for n in cluster.nodes for g in n.gpus}  # a slice named off its node: look everywhere
+    names = {n.node_id: n.name or n.node_id for n in nodes}
     parts = []
     for member in placement.replicas:
         held = sorted({s.gpu_uuid for s in member.slices}, key=lambda u: gpus[u].index if u in gpus else 0)
@@ -98,10 +103,14 @@ def run_cycle(
     # 1. Snapshot: encode free capacity once; admissions below are committed into it.
     cluster = snapshot.cluster
     packer = packer_factory(cluster)
-    usage = snapshot.usage_by_project()
+    # Usage is read only against quotas (step 3, and preemption for owed capacity): without quotas a
+    # long running list is not summed every cycle.
+    usage = snapshot.usage_by_project() if snapshot.quotas else {}
     view: PackerLike | None = None  # the cluster with the head's reservation taken (backfill checks)
     head: PendingJob | None = None
     no_fit: dict[tuple[str, Request], NoFit] = {}  # backfill: shapes known not to fit
+    held_for: str | None = None  # "job H, reserved from …": every backfill reason names the head
+    reserved_as: str | None = None  # describe(the head's reservation), for the reasons of jobs it holds back
     recarves = 0
     # 2. Order: the documented total order (ordering.py).
     queue = ordered(snapshot.pending)
@@ -153,7 +162,9 @@ def run_cycle(
         if result.reservation is None or view is None:
             raise RuntimeError("a blocked head always leaves a reservation and a reserved view")  # step 5 sets both
         reservation = result.reservation
-        held_for = f"job {head.job_id}" + (f", reserved from {reservation.start:%H:%M:%S}" if reservation.start else "")
+        if held_for is None:  # the same for every job behind the head: built once per cycle, not per job
+            held_for = f"job {head.job_id}" + (f", reserved from {reservation.start:%H:%M:%S}"
+                                               if reservation.start else "")
         if job.time_limit_s is None:
             result.waiting[job.job_id] = f"waiting behind {held_for}: jobs without a time limit cannot backfill"
             continue
@@ -171,9 +182,9 @@ def run_cycle(
             decision = no_fit.get(("view", job.request)) or view.place(job.request)
             if isinstance(decision, NoFit):
                 no_fit[("view", job.request)] = decision
-                result.waiting[job.job_id] = (
-                    f"waiting for {describe(reservation.placement, cluster)} reserved for {held_for}"
-                )
+                if reserved_as is None:  # describe walks the whole cluster: once per cycle, not per job
+                    reserved_as = describe(reservation.placement, cluster)
+                result.waiting[job.job_id] = f"waiting for {reserved_as} reserved for {held_for}"
                 continue
         _admit(result, job, decision, packer, view, usage, backfill=True)
     return result

@@ -48,13 +48,17 @@ def eligible(
     quotas: dict[str, Quota],
 ) -> str | None:
     """Why ``victim`` may be preempted for ``waiting``, or None if it may not."""
+    lower = victim.preemptible and victim.effective_priority < waiting.effective_priority
+    mine = quotas.get(waiting.project)
+    if not lower and (mine is None or victim.project == waiting.project):
+        return None  # neither reason can hold: skip the clock (this runs for every running job, every cycle)
     if victim.stopping or victim.started_at is None:
         return None
     if (now - victim.started_at).total_seconds() < min_run_s:
         return None
-    if victim.preemptible and victim.effective_priority < waiting.effective_priority:
+    if lower:
         return "lower priority"
-    mine, theirs = quotas.get(waiting.project), quotas.get(victim.project, Quota())
+    theirs = quotas.get(victim.project, Quota())
     if (
         mine is not None
         and victim.project != waiting.project
@@ -82,16 +86,20 @@ def choose_victims(
     def _fits(freed: ClusterState, request: Request) -> bool:
         return fits_on(freed, request, packer_factory, repartition) is not None
 
-    # Jobs already stopping free their capacity anyway: count it first.
-    stopping = [r for r in running if r.stopping]
-    base = release_placements(cluster, [r.placement for r in stopping])
-    if _fits(base, waiting.request):
-        return None  # room is coming: no new victims
     reasons = {}
     for r in running:
         why = eligible(waiting, r, now=now, min_run_s=min_run_s, usage=usage, quotas=quotas)
         if why is not None:
             reasons[r.job_id] = why
+    if not reasons:
+        # Nothing may be stopped for it: the answer is None whether or not room is coming, so skip the
+        # fit check below (a packer and a re-carving search each cycle the head waits, with a long queue).
+        return None
+    # Jobs already stopping free their capacity anyway: count it first.
+    stopping = [r for r in running if r.stopping]
+    base = release_placements(cluster, [r.placement for r in stopping])
+    if _fits(base, waiting.request):
+        return None  # room is coming: no new victims
     candidates = sorted(
         (r for r in running if r.job_id in reasons),
         key=lambda r: (r.effective_priority, -(r.started_at.timestamp() if r.started_at else 0.0), r.job_id),
