@@ -1,6 +1,7 @@
 """One admission cycle at scale (prints figures; goal: <= 1 s for 10,000 pending on 1,000 nodes x 8 GPUs).
 
     .venv/bin/python benchmarks/admission_bench.py [--nodes 1000] [--pending 10000] [--fill 0.5] [--no-first-fit]
+    .venv/bin/python benchmarks/admission_bench.py --smoke    # 12 nodes, 150 pending: it runs
 
 The cluster is filled to ``--fill`` by running jobs with time limits, then a
 mixed queue (1 and 2 whole GPUs, 8-GPU gangs of one node, block jobs; three
@@ -117,7 +118,11 @@ def main() -> None:
     parser.add_argument("--no-first-fit", action="store_true", help="skip the first-fit baseline")
     parser.add_argument("--queued", type=int, default=0, metavar="N",
                         help="instead: queued replay of the first N openb tasks (0: off) through the real cycle")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny run (12 nodes, 150 pending): that it runs, not its speed")
     args = parser.parse_args()
+    if args.smoke:
+        args.nodes, args.pending = 12, 150
     warmup()
     if args.queued:
         queued_replay(args.queued)
