@@ -1,7 +1,7 @@
 """usage shards: rollup and job-count keys split by job, so concurrent exits do not queue on one row
 
 Revision ID: 0020
-Revises: 0018 (0019, reserved, will go between)
+Revises: 0018 (no 0019: the number was held for a report index that was not needed)
 Create Date: 2026-12-02
 
 Every exit of a busy cluster added to the same hour's rollup row and the same day's first-day job
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0018"  # 0019 is reserved: when it lands, it goes between (this line names it)
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
