@@ -1,7 +1,8 @@
-"""Rollup and job-count rows are split by job (``rollups.shard``): exits of two jobs do not queue on one row.
+"""Job-count rows are split by job (``rollups.shard``): exits of two jobs of one day do not queue on one row.
 
-Every exit of a busy cluster used to update the same hour's rollup row and the same day's first-day job
-count (one project, owner, workload and labels) and hold both locks until its commit. The sums stay exact
+Every exit of a busy cluster used to update the same day's first-day job count (one project, owner,
+workload and labels) and hold its lock until its commit. Rollup rows keep one shard
+(``rollups.ROLLUP_SHARDS``): reads sum them. The sums stay exact
 (``test_rollup_reports``: reports equal the interval-by-interval reference, a rebuild gives the same rows);
 these tests pin the split itself and what it is for.
 """
@@ -57,8 +58,7 @@ def test_closes_in_one_hour_spread_over_the_jobs_shards_and_add_up(db_url: str) 
         for job in jobs:  # each held one GPU for 10 minutes, inside one hour: one key, four jobs
             ledger.close_intervals(session, allocation_ids=[f"a-{job}"], at=HOUR0 + timedelta(minutes=10))
         rows = session.execute(select(UsageRollup.shard, UsageRollup.gpu_seconds)).all()
-        assert sorted(s for s, _ in rows) == sorted(rollups.shard(j) for j in jobs)  # a row per job's shard
-        assert sum(g for _, g in rows) == pytest.approx(4 * 600)
+        assert rows == [(0, pytest.approx(4 * 600))]  # the rollup key has one shard: one row, the sum
         counts = session.execute(select(UsageJobCount.shard, UsageJobCount.jobs)).all()
         assert sorted(s for s, _ in counts) == sorted(rollups.shard(j) for j in jobs)
         assert sum(n for _, n in counts) == 4
@@ -66,8 +66,9 @@ def test_closes_in_one_hour_spread_over_the_jobs_shards_and_add_up(db_url: str) 
     engine.dispose()
 
 
-def test_exits_of_two_jobs_in_one_hour_do_not_wait_for_each_other(db_url: str) -> None:
-    """One close holds its transaction open; another job's close of the same hour and key commits at once."""
+def test_exits_of_two_jobs_of_one_day_do_not_wait_for_each_other(db_url: str) -> None:
+    """One close holds its transaction open; another job's close of the same day and key, in the next hour
+    (another rollup row), commits at once: the day's job count is split by job."""
     if not db_url.startswith("postgresql"):
         pytest.skip("row locks: SQLite has one writer at a time whatever the rows")
     upgrade(db_url)
@@ -75,13 +76,13 @@ def test_exits_of_two_jobs_in_one_hour_do_not_wait_for_each_other(db_url: str) -
     first, second = _jobs_on_distinct_shards(2)
     with Session(engine) as session:
         _open(session, first, HOUR0)
-        _open(session, second, HOUR0)
+        _open(session, second, HOUR0 + timedelta(hours=1))
         session.commit()
     holder, other = Session(engine), Session(engine)
     try:
         ledger.close_intervals(holder, allocation_ids=[f"a-{first}"], at=HOUR0 + timedelta(minutes=5))
         other.execute(text("SET LOCAL lock_timeout = '2s'"))  # before the shards this waited for the holder's commit
-        ledger.close_intervals(other, allocation_ids=[f"a-{second}"], at=HOUR0 + timedelta(minutes=7))
+        ledger.close_intervals(other, allocation_ids=[f"a-{second}"], at=HOUR0 + timedelta(hours=1, minutes=7))
         other.commit()
         holder.commit()
     finally:
