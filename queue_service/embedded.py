@@ -7,6 +7,7 @@ database code never import it.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -237,6 +238,11 @@ class EmbeddedServer:
                 warmup()
             except Exception:  # only a speed concern
                 log.exception("partitioner warm-up failed")
+            # Everything loaded so far (modules, numba's compiled kernels, the app) lives as long as the
+            # process: move it out of the collector's generations, so a full collection under load no
+            # longer walks it (the submit storm's latency tail).
+            gc.collect()
+            gc.freeze()
 
         threading.Thread(target=warm, name="gpuq-warmup", daemon=True).start()
 
