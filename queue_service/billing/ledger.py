@@ -24,14 +24,13 @@ from datetime import datetime
 
 from sqlalchemy import case, insert, literal, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from queue_service.admission.units import held_equivalents, mig_share
 from queue_service.billing import rollups
 from queue_service.db.billing_models import UsageInterval
 from queue_service.db.clock import db_now  # re-exported: billing's callers read the clock from here
 from queue_service.db.models import Allocation, Gpu, Job, Node, Project
+from queue_service.db.session import sync_held
 
 __all__ = ["close_intervals", "db_now", "gpu_equivalents", "mig_compute_share", "open_intervals"]
 
@@ -114,9 +113,6 @@ def close_intervals(session: Session, *, allocation_ids: Iterable[str], at: date
     ).all()
     if not rows:
         return 0
-    for row in rows:
-        held = session.identity_map.get(identity_key(UsageInterval, row.id))
-        if held is not None:
-            set_committed_value(held, "ended_at", row.ended_at)
+    sync_held(session, UsageInterval, "ended_at", ((row.id, row.ended_at) for row in rows))
     rollups.add_closed(session, rows)
     return len(rows)

@@ -23,13 +23,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 READ_ONLY = "gpuq_read_only"  # execution option: a deferred, lock-free SQLite transaction
 BUSY_TIMEOUT_S = 30.0  # another process holding SQLite's write lock; and the longest wait for ours
@@ -188,3 +191,13 @@ def transaction(factory: sessionmaker[Session], *, read_only: bool = False) -> I
         raise
     finally:
         session.close()
+
+
+def sync_held(session: Session, model: type, attribute: str, written: Iterable[tuple[Any, Any]]) -> None:
+    """Give the ``model`` rows this session already holds what a bulk ``UPDATE .. RETURNING`` wrote to
+    ``attribute`` ((primary key, value) pairs), as loaded values: the UPDATE bypassed the ORM, and this
+    keeps the rows in step without a reload SELECT or a second write at the next flush."""
+    for key, value in written:
+        held = session.identity_map.get(identity_key(model, key))
+        if held is not None:
+            set_committed_value(held, attribute, value)

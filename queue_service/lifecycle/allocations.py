@@ -10,12 +10,11 @@ from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from queue_service.billing import ledger
 from queue_service.db.clock import db_now
 from queue_service.db.models import Allocation
+from queue_service.db.session import sync_held
 
 
 def release(session: Session, *, job_id: str, attempt: int | None = None, at: datetime | None = None) -> int:
@@ -30,9 +29,6 @@ def release(session: Session, *, job_id: str, attempt: int | None = None, at: da
         which.append(Allocation.attempt == attempt)
     ids = list(session.scalars(update(Allocation).where(*which).values(released_at=now).returning(Allocation.id)
                                .execution_options(synchronize_session=False)))
-    for allocation_id in ids:
-        held = session.identity_map.get(identity_key(Allocation, allocation_id))
-        if held is not None:
-            set_committed_value(held, "released_at", now)
+    sync_held(session, Allocation, "released_at", ((allocation_id, now) for allocation_id in ids))
     ledger.close_intervals(session, allocation_ids=ids, at=now)  # the same clock reading
     return len(ids)
