@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Container, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState, Request
@@ -146,34 +147,54 @@ class QueuedJob(NamedTuple):
     shape: Shape
 
 
+# The three JSON lists come as their text: almost all are empty ("[]"), and decoding 3 JSON values
+# per row was half of this read (3,000 queued rows on PostgreSQL: 66 ms, 52 % in json.loads).
 _QUEUED_COLUMNS = (
     Job.id, Project.name, Job.project_id, Job.priority_class, Job.priority, Job.priority_override,
-    Job.time_limit_s, Job.submitted_at, Job.reason, Job.retry_not_before, Job.depends_on, Job.array_limit,
+    Job.time_limit_s, Job.submitted_at, Job.reason, Job.retry_not_before,
+    cast(Job.depends_on, String).label("depends_on"), Job.array_limit,
     Job.approval_expires_at, Job.gpus, Job.mig_profile, Job.mig_count, Job.blocks, Job.gpu_memory_mib,
-    Job.gpu_models, Job.cpus, Job.memory_mib, Job.replicas, Job.image, Job.workload, Job.avoid_nodes,
+    cast(Job.gpu_models, String).label("gpu_models"), Job.cpus, Job.memory_mib, Job.replicas, Job.image,
+    Job.workload, cast(Job.avoid_nodes, String).label("avoid_nodes"),
 )
+_EMPTY_JSON = frozenset((None, "[]", "null", ""))
+
+
+def _strings(stored: str | None) -> tuple[str, ...]:
+    """A JSON list of strings as its stored text -> the tuple (decoded only when not empty)."""
+    return () if stored in _EMPTY_JSON else tuple(json.loads(stored))  # type: ignore[arg-type]
 
 
 def queued(session: Session) -> list[QueuedJob]:
     """The queued jobs that are not held, with their project names (the cycle's candidates)."""
-    rows = session.execute(
+    # Core, not the ORM: these are plain columns, and the ORM's row loading was 40 % of this read
+    # (3,000 queued rows on PostgreSQL: 64 ms through the ORM).
+    rows = session.connection().execute(
         select(*_QUEUED_COLUMNS).join(Project, Project.id == Job.project_id)
         .where(Job.state == JobState.QUEUED, Job.held.is_(False))
     ).all()
-    return [
-        QueuedJob(
-            id=r.id, project=r.name, project_id=r.project_id, priority_class=r.priority_class, priority=r.priority,
-            priority_override=r.priority_override, time_limit_s=r.time_limit_s, submitted_at=r.submitted_at,
-            reason=r.reason,
-            gated=bool(r.retry_not_before is not None or r.depends_on or r.array_limit
-                       or r.approval_expires_at is not None),
-            shape=Shape(gpus=r.gpus, mig_profile=r.mig_profile, mig_count=r.mig_count, blocks=r.blocks,
-                        gpu_memory_mib=r.gpu_memory_mib, gpu_models=tuple(r.gpu_models or ()), cpus=r.cpus,
-                        memory_mib=r.memory_mib, replicas=r.replicas, image=r.image, workload=r.workload or "",
-                        avoid_nodes=tuple(r.avoid_nodes or ())),
-        )
-        for r in rows
-    ]
+    shapes: dict[tuple, Shape] = {}  # a storm queues thousands of jobs of a few shapes: one Shape each
+    out = []
+    for (job_id, project, project_id, priority_class, priority, priority_override, time_limit_s, submitted_at,
+         reason, retry_not_before, depends_on, array_limit, approval_expires_at, *shape_columns) in rows:
+        key = tuple(shape_columns)
+        shape = shapes.get(key)
+        if shape is None:
+            gpus, mig_profile, mig_count, blocks, gpu_memory_mib, gpu_models, cpus, memory_mib, replicas, image, \
+                workload, avoid_nodes = shape_columns
+            shape = shapes[key] = Shape(
+                gpus=gpus, mig_profile=mig_profile, mig_count=mig_count, blocks=blocks,
+                gpu_memory_mib=gpu_memory_mib, gpu_models=_strings(gpu_models), cpus=cpus, memory_mib=memory_mib,
+                replicas=replicas, image=image, workload=workload or "", avoid_nodes=_strings(avoid_nodes))
+        out.append(QueuedJob(
+            id=job_id, project=project, project_id=project_id, priority_class=priority_class, priority=priority,
+            priority_override=priority_override, time_limit_s=time_limit_s, submitted_at=submitted_at,
+            reason=reason,
+            gated=bool(retry_not_before is not None or depends_on not in _EMPTY_JSON or array_limit
+                       or approval_expires_at is not None),
+            shape=shape,
+        ))
+    return out
 
 
 _IN_CHUNK = 500  # ids per IN (...): well under SQLite's and PostgreSQL's bound-parameter limits

@@ -71,6 +71,26 @@ def test_jobs_of_one_shape_share_one_request(ctx, api, actors) -> None:
     assert {gpus: len(objects) for gpus, objects in by_gpus.items()} == {0: 1, 1: 1}
 
 
+def test_queued_rows_carry_their_lists_and_gates(ctx, api, actors) -> None:
+    """The JSON lists are read as text and decoded only when not empty: the values must come through."""
+    register(api, actors.agent, "n1", "h100-80gb:1")
+    plain = api.post("/v1/jobs", json=job_body(), headers=auth(actors.admin)).json()["id"]
+    pinned = api.post("/v1/jobs", json=job_body(resources={"gpus": 1, "gpu_models": ["h100-80gb"]}),
+                      headers=auth(actors.admin)).json()["id"]
+    after = api.post("/v1/jobs", json=job_body(depends_on=[{"job_id": plain}]), headers=auth(actors.admin)).json()
+    assert "id" in after, after
+    twin = api.post("/v1/jobs", json=job_body(), headers=auth(actors.admin)).json()["id"]
+    with ctx.sessions() as session:
+        session.get(Job, plain).avoid_nodes = ["n7", "n9"]
+        session.commit()
+        rows = {row.id: row for row in read.queued(session)}
+    assert rows[plain].shape.avoid_nodes == ("n7", "n9") and rows[plain].shape.gpu_models == ()
+    assert rows[pinned].shape.gpu_models == ("h100-80gb",) and rows[pinned].shape.avoid_nodes == ()
+    assert rows[after["id"]].gated and not rows[plain].gated and not rows[pinned].gated
+    # equal shape columns share one Shape object; different ones do not
+    assert rows[twin].shape is rows[after["id"]].shape and rows[twin].shape is not rows[pinned].shape
+
+
 def test_a_cancel_committed_after_the_cycle_read_wins(ctx, api, actors, monkeypatch) -> None:
     """PostgreSQL: another transaction may commit between the cycle's read and its writes (SQLite's one
     writer rules that out). The cycle loads the entities it admits after deciding; a job cancelled in
