@@ -1,7 +1,8 @@
-"""Partitioner benchmark: replay speed, decision latency, kernel vs reference, JIT time, mixes.
+"""Partitioner benchmark: replay speed, decision latency, kernel vs reference, JIT time, mixes, live packing.
 
 Run: ``.venv/bin/python benchmarks/partitioner_bench.py [--seeds N] [--baseline COMMIT] [--no-mixes]``. Prints
-figures only (no assertions).
+figures only (no assertions). ``--live [N] [--live-baseline COMMIT]`` only replays the first N arrivals
+(0: all) of the default trace through the live ``Packer`` instead (:func:`live_packing`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from partitioner.simulate import (
     target_shapes,
     trace_file,
 )
-from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Request
+from partitioner.types import ClusterState, GpuMode, GpuState, NodeState, Placement, Request
 
 
 def jit_time() -> None:
@@ -109,7 +110,7 @@ def reference_speedup(trace: Trace) -> None:
             trace.task_models[tasks]]
     out = np.full(len(tasks), -1, dtype=np.int64)
     t = time.perf_counter()
-    replay(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, order, *args,
+    replay(trace.node_cpu, trace.node_mem, trace.node_ngpu, trace.node_model, order, *args,  # type: ignore[call-arg]
            shapes["cpu"], shapes["milli"], shapes["ngpu"], shapes["models"], shapes["p"], 3, 42, GPUQ_LEVELS, variant,
            out, out.copy(), fgd_prefix(trace, shapes))
     fast = time.perf_counter() - t
@@ -126,11 +127,20 @@ def reference_speedup(trace: Trace) -> None:
           f"= {slow / fast:,.0f}x faster; same placements: {same}")
 
 
-def openb_cluster(trace: Trace) -> ClusterState:
+def openb_cluster(trace: Trace, shared_share: float | None = None) -> ClusterState:
+    """openb's nodes as a live cluster: every other GPU of a node shared (``shared_share`` None), or whole nodes
+    shared, spread through the node list so that about ``shared_share`` of the GPUs are (the rest exclusive)."""
     nodes = []
+    shared_gpus = seen_gpus = 0
     for n in range(trace.node_cpu.shape[0]):
-        gpus = tuple(GpuState(f"GPU-{n}-{j}", j, "t4", 15360, 40, mode=GpuMode.SHARED if j % 2 else GpuMode.EXCLUSIVE)
-                     for j in range(int(trace.node_ngpu[n])))
+        ngpu = int(trace.node_ngpu[n])
+        seen_gpus += ngpu
+        whole_node = shared_share is not None and shared_gpus + ngpu / 2 <= shared_share * seen_gpus
+        shared_gpus += ngpu if whole_node else 0
+        gpus = tuple(GpuState(f"GPU-{n}-{j}", j, "t4", 15360, 40,
+                              mode=GpuMode.SHARED if (whole_node if shared_share is not None else j % 2)
+                              else GpuMode.EXCLUSIVE)
+                     for j in range(ngpu))
         nodes.append(NodeState(f"node-{n}", int(trace.node_cpu[n]), int(trace.node_mem[n]), int(trace.node_cpu[n]),
                                int(trace.node_mem[n]), gpus=gpus))
     return ClusterState(tuple(nodes))
@@ -155,7 +165,7 @@ def decision_latency(trace: Trace) -> None:
             times.append(time.perf_counter() - t)
         lat.append(times[0])
         best.append(min(times))
-        if hasattr(got, "replicas"):
+        if isinstance(got, Placement):
             packer.commit(got)
     lat_ms = np.array(lat) * 1e3
     best_ms = np.array(best) * 1e3
@@ -299,16 +309,80 @@ def mix_table(trace: Trace, seeds: list[int]) -> dict[str, dict[str, dict]]:
     return out
 
 
+def _live_child(tree: Path, cluster: ClusterState, demand: list[Request], arrivals: list[Request],
+                runs: list[tuple[str, dict]]) -> list[dict]:
+    """``_live_loop.run`` of every (policy, Packer options) in ``runs`` in a fresh process importing ``tree``."""
+    import pickle
+    import tempfile
+
+    bench_dir = Path(__file__).resolve().parent
+    with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as fh:
+        pickle.dump((cluster, demand, arrivals, runs), fh)
+    code = (f"import sys; sys.path[:0] = [{str(tree)!r}, {str(bench_dir)!r}]; import _live_loop; "
+            f"_live_loop.child({fh.name!r})")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, check=True)
+    finally:
+        Path(fh.name).unlink()
+    return list(pickle.loads(done.stdout))
+
+
+def live_packing(trace: Trace, n_tasks: int, baseline: str | None) -> None:
+    """The default trace's seed-42 arrivals (first ``n_tasks``, 0: all) placed and committed one by one by the live
+    ``Packer`` (no preemption, nothing leaves), demand = every task of the trace, on :func:`openb_cluster`.
+
+    fgd and gpuq of this tree (gpuq also with best-fit ties), and of ``baseline`` (its checkout, same inputs):
+    the GPU allocation ratio at 100 % arrived and at the end, ``place`` p50/p99 ms.
+    """
+    from _worktree import checkout
+
+    from partitioner.simulate import task_requests
+
+    tasks, _ = arrival_order(trace, 42)
+    if n_tasks > 0:
+        tasks = tasks[:n_tasks]
+    demand = task_requests(trace)
+    arrivals = task_requests(trace, tasks)
+    kind = trace.task_kind
+    sharing_share = float(trace.task_request[kind == 1].sum() / trace.task_request.sum())
+    layouts = {"every other GPU shared": None, f"{sharing_share:.1%} of the GPUs shared, whole nodes": sharing_share}
+    print(f"live Packer, openb default seed 42, {len(arrivals)} arrivals placed + committed, nothing leaves "
+          "(1,213 nodes, 6,212 GPUs; demand = the trace's 8,152 tasks)")
+    print("| GPU modes | tree, policy | allocated at 100 % arrived | at the end | placed | place p50 ms | p99 ms | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for layout, share in layouts.items():
+        cluster = openb_cluster(trace, share)
+        here = _live_child(Path(__file__).resolve().parents[1], cluster, demand, arrivals,
+                           [("fgd", {}), ("gpuq", {}), ("gpuq", {"fit_ties": True})])
+        rows = [("this tree, fgd", here[0]), ("this tree, gpuq (ties: node order)", here[1]),
+                ("this tree, gpuq (ties: best fit)", here[2])]
+        if baseline:
+            with checkout(baseline, prefix="gpuq-live-") as tree:
+                assert tree is not None
+                old = _live_child(tree, cluster, demand, arrivals, [("fgd", {}), ("gpuq", {})])
+            rows += [(f"{baseline}, fgd", old[0]), (f"{baseline}, gpuq", old[1])]
+        for name, r in rows:
+            at_full = "n/a" if r["ratio_at_100"] is None else f"{r['ratio_at_100'] * 100:.2f} %"
+            print(f"| {layout} | {name} | {at_full} | {r['ratio_end'] * 100:.2f} % | {r['placed']} | "
+                  f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['seconds']:.1f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--baseline", metavar="COMMIT", help="also time the replay kernel of COMMIT, interleaved")
     parser.add_argument("--no-mixes", action="store_true", help="skip the mix table")
+    parser.add_argument("--live", type=int, metavar="N", nargs="?", const=0,
+                        help="only the live Packer replay of the first N arrivals (default: all), see live_packing")
+    parser.add_argument("--live-baseline", metavar="COMMIT", help="with --live: also that commit's Packer")
     args = parser.parse_args()
     d = find_trace_dir()
     if d is None:
         raise SystemExit("no openb trace found")
     trace = load_trace(trace_file(d, "openb_node_list_gpu_node.csv"), trace_file(d, "openb_pod_list_default.csv"))
+    if args.live is not None:
+        live_packing(trace, args.live, args.live_baseline)
+        return 0
     jit_time()
     warmup()
     replay_speed(trace, args.baseline)

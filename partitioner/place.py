@@ -41,7 +41,7 @@ from partitioner.encode import (
     gpu_model_key,
 )
 from partitioner.mig import best_start, count_new_instances, free_starts, span_mask
-from partitioner.policies import DEFAULT_POLICY, POLICIES, POLICY_IDS
+from partitioner.policies import DEFAULT_POLICY, POLICIES, POLICY_IDS, gpuq_rule
 from partitioner.types import (
     BLOCKS_PER_GPU,
     ClusterState,
@@ -71,8 +71,8 @@ def warmup() -> None:
     f64 = np.ones(1, dtype=np.float64)
     score_nodes(1, 1, 0, 1, 0, 0, np.ones(1, dtype=np.bool_), i64 + 1000, i64 + 1000, i64 + 1000,
                 np.array([0, 1], dtype=np.int64), i64 + 1, i64 + 100, i64 + 100,
-                i64 + 1, i64 + 10, i64, i64 + 1, i64, f64, 3, np.zeros(1), np.zeros(1, dtype=np.int64),
-                np.zeros(1), np.zeros(1, dtype=np.bool_))
+                i64 + 1, i64 + 10, i64, i64 + 1, i64, f64, 3, 3, 1, 30.0, False, np.zeros(1),
+                np.zeros(1, dtype=np.int64), np.zeros((1, 2)), np.zeros(1, dtype=np.bool_))
     from partitioner.kernels.mig import mig_pick
 
     mig_pick(1, 0, 0, i64 + 1, i64 + 1, i64.copy(), i64.copy(), np.ones(1, dtype=np.bool_), np.ones(1, dtype=np.bool_),
@@ -85,38 +85,65 @@ def warmup() -> None:
 _Shapes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _demand_shapes(demand: Sequence[Request]) -> _Shapes:
-    """Frequencies of the demand's (kind, blocks, memory, count, cpu) shapes as kernel arrays."""
-    shapes: Counter[tuple[int, int, int, int, int]] = Counter()
+def _demand_shapes(demand: Sequence[Request]) -> tuple[_Shapes, int, gpuq_rule.TargetWorkload]:
+    """The demand's target workload as the replay takes it from a trace (``simulate.target_shapes``).
+
+    Shapes (kind, blocks, GPU memory, count, CPU, models) counted over the demand's members
+    (MIG requests left out), the most frequent covering gpuq's 98 % kept, most frequent first,
+    frequencies over all members; returns the kernel arrays, how many leading shapes are FGD's
+    95 % and the shapes as gpuq's rule reads them (share in thousandths: blocks x 10).
+    """
+    counts: Counter[tuple[int, int, int, int, int, tuple[str, ...]]] = Counter()
     for req in demand or _DEFAULT_DEMAND:
         if req.mig_profile:
             continue
+        models = tuple(sorted(_model_keys(req.gpu_models))) if req.gpu_models else ()
         if req.gpus > 0:
-            key = (2, 100, 0, req.gpus, req.cpus_milli)
+            key = (2, 100, 0, req.gpus, req.cpus_milli, models)
         elif req.blocks > 0:
-            key = (1, req.blocks, req.gpu_memory_mib, 1, req.cpus_milli)
+            key = (1, req.blocks, req.gpu_memory_mib, 1, req.cpus_milli, models)
         else:
-            key = (0, 0, 0, 0, req.cpus_milli)
-        shapes[key] += max(req.replicas, 1)
-    total = sum(shapes.values()) or 1
-    keys = list(shapes)
+            key = (0, 0, 0, 0, req.cpus_milli, ())
+        counts[key] += max(req.replicas, 1)
+    total = sum(counts.values()) or 1
+    chosen = gpuq_rule.most_common_covering(counts, gpuq_rule.GPUQ_COVERAGE)
+    n_fgd = len(gpuq_rule.most_common_covering(counts, gpuq_rule.FGD_COVERAGE))  # a prefix of ``chosen``
 
     def col(i: int) -> np.ndarray:
-        return np.array([k[i] for k in keys], dtype=np.int64)
+        return np.array([k[i] for k, _ in chosen], dtype=np.int64)
 
-    return col(0), col(1), col(2), col(3), col(4), np.array([shapes[k] / total for k in keys], dtype=np.float64)
+    kind, blocks = col(0), col(1)
+    p = np.array([c / total for _, c in chosen], dtype=np.float64)
+    workload = gpuq_rule.TargetWorkload(
+        p=p, ngpu=np.where(kind == 2, col(3), np.where(kind == 1, 1, 0)),
+        milli=np.where(kind == 2, 1000, blocks * (1000 // BLOCKS_PER_GPU)), cpu=col(4),
+        pinned=np.array([bool(k[5]) for k, _ in chosen], dtype=np.bool_))
+    return (kind, blocks, col(2), col(3), col(4), p), n_fgd, workload
 
 
 class Packer:
     """The cluster encoded once, answering placements for one admission cycle."""
 
-    def __init__(self, cluster: ClusterState, *, policy: str = DEFAULT_POLICY, demand: Sequence[Request] = ()) -> None:
+    def __init__(self, cluster: ClusterState, *, policy: str = DEFAULT_POLICY, demand: Sequence[Request] = (),
+                 fit_ties: bool = False) -> None:
+        """``demand``: the requests to pack for (their shapes are the target workload, gpuq's rule is chosen from them).
+
+        ``fit_ties``: gpuq breaks ties of its score by best fit; by default by node order, the replay's rule
+        (both measured by ``benchmarks/partitioner_bench.py --live``, docs/partitioner.md). ``variant`` is gpuq's
+        rule for this demand and cluster (``policies.gpuq_rule.choose_variant``, the replay's choice).
+        """
         if policy not in POLICY_IDS:
             raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
         self.cluster = cluster
         self.policy = policy
+        self.fit_ties = fit_ties
         self.enc: Encoded = encode(cluster)
-        self._shapes = _demand_shapes(demand)
+        self._shapes, self._n_fgd, workload = _demand_shapes(demand)
+        # gpuq's rule, chosen once from the demand and the cluster's GPUs and CPU (the replay's choice, same function):
+        # the GPUs the shapes can use (not MIG, as the load rule counts them) and every node's CPU
+        gpu_capacity_milli = 1000 * int((self.enc.unit_kind <= KIND_SHARED).sum())
+        self.variant = gpuq_rule.choose_variant(workload, gpu_capacity_milli, int(self.enc.node_cpu.sum()),
+                                                fgd_is_prefix=True)  # FGD's 95 % and the 98 % come from one count
         self._rng = np.random.default_rng(42)
         self._gpu_index = {g.uuid: i for i, g in enumerate(self.enc.gpus)}
         self._unit_of: dict[str, int] = {}  # GPU uuid, or "uuid:start" for a MIG instance -> unit
@@ -138,9 +165,10 @@ class Packer:
         self._held = Held(self.enc.gpus, self.enc.gpu_node, cluster.nodes)
         self._node_names = [n.name or n.node_id for n in cluster.nodes]
         # per-node fragmentation F, recomputed by the kernel only for nodes a commit changed
-        self._frag = np.zeros(len(self.enc.node_ids), dtype=np.float64)
+        self._frag = np.zeros((len(self.enc.node_ids), 2), dtype=np.float64)  # (F, F_multi of the lex rule)
         self._frag_ok = np.zeros(len(self.enc.node_ids), dtype=np.bool_)
         self._frag_policy = -1  # the policy id the cached F was computed under (gpuq's load rule switches it)
+        self._frag_variant = self.variant  # and gpuq's variant (fixed per packer unless set by hand)
         # NVLink: only clusters that report peers pay for the clique search (node choice and GPU choice)
         self._nvlink = any(g.nvlink_peers for g in self.enc.gpus)
         self._clique_memo: dict[tuple, tuple[int, ...] | None] = {}
@@ -469,7 +497,8 @@ class Packer:
         score_nodes(kind, req.blocks, req.gpu_memory_mib, max(req.gpus, 1), req.cpus_milli, req.memory_mib, unit_ok,
                     enc.node_free_cpu, enc.node_free_mem, enc.node_cpu, enc.node_unit_start,
                     enc.unit_kind, enc.unit_free_blocks, enc.unit_free_mem, *self._shapes,
-                    self._scoring_policy(), out_score, out_unit, self._frag, self._frag_ok)
+                    self._scoring_policy(), self.variant, self._n_fgd, gpuq_rule.GPUQ_LEVELS, self.fit_ties,
+                    out_score, out_unit, self._frag, self._frag_ok)
         n = int(np.argmax(out_score))
         if not np.isfinite(out_score[n]):
             objection = None if coex is None else self._coexistence_blocked(req, rule_free_ok, coex)
@@ -490,22 +519,23 @@ class Packer:
     def _scoring_policy(self) -> int:
         """The policy id ``score_nodes`` scores with: gpuq is fgd until its load rule turns the multi-task term on.
 
-        The rule is the replay's (``kernels.replay.multi_task_on``) over the blocks held on the
-        whole and shared GPUs; a change of policy invalidates every cached F.
+        The load rule is the replay's (``kernels.replay.multi_task_on``) over the blocks held on
+        the whole and shared GPUs; as in the replay, the lexicographic variant has none (its first
+        key is FGD's score from the first request). A change of policy invalidates every cached F.
         """
         from partitioner.kernels.replay import multi_task_on
 
         policy = POLICY_IDS[self.policy]
-        if self.policy == "gpuq":
+        if self.policy == "gpuq" and self.variant != gpuq_rule.VARIANT_LEX:
             enc = self.enc
             gpu_units = enc.unit_kind <= 1
             capacity = 100 * int(gpu_units.sum())
             allocated = capacity - int(enc.unit_free_blocks[gpu_units].sum())
             if not multi_task_on(allocated, capacity):
                 policy = POLICY_IDS["fgd"]
-        if policy != self._frag_policy:
+        if policy != self._frag_policy or self.variant != self._frag_variant:
             self._frag_ok[:] = False
-            self._frag_policy = policy
+            self._frag_policy, self._frag_variant = policy, self.variant
         return policy
 
     def _free_whole(self, n: int, unit_ok: np.ndarray) -> list[int]:

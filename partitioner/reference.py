@@ -141,32 +141,36 @@ def replay(nodes, tasks, shapes, node_order, policy, seed=42, levels=50.0, varia
 
 
 def place_node_fragment(units, cpu_after, shapes, packed):
-    """Service fragment: ``units`` = [(kind, free_blocks, free_mem)] of one node after the change."""
+    """Service fragment in thousandths of a GPU (10 per block): ``units`` = [(kind, free_blocks, free_mem)] of one
+    node after the change.
+
+    ``packed`` 0: FGD's fragment; 1: the CPU-bounded multi-task fragment; 2: both, summed shape by
+    shape (multi-task term first, as the replay adds them).
+    """
     idle = sum(b for k, b, _ in units if k <= 1)
     total = 0.0
     for kind, blocks, mem, count, cpu_m, p in shapes:
         if kind == 0:
-            total += p * idle
-            continue
-        usable = units_fit = unusable = 0
-        for k, b, m in units:
-            if k > 1:
-                continue
-            ok = (k == 1 and b >= blocks and m >= mem) if kind == 1 else (k == 0 and b == 100)
-            if ok:
-                usable += 1
-                units_fit += b // blocks if kind == 1 else 1
-            else:
-                unusable += b
-        fits = units_fit // count
-        if packed and cpu_m > 0:
-            fits = min(fits, cpu_after // cpu_m)
-        if cpu_after < cpu_m or usable < count or fits == 0:
-            total += p * idle
-        elif packed:
-            total += p * (idle - fits * count * (blocks if kind == 1 else 100))
+            fgd = multi = idle * 10
         else:
-            total += p * unusable
+            usable = units_fit = unusable = 0
+            for k, b, m in units:
+                if k > 1:
+                    continue
+                ok = (k == 1 and b >= blocks and m >= mem) if kind == 1 else (k == 0 and b == 100)
+                if ok:
+                    usable += 1
+                    units_fit += b // blocks if kind == 1 else 1
+                else:
+                    unusable += b
+            room = cpu_after >= cpu_m and usable >= count
+            fgd = 10 * (unusable if room and units_fit // count > 0 else idle)
+            fits = min(units_fit // count, cpu_after // cpu_m) if cpu_m > 0 else units_fit // count
+            multi = 10 * (idle - fits * count * (blocks if kind == 1 else 100) if room and fits > 0 else idle)
+        if packed in (1, 2):
+            total += p * multi
+        if packed in (0, 2):
+            total += p * fgd
     return total
 
 
@@ -256,17 +260,47 @@ def best_start(model, profile, mask: int, counts) -> int | None:
     return max(keep, key=lambda s: (len(futures[s]), -s))
 
 
-def score_nodes(request, nodes, shapes, policy):
+def score_nodes(request, nodes, shapes, policy, variant=1, n_fgd=-1, levels=100.0, fit_ties=False):
     """Twin of :func:`partitioner.kernels.place.score_nodes` (policies best-fit 1, fgd 2, gpuq 3, first-fit 4).
 
     ``request`` = (kind 2 whole / 1 blocks, blocks, gpu memory, count, cpu, ram); ``nodes`` =
     [(free_cpu, free_ram, cpu, units)] with ``units`` = [(kind, free_blocks, free_mem, ok)], kinds as in
-    :mod:`partitioner.encode`; ``shapes`` = [(kind, blocks, mem, count, cpu, p)]. Returns per node
-    (score or -inf, the unit index on that node a blocks request takes or -1). No cache, no
-    de-duplication of alike units: every unit is scored, the first best one kept.
+    :mod:`partitioner.encode`; ``shapes`` = [(kind, blocks, mem, count, cpu, p)], FGD's target
+    workload ``shapes[:n_fgd]`` (all if ``n_fgd`` < 0). fgd scores ⌊100·σ(ΔF/1000)⌋ over FGD's shapes
+    (F in thousandths); gpuq's ``variant`` 0-2 ⌊levels·σ(ΔF/1000)⌋ over all shapes with fragment ``packed`` = variant,
+    the tightest unit among a node's equal scores; ``variant`` 3 the pair (FGD's ⌊100·σ⌋ over
+    FGD's shapes, the multi-task ⌊levels·σ⌋ over all) as ``pair[0] * LEX_BASE + pair[1]``;
+    ``fit_ties``: gpuq adds 0.999·fit. Returns per node (score or -inf, the unit index on that node
+    a blocks request takes or -1). No cache, no de-duplication of alike units: every unit is scored,
+    the first best one kept.
     """
+    from partitioner.kernels.replay import LEX_BASE
+
     kind, blocks, mem, count, cpu, ram = request
-    packed = policy == 3
+    gpuq = policy == 3
+    lex = gpuq and variant == 3
+    fgd_shapes = shapes[:n_fgd] if 0 <= n_fgd <= len(shapes) else shapes
+
+    def sig(delta, lv):
+        return math.floor(lv / (1.0 + math.exp(-delta / 1000.0)))
+
+    def fragments(units_after, cpu_left):
+        """What the score compares: (F,) or, for the lexicographic key, (F_fgd, F_multi)."""
+        if lex:
+            return (place_node_fragment(units_after, cpu_left, fgd_shapes, 0),
+                    place_node_fragment(units_after, cpu_left, shapes, 1))
+        if gpuq:
+            return (place_node_fragment(units_after, cpu_left, shapes, variant),)
+        return (place_node_fragment(units_after, cpu_left, fgd_shapes, 0),)
+
+    def score(before, after, fit):
+        if lex:
+            return sig(before[0] - after[0], 100.0) * LEX_BASE + sig(before[1] - after[1], levels) + (
+                0.999 * fit if fit_ties else 0.0)
+        if gpuq:
+            return sig(before[0] - after[0], levels) + (0.999 * fit if fit_ties else 0.0)
+        return sig(before[0] - after[0], 100.0)
+
     out = []
     for free_cpu, free_ram, node_cpu, units in nodes:
         if free_cpu < cpu or free_ram < ram:
@@ -274,7 +308,7 @@ def score_nodes(request, nodes, shapes, policy):
             continue
         cpu_after = free_cpu - cpu
         own = [(k, b, m) for k, b, m, _ in units]
-        before = place_node_fragment(own, free_cpu, shapes, packed)
+        before = fragments(own, free_cpu)
         idle = sum(b for k, b, _, _ in units if k <= 1)
         gpus = sum(1 for k, *_ in units if k <= 1)
         cpu_share = cpu_after / node_cpu if node_cpu > 0 else 0.0
@@ -290,16 +324,15 @@ def score_nodes(request, nodes, shapes, policy):
             # the fragment counts the first ``count`` free exclusive GPUs of the node as taken
             taken = [i for i, (k, b, _, _) in enumerate(units) if k == 0 and b == 100][:count]
             after_units = [(k, 0 if i in taken else b, m) for i, (k, b, m, _) in enumerate(units)]
-            after = place_node_fragment(after_units, cpu_after, shapes, packed)
-            score = math.floor(100.0 / (1.0 + math.exp(-(before - after) / 100.0)))
-            out.append((score + (fit * 0.999 if packed else 0.0), -1))
+            out.append((score(before, fragments(after_units, cpu_after), fit), -1))
             continue
-        best, best_unit = -math.inf, -1
+        best, best_unit = (-math.inf, -math.inf), -1
         for i, (k, b, m, ok) in enumerate(units):
             if not ok or k not in (1, 3) or b < blocks or m < mem:
                 continue
             fit = 1.0 - 0.5 * cpu_share - 0.5 * (idle - (blocks if k == 1 else 0)) / max(100 * gpus, 1)
             tight = (100 - b + blocks) / 1000.0
+            tie = 0.0
             if policy == 1:
                 s = math.floor(100.0 * fit) + tight * 0.1
             elif policy == 4:
@@ -309,11 +342,11 @@ def score_nodes(request, nodes, shapes, policy):
                 if k == 1:
                     after_units = [(kk, bb - blocks, mm - mem) if j == i else (kk, bb, mm)
                                    for j, (kk, bb, mm) in enumerate(own)]
-                    after = place_node_fragment(after_units, cpu_after, shapes, packed)
-                s = math.floor(100.0 / (1.0 + math.exp(-(before - after) / 100.0)))
-                if packed:
-                    s += fit * 0.9 + tight * 0.09
-            if s > best:
-                best, best_unit = s, i
-        out.append((best, best_unit))
+                    after = fragments(after_units, cpu_after)
+                s = score(before, after, fit)
+                if gpuq and not lex:
+                    tie = -float(b)  # the replay's sharing GPU: the tightest among equal scores
+            if (s, tie) > best:
+                best, best_unit = (s, tie), i
+        out.append((best[0], best_unit))
     return out

@@ -45,18 +45,21 @@ from typing import IO
 
 import numpy as np
 
+from partitioner.policies import gpuq_rule
+
 __all__ = ["LEVELS", "Trace", "cli", "cpu_bound", "fgd_prefix", "find_trace_dir", "gpuq_variant", "load_trace",
-           "run_policy", "sliver_heavy", "target_shapes"]
+           "run_policy", "sliver_heavy", "target_shapes", "task_requests", "workload"]
 
 LEVELS = (80, 90, 95, 100, 110, 120)
 POLICY_IDS = {"random": 0, "best-fit": 1, "fgd": 2, "gpuq": 3}
 KINDS = ("cpu-only", "sharing", "one-gpu", "multi-gpu")
-GPUQ_LEVELS = 30.0  # gpuq scores ⌊30·σ(ΔF/1000)⌋ once its load rule is on (see docs/partitioner.md)
-GPUQ_VARIANT = 2  # FGD fragment + CPU-bounded multi-task fragment, under the load rule
-GPUQ_LEX = 3  # FGD's score first, the multi-task fragment's among its ties, from the first arrival (kernels.replay)
-GPUQ_LEX_MIN_HALF = 0.25  # the lexicographic rule needs this share of sharing tasks to ask more than half a GPU
-GPUQ_COVERAGE = 0.98  # gpuq's target workload covers 98 % of tasks (FGD: 95 %)
-GPUQ_PINNED_LIMIT = 0.05  # above this share of model-pinned GPU shapes, gpuq drops its multi-task term
+# gpuq's rule per workload lives in partitioner.policies.gpuq_rule (the live Packer takes it from there too)
+GPUQ_LEVELS = gpuq_rule.GPUQ_LEVELS  # ⌊30·σ(ΔF/1000)⌋ for the multi-task term (see docs/partitioner.md)
+GPUQ_VARIANT = gpuq_rule.VARIANT_SUMMED  # FGD fragment + CPU-bounded multi-task fragment, under the load rule
+GPUQ_LEX = gpuq_rule.VARIANT_LEX  # FGD's score first, the multi-task fragment's among its ties (kernels.replay)
+GPUQ_LEX_MIN_HALF = gpuq_rule.LEX_MIN_HALF
+GPUQ_COVERAGE = gpuq_rule.GPUQ_COVERAGE  # gpuq's target workload covers 98 % of tasks (FGD: 95 %)
+GPUQ_PINNED_LIMIT = gpuq_rule.PINNED_LIMIT
 ALL_MODELS = np.int64(-1)  # every bit set: any model
 
 
@@ -168,15 +171,8 @@ def target_shapes(trace: Trace, coverage: float = 0.95) -> dict[str, np.ndarray]
     """
     columns = (trace.task_cpu, trace.task_milli, trace.task_ngpu, trace.task_models)
     keys = list(zip(*(column.tolist() for column in columns), strict=True))
-    counts = Counter(keys)
     total = len(keys)
-    chosen: list[tuple[tuple[int, int, int, int], int]] = []
-    covered = 0
-    for key, count in counts.most_common():
-        chosen.append((key, count))
-        covered += count
-        if covered >= coverage * total:
-            break
+    chosen = gpuq_rule.most_common_covering(Counter(keys), coverage)
     return {
         "cpu": np.array([k[0] for k, _ in chosen], dtype=np.int64),
         "milli": np.array([k[1] for k, _ in chosen], dtype=np.int64),
@@ -186,55 +182,34 @@ def target_shapes(trace: Trace, coverage: float = 0.95) -> dict[str, np.ndarray]
     }
 
 
+def workload(shapes: dict[str, np.ndarray]) -> gpuq_rule.TargetWorkload:
+    """Target shapes (:func:`target_shapes`) as gpuq's rule reads them (a shape is pinned unless any model will do)."""
+    return gpuq_rule.TargetWorkload(p=shapes["p"], ngpu=shapes["ngpu"], milli=shapes["milli"], cpu=shapes["cpu"],
+                                    pinned=shapes["models"] != ALL_MODELS)
+
+
 def pinned_workload(shapes: dict[str, np.ndarray]) -> bool:
-    """Model-pinned GPU shapes carry more than ``GPUQ_PINNED_LIMIT`` of the target workload's frequency."""
-    pinned = (shapes["ngpu"] > 0) & (shapes["models"] != ALL_MODELS)
-    return float(shapes["p"][pinned].sum()) > GPUQ_PINNED_LIMIT
+    """:func:`partitioner.policies.gpuq_rule.pinned_workload` of ``shapes``."""
+    return gpuq_rule.pinned_workload(workload(shapes))
 
 
 def cpu_bound(trace: Trace, shapes: dict[str, np.ndarray]) -> bool:
-    """The target workload runs out of CPU before it fills the GPUs.
-
-    CPU per GPU share of the shapes (frequency-weighted, CPU-only shapes included), times the
-    cluster's GPU capacity, against the cluster's CPU. There the multi-task term's tie-break
-    loses from the first arrival (it counts GPUs behind exhausted CPU as fragment and moves
-    work onto them: CPU-heavy mix, docs/partitioner.md) and gpuq keeps the load rule, which on
-    such a cluster is FGD (it never reaches 90 % of its GPUs).
-    """
-    gpu = float((shapes["p"] * shapes["ngpu"] * shapes["milli"]).sum())
-    cpu = float((shapes["p"] * shapes["cpu"]).sum())
-    return gpu <= 0 or cpu / gpu * trace.capacity_milli >= float(trace.node_cpu.sum())
+    """:func:`partitioner.policies.gpuq_rule.cpu_bound` of ``shapes`` on ``trace``'s cluster (every node's CPU)."""
+    return gpuq_rule.cpu_bound(workload(shapes), trace.capacity_milli, int(trace.node_cpu.sum()))
 
 
 def sliver_heavy(shapes: dict[str, np.ndarray]) -> bool:
-    """At least ``GPUQ_LEX_MIN_HALF`` of the sharing tasks ask more than half a GPU.
-
-    Two of those never share a GPU, so each leaves a sliver: that is where the lexicographic
-    rule's gain is (the sliver bound, docs/partitioner.md). Where sharing tasks are small, any
-    gap takes them, the tie-break has nothing to gain early and it strands 8-GPU nodes (tiny
-    shares mix: 8-GPU tasks failed from 45 % arrived).
-    """
-    sharing = (shapes["ngpu"] == 1) & (shapes["milli"] > 0) & (shapes["milli"] < 1000)
-    total = float(shapes["p"][sharing].sum())
-    half = float(shapes["p"][sharing & (shapes["milli"] > 500)].sum())
-    return total > 0 and half >= GPUQ_LEX_MIN_HALF * total
+    """:func:`partitioner.policies.gpuq_rule.sliver_heavy` of ``shapes``."""
+    return gpuq_rule.sliver_heavy(workload(shapes))
 
 
 def gpuq_variant(trace: Trace, shapes: dict[str, np.ndarray]) -> int:
     """gpuq's rule for a target workload (``shapes``, gpuq's 98 %) on ``trace``'s cluster.
 
-    * pinned workloads (:func:`pinned_workload`): FGD's fragment alone (0), with gpuq's levels and
-      coverage past the load rule; the multi-task term measured 3.5-4 points worse than FGD there;
-    * the lexicographic rule (``GPUQ_LEX``) where the workload leaves slivers
-      (:func:`sliver_heavy`), is not CPU-bound (:func:`cpu_bound`) and FGD's shapes are a prefix
-      of gpuq's (the rule's first key is FGD's score over them);
-    * else FGD + multi-task summed under the load rule (``GPUQ_VARIANT``).
+    :func:`partitioner.policies.gpuq_rule.choose_variant`, the function the live ``Packer`` calls too.
     """
-    if pinned_workload(shapes):
-        return 0
-    if sliver_heavy(shapes) and not cpu_bound(trace, shapes) and fgd_prefix(trace, shapes) >= 0:
-        return GPUQ_LEX
-    return GPUQ_VARIANT
+    return gpuq_rule.choose_variant(workload(shapes), trace.capacity_milli, int(trace.node_cpu.sum()),
+                                    fgd_prefix(trace, shapes) >= 0)
 
 
 def fgd_prefix(trace: Trace, shapes: dict[str, np.ndarray]) -> int:
@@ -242,12 +217,37 @@ def fgd_prefix(trace: Trace, shapes: dict[str, np.ndarray]) -> int:
 
     gpuq's load rule (``kernels.replay.multi_task_on``) scores with those first shapes only while it is off.
     """
-    fgd = target_shapes(trace, 0.95)
+    fgd = target_shapes(trace, gpuq_rule.FGD_COVERAGE)
     n = len(fgd["p"])
     if n > len(shapes["p"]):
         return -1
     same = all(np.array_equal(fgd[c], shapes[c][:n]) for c in ("cpu", "milli", "ngpu", "models", "p"))
     return n if same else -1
+
+
+def task_requests(trace: Trace, tasks: np.ndarray | None = None) -> list:
+    """Tasks ``tasks`` (indices, default all) as live :class:`partitioner.types.Request` values.
+
+    As the queued replay maps them: CPU-only as CPU, a sharing task as ``gpu_milli / 10`` blocks,
+    whole-GPU tasks as whole GPUs; model pins become ``gpu_models`` (``trace.model_names``).
+    """
+    from partitioner.types import Request
+
+    idx = np.arange(trace.task_cpu.shape[0]) if tasks is None else tasks
+    out = []
+    for t in idx.tolist():
+        cpu, mem, ngpu, milli = (int(trace.task_cpu[t]), int(trace.task_mem[t]), int(trace.task_ngpu[t]),
+                                 int(trace.task_milli[t]))
+        mask = int(trace.task_models[t])
+        models = () if mask == ALL_MODELS or ngpu == 0 else tuple(
+            name for i, name in enumerate(trace.model_names) if (mask >> i) & 1)
+        if ngpu == 0:
+            out.append(Request(cpus_milli=cpu, memory_mib=mem))
+        elif ngpu == 1 and milli < 1000:
+            out.append(Request(blocks=max(1, milli // 10), cpus_milli=cpu, memory_mib=mem, gpu_models=models))
+        else:
+            out.append(Request(gpus=ngpu, cpus_milli=cpu, memory_mib=mem, gpu_models=models))
+    return out
 
 
 def arrival_order(trace: Trace, seed: int) -> tuple[np.ndarray, np.ndarray]:

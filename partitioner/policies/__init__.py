@@ -6,8 +6,9 @@
   whose fragmentation, measured against the target workload, drops most;
 * ``first-fit`` — the first node (and GPU) that fits, in node order: what a
   team with no scheduler does (a baseline for the queued replay);
-* ``gpuq`` — FGD with a CPU-aware, multi-task fragment measure (see
-  docs/partitioner.md); the default because it measured best.
+* ``gpuq`` — FGD with a CPU-aware, multi-task fragment measure, the rule
+  chosen per workload by :mod:`partitioner.policies.gpuq_rule` (replay and
+  live service alike; docs/partitioner.md); the default because it measured best.
 """
 
 from __future__ import annotations

@@ -75,15 +75,23 @@ unit_st = st.tuples(st.integers(0, 1), st.integers(0, 100), st.integers(0, 80000
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(unit_st, min_size=1, max_size=8), st.integers(0, 64000), st.booleans(),
+@given(st.lists(unit_st, min_size=1, max_size=8), st.integers(0, 64000), st.integers(0, 3),
        st.lists(st.tuples(st.integers(0, 2), st.integers(1, 100), st.integers(0, 40000), st.integers(1, 3),
-                          st.integers(0, 16000), st.floats(0.01, 1)), min_size=1, max_size=5))
-def test_node_fragment_kernel_matches_reference(units, cpu, packed, shapes):
+                          st.integers(0, 16000), st.floats(0.01, 1)), min_size=1, max_size=5),
+       st.integers(0, 5))
+def test_node_fragment_kernel_matches_reference(units, cpu, packed, shapes, n_first):
+    """Every fragment variant; 0 and the lexicographic pair (3) over FGD's first ``n_first`` shapes."""
     units = [(k, 100 if (k == 0 and b > 50) else (0 if k == 0 else b), m) for k, b, m in units]
-    want = reference.place_node_fragment(units, cpu, shapes, packed)
-    got = node_fragment(0, np.array([0, len(units)]), *_arrays(units, 3), -1, 0, 0, 0, cpu,
-                        *_arrays(shapes, 5), np.array([s[5] for s in shapes]), packed)
-    assert abs(got - want) < 1e-6 * max(1.0, abs(want))
+    n_first = min(n_first, len(shapes))
+    if packed == 3:
+        want = (reference.place_node_fragment(units, cpu, shapes[:n_first], 0),
+                reference.place_node_fragment(units, cpu, shapes, 1))
+    else:
+        want = (reference.place_node_fragment(units, cpu, shapes[:n_first] if packed == 0 else shapes, packed), 0.0)
+    got = node_fragment(0, np.array([0, len(units)]), *_arrays(units, 3), -1, 0, 0, 0, cpu,  # type: ignore[call-arg]
+                        *_arrays(shapes, 5), np.array([s[5] for s in shapes]), packed, n_first)
+    for g, w in zip(got, want, strict=True):
+        assert abs(g - w) < 1e-6 * max(1.0, abs(w))
 
 
 # -- score_nodes, the kernel the live service calls, against its slow twin -----------------------
@@ -105,26 +113,31 @@ shape_st = st.tuples(st.integers(0, 2), st.sampled_from([10, 25, 50, 100]), st.s
                      st.integers(1, 4), st.sampled_from([0, 4000, 16000]), st.floats(0.05, 1))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(live_request_st, st.lists(live_node_st, min_size=1, max_size=5), st.lists(shape_st, min_size=1, max_size=4),
-       st.sampled_from([1, 2, 3, 4]), st.booleans())
-def test_score_nodes_matches_its_slow_twin(request, nodes, shapes, policy, warm_cache):
-    """Scores and chosen units agree, with the fragment cache cold or already filled by an earlier call."""
+       st.sampled_from([(1, 0), (2, 0), (3, 0), (3, 1), (3, 2), (3, 3), (4, 0)]), st.integers(-1, 4),
+       st.sampled_from([10.0, 30.0, 100.0]), st.booleans(), st.booleans())
+def test_score_nodes_matches_its_slow_twin(request, nodes, shapes, policy_variant, n_fgd, levels, fit_ties,
+                                           warm_cache):
+    """Scores and chosen units agree for every policy and every gpuq variant (0 FGD's fragment, 1 multi-task,
+    2 summed, 3 lexicographic), FGD's shapes a prefix of any length, with the fragment cache cold or already
+    filled by an earlier call."""
     from partitioner.kernels.place import score_nodes
 
+    policy, variant = policy_variant
     kind, blocks, mem, count, cpu, ram = request
-    want = reference.score_nodes(request, nodes, shapes, policy)
+    want = reference.score_nodes(request, nodes, shapes, policy, variant, n_fgd, levels, fit_ties)
     units = [u for *_, us in nodes for u in us]
     starts = np.cumsum([0] + [len(us) for *_, us in nodes]).astype(np.int64)
     col = lambda rows, i, dt=np.int64: np.array([r[i] for r in rows], dtype=dt)  # noqa: E731
     ok = col(units, 3, np.bool_)
-    frag = np.zeros(len(nodes))
+    frag = np.zeros((len(nodes), 2))
     frag_ok = np.zeros(len(nodes), dtype=np.bool_)
     out_score = np.empty(len(nodes))
     out_unit = np.empty(len(nodes), dtype=np.int64)
     args = (kind, blocks, mem, count, cpu, ram, ok, col(nodes, 0), col(nodes, 1), col(nodes, 2), starts,
             col(units, 0), col(units, 1), col(units, 2), *(col(shapes, i) for i in range(5)),
-            col(shapes, 5, np.float64), policy, out_score, out_unit, frag, frag_ok)
+            col(shapes, 5, np.float64), policy, variant, n_fgd, levels, fit_ties, out_score, out_unit, frag, frag_ok)
     score_nodes(*args)
     if warm_cache:
         score_nodes(*args)  # the second call reads F from the cache it filled
