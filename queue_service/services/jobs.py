@@ -100,6 +100,9 @@ class _Lookups:
     projects: dict[str, Project] = field(default_factory=dict)
     classes: dict[str, PriorityClass] | None = None
     workloads: dict[str, WorkloadClass] | None = None
+    # the submit time of the transaction's jobs: its submits are concurrent requests, so one clock read
+    # (a round trip each on PostgreSQL, 8 % of the storm's time) orders them as well as one each did
+    at: datetime | None = None
 
 
 def _lookups(session: Session) -> _Lookups:
@@ -135,6 +138,10 @@ def submit(
     looks each up once; left out, they are read once per transaction (:class:`_Lookups`).
     """
     lookups = _lookups(session)
+    if at is None:
+        if lookups.at is None:
+            lookups.at = db_now(session)
+        at = lookups.at
     projects = lookups.projects if projects is None else projects
     project = (projects.get(body.project) or lookups.projects.get(body.project)
                or project_service.require(session, name=body.project))
