@@ -327,8 +327,8 @@ def _live_child(tree: Path, cluster: ClusterState, demand: list[Request], arriva
     return list(pickle.loads(done.stdout))
 
 
-def live_packing(trace: Trace, n_tasks: int, baseline: str | None) -> None:
-    """The default trace's seed-42 arrivals (first ``n_tasks``, 0: all) placed and committed one by one by the live
+def live_packing(trace: Trace, n_tasks: int, baseline: str | None, seed: int = 42) -> None:
+    """The default trace's ``seed`` arrivals (first ``n_tasks``, 0: all) placed and committed one by one by the live
     ``Packer`` (no preemption, nothing leaves), demand = every task of the trace, on :func:`openb_cluster`.
 
     fgd and gpuq of this tree (gpuq also with best-fit ties), and of ``baseline`` (its checkout, same inputs):
@@ -338,7 +338,7 @@ def live_packing(trace: Trace, n_tasks: int, baseline: str | None) -> None:
 
     from partitioner.simulate import task_requests
 
-    tasks, _ = arrival_order(trace, 42)
+    tasks, _ = arrival_order(trace, seed)
     if n_tasks > 0:
         tasks = tasks[:n_tasks]
     demand = task_requests(trace)
@@ -346,7 +346,7 @@ def live_packing(trace: Trace, n_tasks: int, baseline: str | None) -> None:
     kind = trace.task_kind
     sharing_share = float(trace.task_request[kind == 1].sum() / trace.task_request.sum())
     layouts = {"every other GPU shared": None, f"{sharing_share:.1%} of the GPUs shared, whole nodes": sharing_share}
-    print(f"live Packer, openb default seed 42, {len(arrivals)} arrivals placed + committed, nothing leaves "
+    print(f"live Packer, openb default seed {seed}, {len(arrivals)} arrivals placed + committed, nothing leaves "
           "(1,213 nodes, 6,212 GPUs; demand = the trace's 8,152 tasks)")
     print("| GPU modes | tree, policy | allocated at 100 % arrived | at the end | placed | place p50 ms | p99 ms | s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -375,13 +375,14 @@ def main() -> int:
     parser.add_argument("--live", type=int, metavar="N", nargs="?", const=0,
                         help="only the live Packer replay of the first N arrivals (default: all), see live_packing")
     parser.add_argument("--live-baseline", metavar="COMMIT", help="with --live: also that commit's Packer")
+    parser.add_argument("--live-seed", type=int, default=42, help="with --live: the arrival order's seed")
     args = parser.parse_args()
     d = find_trace_dir()
     if d is None:
         raise SystemExit("no openb trace found")
     trace = load_trace(trace_file(d, "openb_node_list_gpu_node.csv"), trace_file(d, "openb_pod_list_default.csv"))
     if args.live is not None:
-        live_packing(trace, args.live, args.live_baseline)
+        live_packing(trace, args.live, args.live_baseline, args.live_seed)
         return 0
     jit_time()
     warmup()
