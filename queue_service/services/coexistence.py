@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from partitioner.types import NodeState
 from queue_service.admission.coexistence import Rules, check
 from queue_service.auth import Principal
 from queue_service.db.base import utcnow
@@ -74,16 +73,25 @@ def put(session: Session, *, gpu: Mapping[str, Sequence[str]] | None, node: Mapp
     return after
 
 
-def with_workloads(session: Session, nodes: tuple[NodeState, ...]) -> tuple[NodeState, ...]:
-    """``nodes`` with the workload classes their live allocations hold: per GPU and per MIG instance one entry
-    per allocation, per node one per gang member (what the partitioner's rule checks read)."""
-    if not nodes:
-        return nodes
+class HeldWorkloads(NamedTuple):
+    """The workload classes live allocations hold, as the partitioner's rule checks read them: per GPU and per
+    MIG instance one entry per allocation, per node one per gang member."""
+
+    per_node: dict[str, tuple[str, ...]]
+    per_gpu: dict[str, tuple[str, ...]]
+    per_instance: dict[tuple[str, int], tuple[str, ...]]  # (GPU UUID, MIG start)
+
+
+NOTHING_HELD = HeldWorkloads({}, {}, {})
+
+
+def held_workloads(session: Session) -> HeldWorkloads:
+    """What every live allocation holds, by node, GPU and MIG instance (the cluster read sets it on each)."""
     rows = session.execute(
         select(Allocation.node_id, Allocation.gpu_uuid, Allocation.mig_start, Allocation.kind, Allocation.job_id,
                Allocation.replica, Job.workload)
         .join(Job, Job.id == Allocation.job_id)
-        .where(Allocation.released_at.is_(None), Allocation.node_id.in_([n.node_id for n in nodes]))
+        .where(Allocation.released_at.is_(None))
         .order_by(Allocation.id)
     ).all()
     per_node: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
@@ -95,11 +103,6 @@ def with_workloads(session: Session, nodes: tuple[NodeState, ...]) -> tuple[Node
             per_gpu[gpu_uuid].append(workload)
             if mig_start is not None:
                 per_instance[(gpu_uuid, mig_start)].append(workload)
-    out = []
-    for node in nodes:
-        gpus = tuple(replace(g, workloads=tuple(per_gpu.get(g.uuid, ())),
-                             mig_instances=tuple(replace(m, workloads=tuple(per_instance.get((g.uuid, m.start), ())))
-                                                 for m in g.mig_instances))
-                     for g in node.gpus)
-        out.append(replace(node, gpus=gpus, workloads=tuple(per_node.get(node.node_id, {}).values())))
-    return tuple(out)
+    return HeldWorkloads(per_node={k: tuple(v.values()) for k, v in per_node.items()},
+                         per_gpu={k: tuple(v) for k, v in per_gpu.items()},
+                         per_instance={k: tuple(v) for k, v in per_instance.items()})
