@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/api_bench.py [--database-url postgresql://postgres@127.0.0.1/test]
         [--clients 20] [--submits 1000] [--health-s 5] [--idle-s 60] [--baseline COMMIT] [--smoke]
+        [--api-processes N]     # with --database-url: N processes on the port, beside 1
     .venv/bin/python benchmarks/api_bench.py --idle-only [--idle-s 60] [--baseline COMMIT]
 
 The server is ``gpuq serve`` (API, admitter and the local agent with
@@ -49,6 +50,7 @@ import httpx
 from _worktree import checkout  # this folder's shared helper (the script's folder is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
+REDIS = "redis://127.0.0.1:6379/12"  # --api-processes' broker, flushed: not a database the tests use (15 down)
 
 SERVE = """
 import os, sys, time, logging
@@ -56,7 +58,17 @@ from pathlib import Path
 from queue_service.embedded import EmbeddedServer
 from queue_service.settings import Settings
 logging.basicConfig(level=logging.WARNING)
-server = EmbeddedServer(Settings(runtime="process")).start()
+settings = Settings(runtime="process")
+server = EmbeddedServer(settings).start()
+others = None
+if getattr(settings, "api_processes", 1) > 1:  # --api-processes: the replicas, up once each listens
+    from queue_service import replicas
+    others = replicas.Replicas(settings).start()
+    deadline = time.monotonic() + 120
+    while not all(p is not None and p.is_alive() and listens(p.pid, settings.port) for p in others.processes):
+        assert time.monotonic() < deadline, "the API processes did not come up"
+        time.sleep(0.2)
+    print(json.dumps([p.pid for p in others.processes]), file=sys.stderr, flush=True)
 import threading
 for thread in threading.enumerate():
     # numba compiling holds the GIL: measure after it (a smoke run does not wait)
@@ -68,7 +80,26 @@ import json
 print(json.dumps({t.native_id: t.name if not t.name.startswith("Thread-") else type(t).__name__
                   for t in threading.enumerate()}), flush=True)
 sys.stdin.read()
+if others is not None:
+    others.stop()
 server.stop(stop_jobs=True)
+"""
+
+LISTENS = """
+import json, os, sys, time
+def listens(pid, port):
+    # a listening socket (state 0A) on the port among the process's open sockets
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":
+                inodes.add(f[9])
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link[8:-1] in inodes for link in links if link.startswith("socket:["))
 """
 
 
@@ -92,19 +123,25 @@ class Server:
     token: str
     data_dir: Path
     thread_names: dict[int, str] = field(default_factory=dict)
+    replica_pids: list[int] = field(default_factory=list)  # --api-processes: the other processes
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kw)
 
     def cpu_s(self) -> float:
-        """The server process's user + system CPU seconds so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """The server processes' user + system CPU seconds so far (the first and its replicas)."""
+        total = 0
+        for pid in (self.proc.pid, *self.replica_pids):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
-def serve(code_root: Path, *, database_url: str | None, gpus: int, smoke: bool = False) -> Iterator[Server]:
-    """``gpuq serve`` from ``code_root`` in a child process (its own data dir, config dir and port)."""
+def serve(code_root: Path, *, database_url: str | None, gpus: int, smoke: bool = False,
+          processes: int = 1) -> Iterator[Server]:
+    """``gpuq serve`` from ``code_root`` in a child process (its own data dir, config dir and port); with
+    ``processes`` > 1 its API processes share the port, on Redis (``REDIS``, flushed) with the local agent."""
     with tempfile.TemporaryDirectory(prefix="gpuq-bench-") as tmp:
         port = free_port()
         env = {**os.environ, "HOME": tmp, "XDG_CONFIG_HOME": f"{tmp}/config", "PYTHONPATH": str(code_root),
@@ -115,16 +152,24 @@ def serve(code_root: Path, *, database_url: str | None, gpus: int, smoke: bool =
             env["GPUQ_DATABASE_URL"] = database_url
         if smoke:
             env["GPUQ_BENCH_SMOKE"] = "1"
-        proc = subprocess.Popen([sys.executable, "-c", SERVE], cwd=code_root, env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        if processes > 1:
+            import redis
+
+            redis.Redis.from_url(REDIS).flushdb()
+            env |= {"GPUQ_API_PROCESSES": str(processes), "GPUQ_BROKER_URL": REDIS, "GPUQ_LOCAL_AGENT": "true"}
+        proc = subprocess.Popen([sys.executable, "-c", LISTENS + SERVE], cwd=code_root, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
             if "READY" not in line:
                 raise SystemExit(f"the server did not start (exit {proc.wait()})")
             names = {int(tid): name for tid, name in json.loads(proc.stdout.readline()).items()}
+            assert proc.stderr is not None
+            pids = json.loads(proc.stderr.readline()) if processes > 1 else []
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # never let its stderr fill up
             token = (Path(tmp) / "data" / "admin.token").read_text().strip()
-            yield Server(proc, f"http://127.0.0.1:{port}", token, Path(tmp) / "data", names)
+            yield Server(proc, f"http://127.0.0.1:{port}", token, Path(tmp) / "data", names, pids)
         finally:
             try:
                 assert proc.stdin is not None
@@ -175,12 +220,15 @@ class Storm:
     errors_other: int
     running_stopped: int
     stuck: list[str] = field(default_factory=list)
+    server_cpu_ms: float = 0.0  # the server processes' CPU per submit (the 2-core box's budget: also the clients')
+    client_cpu_ms: float = 0.0  # this process's (the load generator's) CPU per submit
 
     def row(self) -> str:
         ms = [v * 1000 for v in self.latencies_s]
         return (f"{self.jobs_s:7.0f} jobs/s  p50 {pct(ms, 0.5):6.0f} ms  p99 {pct(ms, 0.99):6.0f} ms  "
                 f"max {max(ms, default=0):6.0f} ms  5xx {self.errors_5xx}  other errors {self.errors_other}  "
-                f"running jobs stopped {self.running_stopped}")
+                f"running jobs stopped {self.running_stopped}  CPU per submit: server {self.server_cpu_ms:.1f} ms, "
+                f"client {self.client_cpu_ms:.1f} ms")
 
 
 def wait_running(http: httpx.Client, ids: list[str], timeout_s: float = 60) -> None:
@@ -226,16 +274,18 @@ def storm(server: Server, *, clients: int, submits: int, running: int) -> Storm:
                         errors["other"] += 1
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
+    start, server_cpu_s, client_cpu_s = time.perf_counter(), server.cpu_s(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
+    server_cpu_s, client_cpu_s = server.cpu_s() - server_cpu_s, time.process_time() - client_cpu_s
     with server.client() as http:
         states = {j: http.get(f"/v1/jobs/{j}").json()["state"] for j in holders}
     stopped = sum(1 for s in states.values() if s != "running")
-    return Storm(submits / elapsed, latencies, errors["5xx"], errors["other"], stopped)
+    return Storm(submits / elapsed, latencies, errors["5xx"], errors["other"], stopped,
+                 server_cpu_ms=server_cpu_s * 1000 / submits, client_cpu_ms=client_cpu_s * 1000 / submits)
 
 
 # -- idle CPU -------------------------------------------------------------------
@@ -324,10 +374,10 @@ def fresh_database(url: str | None) -> Iterator[str | None]:
         admin.dispose()
 
 
-def measure(code_root: Path, args: argparse.Namespace) -> dict[str, object]:
+def measure(code_root: Path, args: argparse.Namespace, *, processes: int = 1) -> dict[str, object]:
     out: dict[str, object] = {}
     with fresh_database(args.database_url) as url, serve(code_root, database_url=url, gpus=args.running,
-                                                          smoke=args.smoke) as server:
+                                                          smoke=args.smoke, processes=processes) as server:
         out["idle"] = idle_cpu(server, duration_s=args.idle_s)
         out["health"] = health_rate(server, duration_s=args.health_s, connections=args.connections)
         out["storm"] = storm(server, clients=args.clients, submits=args.submits, running=args.running)
@@ -346,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", metavar="COMMIT", default=None, help="also measure this commit (git worktree)")
     parser.add_argument("--idle-only", action="store_true",
                         help="only the idle figures: this tree's and --baseline's servers idle side by side")
+    parser.add_argument("--api-processes", type=int, default=1, metavar="N",
+                        help="serve with N API processes (PostgreSQL; Redis at REDIS), beside this tree's 1")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script works, not speed")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     args = parser.parse_args(argv)
@@ -366,8 +418,13 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({name: {"idle_cpu_pct": idle.cpu_pct, "wakeups_s": idle.wakeups_s}
                               for name, idle in idles}))
         return
+    if args.api_processes > 1 and not args.database_url:
+        parser.error("--api-processes needs --database-url postgresql://...")
     results: list[tuple[str, dict[str, object]]] = []
     with checkout(args.baseline) as base:
+        if args.api_processes > 1:
+            results.append((f"this tree, {args.api_processes} API processes",
+                            measure(ROOT, args, processes=args.api_processes)))
         results.append(("this tree", measure(ROOT, args)))
         if base is not None:
             results.append((f"baseline {args.baseline[:10]}", measure(base, args)))

@@ -83,9 +83,18 @@ def pct(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its live children (``--api-processes``' replicas), from /proc."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -108,10 +117,20 @@ class Figures:
     lost_nodes: int = 0
 
 
+def listening_sockets(port: int) -> int:
+    """Sockets listening on local ``port`` (each API process of ``--api-processes`` binds its own)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            count += int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A"  # 0A: LISTEN
+    return count
+
+
 class Service:
     """``gpuq serve`` on a fresh PostgreSQL database and a flushed Redis db, no local agent."""
 
-    def __init__(self, tmp: Path, database_url: str, redis_url: str, root: Path = ROOT) -> None:
+    def __init__(self, tmp: Path, database_url: str, redis_url: str, root: Path = ROOT, processes: int = 1) -> None:
         from tests.faults.cluster import free_port
 
         self.port = free_port()
@@ -122,7 +141,8 @@ class Service:
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "queue_service.cli", "serve", "--port", str(self.port), "--data-dir", str(tmp),
-             "--database-url", database_url, "--broker-url", redis_url, "--no-local-agent"],
+             "--database-url", database_url, "--broker-url", redis_url, "--no-local-agent",
+             *(["--api-processes", str(processes)] if processes > 1 else [])],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
         deadline = time.monotonic() + 60
         while True:
@@ -135,6 +155,11 @@ class Service:
                 self.log.flush()
                 tail = self.log_path.read_text()[-3000:]
                 raise RuntimeError(f"gpuq serve did not come up:\n{tail}")
+            time.sleep(0.2)
+        # every API process listens before the agents connect: a kept-alive connection stays where it landed
+        while listening_sockets(self.port) < processes:
+            if self.proc.poll() is not None or time.monotonic() > deadline + 60:
+                raise RuntimeError(f"gpuq serve's {processes} API processes did not all listen")
             time.sleep(0.2)
         self.admin_token = (tmp / "admin.token").read_text().strip()
 
@@ -501,7 +526,7 @@ def exported(rev: str, into: Path) -> Path:
     return into
 
 
-def one_run(args: argparse.Namespace, hosts: int, jobs: int, root: Path = ROOT) -> Figures:
+def one_run(args: argparse.Namespace, hosts: int, jobs: int, root: Path = ROOT, processes: int = 1) -> Figures:
     import redis
 
     from tests.conftest import _postgres_database
@@ -510,7 +535,7 @@ def one_run(args: argparse.Namespace, hosts: int, jobs: int, root: Path = ROOT) 
     db = _postgres_database()
     url = next(db)
     with tempfile.TemporaryDirectory() as tmp:
-        service = Service(Path(tmp), url, args.redis, root=root)
+        service = Service(Path(tmp), url, args.redis, root=root, processes=processes)
         try:
             return asyncio.run(Bench(args, hosts, jobs).run(service, url))
         finally:
@@ -549,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-run-s", type=float, default=20.0)
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--redis", default=REDIS)
+    parser.add_argument("--api-processes", type=int, default=1, metavar="N",
+                        help="serve the measured run with N API processes (the baseline with one)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark works")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -565,12 +592,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.baseline_hosts:  # 0 (the smoke run): no baseline
         print(f"baseline run ({args.baseline_hosts} hosts):", flush=True)
         base = one_run(args, args.baseline_hosts, baseline_jobs)
-    print(f"measured run ({args.hosts} hosts{f', served by {args.commit}' if args.commit else ''}):", flush=True)
+    print(f"measured run ({args.hosts} hosts{f', served by {args.commit}' if args.commit else ''}"
+          f"{f', {args.api_processes} API processes' if args.api_processes > 1 else ''}):", flush=True)
     if args.commit:
         with tempfile.TemporaryDirectory(prefix="gpuq-measured-") as tree:
-            big = one_run(args, args.hosts, args.jobs, root=exported(args.commit, Path(tree)))
+            big = one_run(args, args.hosts, args.jobs, root=exported(args.commit, Path(tree)),
+                          processes=args.api_processes)
     else:
-        big = one_run(args, args.hosts, args.jobs)
+        big = one_run(args, args.hosts, args.jobs, processes=args.api_processes)
     print()
     if base is not None:
         report(f"baseline ({args.baseline_commit})" if args.baseline_commit else "baseline", base)

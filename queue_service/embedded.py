@@ -15,13 +15,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
 
-from queue_service import cli_config
+from queue_service import cli_config, replicas
 from queue_service.app import create_app
 from queue_service.bootstrap import prepare
 from queue_service.context import ServiceContext
@@ -180,6 +181,8 @@ class EmbeddedServer:
     server: uvicorn.Server | None = None
     local_agent: LocalAgent | None = None
     admin_token_path: Path | None = None
+    # one of --api-processes' replicas after the first: the first migrated, wrote the tokens, runs the agent
+    replica: bool = False
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> EmbeddedServer:
@@ -195,9 +198,11 @@ class EmbeddedServer:
             except SimulationSpecError as exc:
                 raise ValueError(str(exc)) from exc
         self.ctx = ServiceContext.build(settings)
-        self.admin_token_path, agent_token = prepare(settings.effective_database_url, settings.data_dir,
-                                                     self.ctx.sessions, node_name=settings.node_name,
-                                                     admin_lifetime_s=settings.token_lifetime_s)
+        agent_token = ""
+        if not self.replica:
+            self.admin_token_path, agent_token = prepare(settings.effective_database_url, settings.data_dir,
+                                                         self.ctx.sessions, node_name=settings.node_name,
+                                                         admin_lifetime_s=settings.token_lifetime_s)
         app = create_app(self.ctx)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on",
@@ -207,15 +212,19 @@ class EmbeddedServer:
                                 ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
                                 ssl_keyfile=str(settings.tls_key) if settings.tls_key else None)
         self.server = uvicorn.Server(config)
+        # Several API processes: each listens on a socket of its own on the one port (replicas.py).
+        sockets = ([replicas.listening_socket(settings.host, settings.port)] if settings.api_processes > 1
+                   else None)
         # The caller owns signals (uvicorn only captures them on the main thread; this runs on another).
-        self._thread = threading.Thread(target=self.server.run, name="gpuq-http", daemon=True)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets}, name="gpuq-http",
+                                        daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise ValueError(f"could not listen on {settings.host}:{settings.port}")
             time.sleep(0.02)
-        if settings.runs_local_agent:
+        if settings.runs_local_agent and not self.replica:
             self.local_agent = start_agent(
                 server=f"{settings.scheme}://{settings.host}:{settings.port}", token=agent_token,
                 tls_cert=settings.tls_cert,
@@ -264,12 +273,14 @@ class EmbeddedServer:
             self.ctx.engine.dispose()
 
 
-def _wait_for_signal() -> None:
+def wait_for_signal(tick: Callable[[], None] | None = None) -> None:
+    """Until SIGINT or SIGTERM, calling ``tick`` twice a second (the replica supervisor's check)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
-        pass
+        if tick is not None:
+            tick()
 
 
 def configure_logging() -> None:
@@ -284,8 +295,13 @@ def configure_logging() -> None:
 
 
 def run_server(settings: Settings) -> None:
+    why = replicas.refusal(settings)
+    if why is not None:
+        raise ValueError(why)
     configure_logging()
     embedded = EmbeddedServer(settings).start()
+    # the other API processes start once the first serves: it migrated and wrote the tokens they read
+    others = replicas.Replicas(settings).start() if settings.api_processes > 1 else None
     url = f"{settings.scheme}://{settings.host}:{settings.port}"
     print(f"gpuq serving on {url}  (dashboard: {url}/ui, API docs: {url}/docs)", flush=True)
     # Where the CLI finds this server (its --port, its --data-dir): queue_service/cli_config.py.
@@ -299,10 +315,15 @@ def run_server(settings: Settings) -> None:
         inv = embedded.local_agent.agent.inventory
         gpus = ", ".join(f"{g.model}" for g in inv.gpus) or f"none ({inv.gpu_note})"
         print(f"local agent: node {inv.node_name}, {inv.cpus} CPUs, GPUs: {gpus} [{inv.gpu_source}]", flush=True)
+    if others is not None:
+        print(f"API processes: {settings.api_processes} on port {settings.port} (one admission cycle at a time)",
+              flush=True)
     try:
-        _wait_for_signal()
+        wait_for_signal(others.check if others is not None else None)
     finally:
         print("gpuq: shutting down", flush=True)
+        if others is not None:
+            others.stop()
         embedded.stop()
 
 
@@ -318,6 +339,6 @@ def run_agent(*, server: str, token: str, broker_url: str, runtime: str, node_na
                         sample_interval_s=sample_interval_s)
     print(f"gpuq agent for node {local.node_name} connected to {server}", flush=True)
     try:
-        _wait_for_signal()
+        wait_for_signal()
     finally:
         local.stop()

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="default: SQLite in data_dir")
     broker_url: str = Field(default="memory://", description="memory:// (in-process) or redis://host:port/db")
     local_agent: bool | None = Field(default=None, description="run an agent in the server process (default: on with memory://)")
+    api_processes: int = Field(default=1, ge=1, le=64, description="processes serving the API on the one port "
+                               "(PostgreSQL and Redis only; admission cycles stay one at a time)")
     simulate_gpus: str | None = Field(default=None, description="e.g. h100-80gb:2,a100-40gb:1[:shared]")
     node_name: str | None = None
     runtime: str = Field(default="auto", description="auto (process + Docker if reachable), docker or process")

@@ -15,6 +15,11 @@ from queue_service.admission.cycle import PackerFactory, PackerLike
 from queue_service.admitter.read import build_cluster
 from queue_service.db.models import Gpu, Node, NodeStatus
 
+# A refusal from a cache older than this is checked again on a fresh read first: a node registered through
+# another API process (``replicas``) invalidates only that process's cache. Refusals are rare, and a caller
+# repeating one costs at most one rebuild per CONFIRM_S.
+CONFIRM_S = 0.25
+
 
 class Feasibility:
     """The never-fits check of a submission.
@@ -39,8 +44,8 @@ class Feasibility:
         with self._lock:
             self._built_at = -1e9
 
-    def _refresh(self, session: Session) -> None:
-        if time.monotonic() - self._built_at > self.ttl_s:
+    def _refresh(self, session: Session, *, older_than_s: float | None = None) -> None:
+        if time.monotonic() - self._built_at > (self.ttl_s if older_than_s is None else older_than_s):
             # Every registered node that is not down: a cordoned or draining node comes back.
             cluster = build_cluster(session, include_usage=False, registered=True)
             self._packer = self.packer_factory(cluster) if cluster.nodes else None
@@ -55,26 +60,40 @@ class Feasibility:
         """Why no registered node could run this kind of job (an image or a host process), or None."""
         with self._lock:
             self._refresh(session)
-            if self._packer is None:
-                return None  # nothing registered yet: the job waits with that reason
-            if image and "docker" not in self._runtimes:
-                return "no registered node runs containers (none has a Docker engine): drop the image, or add one"
-            if not image and "process" not in self._runtimes:
-                return ("no registered node runs host processes (every agent is --runtime docker): "
-                        "give the job an image")
-            return None
+            why = self._runtime_missing(image)
+            if why is not None:  # a refusal is read against the nodes as they are now (see ``CONFIRM_S``)
+                self._refresh(session, older_than_s=CONFIRM_S)
+                why = self._runtime_missing(image)
+            return why
+
+    def _runtime_missing(self, image: bool) -> str | None:
+        if self._packer is None:
+            return None  # nothing registered yet: the job waits with that reason
+        if image and "docker" not in self._runtimes:
+            return "no registered node runs containers (none has a Docker engine): drop the image, or add one"
+        if not image and "process" not in self._runtimes:
+            return ("no registered node runs host processes (every agent is --runtime docker): "
+                    "give the job an image")
+        return None
 
     def check(self, session: Session, request: Request) -> NoFit | None:
         """None if it could fit (or nothing is registered yet: it is then held with a reason)."""
         with self._lock:
             self._refresh(session)
-            if self._packer is None:
-                return None
-            if request not in self._memo:
-                decision = self._packer.place(request)
-                never = decision if isinstance(decision, NoFit) and decision.never else None
-                self._memo[request] = never or self._shared_memory_never(request)
-            return self._memo[request]
+            never = self._never(request)
+            if never is not None:  # a refusal is read against the nodes as they are now (see ``CONFIRM_S``)
+                self._refresh(session, older_than_s=CONFIRM_S)
+                never = self._never(request)
+            return never
+
+    def _never(self, request: Request) -> NoFit | None:
+        if self._packer is None:
+            return None
+        if request not in self._memo:
+            decision = self._packer.place(request)
+            never = decision if isinstance(decision, NoFit) and decision.never else None
+            self._memo[request] = never or self._shared_memory_never(request)
+        return self._memo[request]
 
     def _shared_memory_never(self, request: Request) -> NoFit | None:
         """A blocks request's memory no shared GPU and no shared MIG instance of an allowed model can hold."""

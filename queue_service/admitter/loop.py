@@ -41,6 +41,9 @@ from queue_service.settings import Settings
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x67707571  # "gpuq"; the reconciler holds ADVISORY_LOCK_KEY + 1
+# Another replica's cycle held the lock: it may have read the queue before this replica's commit, so try
+# again almost at once (a job queued here must not wait for the timer).
+SKIPPED_RETRY_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,8 @@ class Admitter:
                 report = self.run_once()
                 if report.idle_wait_s is not None:
                     wait_s = report.idle_wait_s
+                if report.skipped:
+                    wait_s = SKIPPED_RETRY_S
             except Exception:
                 log.exception("admission cycle failed; retrying on the next wake")
                 time.sleep(0.2)

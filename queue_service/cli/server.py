@@ -26,11 +26,14 @@ def serve(
     node_name: Annotated[str | None, typer.Option(help="name of the local node")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="serve HTTPS: PEM certificate (with --tls-key)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="the certificate's PEM private key")] = None,
+    api_processes: Annotated[int | None, typer.Option(
+        help="processes serving the API on the one port (PostgreSQL + Redis; default 1)")] = None,
 ) -> None:
     """Run the API, the admitter and (by default) an agent for this host, in one process."""
     given: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "simulate_gpus": simulate_gpus,
                              "database_url": database_url, "broker_url": broker_url, "local_agent": local_agent,
-                             "node_name": node_name, "tls_cert": tls_cert, "tls_key": tls_key}
+                             "node_name": node_name, "tls_cert": tls_cert, "tls_key": tls_key,
+                             "api_processes": api_processes}
     from queue_service.settings import Settings  # imported by the commands that use it: gpuq --help stays light
 
     overrides = {k: v for k, v in given.items() if v is not None}

@@ -6,7 +6,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request, Response, status
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
 
 from queue_service import __version__
@@ -23,7 +23,7 @@ from queue_service.api.schemas.admin import (
 )
 from queue_service.api.schemas.operator import Reason
 from queue_service.context import ServiceContext
-from queue_service.db.models import ApiToken, NodeStatus, Role
+from queue_service.db.models import ApiToken, Node, NodeStatus, Role
 from queue_service.db.session import reading
 from queue_service.services import nodes as node_service
 from queue_service.services import projects as project_service
@@ -120,7 +120,7 @@ health_router = APIRouter()
 def _health_now(ctx: ServiceContext) -> HealthPublic:
     with reading(ctx.sessions) as session:
         session.execute(text("SELECT 1"))
-        ready = sum(1 for n, _ in node_service.list_nodes(session) if n.status == NodeStatus.READY)
+        ready = session.scalar(select(func.count()).select_from(Node).where(Node.status == NodeStatus.READY)) or 0
     broker = ctx.settings.broker_url.split("://", 1)[0]
     return HealthPublic(status="ok", database=ctx.engine.dialect.name, broker=broker, nodes_ready=ready,
                         version=__version__)

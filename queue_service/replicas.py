@@ -1,0 +1,123 @@
+"""Several API processes on one port (``gpuq serve --api-processes N``, PostgreSQL and Redis only).
+
+One Python process serves requests on one core (the GIL): on a busy server
+the request path, not the database, was the limit (submit storms, a thousand
+agents' heartbeats). With N processes the kernel spreads connections over N
+listening sockets bound with ``SO_REUSEPORT``. Each process is a whole
+service replica (API, admitter, reconciler, webhook sender); what keeps them
+one service is in the database, as for replicas on several hosts:
+
+* admission cycles run one at a time: a cycle holds an advisory lock for its
+  transaction (``admitter.loop``), a replica whose cycle finds it taken
+  retries at once (``SKIPPED_RETRY_S``), so a job a replica just queued is
+  decided by the next cycle whoever runs it;
+* reconciliation takes its own advisory lock; webhook deliveries are leased;
+* the never-fits check confirms a refusal on a fresh read
+  (``admitter.feasibility``): a node may have registered through another
+  process;
+* the first process migrates, writes the tokens and runs the local agent;
+  the others start after it serves (``Replicas``), and one that dies is
+  started again.
+
+SQLite has one writer and the in-process broker one process: both are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+
+from queue_service.settings import Settings
+
+log = logging.getLogger("gpuq")
+
+RESTART_BACKOFF_S = 2.0  # a replica that died is started again after at least this long
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why ``settings`` cannot run several API processes, or None."""
+    if settings.api_processes <= 1:
+        return None
+    if settings.is_sqlite:
+        return "--api-processes > 1 needs PostgreSQL (--database-url postgresql://...): SQLite has one writer"
+    if not settings.broker_url.startswith("redis://"):
+        return "--api-processes > 1 needs a shared broker (--broker-url redis://host:6379/0)"
+    if settings.port == 0:
+        return "--api-processes > 1 needs a fixed --port (every process listens on it)"
+    return None
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``: every process binds its own, and the kernel
+    spreads new connections over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve_replica(settings: Settings) -> None:
+    """A replica process's body: the service without the first process's one-time work, until SIGTERM."""
+    from queue_service.embedded import EmbeddedServer, configure_logging, wait_for_signal
+
+    configure_logging()
+    embedded = EmbeddedServer(settings, replica=True).start()
+    try:
+        wait_for_signal()
+    finally:
+        embedded.stop()
+
+
+@dataclass
+class Replicas:
+    """The N − 1 replica processes beside the first: started, kept running, stopped."""
+
+    settings: Settings
+    processes: list[BaseProcess | None] = field(default_factory=list)
+    _started_at: list[float] = field(default_factory=list)
+
+    def start(self) -> Replicas:
+        count = self.settings.api_processes - 1
+        self.processes, self._started_at = [None] * count, [0.0] * count
+        for i in range(count):
+            self._start(i)
+        return self
+
+    def _start(self, i: int) -> None:
+        # spawn, not fork: the first process already runs threads (HTTP, admitter, agent)
+        process = multiprocessing.get_context("spawn").Process(
+            target=serve_replica, args=(self.settings,), name=f"gpuq-api-{i + 1}", daemon=False)
+        process.start()
+        self.processes[i], self._started_at[i] = process, time.monotonic()
+
+    def check(self) -> None:
+        """Start again any replica that exited (not more often than ``RESTART_BACKOFF_S``)."""
+        for i, process in enumerate(self.processes):
+            if process is None or process.is_alive():
+                continue
+            if time.monotonic() - self._started_at[i] < RESTART_BACKOFF_S:
+                continue
+            log.warning("API process %s exited with %s; starting it again", process.name, process.exitcode)
+            self._start(i)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM to every replica (each finishes what it holds), then wait; kill what is still there."""
+        live = [p for p in self.processes if p is not None and p.is_alive()]
+        for process in live:
+            process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for process in live:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(5)
