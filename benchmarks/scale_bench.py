@@ -344,8 +344,12 @@ class SimAgent:
                 figures.heartbeats += 1
                 if response.status_code >= 400:
                     figures.heartbeat_errors += 1
-                elif not response.json()["known"]:
-                    figures.lost_nodes += 1
+                else:
+                    answer = response.json()
+                    # as the real agent (workers.agent.lease): the service sets the interval on every answer
+                    self.heartbeat_every_s = float(answer.get("heartbeat_s", self.heartbeat_every_s))
+                    if not answer["known"]:
+                        figures.lost_nodes += 1
             except TRANSPORT_ERRORS:
                 figures.heartbeat_errors += 1
             await asyncio.sleep(self.heartbeat_every_s)

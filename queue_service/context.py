@@ -13,6 +13,7 @@ from queue_service.db.session import make_engine, make_sessionmaker
 from queue_service.dispatch import Dispatcher, make_broker
 from queue_service.group_commit import GroupCommitter
 from queue_service.lifecycle import effects
+from queue_service.services.fleet import FleetSize
 from queue_service.settings import Settings
 from queue_service.webhooks.sender import WebhookSender
 
@@ -42,6 +43,7 @@ class ServiceContext:
     feasibility: Feasibility
     webhooks: WebhookSender
     submits: GroupCommitter  # single job submissions, many per transaction
+    fleet: FleetSize = field(default_factory=FleetSize)  # the fleet's size, for the agents' heartbeat timing
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod

@@ -19,6 +19,13 @@ one service is in the database, as for replicas on several hosts:
   the others start after it serves (``Replicas``), and one that dies is
   started again.
 
+Per process, and so not shared: the never-fits cache (above), the token cache
+(``GPUQ_AUTH_CACHE_S``, a second), the fleet size heartbeats are timed by, and
+the vanished-job rule's memory of which heartbeats left a running job out
+(``services.agents``): an agent keeps one kept-alive connection, so its
+heartbeats reach one process; one that hops loses that job a few heartbeats
+later, never sooner.
+
 SQLite has one writer and the in-process broker one process: both are refused.
 """
 

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     admission_interval_s: float = 2.0
     heartbeat_interval_s: float = 5.0
     node_lease_s: float = 30.0
+    max_heartbeats_per_s: float = Field(default=50.0, gt=0, description="heartbeats the whole fleet sends at most: "
+                                        "above heartbeat_interval_s x this many nodes, intervals and leases grow")
     max_log_bytes: int = 16 * 1024 * 1024
     fair_share_half_life_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="usage half-life for fair share")
     min_run_s: float = Field(default=60.0, ge=0, description="a job is not preempted before it ran this long")

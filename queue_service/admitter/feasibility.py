@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +16,8 @@ from partitioner.types import NoFit, Request
 from queue_service.admission.cycle import PackerFactory, PackerLike
 from queue_service.admitter.read import build_cluster
 from queue_service.db.models import Gpu, Node, NodeStatus
+
+T = TypeVar("T")
 
 # A refusal from a cache older than this is checked again on a fresh read first: a node registered through
 # another API process (``replicas``) invalidates only that process's cache. Refusals are rare, and a caller
@@ -58,13 +62,7 @@ class Feasibility:
 
     def runtime_missing(self, session: Session, *, image: bool) -> str | None:
         """Why no registered node could run this kind of job (an image or a host process), or None."""
-        with self._lock:
-            self._refresh(session)
-            why = self._runtime_missing(image)
-            if why is not None:  # a refusal is read against the nodes as they are now (see ``CONFIRM_S``)
-                self._refresh(session, older_than_s=CONFIRM_S)
-                why = self._runtime_missing(image)
-            return why
+        return self._confirmed(session, lambda: self._runtime_missing(image))
 
     def _runtime_missing(self, image: bool) -> str | None:
         if self._packer is None:
@@ -78,13 +76,18 @@ class Feasibility:
 
     def check(self, session: Session, request: Request) -> NoFit | None:
         """None if it could fit (or nothing is registered yet: it is then held with a reason)."""
+        return self._confirmed(session, lambda: self._never(request))
+
+    def _confirmed(self, session: Session, refusal: Callable[[], T | None]) -> T | None:
+        """``refusal()`` on the cached cluster; a refusal is read again against the nodes as they are now
+        (see ``CONFIRM_S``)."""
         with self._lock:
             self._refresh(session)
-            never = self._never(request)
-            if never is not None:  # a refusal is read against the nodes as they are now (see ``CONFIRM_S``)
+            why = refusal()
+            if why is not None:
                 self._refresh(session, older_than_s=CONFIRM_S)
-                never = self._never(request)
-            return never
+                why = refusal()
+            return why
 
     def _never(self, request: Request) -> NoFit | None:
         if self._packer is None:

@@ -1,4 +1,5 @@
-"""Usage rollups: closed ledger intervals summed per UTC hour and reporting key, in the close's transaction.
+"""Usage rollups: closed ledger intervals summed per UTC hour and reporting key, in the close's transaction
+(at its end).
 
 Why per hour, not per day: a report's window is exact to the second, so its
 ragged ends (a window that starts at 09:17, or "this month so far" that
@@ -25,7 +26,9 @@ close that adds a day before a job's other days re-links the later one).
 
 Writes are upserts (``INSERT .. ON CONFLICT DO UPDATE``), keys sorted, one
 statement per chunk: two transactions closing intervals of one row's key
-serialise on that row and never deadlock. The job-count key ends in a shard, a
+serialise on that row and never deadlock. A transaction writes them as its last
+statements, before its commit (``add_closed``), so it holds a rollup row's lock
+for its commit only; a read of the rollups inside it writes them first. The job-count key ends in a shard, a
 digest of the job id (:func:`shard`): without it every exit of a busy cluster
 updated the same day's first-day job count (one project, owner, workload and
 labels) and exits queued on that row lock until the commit (100 simulated
@@ -48,12 +51,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from itertools import groupby
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, delete, func, inspect, select
+from sqlalchemy import Table, delete, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.util import find_tables
 
 from queue_service.admission.units import held_equivalents
 from queue_service.billing.pricebook import PriceBook
@@ -352,17 +357,74 @@ def rebuild_job_counts(bind: Session | Connection) -> None:
     _write_counts(bind, deltas, labels, sharded=sharded)
 
 
+_PENDING = "gpuq.rollups.pending"  # session.info: this transaction's closes, written just before its commit
+
+
+class _Pending:
+    """The rollup contributions of one transaction's closes, one price book for all of them."""
+
+    def __init__(self, prices: PriceBook | None) -> None:
+        self.batch = Contributions()
+        self.prices = prices
+
+
 def add_closed(session: Session, rows: Iterable[IntervalLike], prices: PriceBook | None = None) -> None:
-    """Add just-closed intervals to the rollups, in the caller's transaction (``ledger.close_intervals``)."""
-    batch = Contributions()
-    book = prices
+    """Add just-closed intervals to the rollups, in the caller's transaction (``ledger.close_intervals``).
+
+    Written as the transaction's last statements (``_write_pending``, before its commit), not here: the
+    hour's rollup row is one row that every exit of the cluster updates, and a transaction holds its lock
+    from the update to its commit. Updated mid-transaction, the lock was held across the rest of the exit
+    (its events, its attempt, the next statements' round trips), and exits queued on it: at 1,000 simulated
+    hosts about 30 of each API process's request threads waited there. Inside a SAVEPOINT it is written at
+    once, so a savepoint rolled back takes its contributions with it.
+    """
+    if session.in_nested_transaction():
+        batch, book = Contributions(), prices
+        for iv in rows:
+            book = book or PriceBook.load(session)
+            batch.add(iv, book)
+        _write(session, batch)
+        return
+    pending = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = _Pending(prices)
     for iv in rows:
-        if book is None:
-            book = PriceBook.load(session)
-        batch.add(iv, book)
+        pending.prices = pending.prices or PriceBook.load(session)
+        pending.batch.add(iv, pending.prices)
+
+
+def _write(session: Session, batch: Contributions) -> None:
     if batch.rollups:
         count_jobs(session, batch)  # before the write: it reads the days the jobs held before this batch
         batch.write(session)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    """The transaction's closes into the rollups, as its last statements (see ``add_closed``)."""
+    pending = session.info.pop(_PENDING, None)
+    if pending is not None:
+        _write(session, pending.batch)
+
+
+_READ_BACK = frozenset(t.__tablename__ for t in (UsageRollup, UsageJobDay, UsageJobCount))
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _before_reading_back(state: ORMExecuteState) -> None:
+    """A transaction reads its own rollups as written: pending closes go in first (an autoflush for them)."""
+    session = state.session
+    if _PENDING not in session.info or not state.is_select:
+        return
+    tables = find_tables(cast(ClauseElement, state.statement), include_joins=True)
+    if any(getattr(t, "name", None) in _READ_BACK for t in tables):
+        _write_pending(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    if not session.in_nested_transaction():  # the transaction is gone, and what it closed with it
+        session.info.pop(_PENDING, None)
 
 
 def backfill(bind: Session | Connection, select_page: Callable[[int, int], list[Any]], prices: PriceBook,

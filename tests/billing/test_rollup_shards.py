@@ -92,3 +92,58 @@ def test_exits_of_two_jobs_of_one_day_do_not_wait_for_each_other(db_url: str) ->
         assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
         assert session.scalar(select(func.count()).select_from(UsageRollup)) == 2
     engine.dispose()
+
+
+def test_a_close_holds_the_hours_rollup_row_only_at_its_commit(db_url: str) -> None:
+    """The hour's rollup row is one row every exit updates: a transaction writes it as its last statements
+    (``rollups._write_pending``), so an open transaction that closed an interval does not hold it, and a
+    second close of the same hour and key commits at once."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite has one writer at a time whatever the rows")
+    upgrade(db_url)
+    engine = create_engine(normalize_url(db_url))
+    first, second = _jobs_on_distinct_shards(2)
+    with Session(engine) as session:
+        _open(session, first, HOUR0)
+        _open(session, second, HOUR0)
+        session.commit()
+    holder, other = Session(engine), Session(engine)
+    try:
+        ledger.close_intervals(holder, allocation_ids=[f"a-{first}"], at=HOUR0 + timedelta(minutes=5))
+        holder.flush()  # the interval is closed in the open transaction; its rollup waits for the commit
+        other.execute(text("SET LOCAL lock_timeout = '2s'"))  # written mid-transaction, this waited for holder
+        ledger.close_intervals(other, allocation_ids=[f"a-{second}"], at=HOUR0 + timedelta(minutes=7))
+        other.commit()
+        # the holder's own reads see its close summed (pending contributions go in before a rollup read)
+        assert holder.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
+        holder.commit()
+    finally:
+        holder.close()
+        other.close()
+    with Session(engine) as session:
+        assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
+        assert session.scalar(select(func.count()).select_from(UsageRollup)) == 1
+    engine.dispose()
+
+
+def test_a_rolled_back_close_adds_nothing(db_url: str) -> None:
+    upgrade(db_url)
+    engine = create_engine(normalize_url(db_url))
+    kept, undone, nested = _jobs_on_distinct_shards(3)
+    with Session(engine) as session:
+        for job in (kept, undone, nested):
+            _open(session, job, HOUR0)
+        session.commit()
+    with Session(engine) as session:
+        ledger.close_intervals(session, allocation_ids=[f"a-{undone}"], at=HOUR0 + timedelta(minutes=5))
+        session.rollback()  # the whole transaction: its pending contributions go with it
+    with Session(engine) as session:
+        with pytest.raises(RuntimeError), session.begin_nested():  # a savepoint's close is written at once...
+            ledger.close_intervals(session, allocation_ids=[f"a-{nested}"], at=HOUR0 + timedelta(minutes=6))
+            raise RuntimeError("undo the savepoint")  # ...and undone with it
+        ledger.close_intervals(session, allocation_ids=[f"a-{kept}"], at=HOUR0 + timedelta(minutes=10))
+        session.commit()
+    with Session(engine) as session:
+        assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(600)
+        assert session.scalar(select(func.sum(UsageJobCount.jobs))) == 1
+    engine.dispose()

@@ -80,7 +80,7 @@ def register(body: RegisterBody, principal: CurrentPrincipal, ctx: ContextDep, _
         raise InvalidRequest(f"bad inventory: {exc}", field="inventory") from exc
     node_service.check_agent(principal, inventory.node_name)
     with _unit(ctx) as session:
-        return agent_service.register(session, inventory=inventory, settings=ctx.settings)
+        return agent_service.register(session, inventory=inventory, settings=ctx.settings, fleet=ctx.fleet)
 
 
 async def arrival() -> float:
@@ -95,7 +95,8 @@ def heartbeat(arrived: Annotated[float, Depends(arrival)], body: HeartbeatBody, 
     node_service.check_agent(principal, body.node_name)
     with _unit(ctx) as session:
         return agent_service.heartbeat(session, node_name=body.node_name, running=body.running,
-                                       settings=ctx.settings, mps=body.mps, waited_s=time.monotonic() - arrived)
+                                       settings=ctx.settings, mps=body.mps, waited_s=time.monotonic() - arrived,
+                                       fleet=ctx.fleet)
 
 
 @router.post("/adopt", response_model=AdoptAnswer)
@@ -109,7 +110,7 @@ def adopt(body: AdoptBody, principal: CurrentPrincipal, ctx: ContextDep, _slot: 
     node_service.check_agent(principal, body.node_name)
     with _unit(ctx) as session:
         return agent_service.adopt(session, node_name=body.node_name, attempts=body.attempts,
-                                   settings=ctx.settings)
+                                   settings=ctx.settings, fleet=ctx.fleet)
 
 
 @router.post("/started", response_model=StartedAnswer)
