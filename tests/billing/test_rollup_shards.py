@@ -9,10 +9,11 @@ these tests pin the split itself and what it is for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from queue_service.billing import ledger, rollups
@@ -39,6 +40,24 @@ def _open(session: Session, job_id: str, start: datetime) -> None:
         slot="", gpus=1, blocks=0, gpu_memory_mib=0, mig_profile=None, mig_start=None, mig_compute_share=0.0,
         cpus_milli=1000, memory_mib=1024, started_at=start, ended_at=None, workload="batch", labels_json="{}",
     ))
+
+
+def _close_while_another_is_open(engine: Engine, held: tuple[str, datetime], other: tuple[str, datetime], *,
+                                 before_commit: Callable[[Session], None] = lambda _s: None) -> None:
+    """Close ``held``'s interval in a transaction left open, then ``other``'s in a second one that must commit
+    within 2 s (a lock wait fails it), then ``before_commit(holder)`` and the first commit."""
+    holder, second = Session(engine), Session(engine)
+    try:
+        ledger.close_intervals(holder, allocation_ids=[f"a-{held[0]}"], at=held[1])
+        holder.flush()
+        second.execute(text("SET LOCAL lock_timeout = '2s'"))
+        ledger.close_intervals(second, allocation_ids=[f"a-{other[0]}"], at=other[1])
+        second.commit()
+        before_commit(holder)
+        holder.commit()
+    finally:
+        holder.close()
+        second.close()
 
 
 def test_shard_is_stable_and_in_range() -> None:
@@ -78,16 +97,9 @@ def test_exits_of_two_jobs_of_one_day_do_not_wait_for_each_other(db_url: str) ->
         _open(session, first, HOUR0)
         _open(session, second, HOUR0 + timedelta(hours=1))
         session.commit()
-    holder, other = Session(engine), Session(engine)
-    try:
-        ledger.close_intervals(holder, allocation_ids=[f"a-{first}"], at=HOUR0 + timedelta(minutes=5))
-        other.execute(text("SET LOCAL lock_timeout = '2s'"))  # before the shards this waited for the holder's commit
-        ledger.close_intervals(other, allocation_ids=[f"a-{second}"], at=HOUR0 + timedelta(hours=1, minutes=7))
-        other.commit()
-        holder.commit()
-    finally:
-        holder.close()
-        other.close()
+    # before the shards the second close waited for the holder's commit
+    _close_while_another_is_open(engine, (first, HOUR0 + timedelta(minutes=5)),
+                                 (second, HOUR0 + timedelta(hours=1, minutes=7)))
     with Session(engine) as session:
         assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
         assert session.scalar(select(func.count()).select_from(UsageRollup)) == 2
@@ -107,19 +119,13 @@ def test_a_close_holds_the_hours_rollup_row_only_at_its_commit(db_url: str) -> N
         _open(session, first, HOUR0)
         _open(session, second, HOUR0)
         session.commit()
-    holder, other = Session(engine), Session(engine)
-    try:
-        ledger.close_intervals(holder, allocation_ids=[f"a-{first}"], at=HOUR0 + timedelta(minutes=5))
-        holder.flush()  # the interval is closed in the open transaction; its rollup waits for the commit
-        other.execute(text("SET LOCAL lock_timeout = '2s'"))  # written mid-transaction, this waited for holder
-        ledger.close_intervals(other, allocation_ids=[f"a-{second}"], at=HOUR0 + timedelta(minutes=7))
-        other.commit()
-        # the holder's own reads see its close summed (pending contributions go in before a rollup read)
+    def reads_its_own(holder: Session) -> None:  # pending contributions go in before a rollup read
         assert holder.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
-        holder.commit()
-    finally:
-        holder.close()
-        other.close()
+
+    # the interval is closed in the holder's open transaction (flushed); its rollup waits for the commit:
+    # written mid-transaction, the second close waited for the holder
+    _close_while_another_is_open(engine, (first, HOUR0 + timedelta(minutes=5)), (second, HOUR0 + timedelta(minutes=7)),
+                                 before_commit=reads_its_own)
     with Session(engine) as session:
         assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
         assert session.scalar(select(func.count()).select_from(UsageRollup)) == 1
