@@ -378,19 +378,13 @@ def add_closed(session: Session, rows: Iterable[IntervalLike], prices: PriceBook
     hosts about 30 of each API process's request threads waited there. Inside a SAVEPOINT it is written at
     once, so a savepoint rolled back takes its contributions with it.
     """
-    if session.in_nested_transaction():
-        batch, book = Contributions(), prices
-        for iv in rows:
-            book = book or PriceBook.load(session)
-            batch.add(iv, book)
-        _write(session, batch)
-        return
-    pending = session.info.get(_PENDING)
-    if pending is None:
-        pending = session.info[_PENDING] = _Pending(prices)
+    nested = session.in_nested_transaction()
+    pending = _Pending(prices) if nested else session.info.setdefault(_PENDING, _Pending(prices))
     for iv in rows:
         pending.prices = pending.prices or PriceBook.load(session)
         pending.batch.add(iv, pending.prices)
+    if nested:
+        _write(session, pending.batch)
 
 
 def _write(session: Session, batch: Contributions) -> None:

@@ -54,25 +54,24 @@ def _ref(key: Key) -> AttemptKey:
     return AttemptKey(job_id=key[0], attempt=key[1], replica=key[2])
 
 
-def register(session: Session, *, inventory: NodeInventory, settings: Settings,
-             fleet: FleetSize | None = None) -> RegisterAnswer:
+def register(session: Session, *, inventory: NodeInventory, settings: Settings, fleet: FleetSize) -> RegisterAnswer:
     """Create or refresh the node; the cluster changed, so "never fits" answers and the queue may too.
     The lease and interval follow the fleet's size, this node counted (``services.fleet``)."""
     node = node_service.register(session, inventory=inventory, lease_s=settings.node_lease_s,
                                  max_gpus=settings.max_gpus_per_node)
-    timing = (fleet or FleetSize()).timing(session, settings, fresh=True)  # this node counted (flushed)
+    timing = fleet.timing(session, settings, fresh=True)  # this node counted (flushed)
     node.lease_expires_at = (node.last_heartbeat_at or db_now(session)) + timedelta(seconds=timing.lease_s)
     effects.queue(session, cluster_changed=True, wake=True)
     return RegisterAnswer(node_id=node.id, lease_s=timing.lease_s, heartbeat_s=timing.heartbeat_s)
 
 
 def heartbeat(session: Session, *, node_name: str, running: Iterable[AttemptKey] | None,
-              settings: Settings, mps: dict[str, str] | None = None, waited_s: float = 0.0,
-              fleet: FleetSize | None = None) -> HeartbeatAnswer:
+              settings: Settings, fleet: FleetSize, mps: dict[str, str] | None = None,
+              waited_s: float = 0.0) -> HeartbeatAnswer:
     """Extend the lease (and store the devices' MPS status); ``stale``: attempts the agent runs that the
     database no longer places there. ``waited_s``: how long the request waited here before this (it arrived
     that long ago: what it lists is what the agent ran then)."""
-    timing = (fleet or FleetSize()).timing(session, settings)
+    timing = fleet.timing(session, settings)
     node = node_service.heartbeat(session, node_name=node_name, lease_s=timing.lease_s, mps=mps)
     stale: list[AttemptKey] = []
     if node is not None and running is not None:
@@ -91,7 +90,7 @@ VANISHED_AFTER_S = 5.0  # and at least two heartbeat intervals: a heartbeat sent
 
 
 def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, node_service.Placed], running: set[Key],
-                   settings: Settings, waited_s: float = 0.0, heartbeat_s: float | None = None) -> None:
+                   settings: Settings, heartbeat_s: float, waited_s: float = 0.0) -> None:
     """A running attempt its agent no longer runs (its process is gone) is lost, never left ``running``.
 
     The agent's heartbeat lists what it runs. An attempt the database has
@@ -108,7 +107,7 @@ def _lose_vanished(session: Session, *, node_name: str, current: dict[Key, node_
     was committed is evidence, and the span between the first and the last
     is measured between their arrivals (both on the database clock).
     """
-    wait_s = max(VANISHED_AFTER_S, 2 * (heartbeat_s or settings.heartbeat_interval_s))
+    wait_s = max(VANISHED_AFTER_S, 2 * heartbeat_s)
     for entry in [k for k in _missing if k[0] == node_name and (k[1] in running or k[1] not in current)]:
         _missing.pop(entry, None)
     left_out = [(key, placed.started_at) for key, placed in sorted(current.items())
@@ -155,7 +154,7 @@ def _spec(session: Session, job: Job, key: Key, node_name: str, *, classes: dict
 
 
 def adopt(session: Session, *, node_name: str, attempts: Iterable[AttemptKey], settings: Settings,
-          fleet: FleetSize | None = None) -> AdoptAnswer:
+          fleet: FleetSize) -> AdoptAnswer:
     """After an agent restart: which of the attempts its runtimes still hold to keep, which to stop."""
     current = node_service.current_attempts(session, node_name=node_name)
     adopted = {_key(k) for k in attempts}
@@ -191,7 +190,7 @@ def adopt(session: Session, *, node_name: str, attempts: Iterable[AttemptKey], s
             launches.append(_spec(session, job, key, node_name, classes=classes, settings=settings))
             attempt.launch_sent_at = now
     effects.queue(session, launches=launches)
-    timing = (fleet or FleetSize()).timing(session, settings)
+    timing = fleet.timing(session, settings)
     return AdoptAnswer(keep=keep, stop=stop, lease_s=timing.lease_s, heartbeat_s=timing.heartbeat_s)
 
 

@@ -56,7 +56,8 @@ def test_heartbeats_that_arrived_before_the_start_claim_never_lose_it(api, ctx, 
     job = _running(api, ctx, actors)
     for _ in range(3):  # each arrived an hour ago, long before the claim, and waited here since
         with ctx.sessions() as session, session.begin():
-            agents.heartbeat(session, node_name="n1", running=[], settings=ctx.settings, waited_s=3600.0)
+            agents.heartbeat(session, node_name="n1", running=[], settings=ctx.settings, fleet=ctx.fleet,
+                             waited_s=3600.0)
     assert get_job(api, actors.admin, job["id"])["state"] == "running"
     _beat(api, actors, [])  # heartbeats that arrived after the claim still are evidence
     _beat(api, actors, [])
