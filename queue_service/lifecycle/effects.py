@@ -150,17 +150,24 @@ def install(sessions: sessionmaker[Session], sink: Sink) -> None:
 
 
 @contextmanager
+def undone_on_error(session: Session) -> Iterator[None]:
+    """The effects queued inside the block are put back as they were if it raises (rows are the caller's:
+    :func:`savepoint` undoes them with a SAVEPOINT, the group commit by forgetting unflushed new rows)."""
+    before = pending(session)
+    saved = replace(before, launches=list(before.launches), stops=list(before.stops), moves=list(before.moves))
+    try:
+        yield
+    except BaseException:
+        session.info[_KEY] = saved
+        raise
+
+
+@contextmanager
 def savepoint(session: Session) -> Iterator[None]:
     """A unit of work inside the session's transaction, undone alone if it raises — its effects too.
 
     The rows go with the SAVEPOINT; the effects it queued (a wake, a log line
     for a job that is not there) are put back as they were before it.
     """
-    before = pending(session)
-    saved = replace(before, launches=list(before.launches), stops=list(before.stops), moves=list(before.moves))
-    try:
-        with session.begin_nested():
-            yield
-    except BaseException:
-        session.info[_KEY] = saved
-        raise
+    with undone_on_error(session), session.begin_nested():
+        yield

@@ -216,7 +216,7 @@ def submit(
     if body.array is None:
         return transitions.submit(session, job=job, who=who(principal), at=at, flush=flush, needs_approval=needs)
     return _submit_array(session, first=job, spec=arrays.parse(body.array), principal=principal, at=at,
-                         needs_approval=needs)
+                         needs_approval=needs, flush=flush)
 
 
 ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env", "gpus", "mig_profile",
@@ -227,7 +227,7 @@ ARRAY_COPIED = ("name", "project_id", "owner_token_id", "image", "command", "env
 
 
 def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, principal: Principal,
-                  at: datetime | None, needs_approval: str = "") -> Job:
+                  at: datetime | None, needs_approval: str = "", flush: bool = True) -> Job:
     """Queue every task of an array (one transaction, one multi-row INSERT); returns the first task."""
     at = at or db_now(session)
     first.array_id, first.array_index, first.array_limit = first.id, spec.indices[0], spec.limit
@@ -238,7 +238,8 @@ def _submit_array(session: Session, *, first: Job, spec: arrays.ArraySpec, princ
         tasks.append(task)
     for task in tasks:
         transitions.submit(session, job=task, who=who(principal), at=at, flush=False, needs_approval=needs_approval)
-    session.flush()
+    if flush:
+        session.flush()
     return first
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.auth import Principal, hash_token, new_token
@@ -68,11 +69,16 @@ def authenticate(session: Session, *, token: str | None, now: datetime | None = 
     """The caller behind ``token``; Unauthenticated if missing, unknown, revoked or expired."""
     if not token:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    row = session.execute(select(*_PRINCIPAL_COLUMNS).where(ApiToken.token_hash == hash_token(token))).first()
     return _accepted(row, now or utcnow())
 
 
-def _accepted(row: ApiToken | None, now: datetime) -> Principal:
+_PRINCIPAL_COLUMNS = (ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.projects, ApiToken.node_name,
+                      ApiToken.last_used_at, ApiToken.approver, ApiToken.revoked_at, ApiToken.expires_at,
+                      ApiToken.token_hash)  # what ``_accepted`` reads of a row
+
+
+def _accepted(row: ApiToken | Row[Any] | None, now: datetime) -> Principal:
     """The one rule of which token rows are accepted, and the principal of one that is."""
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked token")
@@ -90,7 +96,9 @@ def authenticate_hashes(session: Session, *, hashes: Iterable[str],
     (unknown, revoked, expired) are left out."""
     now = now or utcnow()
     accepted: dict[str, Principal] = {}
-    for row in session.scalars(select(ApiToken).where(ApiToken.token_hash.in_(list(hashes)))):
+    # columns, not ORM objects: a cache revalidates every agent's token each second (1,000 rows at 1,000
+    # hosts), and building the objects was 11 % of the server's time in the scale bench
+    for row in session.execute(select(*_PRINCIPAL_COLUMNS).where(ApiToken.token_hash.in_(list(hashes)))):
         try:
             accepted[row.token_hash] = _accepted(row, now)
         except Unauthenticated:

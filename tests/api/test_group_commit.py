@@ -1,4 +1,5 @@
-"""Group commit (``queue_service.group_commit``): waiting units share one transaction, each undone alone."""
+"""Group commit (``queue_service.group_commit``): waiting units share one transaction and one flush, each
+undone alone; what the batch cannot undo alone runs every unit again on its own, none stored twice."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from queue_service.context import ServiceContext
@@ -27,10 +29,10 @@ class Gate:
         self.running = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, session: Session) -> str:
+    def __call__(self, session: Session):
         self.running.set()
         assert self.release.wait(10)
-        return "gate"
+        return lambda: "gate"
 
     def hold(self, committer: GroupCommitter):
         future = committer.submit(self)
@@ -39,18 +41,28 @@ class Gate:
 
 
 def _add(name: str, *, wake: bool = False):
-    def work(session: Session) -> str:
+    def work(session: Session):
         session.add(Project(name=name))
-        session.flush()
         if wake:
             effects.queue(session, wake=True)
-        return name
+        return lambda: name
     return work
+
+
+def _counting_inserts(ctx: ServiceContext) -> list[str]:
+    seen: list[str] = []
+
+    def before(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PROJECTS"):
+            seen.append(statement)
+    event.listen(ctx.engine, "before_cursor_execute", before)
+    return seen
 
 
 def test_units_waiting_together_share_one_transaction(ctx: ServiceContext) -> None:
     committer = GroupCommitter(ctx.sessions)
     gate = Gate()
+    inserts = _counting_inserts(ctx)
     try:
         futures = [gate.hold(committer)]
         futures += [committer.submit(_add(f"p{i}")) for i in range(1, 6)]
@@ -59,6 +71,7 @@ def test_units_waiting_together_share_one_transaction(ctx: ServiceContext) -> No
         assert committer.batches == 2  # the gate alone, then the five that waited for it
         assert committer.units == 6
         assert {f"p{i}" for i in range(1, 6)} <= _names(ctx)
+        assert len(inserts) == 1  # the five rows in one flush: one multi-row INSERT, not one per unit
     finally:
         committer.stop()
 
@@ -69,7 +82,6 @@ def test_a_failing_unit_is_undone_alone_with_its_effects(ctx: ServiceContext) ->
 
     def refused(session: Session) -> None:
         session.add(Project(name="refused"))
-        session.flush()
         effects.queue(session, wake=True)  # queued, then undone with the unit: nothing may wake
         raise InvalidRequest("no", field="name")
 
@@ -92,15 +104,70 @@ def test_a_failing_unit_is_undone_alone_with_its_effects(ctx: ServiceContext) ->
         committer.stop()
 
 
+def test_a_unit_that_flushed_before_failing_has_every_unit_run_alone(ctx: ServiceContext) -> None:
+    """Its rows went to the database with the others': the batch cannot undo it alone, so each unit runs again
+    in its own transaction — the others stored once each, the failing one refused."""
+    committer = GroupCommitter(ctx.sessions)
+    gate = Gate()
+    runs: list[str] = []
+
+    def counted(name: str):
+        inner = _add(name)
+
+        def work(session: Session):
+            runs.append(name)
+            return inner(session)
+        return work
+
+    def flushed_then_refused(session: Session) -> None:
+        session.add(Project(name="flushed"))
+        session.flush()
+        raise InvalidRequest("no", field="name")
+
+    try:
+        futures = [gate.hold(committer), committer.submit(counted("alone-1")), committer.submit(flushed_then_refused),
+                   committer.submit(counted("alone-2"))]
+        gate.release.set()
+        assert futures[1].result(timeout=20) == "alone-1"
+        assert futures[3].result(timeout=20) == "alone-2"
+        with pytest.raises(InvalidRequest):
+            futures[2].result(timeout=20)
+        with ctx.sessions() as session:
+            stored = list(session.scalars(select(Project.name).where(Project.name.in_(["alone-1", "alone-2",
+                                                                                        "flushed"]))))
+        assert sorted(stored) == ["alone-1", "alone-2"]
+        assert runs == ["alone-1", "alone-1", "alone-2"]  # the batch stops at the failing unit; then each alone
+    finally:
+        committer.stop()
+
+
+def test_a_row_the_batch_flush_refuses_is_refused_to_its_unit_alone(ctx: ServiceContext) -> None:
+    """Two units add the same project name: the batch's one flush fails, and run alone the first is stored and
+    only the second hears the database's refusal."""
+    committer = GroupCommitter(ctx.sessions)
+    gate = Gate()
+    try:
+        futures = [gate.hold(committer), committer.submit(_add("twice")), committer.submit(_add("twice")),
+                   committer.submit(_add("once"))]
+        gate.release.set()
+        assert futures[1].result(timeout=20) == "twice"
+        with pytest.raises(IntegrityError):
+            futures[2].result(timeout=20)
+        assert futures[3].result(timeout=20) == "once"
+        assert {"twice", "once"} <= _names(ctx)
+    finally:
+        committer.stop()
+
+
 def test_a_failed_commit_answers_every_unit_with_its_error(ctx: ServiceContext) -> None:
     committer = GroupCommitter(ctx.sessions)
     gate = Gate()
 
-    def sabotage(session: Session) -> None:
+    def sabotage(session: Session):
         def fail(inner: Session) -> None:
-            if not inner.in_nested_transaction():  # before_commit fires on each savepoint's release too
-                raise RuntimeError("commit refused")
+            raise RuntimeError("commit refused")
         event.listen(session, "before_commit", fail)
+        return lambda: None
 
     try:
         gate.hold(committer)

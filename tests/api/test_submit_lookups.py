@@ -53,8 +53,8 @@ def _unit(ctx, principal: Principal, **overrides):
     body = JobCreate.model_validate(job_body(**overrides))
 
     def work(session):
-        job = job_service.submit(session, body=body, principal=principal, settings=ctx.settings)
-        return job.id, job.priority
+        job = job_service.submit(session, body=body, principal=principal, settings=ctx.settings, flush=False)
+        return lambda: (job.id, job.priority)
 
     return work
 
@@ -64,7 +64,7 @@ def test_one_batch_reads_its_lookups_once(ctx, api, actors) -> None:
     principal = _admin(ctx)
     gate = threading.Event()
     # a unit that waits holds the committer, so the next three queue up and run as one batch
-    blocker = ctx.submits.submit(lambda _session: gate.wait(10))
+    blocker = ctx.submits.submit(lambda _session: (gate.wait(10), lambda: None)[1])
     deadline = time.monotonic() + 10
     while not blocker.running() and time.monotonic() < deadline:  # its batch has begun, without the others
         time.sleep(0.01)

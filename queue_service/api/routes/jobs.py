@@ -7,6 +7,7 @@ lifecycle's effects go out after it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -35,20 +36,20 @@ async def submit_job(body: JobCreate, principal: CurrentPrincipal, ctx: ContextD
     """Queue a job. Answers 201 with the job once it is stored; it is admitted by the next cycle.
 
     The submission is one unit of a group commit (``queue_service.group_commit``):
-    the submits waiting at that moment share one transaction, each in its own
-    savepoint, so a refused one is refused alone.
+    the submits waiting at that moment share one transaction and one flush, and
+    a refused one is refused alone.
     """
     principal.require(Role.ADMIN, Role.OPERATOR, Role.MEMBER)
 
-    def work(session: Session) -> JobPublic:
+    def work(session: Session) -> Callable[[], JobPublic]:
         projects: dict[str, Project] = {}  # submit fills it: the presenter reuses its lookup
         job = job_service.submit(
             session, body=body, principal=principal, settings=ctx.settings,
             feasibility=lambda request: ctx.feasibility.check(session, request),
             runtime_check=lambda image: ctx.feasibility.runtime_missing(session, image=image),
-            projects=projects,
+            projects=projects, flush=False,
         )
-        return job_public(session, job=job, project=projects[body.project], principal=principal)
+        return lambda: job_public(session, job=job, project=projects[body.project], principal=principal)
 
     return await ctx.submits.run(work)
 
