@@ -149,11 +149,12 @@ class GroupCommitter:
             finishes: list[tuple[_Unit, Callable[[], Any]]] = []
             with session.no_autoflush:
                 for unit in units:
-                    new, dirty, deleted, flushed = set(session.new), set(session.dirty), len(session.deleted), flushes[0]
+                    new, dirty, deleted = set(session.new), set(session.dirty), len(session.deleted)
+                    flushed = flushes[0]
                     try:
                         with effects.undone_on_error(session):
                             finishes.append((unit, unit.work(session)))
-                    except Exception as exc:  # noqa: BLE001 - any error is the unit's own, for its caller alone
+                    except Exception as exc:  # any error is the unit's own, for its caller alone
                         if (isinstance(exc, SQLAlchemyError) or flushes[0] != flushed or set(session.dirty) - dirty
                                 or len(session.deleted) != deleted):
                             raise _Entangled from exc

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from queue_service.auth import Principal, hash_token, new_token
@@ -78,7 +78,7 @@ _PRINCIPAL_COLUMNS = (ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.projec
                       ApiToken.token_hash)  # what ``_accepted`` reads of a row
 
 
-def _accepted(row: ApiToken | Row[Any] | None, now: datetime) -> Principal:
+def _accepted(row: Any, now: datetime) -> Principal:  # a row of _PRINCIPAL_COLUMNS (or an ApiToken), or None
     """The one rule of which token rows are accepted, and the principal of one that is."""
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked token")
