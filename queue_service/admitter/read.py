@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from partitioner.types import ClusterState, GpuMode, GpuState, MigInstance, NodeState, Request
 from queue_service import snapshots
 from queue_service.admission.snapshot import PendingJob, Snapshot
-from queue_service.db.base import utcnow
+from queue_service.db.base import in_chunks, utcnow
 from queue_service.db.models import Gpu, Job, JobState, Node, NodeStatus, Project
 from queue_service.db.priority_classes import effective
 from queue_service.services import coexistence as coexistence_service
@@ -260,15 +260,12 @@ def queued(session: Session) -> list[QueuedJob]:
     return out
 
 
-_IN_CHUNK = 500  # ids per IN (...): well under SQLite's and PostgreSQL's bound-parameter limits
-
-
 def entities(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
     """The ``Job`` entities of ``job_ids`` (those the cycle gates, admits or gives a new wait reason)."""
     ids = sorted(set(job_ids))
     out: dict[str, Job] = {}
-    for i in range(0, len(ids), _IN_CHUNK):
-        out.update((job.id, job) for job in session.scalars(select(Job).where(Job.id.in_(ids[i:i + _IN_CHUNK]))))
+    for chunk in in_chunks(ids):
+        out.update((job.id, job) for job in session.scalars(select(Job).where(Job.id.in_(chunk))))
     return out
 
 

@@ -40,6 +40,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from queue_service.billing.ledger import db_now, gpu_equivalents
+from queue_service.db.base import in_chunks
 from queue_service.db.billing_models import UsageInterval
 from queue_service.db.models import ApiToken, Job
 from queue_service.db.utilization_models import SHARE_BINS, JobUtilization
@@ -252,10 +253,10 @@ def busy_shares(session: Session, job_ids: Iterable[str]) -> dict[str, float]:
     """Measured busy share per job, for the jobs that have SM figures (others are absent)."""
     ids = list(set(job_ids))
     out: dict[str, float] = {}
-    for start in range(0, len(ids), 500):
+    for chunk in in_chunks(ids):
         for job_id, busy, held in session.execute(
             select(JobUtilization.job_id, JobUtilization.busy_equiv_s, JobUtilization.allocated_equiv_s)
-            .where(JobUtilization.job_id.in_(ids[start:start + 500]), JobUtilization.allocated_equiv_s > 0)
+            .where(JobUtilization.job_id.in_(chunk), JobUtilization.allocated_equiv_s > 0)
         ):
             out[job_id] = min(1.0, busy / held)
     return out
@@ -309,10 +310,10 @@ def used_by_group(session: Session, *, project_ids: list[str], start: datetime, 
     if not job_ids:
         return [], total
     ids = sorted(job_ids)
-    intervals = [iv for i in range(0, len(ids), 500) for iv in session.scalars(
-        select(UsageInterval).where(UsageInterval.job_id.in_(ids[i:i + 500]), UsageInterval.kind != "cpu"))]
-    workloads = {j: w for i in range(0, len(ids), 500) for j, w in session.execute(
-        select(Job.id, Job.workload).where(Job.id.in_(ids[i:i + 500])))}
+    intervals = [iv for chunk in in_chunks(ids) for iv in session.scalars(
+        select(UsageInterval).where(UsageInterval.job_id.in_(chunk), UsageInterval.kind != "cpu"))]
+    workloads = {j: w for chunk in in_chunks(ids) for j, w in session.execute(
+        select(Job.id, Job.workload).where(Job.id.in_(chunk)))}
     users = dict(session.execute(select(ApiToken.id, ApiToken.name)).all())
     groups: dict[str, GroupUse] = {}
     key_of: dict[str, str] = {}
@@ -324,10 +325,10 @@ def used_by_group(session: Session, *, project_ids: list[str], start: datetime, 
         for row in (groups.setdefault(key, GroupUse(key=key)), total):
             row.allocated_gpu_s += gpu_equivalents(iv) * held_s
             row._job_ids.add(iv.job_id)
-    for i in range(0, len(ids), 500):
+    for chunk in in_chunks(ids):
         for job_id, held, busy in session.execute(
             select(JobUtilization.job_id, JobUtilization.allocated_equiv_s, JobUtilization.busy_equiv_s)
-            .where(JobUtilization.job_id.in_(ids[i:i + 500]))
+            .where(JobUtilization.job_id.in_(chunk))
         ):
             if job_id not in key_of:
                 continue

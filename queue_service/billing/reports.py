@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from queue_service.billing import rollups
 from queue_service.billing.ledger import db_now, gpu_equivalents
 from queue_service.billing.pricebook import PriceBook
+from queue_service.db.base import in_chunks
 from queue_service.db.billing_models import GpuSample, UsageInterval, UsageJobCount, UsageJobDay, UsageRollup
 from queue_service.db.models import Allocation, ApiToken, Gpu, Job, Project
 from queue_service.errors import InvalidRequest
@@ -375,12 +376,12 @@ class _Rolled:
         if extra_jobs and whole:
             listed = sorted(extra_jobs)
             projects = None if self.ids is None else set(self.ids)
-            for i in range(0, len(listed), 500):
+            for chunk in in_chunks(listed):
                 # By the job index, the project filtered here: with the project in the WHERE, SQLite reads the
                 # project's every job-day of the window (the unique key's range) once per chunk instead.
                 for seen in self.session.execute(
                     select(d.project_id, d.owner_token_id, d.workload, d.labels_json, d.gpu_model, d.day, d.job_id)
-                    .where(d.job_id.in_(listed[i:i + 500]), d.day >= self.d0, d.day < self.d1)
+                    .where(d.job_id.in_(chunk), d.day >= self.d0, d.day < self.d1)
                 ):
                     if projects is not None and seen[0] not in projects:
                         continue

@@ -62,6 +62,7 @@ from sqlalchemy.sql.util import find_tables
 
 from queue_service.admission.units import held_equivalents
 from queue_service.billing.pricebook import PriceBook
+from queue_service.db.base import in_chunks
 from queue_service.db.billing_models import NO_PREVIOUS_DAY, UsageInterval, UsageJobCount, UsageJobDay, UsageRollup
 
 __all__ = ["HOUR", "QUANTITIES", "Contributions", "add_closed", "backfill", "count_jobs", "day_floor", "hour_floor",
@@ -250,8 +251,8 @@ def _insert(bind: Session | Connection) -> Callable[..., Any]:
 
 def _execute_chunks(bind: Session | Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
     """``stmt`` over ``rows``, ``CHUNK_ROWS`` at a time (executemany: one compiled statement, cached)."""
-    for i in range(0, len(rows), CHUNK_ROWS):
-        bind.execute(stmt, rows[i:i + CHUNK_ROWS])
+    for chunk in in_chunks(rows, CHUNK_ROWS):
+        bind.execute(stmt, chunk)
 
 
 def _links(days: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -322,9 +323,9 @@ def count_jobs(session: Session, batch: Contributions) -> None:
             session.execute(select(func.pg_advisory_xact_lock(func.hashtext("usage_job:" + job_id))))
     known: dict[tuple[str, str], set[datetime]] = defaultdict(set)
     d = UsageJobDay
-    for i in range(0, len(jobs), 500):
+    for chunk in in_chunks(jobs):
         for project_id, job_id, day in session.execute(
-            select(d.project_id, d.job_id, d.day).where(d.job_id.in_(jobs[i:i + 500])).distinct()
+            select(d.project_id, d.job_id, d.day).where(d.job_id.in_(chunk)).distinct()
         ):
             known[project_id, job_id].add(day)
     deltas: Counter = Counter()

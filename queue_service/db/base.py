@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -30,3 +32,13 @@ def new_id() -> str:
 def utcnow() -> datetime:
     """Naive UTC now: stored the same way on SQLite and PostgreSQL."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+T = TypeVar("T")
+IN_CHUNK = 500  # values per IN (...): well under SQLite's and PostgreSQL's bound-parameter limits
+
+
+def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``size``: one ``IN (...)`` query each."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]

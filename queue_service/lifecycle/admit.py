@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from queue_service.db.base import new_id
+from queue_service.db.base import in_chunks, new_id
 from queue_service.db.models import Allocation, Attempt, Job, JobEvent
 from queue_service.lifecycle.moves import ADMITTER
 from queue_service.lifecycle.states import Actor, AttemptState, Event, JobState
@@ -55,7 +55,7 @@ def admit(session: Session, *, placements: Sequence[tuple[Job, list[ReplicaRows]
         check(Event.ADMIT, JobState(job.state), JobState.ADMITTED, Actor.ADMITTER, job_id=job.id)
     claimed: set[str] = set()
     ids = [job.id for job, _ in placements]
-    for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+    for chunk in in_chunks(ids):
         claimed.update(session.scalars(
             update(Job)
             .where(Job.id.in_(chunk), Job.state == JobState.QUEUED)
