@@ -7,10 +7,11 @@ listening sockets bound with ``SO_REUSEPORT``. Each process is a whole
 service replica (API, admitter, reconciler, webhook sender); what keeps them
 one service is in the database, as for replicas on several hosts:
 
-* admission cycles run one at a time: a cycle holds an advisory lock for its
-  transaction (``admitter.loop``), a replica whose cycle finds it taken
-  retries at once (``SKIPPED_RETRY_S``), so a job a replica just queued is
-  decided by the next cycle whoever runs it;
+* one process's admitter leads and cycles (``admitter.leader``: a session
+  advisory lock on a connection of its own); the others' wakes reach it as a
+  ``NOTIFY``, and when it goes another takes the lead within a second and
+  cycles at once. A cycle still holds its transaction's advisory lock
+  (``admitter.loop``), so an old leader and a new one never decide at once;
 * reconciliation takes its own advisory lock; webhook deliveries are leased;
 * the never-fits check confirms a refusal on a fresh read
   (``admitter.feasibility``): a node may have registered through another

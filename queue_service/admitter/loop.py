@@ -14,6 +14,8 @@ Steps of ``run_once`` (each cycle, under the admission lock):
 
 Only one admitter runs at a time: a PostgreSQL advisory lock held for the
 cycle's transaction (a second replica's cycle skips), SQLite's single writer.
+With several API processes one of them leads (``leader``): only its admitter
+cycles, and the others' wakes reach it as a ``NOTIFY``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from queue_service.admission.cycle import PackerFactory, Repartitioner, run_cycle
 from queue_service.admitter import deadlines, read
 from queue_service.admitter.hardware import hardware_aware
+from queue_service.admitter.leader import Leadership
 from queue_service.admitter.persist import persist
 from queue_service.admitter.reconcile import reconcile
 from queue_service.billing import budget
@@ -79,13 +82,27 @@ class Admitter:
         self.cycles = 0
         self.last_report: CycleReport | None = None
         self.is_postgres = sessions.kw["bind"].dialect.name == "postgresql"
+        # several API processes: one leads and cycles, the others relay their wakes to it
+        self.leadership = Leadership(_libpq_dsn(sessions), on_wake=self._wake.set) if (
+            self.is_postgres and settings.api_processes > 1) else None
 
     # -- the loop -------------------------------------------------------
     def wake(self) -> None:
-        """Ask for a cycle as soon as possible (coalesced: many wakes, one cycle)."""
-        self._wake.set()
+        """Ask for a cycle as soon as possible (coalesced: many wakes, one cycle); on a process that does not
+        lead, the leader's."""
+        if self.leadership is not None and not self.leadership.is_leader:
+            self.leadership.relay()
+        else:
+            self._wake.set()
+
+    @property
+    def leads(self) -> bool:
+        """Whether this process's admitter runs cycles (the only one, or the elected leader)."""
+        return self.leadership is None or self.leadership.is_leader
 
     def start(self) -> None:
+        if self.leadership is not None:
+            self.leadership.start()
         self._thread = threading.Thread(target=self._loop, name="gpuq-admitter", daemon=True)
         self._thread.start()
 
@@ -94,6 +111,8 @@ class Admitter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.leadership is not None:
+            self.leadership.stop()
 
     def _loop(self) -> None:
         """Cycles on a wake (a commit that queued, freed or changed something) and on the timer, for recovery.
@@ -130,7 +149,7 @@ class Admitter:
                 report = self.run_once()
                 if report.idle_wait_s is not None:
                     wait_s = report.idle_wait_s
-                if report.skipped:
+                if report.skipped and self.leads:
                     wait_s = SKIPPED_RETRY_S
             except Exception:
                 log.exception("admission cycle failed; retrying on the next wake")
@@ -151,6 +170,8 @@ class Admitter:
         started = time.perf_counter()
         # The transaction commits when the block ends (5.); the lifecycle's effects (launches, stops) go
         # out after that commit, and a failed cycle rolls back whole.
+        if not self.leads:
+            return CycleReport(0, 0, time.perf_counter() - started, skipped=True)  # the leader decides
         with self._lock, transaction(self.sessions) as session:
             if not self._locked(session, ADVISORY_LOCK_KEY):
                 return CycleReport(0, 0, time.perf_counter() - started, skipped=True)
@@ -188,3 +209,9 @@ class Admitter:
                 return 0  # another replica reconciles right now
             _recovered, sent = reconcile(session, settings=self.settings)
             return sent
+
+
+def _libpq_dsn(sessions: sessionmaker[Session]) -> str:
+    """The service database's URL as libpq takes it (no SQLAlchemy driver suffix), for a connection of its own."""
+    url = sessions.kw["bind"].url
+    return str(url.set(drivername="postgresql").render_as_string(hide_password=False))

@@ -1,0 +1,99 @@
+"""One admitter among several processes: an elected leader, woken by the others through the database.
+
+With ``gpuq serve --api-processes N`` every process was a whole replica and
+ran admission cycles on its own wakes, one at a time under the cycle's
+advisory lock: at 1,000 hosts each process spent about a fifth of its time
+in cycles, and a cycle that found the lock taken was tried again 50 ms later.
+Now one process leads (Kueue's and Slurm's one scheduler): it holds a
+*session* advisory lock on a connection of its own and ``LISTEN``\\s there.
+Another process's wake (a commit that queued or freed something) becomes a
+``NOTIFY`` on its own connection (coalesced: one per burst of wakes), which
+wakes the leader's admitter. The others never run a cycle.
+
+The leader's connection is the lease: when its process dies or the
+connection breaks, PostgreSQL drops the lock, and another process, trying
+every ``retry_s``, takes the lead and runs a cycle at once (a wake sent
+while nobody led is covered by that cycle: it reads everything from the
+database). The cycle's transaction lock stays, so a leader that lost its
+connection mid-cycle and its successor never decide at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK_KEY = 0x67707572  # "gpur"; the cycle's transaction lock is admitter.loop.ADVISORY_LOCK_KEY
+CHANNEL = "gpuq_admit"
+RETRY_S = 1.0  # how often a process that does not lead tries to, and how soon a lost connection is replaced
+
+
+class Leadership:
+    """This process's part in the election: leads (and hears the others' wakes) or relays its own wakes."""
+
+    def __init__(self, dsn: str, *, on_wake: Callable[[], None], retry_s: float = RETRY_S,
+                 key: int = LEADER_LOCK_KEY) -> None:
+        self.dsn = dsn
+        self.on_wake = on_wake  # called on the leader for every wake heard, and once when it takes the lead
+        self.retry_s = retry_s
+        self.key = key
+        self.is_leader = False
+        self.terms = 0  # how many times this process took the lead
+        self._relay = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Leadership:
+        self._thread = threading.Thread(target=self._run, name="gpuq-leadership", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._relay.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, 2 * self.retry_s))
+        self.is_leader = False
+
+    def relay(self) -> None:
+        """A wake of this process, for the leader (sent as one ``NOTIFY`` however many come at once)."""
+        self._relay.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                    self._serve(conn)
+            except psycopg.Error as exc:
+                if self.is_leader:
+                    log.warning("the admitter's leadership connection broke (%s); another process may lead", exc)
+                self.is_leader = False
+                self._stop.wait(self.retry_s)
+
+    def _serve(self, conn: psycopg.Connection) -> None:
+        next_try = 0.0
+        while not self._stop.is_set():
+            if self.is_leader:
+                for _notify in conn.notifies(timeout=self.retry_s):
+                    self.on_wake()
+                conn.execute("SELECT 1")  # a connection that broke while nothing was heard says so here
+                continue
+            if time.monotonic() >= next_try:
+                next_try = time.monotonic() + self.retry_s
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+                if row is not None and row[0]:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.is_leader = True
+                    self.terms += 1
+                    log.info("this process leads admission now")
+                    self.on_wake()  # wakes sent while nobody led: one cycle reads them all from the database
+                    continue
+            if self._relay.wait(max(0.0, next_try - time.monotonic())) and not self._stop.is_set():
+                self._relay.clear()
+                conn.execute(f"NOTIFY {CHANNEL}")
