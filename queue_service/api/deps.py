@@ -12,6 +12,7 @@ once, and a refused one is refused every time from the database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
@@ -29,6 +30,8 @@ from queue_service.context import ServiceContext
 from queue_service.db.base import utcnow
 from queue_service.db.session import read_session, reading
 from queue_service.services import tokens
+
+log = logging.getLogger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_CACHED_TOKENS = 10_000
@@ -114,24 +117,31 @@ class _Entry:
 class PrincipalCache:
     """Accepted tokens by hash, each trusted for ``ttl_s`` after the database last accepted it.
 
-    An entry past its window is revalidated, not dropped: the first request
-    that finds its entry stale re-reads, in one query, every stale entry used
-    in the last ``KEEP_S`` (older ones are dropped). An agent heartbeats every
-    few seconds, longer than the window, so with entries that simply expired
-    every agent request missed: one database lookup and a thread hop each (the
-    1,000-host bench: 200 a second). Now it is about one query a window for
-    all of them. No entry is ever trusted longer than ``ttl_s`` after the read
-    that accepted it, so revocation still takes effect within ``ttl_s``.
+    With ``read`` (the service's), a thread refreshes ahead: every ``ttl_s / 2``
+    it re-reads, in one query, each entry older than that which was used in
+    the last ``KEEP_S`` (older ones are dropped; the thread ends when none is
+    left and starts again with the next entry). An agent heartbeats every few
+    seconds, longer than the window: without it every agent request found its
+    entry stale and waited for a revalidation, one at a time behind a lock
+    (1,000 hosts: 17 request threads of a process waiting there, heartbeats
+    answered in 11 s). A request that still finds its entry stale (the thread
+    fell behind) revalidates every stale kept entry itself, as before. No
+    entry is ever trusted longer than ``ttl_s`` after the read that accepted
+    it, so revocation still takes effect within ``ttl_s``.
     """
 
-    KEEP_S = 30.0  # past the agents' heartbeat interval (5 s by default), short of the last-use resolution (60 s)
+    KEEP_S = 30.0  # past the agents' heartbeat interval (5 s by default, 20 s at 1,000 hosts)
 
-    def __init__(self, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, *, read: Reread | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.clock = clock
+        self.read = read
+        self.refreshes = 0  # the refresher's passes that read the database
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._revalidating = threading.Lock()  # one revalidation at a time; the others wait for its answer
+        self._refresher: threading.Thread | None = None
 
     def get(self, key: str) -> Principal | None:
         entry = self._entries.get(key)
@@ -153,6 +163,10 @@ class PrincipalCache:
                 if len(self._entries) >= MAX_CACHED_TOKENS:
                     self._entries.clear()
             self._entries[key] = _Entry(principal, now, now)
+            if self.read is not None and self._refresher is None:
+                self._refresher = threading.Thread(target=self._refresh_ahead, name="gpuq-auth-refresh",
+                                                   daemon=True)
+                self._refresher.start()
 
     def revalidate(self, key: str, read: Reread) -> Principal | None:
         """``key``'s principal once every stale entry kept was read again; None if ``key`` is not (or no longer)
@@ -161,23 +175,46 @@ class PrincipalCache:
         if key not in self._entries:
             return None
         with self._revalidating:
-            fresh = self.get(key)  # another request revalidated it while this one waited
+            fresh = self.get(key)  # another request (or the refresher) revalidated it while this one waited
             if fresh is not None:
                 return fresh
-            now = self.clock()
-            with self._lock:
-                stale = {k: e for k, e in self._entries.items() if now >= e.read_at + self.ttl_s}
-            kept = {k: e for k, e in stale.items() if k == key or e.used_at >= now - self.KEEP_S}
-            accepted = read(list(kept), [e.principal for e in kept.values() if e.used_at > e.read_at])
-            with self._lock:
-                for k, entry in stale.items():
-                    if self._entries.get(k) is not entry:  # put anew meanwhile
-                        continue
-                    if k in accepted:
-                        entry.principal, entry.read_at = accepted[k], now
-                    else:
-                        del self._entries[k]
+            self._reread(read, older_than_s=self.ttl_s, key=key)
             return self.get(key)
+
+    def _reread(self, read: Reread, *, older_than_s: float, key: str = "") -> None:
+        """Read again every entry read ``older_than_s`` ago or more that was used in the last ``KEEP_S`` (and
+        ``key``'s); drop the unused ones past the window and those the database no longer accepts."""
+        now = self.clock()
+        with self._lock:
+            due = {k: e for k, e in self._entries.items() if now >= e.read_at + older_than_s}
+        kept = {k: e for k, e in due.items() if k == key or e.used_at >= now - self.KEEP_S}
+        accepted = read(list(kept), [e.principal for e in kept.values() if e.used_at > e.read_at]) if kept else {}
+        with self._lock:
+            for k, entry in due.items():
+                if self._entries.get(k) is not entry:  # put anew meanwhile
+                    continue
+                if k in accepted:
+                    entry.principal, entry.read_at = accepted[k], now
+                elif k in kept or now >= entry.read_at + self.ttl_s:
+                    del self._entries[k]
+
+    def _refresh_ahead(self) -> None:
+        assert self.read is not None
+        while True:
+            time.sleep(self.ttl_s / 2)
+            try:
+                with self._revalidating:
+                    self._reread(self.read, older_than_s=self.ttl_s / 2)
+                    self.refreshes += 1
+            except Exception:  # the database is away: requests revalidate (and are refused) on their own
+                log.warning("refreshing the token cache failed; requests will revalidate", exc_info=True)
+                with self._lock:  # what is past its window cannot be trusted anyway: the thread ends with them
+                    now = self.clock()
+                    self._entries = {k: e for k, e in self._entries.items() if now < e.read_at + self.ttl_s}
+            with self._lock:
+                if not self._entries:
+                    self._refresher = None
+                    return
 
     def clear(self) -> None:
         with self._lock:
@@ -187,7 +224,9 @@ class PrincipalCache:
 def principal_cache(request: Request) -> PrincipalCache:
     cache = getattr(request.app.state, "principals", None)
     if cache is None:
-        cache = request.app.state.principals = PrincipalCache(request.app.state.ctx.settings.auth_cache_s)
+        ctx = request.app.state.ctx
+        cache = request.app.state.principals = PrincipalCache(
+            ctx.settings.auth_cache_s, read=lambda hashes, used: _reread(ctx, hashes, used))
     return cache
 
 

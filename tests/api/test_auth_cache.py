@@ -6,10 +6,13 @@ pass (that is the documented cost of the cache), one window later it never does.
 
 from __future__ import annotations
 
+import time
+
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from queue_service.api.deps import PrincipalCache
+from queue_service.auth import Principal
 from queue_service.context import ServiceContext
 from queue_service.db.models import ApiToken, Role
 from queue_service.services import tokens
@@ -128,3 +131,78 @@ def test_revalidation_forgets_tokens_unused_for_a_while(api: TestClient, ctx: Se
     calls = _count_reads(monkeypatch)
     assert api.get("/v1/nodes", headers=second).status_code == 200
     assert calls == {"single": 1, "batch": 0}
+
+
+class _Reads:
+    """A stand-in for the service's read: accepts the hashes in ``accepted``, records each call."""
+
+    def __init__(self, accepted: dict[str, Principal]) -> None:
+        self.accepted = accepted
+        self.calls: list[list[str]] = []
+        self.fail = False
+
+    def __call__(self, hashes: list[str], used: list[Principal]) -> dict[str, Principal]:
+        self.calls.append(sorted(hashes))
+        if self.fail:
+            raise RuntimeError("database away")
+        return {h: p for h, p in self.accepted.items() if h in hashes}
+
+
+def _wait(check, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not check():
+        time.sleep(0.01)
+    return check()
+
+
+def test_entries_in_use_are_refreshed_ahead_so_requests_never_wait_for_a_read() -> None:
+    """The refresher re-reads entries in use before their window ends: a request one window after the last
+    read finds its entry fresh, with no read of its own; a token the database stopped accepting is dropped."""
+    now = [1000.0]
+    agent, revoked = Principal(token_id="t1", name="n1", role=Role.AGENT), Principal(token_id="t2", name="n2",
+                                                                                     role=Role.AGENT)
+    reads = _Reads({"h1": agent})
+    cache = PrincipalCache(0.2, read=reads, clock=lambda: now[0])
+    cache.put("h1", agent)
+    cache.put("h2", revoked)
+    now[0] += 0.15  # past half the window: due for a refresh
+    assert _wait(lambda: cache.refreshes >= 1)
+    assert reads.calls[0] == ["h1", "h2"]
+    now[0] += 0.1  # one whole window after the put: only the refresh keeps h1 trusted
+    assert cache.get("h1") == agent
+    assert cache.get("h2") is None  # the database no longer accepts it: gone
+    assert cache.revalidate("h2", reads) is None  # and a request for it finds nothing to trust
+
+
+def test_the_refresher_ends_when_the_database_is_away_and_its_entries_expire() -> None:
+    now = [1000.0]
+    reads = _Reads({})
+    reads.fail = True
+    cache = PrincipalCache(0.2, read=reads, clock=lambda: now[0])
+    cache.put("h1", Principal(token_id="t1", name="n1", role=Role.AGENT))
+    now[0] += 0.15
+    assert _wait(lambda: len(reads.calls) >= 1)
+    assert cache.get("h1") is not None  # within its window it is still trusted
+    now[0] += 0.1
+    assert _wait(lambda: cache._refresher is None), "the thread ended once nothing could be trusted"
+    assert cache.get("h1") is None
+
+
+def test_the_service_cache_refreshes_and_revocation_still_lands_within_the_window(
+        api: TestClient, ctx: ServiceContext, actors: Actors) -> None:
+    """The real cache and the real database, on the real clock: an agent token in use stays cached across
+    windows, and a revoked one is refused within the window's bound."""
+    headers = Actors.headers(actors.agent_for("n1"))
+    assert api.get("/v1/nodes", headers=headers).status_code == 200
+    cache = api.app.state.principals  # type: ignore[attr-defined]
+    assert cache.read is not None
+    for _ in range(3):
+        time.sleep(ctx.settings.auth_cache_s / 2)
+        assert api.get("/v1/nodes", headers=headers).status_code == 200
+    assert cache.refreshes >= 2
+    with ctx.sessions() as session, session.begin():
+        tokens.revoke(session, token_id=tokens.authenticate(session, token=actors.agent_for("n1")).token_id,
+                      actor="test")
+    time.sleep(ctx.settings.auth_cache_s + 0.05)
+    answer = api.get("/v1/nodes", headers=headers)
+    assert answer.status_code == 401, answer.text
