@@ -29,6 +29,9 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
             yield
         finally:
             ctx.submits.stop()  # what is queued is committed and answered first
+            cache = getattr(_app.state, "principals", None)
+            if cache is not None:
+                cache.close()
             if run_admitter:
                 ctx.webhooks.stop()
                 ctx.admitter.stop()

@@ -142,6 +142,7 @@ class PrincipalCache:
         self._lock = threading.Lock()
         self._revalidating = threading.Lock()  # one revalidation at a time; the others wait for its answer
         self._refresher: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def get(self, key: str) -> Principal | None:
         entry = self._entries.get(key)
@@ -163,7 +164,7 @@ class PrincipalCache:
                 if len(self._entries) >= MAX_CACHED_TOKENS:
                     self._entries.clear()
             self._entries[key] = _Entry(principal, now, now)
-            if self.read is not None and self._refresher is None:
+            if self.read is not None and self._refresher is None and not self._closed.is_set():
                 self._refresher = threading.Thread(target=self._refresh_ahead, name="gpuq-auth-refresh",
                                                    daemon=True)
                 self._refresher.start()
@@ -200,8 +201,7 @@ class PrincipalCache:
 
     def _refresh_ahead(self) -> None:
         assert self.read is not None
-        while True:
-            time.sleep(self.ttl_s / 2)
+        while not self._closed.wait(self.ttl_s / 2):
             try:
                 with self._revalidating:
                     self._reread(self.read, older_than_s=self.ttl_s / 2)
@@ -215,10 +215,16 @@ class PrincipalCache:
                 if not self._entries:
                     self._refresher = None
                     return
+        with self._lock:
+            self._refresher = None
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def close(self) -> None:
+        """Stop the refresher (the service is stopping); entries are still used until their window ends."""
+        self._closed.set()
 
 
 def principal_cache(request: Request) -> PrincipalCache:
