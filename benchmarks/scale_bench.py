@@ -9,8 +9,8 @@ real agent protocol over HTTP — ``register``, ``heartbeat`` (with the
 attempts it runs), the start claim (``started``) and ``exited`` — each with
 its own node-bound agent token and simulated H100s. Launch and stop commands
 come through Redis as for a real agent: the simulator drains the nodes'
-dramatiq queues with the broker's own fetch and ack scripts, round-robin from
-two threads, instead of 2,000 consumer threads; a "job" sleeps for the
+dramatiq queues with the broker's own fetch and ack scripts from one thread
+(asking Redis which queues hold messages), instead of 2,000 consumer threads; a "job" sleeps for the
 seconds its command names (``sim 7.5``) and reports exit code 0. The agents
 speak HTTP/1.1 over their own kept-alive connections (:class:`AgentHttp`, a
 few hundred lines of client less than httpx): with one shared httpx client the
@@ -254,7 +254,9 @@ class AgentHttp:
 
 
 class Mailbox:
-    """Two threads that drain the nodes' dramatiq queues (fetch + ack) and hand each message to the loop."""
+    """One thread that drains the nodes' dramatiq queues (fetch + ack) and hands each message to the loop."""
+
+    PASS_S = 0.01  # between two passes: a launch waits at most this long (plus the pass) to be seen
 
     def __init__(self, redis_url: str, queues: list[str], loop: asyncio.AbstractEventLoop, deliver) -> None:
         from dramatiq.brokers.redis import RedisBroker
@@ -264,31 +266,30 @@ class Mailbox:
         self.loop = loop
         self.deliver = deliver
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._drain, args=(queues[i::2],), daemon=True) for i in range(2)]
+        self.threads = [threading.Thread(target=self._drain, args=(queues,), daemon=True)]
         for t in self.threads:
             t.start()
 
     def _drain(self, queues: list[str]) -> None:
-        """Ask for the lengths of all its queues in one round trip, then fetch only from those with messages
-        (fetching from each of 500 queues in turn held the GIL from the agents' loop, one script at a time)."""
+        """Ask Redis which queues hold messages (an empty list is no key: one ``KEYS`` on the bench's own
+        database), then fetch only from those. Asking every queue's length, 1,000 ``LLEN``s a pass, in a pass
+        that started again at once whenever it found a message, kept a thread of this process busy under load:
+        it took the GIL from the agents' loop, and their requests and heartbeats waited here, not at the server."""
         from dramatiq import Message
 
-        keys = [f"{self.broker.namespace}:{queue}" for queue in queues]
+        prefix = f"{self.broker.namespace}:"
+        mine = set(queues)
+        pattern = f"{prefix}{os.path.commonprefix(queues)}*" if queues else f"{prefix}*"
         while not self.stopping.is_set():
-            found = 0
-            pipe = self.broker.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.llen(key)
-            for queue, waiting in zip(queues, pipe.execute(), strict=True):
-                if not waiting:
-                    continue
+            for key in self.broker.client.keys(pattern):
+                queue = key.decode()[len(prefix):]
+                if queue not in mine:
+                    continue  # its .msgs hash, a delay queue
                 for data in self.broker.do_fetch(queue, 16) or []:
                     message = Message.decode(data)
                     self.broker.do_ack(queue, message.options["redis_message_id"])
                     self.loop.call_soon_threadsafe(self.deliver, message.actor_name, message.args[0])
-                    found += 1
-            if not found:
-                time.sleep(0.02)
+            self.stopping.wait(self.PASS_S)
 
     def close(self) -> None:
         self.stopping.set()

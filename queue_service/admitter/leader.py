@@ -69,12 +69,18 @@ class Leadership:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
-                    self._serve(conn)
+                    try:
+                        self._serve(conn)
+                    finally:
+                        self.is_leader = False  # before the connection, and the lock with it, goes
             except psycopg.Error as exc:
                 if self.is_leader:
                     log.warning("the admitter's leadership connection broke (%s); another process may lead", exc)
+            except Exception:  # never a thread that died believing it leads (its lock went with its connection)
+                log.exception("the admitter's leadership failed; trying again")
+            finally:
                 self.is_leader = False
-                self._stop.wait(self.retry_s)
+            self._stop.wait(self.retry_s)
 
     def _serve(self, conn: psycopg.Connection) -> None:
         next_try = 0.0

@@ -39,16 +39,40 @@ def dsn() -> Iterator[str]:
 
 def test_one_leads_and_hears_the_wakes_of_the_other(dsn: str) -> None:
     heard = threading.Event()
+    wrongly_woken: list[str] = []
     first = Leadership(dsn, on_wake=heard.set, retry_s=RETRY_S).start()
-    second = Leadership(dsn, on_wake=lambda: pytest.fail("a process that does not lead is never woken"),
-                        retry_s=RETRY_S).start()
+    assert _until(lambda: first.is_leader)
+    second = Leadership(dsn, on_wake=lambda: wrongly_woken.append("second"), retry_s=RETRY_S).start()
     try:
-        assert _until(lambda: first.is_leader)
         time.sleep(5 * RETRY_S)  # the second has tried for the lead several times by now
-        assert not second.is_leader
+        assert first.is_leader and not second.is_leader
+        assert not wrongly_woken, "a process that does not lead is never woken"
         heard.clear()
         second.relay()
         assert heard.wait(5), "the other process's wake reached the leader"
+        assert not wrongly_woken
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_a_leader_whose_wake_fails_gives_up_the_lead_and_another_takes_it(dsn: str) -> None:
+    """A thread that fails while it leads never keeps believing it leads: its lock went with its connection."""
+    failures = [0]
+
+    def failing() -> None:
+        failures[0] += 1
+        raise RuntimeError("wake failed")
+
+    first = Leadership(dsn, on_wake=failing, retry_s=RETRY_S).start()
+    assert _until(lambda: failures[0] >= 1)
+    second = Leadership(dsn, on_wake=lambda: None, retry_s=RETRY_S).start()
+    try:
+        assert _until(lambda: second.is_leader or first.is_leader)
+        assert not (first.is_leader and second.is_leader)
+        for _ in range(20):  # never two leaders at once while the first keeps failing and retrying
+            assert not (first.is_leader and second.is_leader)
+            time.sleep(RETRY_S / 2)
     finally:
         second.stop()
         first.stop()
