@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -103,7 +103,7 @@ def _final_state(job: Job, exits: Mapping[str, Mapping[str, Any]]) -> tuple[JobS
 
 def record_exit(
     session: Session, *, job_id: str, attempt: int, node_name: str, replica: int = 0, exit_code: int | None,
-    reason: str, message: str = "", grace_s: float, max_retries: int, cause: StopCause | None = None,
+    reason: str, message: str = "", grace_s: Callable[[Job], float], max_retries: int, cause: StopCause | None = None,
     node_fault: bool = False, backoff_s: float = 0.0, backoff_max_s: float = 0.0,
 ) -> ExitOutcome:
     """Record one replica's end; when the attempt is over, end or requeue the job and free it at once.
@@ -114,6 +114,7 @@ def record_exit(
     member has the others stopped; the job ends when they report. ``cause``:
     why the agent stopped it on its own (fence, shutdown, time limit), recorded on the event.
     ``node_fault``: the node failed to start it; the requeued job backs off and prefers other nodes (``back_off``).
+    ``grace_s``: the job's grace period, asked only when this exit stops the gang or loses the attempt.
     """
     job, row = fenced(session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica)
     exits = dict(row.exits or {})
@@ -130,13 +131,13 @@ def record_exit(
     who = agent(node_name)
     if len(exits) < job.replicas:
         if failed:
-            _stop_gang(session, job, who, replica=replica, reason=reason, exit_code=exit_code, grace_s=grace_s,
+            _stop_gang(session, job, who, replica=replica, reason=reason, exit_code=exit_code, grace_s=grace_s(job),
                        ended=[int(r) for r in exits], at=now)
         return ExitOutcome(job, finalized=False)
     lost = [e.get("message") or "lost" for _r, e in sorted(exits.items()) if e["reason"] == "lost"]
     if lost:
         target = lose_attempt(session, job=job, reason=f"lost on {node_name}: {lost[0]}", who=who,
-                              max_retries=max_retries, grace_s=grace_s, at=now, cause=cause)
+                              max_retries=max_retries, grace_s=grace_s(job), at=now, cause=cause)
         if node_fault and target is JobState.QUEUED:
             back_off(session, job, node_name=node_name, base_s=backoff_s, max_s=backoff_max_s, at=now)
         return ExitOutcome(job, finalized=True, requeued=target is JobState.QUEUED)

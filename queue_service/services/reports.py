@@ -31,10 +31,9 @@ def report_exit(
 ) -> ExitOutcome:
     """Record one replica's end (``lifecycle.transitions.record_exit``); ``stop_cause``: why its agent stopped it;
     ``node_fault``: the node failed to start it (the requeued job backs off and prefers other nodes)."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    grace_s = grace.grace_s(session, settings=settings, priority_class=job.priority_class)
+    def grace_s(job: Job) -> float:  # read only when the exit stops a gang or loses the attempt, not every exit
+        return grace.grace_s(session, settings=settings, priority_class=job.priority_class)
+
     return transitions.record_exit(
         session, job_id=job_id, attempt=attempt, node_name=node_name, replica=replica, exit_code=exit_code,
         reason=reason, message=message, grace_s=grace_s, max_retries=settings.max_retries,

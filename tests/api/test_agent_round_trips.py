@@ -20,7 +20,7 @@ from tests.api.helpers import auth, exited, get_job, started, submit
 
 # Statements each report sends, BEGIN and COMMIT not counted (PostgreSQL adds the job-count advisory lock).
 CLAIM = 9
-EXIT = {"sqlite": 16, "postgresql": 17}
+EXIT = {"sqlite": 14, "postgresql": 15}
 HEARTBEAT = 3
 
 
@@ -29,6 +29,8 @@ def _statements(engine) -> Iterator[list[str]]:
     seen: list[str] = []
 
     def count(conn, cursor, statement, params, context, executemany) -> None:
+        if "api_tokens" in statement:
+            return  # the token cache's reads (its refresher thread, a stale entry): per window, not per report
         seen.append(statement.split(None, 2)[0].upper() + " " + statement[:80])
 
     event.listen(engine, "before_cursor_execute", count)
