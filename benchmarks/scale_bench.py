@@ -279,7 +279,7 @@ class Mailbox:
 
         prefix = f"{self.broker.namespace}:"
         mine = set(queues)
-        pattern = f"{prefix}{os.path.commonprefix(queues)}*" if queues else f"{prefix}*"
+        pattern = f"{prefix}{node_queue_name('')}*"  # every node's queue (and its .msgs hash)
         while not self.stopping.is_set():
             for key in self.broker.client.keys(pattern):
                 queue = key.decode()[len(prefix):]
@@ -360,6 +360,20 @@ class SimAgent:
         if key not in self.running:
             self.running[key] = asyncio.ensure_future(self._run(spec, key))
 
+    async def _report_exit(self, body: dict[str, Any]) -> None:
+        """Report an exit until the server answers it (a duplicate changes nothing), as the real agent keeps
+        an exit until it is acknowledged: a report that timed out under load, forgotten, left its job
+        running until the heartbeats' vanished rule lost and requeued it. Each failed try is counted."""
+        while True:
+            try:
+                answer = await self.post("/v1/agent/exited", body)
+                if answer.status_code < 500:
+                    return
+            except TRANSPORT_ERRORS:
+                pass
+            self.bench.figures.http_errors += 1
+            await asyncio.sleep(1.0)
+
     def stop(self, request: dict[str, Any]) -> None:
         key = (request["job_id"], request["attempt"], request.get("replica", 0))
         task = self.running.get(key)
@@ -381,9 +395,7 @@ class SimAgent:
                 outcome = {"exit_code": 0, "reason": "exited"}
             except asyncio.CancelledError:
                 outcome = {"exit_code": -15, "reason": "stopped"}
-            answer = await self.post("/v1/agent/exited", {**ref, **outcome})
-            if answer.status_code >= 500:
-                bench.figures.http_errors += 1
+            await self._report_exit({**ref, **outcome})
             bench.on_exit(self.name)
         except TRANSPORT_ERRORS:
             bench.figures.http_errors += 1
