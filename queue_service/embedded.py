@@ -316,7 +316,7 @@ def run_server(settings: Settings) -> None:
         gpus = ", ".join(f"{g.model}" for g in inv.gpus) or f"none ({inv.gpu_note})"
         print(f"local agent: node {inv.node_name}, {inv.cpus} CPUs, GPUs: {gpus} [{inv.gpu_source}]", flush=True)
     if others is not None:
-        print(f"API processes: {settings.api_processes} on port {settings.port} (one admission cycle at a time)",
+        print(f"API processes: {settings.api_processes} on port {settings.port} (one of them leads admission)",
               flush=True)
     try:
         wait_for_signal(others.check if others is not None else None)

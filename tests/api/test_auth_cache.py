@@ -155,13 +155,14 @@ def _wait(check, timeout_s: float = 5.0) -> bool:
     return check()
 
 
-def test_entries_in_use_are_refreshed_ahead_so_requests_never_wait_for_a_read() -> None:
+def test_entries_in_use_are_refreshed_ahead_so_requests_never_wait_for_a_read(monkeypatch) -> None:
     """The refresher re-reads entries in use before their window ends: a request one window after the last
     read finds its entry fresh, with no read of its own; a token the database stopped accepting is dropped."""
     now = [1000.0]
     agent, revoked = Principal(token_id="t1", name="n1", role=Role.AGENT), Principal(token_id="t2", name="n2",
                                                                                      role=Role.AGENT)
     reads = _Reads({"h1": agent})
+    monkeypatch.setattr(PrincipalCache, "REFRESH_MIN_ENTRIES", 2)
     cache = PrincipalCache(0.2, read=reads, clock=lambda: now[0])
     cache.put("h1", agent)
     cache.put("h2", revoked)
@@ -174,8 +175,9 @@ def test_entries_in_use_are_refreshed_ahead_so_requests_never_wait_for_a_read() 
     assert cache.revalidate("h2", reads) is None  # and a request for it finds nothing to trust
 
 
-def test_the_refresher_ends_when_the_database_is_away_and_its_entries_expire() -> None:
+def test_the_refresher_ends_when_the_database_is_away_and_its_entries_expire(monkeypatch) -> None:
     now = [1000.0]
+    monkeypatch.setattr(PrincipalCache, "REFRESH_MIN_ENTRIES", 1)
     reads = _Reads({})
     reads.fail = True
     cache = PrincipalCache(0.2, read=reads, clock=lambda: now[0])
@@ -188,10 +190,22 @@ def test_the_refresher_ends_when_the_database_is_away_and_its_entries_expire() -
     assert cache.get("h1") is None
 
 
+def test_a_few_tokens_start_no_refresher() -> None:
+    """An idle server's one local agent: a refresh every half window would read ten times per heartbeat."""
+    cache = PrincipalCache(0.2, read=_Reads({}), clock=lambda: 1000.0)
+    for i in range(PrincipalCache.REFRESH_MIN_ENTRIES - 1):
+        cache.put(f"h{i}", Principal(token_id=f"t{i}", name=f"n{i}", role=Role.AGENT))
+    assert cache._refresher is None
+    cache.put("one-more", Principal(token_id="t", name="n", role=Role.AGENT))
+    assert cache._refresher is not None
+    cache.close()
+
+
 def test_the_service_cache_refreshes_and_revocation_still_lands_within_the_window(
-        api: TestClient, ctx: ServiceContext, actors: Actors) -> None:
+        api: TestClient, ctx: ServiceContext, actors: Actors, monkeypatch) -> None:
     """The real cache and the real database, on the real clock: an agent token in use stays cached across
     windows, and a revoked one is refused within the window's bound."""
+    monkeypatch.setattr(PrincipalCache, "REFRESH_MIN_ENTRIES", 1)
     headers = Actors.headers(actors.agent_for("n1"))
     assert api.get("/v1/nodes", headers=headers).status_code == 200
     cache = api.app.state.principals  # type: ignore[attr-defined]
