@@ -64,7 +64,7 @@ class _Entangled(Exception):
 
 
 class GroupCommitter:
-    """One thread that runs waiting units of work, each in a savepoint, and commits them together."""
+    """One thread that runs waiting units of work in one transaction, flushes and commits them together."""
 
     def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = MAX_BATCH) -> None:
         self.sessions = sessions
@@ -142,20 +142,25 @@ class GroupCommitter:
                 unit.future.set_result(result)
 
     def _together(self, units: list[_Unit]) -> list[tuple[_Unit, Any, BaseException | None]]:
-        flushes = [0]
+        flushes = 0
+
+        def counted(*_: Any) -> None:
+            nonlocal flushes
+            flushes += 1
+
         answers: list[tuple[_Unit, Any, BaseException | None]] = []
         with transaction(self.sessions) as session:
-            event.listen(session, "after_flush", lambda *_: flushes.__setitem__(0, flushes[0] + 1))
+            event.listen(session, "after_flush", counted)
             finishes: list[tuple[_Unit, Callable[[], Any]]] = []
             with session.no_autoflush:
                 for unit in units:
                     new, dirty, deleted = set(session.new), set(session.dirty), len(session.deleted)
-                    flushed = flushes[0]
+                    flushed = flushes
                     try:
                         with effects.undone_on_error(session):
                             finishes.append((unit, unit.work(session)))
                     except Exception as exc:  # any error is the unit's own, for its caller alone
-                        if (isinstance(exc, SQLAlchemyError) or flushes[0] != flushed or set(session.dirty) - dirty
+                        if (isinstance(exc, SQLAlchemyError) or flushes != flushed or set(session.dirty) - dirty
                                 or len(session.deleted) != deleted):
                             raise _Entangled from exc
                         for row in set(session.new) - new:

@@ -62,7 +62,7 @@ def running_jobs(session: Session, *, now: datetime, classes: dict[str, Priority
     jobs = session.execute(
         select(*_LIVE_JOB_COLUMNS).join(Project, Project.id == Job.project_id).where(Job.state.in_(live))
     ).all()
-    allocs: dict[str, list[Any]] = defaultdict(list)
+    allocs: dict[str, list[AllocationRow]] = defaultdict(list)
     held: dict[str, float] = defaultdict(float)
     for alloc in session.execute(
         select(*_LIVE_ALLOCATION_COLUMNS)

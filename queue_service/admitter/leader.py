@@ -67,19 +67,18 @@ class Leadership:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            led = False
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
                     try:
                         self._serve(conn)
-                    finally:
-                        self.is_leader = False  # before the connection, and the lock with it, goes
+                    finally:  # never a thread that ended believing it leads: before its connection, and lock, go
+                        led, self.is_leader = self.is_leader, False
             except psycopg.Error as exc:
-                if self.is_leader:
+                if led:
                     log.warning("the admitter's leadership connection broke (%s); another process may lead", exc)
-            except Exception:  # never a thread that died believing it leads (its lock went with its connection)
+            except Exception:
                 log.exception("the admitter's leadership failed; trying again")
-            finally:
-                self.is_leader = False
             self._stop.wait(self.retry_s)
 
     def _serve(self, conn: psycopg.Connection) -> None:

@@ -168,10 +168,10 @@ class Admitter:
     def run_once(self) -> CycleReport:
         """One cycle, under the admission lock."""
         started = time.perf_counter()
-        # The transaction commits when the block ends (5.); the lifecycle's effects (launches, stops) go
-        # out after that commit, and a failed cycle rolls back whole.
         if not self.leads:
             return CycleReport(0, 0, time.perf_counter() - started, skipped=True)  # the leader decides
+        # The transaction commits when the block ends (5.); the lifecycle's effects (launches, stops) go
+        # out after that commit, and a failed cycle rolls back whole.
         with self._lock, transaction(self.sessions) as session:
             if not self._locked(session, ADVISORY_LOCK_KEY):
                 return CycleReport(0, 0, time.perf_counter() - started, skipped=True)

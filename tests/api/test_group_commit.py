@@ -59,6 +59,18 @@ def _counting_inserts(ctx: ServiceContext) -> list[str]:
     return seen
 
 
+def _kept_around_a_refusal(committer: GroupCommitter, gate: Gate, first, refused, last, *,
+                           names: tuple[str, str]) -> None:
+    """Queue ``first``, ``refused`` and ``last`` behind the gate as one batch: the two are answered with their
+    names, the refused one with its InvalidRequest."""
+    futures = [gate.hold(committer), committer.submit(first), committer.submit(refused), committer.submit(last)]
+    gate.release.set()
+    assert futures[1].result(timeout=20) == names[0]
+    assert futures[3].result(timeout=20) == names[1]
+    with pytest.raises(InvalidRequest):
+        futures[2].result(timeout=20)
+
+
 def test_units_waiting_together_share_one_transaction(ctx: ServiceContext) -> None:
     committer = GroupCommitter(ctx.sessions)
     gate = Gate()
@@ -87,13 +99,7 @@ def test_a_failing_unit_is_undone_alone_with_its_effects(ctx: ServiceContext) ->
 
     try:
         ctx.admitter._wake.clear()
-        futures = [gate.hold(committer), committer.submit(_add("kept-1")), committer.submit(refused),
-                   committer.submit(_add("kept-2"))]
-        gate.release.set()
-        assert futures[1].result(timeout=20) == "kept-1"
-        assert futures[3].result(timeout=20) == "kept-2"
-        with pytest.raises(InvalidRequest):
-            futures[2].result(timeout=20)
+        _kept_around_a_refusal(committer, gate, _add("kept-1"), refused, _add("kept-2"), names=("kept-1", "kept-2"))
         names = _names(ctx)
         assert {"kept-1", "kept-2"} <= names and "refused" not in names
         assert not ctx.admitter._wake.is_set()  # the refused unit's wake went with it
@@ -125,13 +131,8 @@ def test_a_unit_that_flushed_before_failing_has_every_unit_run_alone(ctx: Servic
         raise InvalidRequest("no", field="name")
 
     try:
-        futures = [gate.hold(committer), committer.submit(counted("alone-1")), committer.submit(flushed_then_refused),
-                   committer.submit(counted("alone-2"))]
-        gate.release.set()
-        assert futures[1].result(timeout=20) == "alone-1"
-        assert futures[3].result(timeout=20) == "alone-2"
-        with pytest.raises(InvalidRequest):
-            futures[2].result(timeout=20)
+        _kept_around_a_refusal(committer, gate, counted("alone-1"), flushed_then_refused, counted("alone-2"),
+                               names=("alone-1", "alone-2"))
         with ctx.sessions() as session:
             stored = list(session.scalars(select(Project.name).where(Project.name.in_(["alone-1", "alone-2",
                                                                                         "flushed"]))))
