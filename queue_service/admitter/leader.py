@@ -27,9 +27,11 @@ from collections.abc import Callable
 
 import psycopg
 
+from queue_service.db import locks
+
 log = logging.getLogger(__name__)
 
-LEADER_LOCK_KEY = 0x67707572  # "gpur"; the cycle's transaction lock is admitter.loop.ADVISORY_LOCK_KEY
+LEADER_LOCK_KEY = locks.LEADER  # the cycle's and the reconciler's transaction locks are others (``db.locks``)
 CHANNEL = "gpuq_admit"
 RETRY_S = 1.0  # how often a process that does not lead tries to, and how soon a lost connection is replaced
 

@@ -35,6 +35,7 @@ from queue_service.admitter.leader import Leadership
 from queue_service.admitter.persist import persist
 from queue_service.admitter.reconcile import reconcile
 from queue_service.billing import budget
+from queue_service.db import locks
 from queue_service.db.priority_classes import effective
 from queue_service.db.session import transaction
 from queue_service.lifecycle import approval, gates
@@ -43,7 +44,7 @@ from queue_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ADVISORY_LOCK_KEY = 0x67707571  # "gpuq"; the reconciler holds ADVISORY_LOCK_KEY + 1
+ADVISORY_LOCK_KEY = locks.ADMISSION_CYCLE  # the cycle's transaction lock; the reconciler's is locks.RECONCILE
 # Another replica's cycle held the lock: it may have read the queue before this replica's commit, so try
 # again almost at once (a job queued here must not wait for the timer).
 SKIPPED_RETRY_S = 0.05
@@ -205,7 +206,7 @@ class Admitter:
     def reconcile(self) -> int:
         """Recover lost nodes and re-send what is outstanding (``admitter.reconcile``); returns commands sent."""
         with transaction(self.sessions) as session:
-            if not self._locked(session, ADVISORY_LOCK_KEY + 1):
+            if not self._locked(session, locks.RECONCILE):
                 return 0  # another replica reconciles right now
             _recovered, sent = reconcile(session, settings=self.settings)
             return sent

@@ -9,12 +9,16 @@ LOCKED``, PostgreSQL): the next pass takes it.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from dramatiq import Message
 from sqlalchemy import select, update
 
+from queue_service.admitter.leader import Leadership
+from queue_service.admitter.loop import _libpq_dsn
 from queue_service.context import ServiceContext
 from queue_service.db.models import Attempt, Job
 from queue_service.dispatch import make_broker
@@ -85,3 +89,24 @@ def test_a_job_a_request_holds_is_skipped_not_waited_for(api, ctx, people) -> No
         assert [spec["job_id"] for spec in _sent("n1")] == [other]
     ctx.admitter.reconcile()
     assert [spec["job_id"] for spec in _sent("n1")] == [held], "the next pass takes it"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_the_reconciler_runs_beside_an_elected_leader(api, ctx, people) -> None:
+    """With ``--api-processes`` > 1 one process holds the leader's session lock the whole time: the
+    reconciler's transaction lock is another key (``db.locks``; it once was the same one, and no launch
+    was ever re-sent, no lost node recovered), in the leader's process and in the others."""
+    leader = Leadership(_libpq_dsn(ctx.sessions), on_wake=lambda: None, retry_s=0.1).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not leader.is_leader and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert leader.is_leader
+        ids = _admitted(api, ctx, people, 2)
+        _sent("n1")
+        _outstanding(ctx, ids)
+        assert ctx.admitter.reconcile() == 2
+        assert {spec["job_id"] for spec in _sent("n1")} == set(ids)
+        assert not ctx.admitter.run_once().skipped, "nor does the leader's lock stop the cycle's"
+    finally:
+        leader.stop()
