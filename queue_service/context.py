@@ -57,7 +57,7 @@ class ServiceContext:
         feasibility = Feasibility(packer_factory)
         webhooks = WebhookSender(sessions=sessions, settings=settings)
         # Effects after commit, in one place: every transaction's launches, stops and wake-ups.
-        effects.install(sessions, effects.Sink(launch=dispatcher.launch, stop=dispatcher.stop, wake=admitter.wake,
+        effects.install(sessions, effects.Sink(send=dispatcher.send, wake=admitter.wake,
                                                cluster_changed=feasibility.invalidate, job_events=webhooks.wake))
         return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility, webhooks,
                    GroupCommitter(sessions))

@@ -105,21 +105,19 @@ class Sink:
     """Where committed effects go: the dispatcher's sends, the admitter's wake and the webhook sender's."""
 
     def __init__(
-        self, *, launch: Callable[[LaunchSpec], object], stop: Callable[[StopRequest], object],
+        self, *, send: Callable[[list[LaunchSpec], list[StopRequest]], object],
         wake: Callable[[], object], cluster_changed: Callable[[], object],
         job_events: Callable[[], object] = lambda: None,
     ) -> None:
-        self.launch, self.stop, self.wake, self.cluster_changed = launch, stop, wake, cluster_changed
+        self.send, self.wake, self.cluster_changed = send, wake, cluster_changed
         self.job_events = job_events
 
     def apply(self, effects: Effects) -> None:
         # Feasibility first, then the doorbells: a woken admitter must see the new cluster.
         if effects.cluster_changed:
             self.cluster_changed()
-        for spec in effects.launches:
-            self.launch(spec)
-        for request in effects.stops:
-            self.stop(request)
+        if effects.launches or effects.stops:  # together: one round trip for a cycle's hundreds of launches
+            self.send(effects.launches, effects.stops)
         if effects.wake:
             self.wake()
         if effects.job_events:

@@ -35,10 +35,14 @@ class Recorder:
             raise RuntimeError("the broker is down")
 
     def sink(self) -> effects.Sink:
-        return effects.Sink(
-            launch=lambda spec: self._note(("launch", spec)), stop=lambda req: self._note(("stop", req)),
-            wake=lambda: self._note("wake"), cluster_changed=lambda: self._note("cluster_changed"),
-        )
+        def send(launches: list[LaunchSpec], stops: list[StopRequest]) -> None:
+            """All of a transaction's commands in one call, launches first (the dispatcher's one pipeline)."""
+            self.calls.extend([*(("launch", spec) for spec in launches), *(("stop", req) for req in stops)])
+            if self.fail:
+                raise RuntimeError("the broker is down")
+
+        return effects.Sink(send=send, wake=lambda: self._note("wake"),
+                            cluster_changed=lambda: self._note("cluster_changed"))
 
 
 @pytest.fixture
