@@ -47,13 +47,16 @@ class ServiceContext:
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, *, packer_factory: PackerFactory | None = None) -> ServiceContext:
+    def build(cls, settings: Settings, *, packer_factory: PackerFactory | None = None,
+              admits: bool = True) -> ServiceContext:
+        """The service's parts; ``admits=False``: its admitter only relays wakes (an API process beside
+        ``gpuq serve --api-processes``' admitter process)."""
         engine = make_engine(settings.effective_database_url)
         sessions = make_sessionmaker(engine)
         dispatcher = Dispatcher(make_broker(settings.broker_url))
         packer_factory = packer_factory or default_packer_factory()
         admitter = Admitter(sessions=sessions, settings=settings, packer_factory=packer_factory,
-                            repartition=default_repartitioner())
+                            repartition=default_repartitioner(), may_lead=admits)
         feasibility = Feasibility(packer_factory)
         webhooks = WebhookSender(sessions=sessions, settings=settings)
         # Effects after commit, in one place: every transaction's launches, stops and wake-ups.

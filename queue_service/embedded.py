@@ -197,7 +197,8 @@ class EmbeddedServer:
                 parse_simulation(settings.simulate_gpus, node_name="check")
             except SimulationSpecError as exc:
                 raise ValueError(str(exc)) from exc
-        self.ctx = ServiceContext.build(settings)
+        # several API processes: admission runs in a process of its own (``replicas``); these only relay wakes
+        self.ctx = ServiceContext.build(settings, admits=settings.api_processes <= 1)
         agent_token = ""
         if not self.replica:
             self.admin_token_path, agent_token = prepare(settings.effective_database_url, settings.data_dir,
@@ -233,27 +234,8 @@ class EmbeddedServer:
                 heartbeat_s=settings.heartbeat_interval_s, sample_interval_s=settings.sample_interval_s,
                 in_process=True,
             )
-        self._warm_partitioner()
+        warm_partitioner()
         return self
-
-    def _warm_partitioner(self) -> None:
-        """Compile (or load cached) numba kernels in the background, never blocking start-up."""
-        def warm() -> None:
-            try:
-                from partitioner.place import warmup
-            except ImportError:
-                return
-            try:
-                warmup()
-            except Exception:  # only a speed concern
-                log.exception("partitioner warm-up failed")
-            # Everything loaded so far (modules, numba's compiled kernels, the app) lives as long as the
-            # process: move it out of the collector's generations, so a full collection under load no
-            # longer walks it (the submit storm's latency tail).
-            gc.collect()
-            gc.freeze()
-
-        threading.Thread(target=warm, name="gpuq-warmup", daemon=True).start()
 
     def stop(self, *, stop_jobs: bool = False) -> None:
         """Stop admitting first (no launch may start during the shutdown), then the agent, then HTTP.
@@ -271,6 +253,26 @@ class EmbeddedServer:
             self._thread.join(timeout=15)
         if self.ctx is not None:
             self.ctx.engine.dispose()
+
+
+def warm_partitioner() -> None:
+    """Compile (or load cached) numba kernels in the background, never blocking start-up."""
+    def warm() -> None:
+        try:
+            from partitioner.place import warmup
+        except ImportError:
+            return
+        try:
+            warmup()
+        except Exception:  # only a speed concern
+            log.exception("partitioner warm-up failed")
+        # Everything loaded so far (modules, numba's compiled kernels, the app) lives as long as the
+        # process: move it out of the collector's generations, so a full collection under load no
+        # longer walks it (the submit storm's latency tail).
+        gc.collect()
+        gc.freeze()
+
+    threading.Thread(target=warm, name="gpuq-warmup", daemon=True).start()
 
 
 def wait_for_signal(tick: Callable[[], None] | None = None) -> None:
@@ -316,8 +318,8 @@ def run_server(settings: Settings) -> None:
         gpus = ", ".join(f"{g.model}" for g in inv.gpus) or f"none ({inv.gpu_note})"
         print(f"local agent: node {inv.node_name}, {inv.cpus} CPUs, GPUs: {gpus} [{inv.gpu_source}]", flush=True)
     if others is not None:
-        print(f"API processes: {settings.api_processes} on port {settings.port} (one of them leads admission)",
-              flush=True)
+        print(f"API processes: {settings.api_processes} on port {settings.port}, and admission in a process of "
+              "its own", flush=True)
     try:
         wait_for_signal(others.check if others is not None else None)
     finally:

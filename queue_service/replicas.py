@@ -3,22 +3,26 @@
 One Python process serves requests on one core (the GIL): on a busy server
 the request path, not the database, was the limit (submit storms, a thousand
 agents' heartbeats). With N processes the kernel spreads connections over N
-listening sockets bound with ``SO_REUSEPORT``. Each process is a whole
-service replica (API, admitter, reconciler, webhook sender); what keeps them
-one service is in the database, as for replicas on several hosts:
+listening sockets bound with ``SO_REUSEPORT``. Each API process serves the
+API and sends webhooks; one more process does nothing but admit and
+reconcile (:func:`serve_admitter`). What keeps them one service is in the
+database, as for replicas on several hosts:
 
-* one process's admitter leads and cycles (``admitter.leader``: a session
-  advisory lock on a connection of its own); the others' wakes reach it as a
-  ``NOTIFY``, and when it goes another takes the lead within a second and
-  cycles at once. A cycle still holds its transaction's advisory lock
-  (``admitter.loop``), so an old leader and a new one never decide at once;
+* the admitter process leads (``admitter.leader``: a session advisory lock
+  on a connection of its own); the API processes' wakes reach it as a
+  ``NOTIFY``. In its own process a cycle no longer waits for the GIL behind
+  request threads after every database round trip (300 simulated hosts: a
+  leader that also served requests took 2-4 s a cycle). When it dies the
+  supervisor starts it again, and the new one takes the lead once the old
+  one's connection is gone; a cycle still holds its transaction's advisory
+  lock (``admitter.loop``), so an old leader and a new one never decide at once;
 * reconciliation takes its own advisory lock; webhook deliveries are leased;
 * the never-fits check confirms a refusal on a fresh read
   (``admitter.feasibility``): a node may have registered through another
   process;
 * the first process migrates, writes the tokens and runs the local agent;
-  the others start after it serves (``Replicas``), and one that dies is
-  started again.
+  the others, and the admitter process, start after it serves
+  (``Replicas``), and one that dies is started again.
 
 Per process, and so not shared: the never-fits cache (above), the token cache
 (``GPUQ_AUTH_CACHE_S``, a second), the fleet size heartbeats are timed by, and
@@ -74,6 +78,26 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def serve_admitter(settings: Settings) -> None:
+    """The admitter process's body: admission cycles, reconciliation and webhook deliveries, no requests,
+    until SIGTERM (its commits' launches and stops go out through the broker as anywhere else)."""
+    from queue_service.context import ServiceContext
+    from queue_service.embedded import configure_logging, wait_for_signal, warm_partitioner
+
+    configure_logging()
+    ctx = ServiceContext.build(settings, admits=True)
+    warm_partitioner()
+    ctx.admitter.start()
+    ctx.admitter.wake()
+    ctx.webhooks.start()
+    try:
+        wait_for_signal()
+    finally:
+        ctx.admitter.stop()  # a cycle in flight finishes and commits first
+        ctx.webhooks.stop()
+        ctx.engine.dispose()
+
+
 def serve_replica(settings: Settings) -> None:
     """A replica process's body: the service without the first process's one-time work, until SIGTERM."""
     from queue_service.embedded import EmbeddedServer, configure_logging, wait_for_signal
@@ -88,23 +112,26 @@ def serve_replica(settings: Settings) -> None:
 
 @dataclass
 class Replicas:
-    """The N − 1 replica processes beside the first: started, kept running, stopped."""
+    """The N − 1 replica processes beside the first, and the admitter process (the last): started, kept
+    running, stopped."""
 
     settings: Settings
     processes: list[BaseProcess | None] = field(default_factory=list)
     _started_at: list[float] = field(default_factory=list)
 
     def start(self) -> Replicas:
-        count = self.settings.api_processes - 1
+        count = self.settings.api_processes  # N - 1 API replicas and the admitter
         self.processes, self._started_at = [None] * count, [0.0] * count
         for i in range(count):
             self._start(i)
         return self
 
     def _start(self, i: int) -> None:
+        admitter = i == len(self.processes) - 1
         # spawn, not fork: the first process already runs threads (HTTP, admitter, agent)
         process = multiprocessing.get_context("spawn").Process(
-            target=serve_replica, args=(self.settings,), name=f"gpuq-api-{i + 1}", daemon=False)
+            target=serve_admitter if admitter else serve_replica, args=(self.settings,),
+            name="gpuq-admitter" if admitter else f"gpuq-api-{i + 1}", daemon=False)
         process.start()
         self.processes[i], self._started_at[i] = process, time.monotonic()
 
@@ -115,7 +142,7 @@ class Replicas:
                 continue
             if time.monotonic() - self._started_at[i] < RESTART_BACKOFF_S:
                 continue
-            log.warning("API process %s exited with %s; starting it again", process.name, process.exitcode)
+            log.warning("process %s exited with %s; starting it again", process.name, process.exitcode)
             self._start(i)
 
     def stop(self, timeout_s: float = 20.0) -> None:

@@ -16,11 +16,19 @@ every ``retry_s``, takes the lead and runs a cycle at once (a wake sent
 while nobody led is covered by that cycle: it reads everything from the
 database). The cycle's transaction lock stays, so a leader that lost its
 connection mid-cycle and its successor never decide at the same time.
+
+Who may lead (``may_lead``): ``gpuq serve --api-processes N`` runs its
+admitter in a process of its own that serves no requests
+(``replicas.serve_admitter``), and the API processes only relay. A leader
+that also served requests took the GIL back after every database round
+trip behind its request threads: at 300 simulated hosts its cycles took
+2-4 s, of which 0.3 s was its own work.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -40,11 +48,13 @@ class Leadership:
     """This process's part in the election: leads (and hears the others' wakes) or relays its own wakes."""
 
     def __init__(self, dsn: str, *, on_wake: Callable[[], None], retry_s: float = RETRY_S,
-                 key: int = LEADER_LOCK_KEY) -> None:
+                 key: int = LEADER_LOCK_KEY, may_lead: bool = True) -> None:
         self.dsn = dsn
         self.on_wake = on_wake  # called on the leader for every wake heard, and once when it takes the lead
         self.retry_s = retry_s
         self.key = key
+        # False: only relay (an API process beside a process that does nothing but admit: ``replicas``)
+        self.may_lead = may_lead
         self.is_leader = False
         self.terms = 0  # how many times this process took the lead
         self._relay = threading.Event()
@@ -63,6 +73,12 @@ class Leadership:
             self._thread.join(timeout=max(5.0, 2 * self.retry_s))
         self.is_leader = False
 
+    @property
+    def application_name(self) -> str:
+        """This connection's name in ``pg_stat_activity``: who may lead, and which process (the leader is the
+        one whose backend holds the lock in ``pg_locks``)."""
+        return f"gpuq-{'admitter' if self.may_lead else 'relay'}-{os.getpid()}"
+
     def relay(self) -> None:
         """A wake of this process, for the leader (sent as one ``NOTIFY`` however many come at once)."""
         self._relay.set()
@@ -71,7 +87,8 @@ class Leadership:
         while not self._stop.is_set():
             led = False
             try:
-                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10,
+                                     application_name=self.application_name) as conn:
                     try:
                         self._serve(conn)
                     finally:  # never a thread that ended believing it leads: before its connection, and lock, go
@@ -91,7 +108,7 @@ class Leadership:
                     self.on_wake()
                 conn.execute("SELECT 1")  # a connection that broke while nothing was heard says so here
                 continue
-            if time.monotonic() >= next_try:
+            if self.may_lead and time.monotonic() >= next_try:
                 next_try = time.monotonic() + self.retry_s
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
                 if row is not None and row[0]:
@@ -101,6 +118,7 @@ class Leadership:
                     log.info("this process leads admission now")
                     self.on_wake()  # wakes sent while nobody led: one cycle reads them all from the database
                     continue
-            if self._relay.wait(max(0.0, next_try - time.monotonic())) and not self._stop.is_set():
+            wait_s = max(0.0, next_try - time.monotonic()) if self.may_lead else self.retry_s
+            if self._relay.wait(wait_s) and not self._stop.is_set():
                 self._relay.clear()
                 conn.execute(f"NOTIFY {CHANNEL}")

@@ -71,6 +71,7 @@ class Admitter:
         settings: Settings,
         packer_factory: PackerFactory,
         repartition: Repartitioner | None = None,
+        may_lead: bool = True,
     ) -> None:
         self.sessions = sessions
         self.repartition = repartition
@@ -83,8 +84,10 @@ class Admitter:
         self.cycles = 0
         self.last_report: CycleReport | None = None
         self.is_postgres = sessions.kw["bind"].dialect.name == "postgresql"
-        # several API processes: one leads and cycles, the others relay their wakes to it
-        self.leadership = Leadership(_libpq_dsn(sessions), on_wake=self._wake.set) if (
+        # several processes: one leads and cycles, the others relay their wakes to it; one that may not lead
+        # (an API process beside the admitter's own process) only relays, and runs no loop at all
+        self.may_lead = may_lead
+        self.leadership = Leadership(_libpq_dsn(sessions), on_wake=self._wake.set, may_lead=may_lead) if (
             self.is_postgres and settings.api_processes > 1) else None
 
     # -- the loop -------------------------------------------------------
@@ -104,6 +107,8 @@ class Admitter:
     def start(self) -> None:
         if self.leadership is not None:
             self.leadership.start()
+        if not self.may_lead and self.leadership is not None:
+            return  # wakes are relayed; cycles and reconciliation are the admitter process's
         self._thread = threading.Thread(target=self._loop, name="gpuq-admitter", daemon=True)
         self._thread.start()
 

@@ -1,8 +1,9 @@
 """``gpuq serve --api-processes N``: a real server of several processes on one port (PostgreSQL + Redis).
 
-Connections land on every process; a replica that dies is started again while the others serve; jobs
-submitted through all of them run once each; SIGTERM stops every process. SQLite and the in-process
-broker are refused with a message, not a traceback.
+Connections land on every API process; admission runs in one more process that serves no requests and
+leads; a replica or the admitter that dies is started again while the others serve; jobs submitted
+through all of them run once each; SIGTERM stops every process. SQLite and the in-process broker are
+refused with a message, not a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from queue_service.db import locks
 from tests.e2e.test_embedded import REPO, free_port
 from tests.services import require_postgres, require_redis
 
@@ -26,7 +28,8 @@ PROCESSES = 2
 
 
 def _children(pid: int) -> list[int]:
-    """The replica processes of server ``pid`` (its direct children running Python's spawn entry point)."""
+    """The replica and admitter processes of server ``pid`` (its direct children running Python's spawn
+    entry point)."""
     out = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -61,6 +64,21 @@ def _serving(pids: list[int], port: int) -> set[int]:
     return found
 
 
+def _leader(database_url: str) -> int | None:
+    """The pid of the process whose connection holds the admitter's leader lock (``db.locks.LEADER``: an
+    ``int8`` advisory key, in ``pg_locks`` as classid, objid), from the connection's application name."""
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            name = conn.execute(text(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                "AND (l.classid::bigint << 32) + l.objid::bigint = :key"), {"key": locks.LEADER}).scalar()
+    finally:
+        engine.dispose()
+    return int(name.rsplit("-", 1)[1]) if name else None
+
+
 @pytest.fixture
 def server(tmp_path: Path):
     require_postgres()
@@ -83,7 +101,7 @@ def server(tmp_path: Path):
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            if len(_children(proc.pid)) == PROCESSES - 1 and "API processes: 2" in (tmp_path / "serve.log").read_text():
+            if len(_children(proc.pid)) == PROCESSES and "API processes: 2" in (tmp_path / "serve.log").read_text():
                 try:
                     if httpx.get(f"{url}/v1/health").json()["nodes_ready"] >= 1:
                         break
@@ -105,18 +123,23 @@ def server(tmp_path: Path):
         gen.close()
 
 
-def _replicas_up(proc: subprocess.Popen, port: int, token: str, *, replaced: int | None = None) -> list[int]:
-    """Wait until the replica is up (a new pid when ``replaced``) and answers on the port."""
+def _replicas_up(proc: subprocess.Popen, port: int, database_url: str, *,
+                 replaced: int | None = None) -> tuple[list[int], int]:
+    """Wait until the replicas are up (a new pid when ``replaced``), every API process answers on the port
+    and the admitter process leads; returns the API replicas and the admitter."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        kids = _children(proc.pid)
-        if len(kids) == PROCESSES - 1 and replaced not in kids:
+        every = _children(proc.pid)
+        admitter = _leader(database_url)
+        kids = [pid for pid in every if pid != admitter]
+        if len(every) == PROCESSES and replaced not in every and admitter in every:
             clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) for _ in range(24)]
             try:
                 for client in clients:  # each its own kept-alive connection
                     client.get("/v1/health")
-                if _serving([proc.pid, *kids], port) == {proc.pid, *kids}:
-                    return kids
+                if _serving([proc.pid, *every], port) == {proc.pid, *kids}:  # the admitter serves nothing
+                    assert admitter is not None
+                    return kids, admitter
             except httpx.HTTPError:
                 pass
             finally:
@@ -128,12 +151,16 @@ def _replicas_up(proc: subprocess.Popen, port: int, token: str, *, replaced: int
 
 def test_several_processes_serve_one_port_and_run_each_job_once(server) -> None:
     proc, port, url, token, database_url = server
-    first = _replicas_up(proc, port, token)  # connections land on every process
+    first, admitter = _replicas_up(proc, port, database_url)  # connections land on every API process
     # a replica killed outright: the first process goes on serving, the supervisor starts a new one
     os.kill(first[0], signal.SIGKILL)
     assert httpx.get(f"{url}/v1/health", timeout=10).status_code == 200
-    second = _replicas_up(proc, port, token, replaced=first[0])
-    assert second != first
+    second, same_admitter = _replicas_up(proc, port, database_url, replaced=first[0])
+    assert second != first and same_admitter == admitter
+    # the admitter killed outright: a new one is started and takes the lead (the jobs below run)
+    os.kill(admitter, signal.SIGKILL)
+    _third, new_admitter = _replicas_up(proc, port, database_url, replaced=admitter)
+    assert new_admitter != admitter
 
     def submit(i: int) -> int:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:

@@ -121,3 +121,37 @@ def test_an_admitter_that_does_not_lead_never_cycles_and_relays_its_wakes(ctx: S
     finally:
         follower.leadership.stop()
         leader.stop()
+
+
+def test_a_process_that_may_not_lead_never_does_and_relays(dsn: str) -> None:
+    """An API process beside the admitter process (``replicas``): it relays, and never takes the lead even
+    while nobody holds it (the supervisor starts a new admitter process instead)."""
+    relay = Leadership(dsn, on_wake=lambda: None, retry_s=RETRY_S, may_lead=False).start()
+    try:
+        time.sleep(5 * RETRY_S)
+        assert not relay.is_leader and relay.terms == 0, "nobody leads, and still it does not"
+        heard = threading.Event()
+        leader = Leadership(dsn, on_wake=heard.set, retry_s=RETRY_S).start()
+        try:
+            assert _until(lambda: leader.is_leader)
+            heard.clear()
+            relay.relay()
+            assert heard.wait(5), "its wake reached the leader"
+        finally:
+            leader.stop()
+    finally:
+        relay.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_an_admitter_that_may_not_lead_runs_no_loop(ctx: ServiceContext) -> None:
+    settings = ctx.settings.model_copy(update={"api_processes": 2})
+    relay = Admitter(sessions=ctx.sessions, settings=settings, packer_factory=ctx.admitter.packer_factory,
+                     may_lead=False)
+    relay.start()
+    try:
+        assert relay._thread is None, "cycles and reconciliation are the admitter process's"
+        assert relay.leadership is not None and relay.leadership._thread is not None
+        assert relay.run_once().skipped
+    finally:
+        relay.stop()
