@@ -112,6 +112,7 @@ class Figures:
     gaps_s: list[float] = field(default_factory=list)
     run_s: float = 0.0
     server_cpu_s: float = 0.0
+    simulator_cpu_s: float = 0.0  # this process: the agents' loop and the mailbox thread
     http_errors: int = 0
     retries: int = 0
     lost_nodes: int = 0
@@ -137,6 +138,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUQ_")}
         env["PYTHONPATH"] = str(root)  # the tree whose code serves (``--baseline-commit``: another checkout)
+        env["XDG_CONFIG_HOME"] = str(tmp / "config")  # its client config, not the user's (cli_config)
         self.log_path = Path(tempfile.gettempdir()) / "gpuq-scale-bench-serve.log"  # kept after the run
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
@@ -484,7 +486,7 @@ class Bench:
                           self.deliver)
         beats = [asyncio.ensure_future(a.heartbeats()) for a in self.agents.values()]
         engine = create_engine(database_url)
-        cpu0 = cpu_seconds(service.proc.pid)
+        cpu0, own0 = cpu_seconds(service.proc.pid), time.process_time()
         try:
             self.t0 = time.monotonic()
             bodies = self.bodies()
@@ -495,6 +497,7 @@ class Bench:
             await self._watch(engine)
         finally:
             self.figures.server_cpu_s = cpu_seconds(service.proc.pid) - cpu0
+            self.figures.simulator_cpu_s = time.process_time() - own0
             self.figures.run_s = time.monotonic() - self.t0
             mailbox.close()
             pending = [*beats, *(task for a in self.agents.values() for task in a.running.values())]
@@ -573,8 +576,9 @@ def report(label: str, f: Figures) -> None:
     print(f"  exit -> next start on that node: p50 {pct(f.gaps_s, 0.5) * 1000:.0f} ms, "
           f"p95 {pct(f.gaps_s, 0.95) * 1000:.0f} ms ({len(f.gaps_s)} pairs)")
     print(f"  server CPU: {f.server_cpu_s:.1f} s over {f.run_s:.1f} s ({f.server_cpu_s / max(f.run_s, 1e-9):.0%} "
-          f"of a core); 5xx or transport errors seen by agents: {f.http_errors} ({f.retries} dropped connections "
-          "retried)")
+          f"of a core, {f.server_cpu_s / max(f.started, 1) * 1000:.0f} ms a job); simulator CPU "
+          f"{f.simulator_cpu_s / max(f.run_s, 1e-9):.0%} of a core; 5xx or transport errors seen by agents: "
+          f"{f.http_errors} ({f.retries} dropped connections retried)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,10 +61,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from queue_service.billing import rollups
 from queue_service.billing.ledger import db_now, gpu_equivalents
 from queue_service.billing.pricebook import PriceBook
 from queue_service.billing.reports import label_value
-from queue_service.db.billing_models import GpuSample, UsageInterval, UsageRollup
+from queue_service.db.billing_models import GpuSample, UsageInterval
 from queue_service.db.models import Allocation, Gpu, Job, JobEvent, JobState, Node, Project
 from queue_service.lifecycle.states import FINAL_STATES
 from queue_service.services import share as share_service
@@ -275,7 +276,7 @@ class ServiceCollector(Collector):
         seconds: dict[str, float] = defaultdict(float)
         cost: dict[str, float] = defaultdict(float)
         by_labels: dict[str, float] = defaultdict(float)  # labels JSON -> cost
-        r = UsageRollup
+        r = rollups.rollup_rows().c  # the summed rows and the deltas not folded yet
         for project_id, held_s, spent in session.execute(
             select(r.project_id, func.sum(r.gpu_equivalent_seconds), func.sum(r.cost)).group_by(r.project_id)
         ):

@@ -34,7 +34,7 @@ from queue_service.admitter.hardware import hardware_aware
 from queue_service.admitter.leader import Leadership
 from queue_service.admitter.persist import persist
 from queue_service.admitter.reconcile import reconcile
-from queue_service.billing import budget
+from queue_service.billing import budget, rollups
 from queue_service.db import locks
 from queue_service.db.priority_classes import effective
 from queue_service.db.session import transaction
@@ -123,7 +123,7 @@ class Admitter:
     def _loop(self) -> None:
         """Cycles on a wake (a commit that queued, freed or changed something) and on the timer, for recovery.
 
-        Reconciliation (lease expiry, re-sends) runs on the timer and at most
+        Reconciliation (lease expiry, re-sends) and the usage fold run on the timer and at most
         once per ``admission_interval_s`` otherwise, not on every wake. Between
         two cycles the loop leaves the database to the others for as long as
         the last one took (at least ``admission_min_gap_s``): a storm of
@@ -150,6 +150,10 @@ class Admitter:
                     self.reconcile()
                 except Exception:
                     log.exception("reconcile failed; retrying on the next wake")
+                try:
+                    self.fold_usage()
+                except Exception:
+                    log.exception("folding the exits' usage into the rollups failed; retrying on the next tick")
             wait_s = self.settings.admission_interval_s
             try:
                 report = self.run_once()
@@ -206,6 +210,12 @@ class Admitter:
         report = CycleReport(admitted, len(result.waiting), time.perf_counter() - started, idle_wait_s=idle_wait_s)
         self.last_report = report
         return report
+
+    # -- usage ------------------------------------------------------------------
+    def fold_usage(self) -> int:
+        """The usage exits appended, folded into the rollups (``billing.rollups.fold``); returns rows moved."""
+        with transaction(self.sessions) as session:
+            return rollups.fold(session)
 
     # -- reconciliation -----------------------------------------------------
     def reconcile(self) -> int:

@@ -26,7 +26,7 @@ from queue_service.billing import rollups
 from queue_service.billing.ledger import db_now, gpu_equivalents
 from queue_service.billing.pricebook import PriceBook
 from queue_service.db.base import in_chunks
-from queue_service.db.billing_models import GpuSample, UsageInterval, UsageJobCount, UsageJobDay, UsageRollup
+from queue_service.db.billing_models import GpuSample, UsageInterval, UsageJobDay
 from queue_service.db.models import Allocation, ApiToken, Gpu, Job, Project
 from queue_service.errors import InvalidRequest
 
@@ -257,8 +257,9 @@ class _Rolled:
                 UsageInterval.ended_at.is_not(None), UsageInterval.started_at < b, UsageInterval.ended_at > a)))
         hour = rollups.hour_floor(a)
         after = hour + rollups.HOUR
-        expected = self.session.scalar(select(func.sum(UsageRollup.intervals)).where(
-            UsageRollup.project_id.in_(self.ids), UsageRollup.hour == hour)) or 0
+        r = rollups.rollup_rows().c
+        expected = self.session.scalar(select(func.sum(r.intervals)).where(
+            r.project_id.in_(self.ids), r.hour == hour)) or 0
         found = 0
         out: list[Any] = []
         low: datetime | None = hour - SCAN_FIRST
@@ -280,7 +281,7 @@ class _Rolled:
     def quantities(self, groups: dict[tuple[str, str], UsageRow], describe: Callable | None = None) -> None:
         """Resource-hours and cost per group (created on first use) and in ``groups[("total", "")]`` if there."""
         total = groups.get(("total", ""))
-        r = UsageRollup
+        r = rollups.rollup_rows().c  # the summed rows and the deltas not folded yet, in one statement
         if self.h0 < self.h1:
             # Grouped in SQL by only what the report groups by (the rest summed there, not here).
             dims = [getattr(r, name) if name in self.dims else literal("") for name in
@@ -315,7 +316,7 @@ class _Rolled:
         A job's project, owner, workload and labels never change, so a group's distinct jobs are its rows'
         jobs whose previous day is before the window (by day: every row of the day, one per job).
         """
-        c = UsageJobCount
+        c = rollups.job_count_rows().c
         window = [*self._where(c.project_id), c.day >= self.d0, c.day < self.d1]
         first = c.prev_day < self.d0  # the job's first day in the window
         names = ("project_id", "owner_token_id", "workload", "labels_json")

@@ -53,7 +53,7 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, delete, event, func, inspect, select
+from sqlalchemy import Subquery, Table, delete, event, func, inspect, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -63,11 +63,19 @@ from sqlalchemy.sql.util import find_tables
 from queue_service.admission.units import held_equivalents
 from queue_service.billing.pricebook import PriceBook
 from queue_service.db.base import in_chunks
-from queue_service.db.billing_models import NO_PREVIOUS_DAY, UsageInterval, UsageJobCount, UsageJobDay, UsageRollup
+from queue_service.db.billing_models import (
+    NO_PREVIOUS_DAY,
+    UsageInterval,
+    UsageJobCount,
+    UsageJobCountDelta,
+    UsageJobDay,
+    UsageRollup,
+    UsageRollupDelta,
+)
 
-__all__ = ["HOUR", "QUANTITIES", "Contributions", "add_closed", "backfill", "count_jobs", "day_floor", "hour_floor",
-           "hour_pieces", "labels_hash", "labels_key", "piece", "rates", "rebuild", "rebuild_job_counts",
-           "rollup_shard", "shard"]
+__all__ = ["HOUR", "QUANTITIES", "Contributions", "add_closed", "backfill", "count_jobs", "day_floor", "fold",
+           "hour_floor", "hour_pieces", "job_count_rows", "labels_hash", "labels_key", "piece", "rates", "rebuild",
+           "rebuild_job_counts", "rollup_rows", "rollup_shard", "shard"]
 
 HOUR = timedelta(hours=1)
 QUANTITIES = ("gpu_seconds", "block_seconds", "mig_seconds", "gpu_equivalent_seconds", "gpu_memory_gib_seconds",
@@ -211,33 +219,47 @@ class Contributions:
                     "owner_token_id": owner, "workload": iv.workload, "labels_json": iv.labels_json,
                 }
 
-    def write(self, bind: Session | Connection) -> None:
+    def write(self, bind: Session | Connection, *, appended: bool = False) -> None:
+        """Into ``usage_rollups`` (upserts), or ``appended`` as rows of ``usage_rollup_deltas`` (an exit's
+        live path: plain inserts, no row lock another exit waits for; ``fold`` adds them up later)."""
         rollups = [self.rollups[k] for k in sorted(self.rollups)]  # sorted: concurrent writers lock in one order
-        key = list(KEY)
         if not self.sharded:
-            key.remove("shard")
             rollups = [{k: v for k, v in row.items() if k != "shard"} for row in rollups]
         days = [self.job_days[k] for k in sorted(self.job_days)]
-        table: Table = UsageRollup.__table__  # type: ignore[assignment]
-        days_table: Table = UsageJobDay.__table__  # type: ignore[assignment]
-        insert = _insert(bind)
-        greatest = func.greatest if _dialect(bind) == "postgresql" else func.max
-        if rollups:
-            stmt = insert(table)
-            stmt = stmt.on_conflict_do_update(index_elements=key, set_={
-                **{name: table.c[name] + stmt.excluded[name] for name in (*QUANTITIES, "intervals")},
-                "max_gpu_memory_mib": greatest(table.c.max_gpu_memory_mib, stmt.excluded.max_gpu_memory_mib),
-                "project_name": stmt.excluded.project_name,
-            })
-            _execute_chunks(bind, stmt, rollups)
+        if rollups and appended:
+            _execute_chunks(bind, _insert(bind)(UsageRollupDelta.__table__), rollups)
+        elif rollups:
+            _upsert_rollups(bind, rollups, sharded=self.sharded)
         if days:
-            _execute_chunks(bind, insert(days_table).on_conflict_do_nothing(index_elements=list(JOB_DAY_KEY)), days)
+            days_table: Table = UsageJobDay.__table__  # type: ignore[assignment]
+            _execute_chunks(bind, _insert(bind)(days_table).on_conflict_do_nothing(index_elements=list(JOB_DAY_KEY)),
+                            days)
+
+
+def _upsert_rollups(bind: Session | Connection, rows: list[dict[str, Any]], *, sharded: bool = True) -> None:
+    """Add ``rows`` (sorted by key) to ``usage_rollups``."""
+    key = [k for k in KEY if sharded or k != "shard"]
+    table: Table = UsageRollup.__table__  # type: ignore[assignment]
+    greatest = func.greatest if _dialect(bind) == "postgresql" else func.max
+    stmt = _insert(bind)(table)
+    stmt = stmt.on_conflict_do_update(index_elements=key, set_={
+        **{name: table.c[name] + stmt.excluded[name] for name in (*QUANTITIES, "intervals")},
+        "max_gpu_memory_mib": greatest(table.c.max_gpu_memory_mib, stmt.excluded.max_gpu_memory_mib),
+        "project_name": stmt.excluded.project_name,
+    })
+    _execute_chunks(bind, stmt, rows)
 
 
 def _sharded(bind: Session | Connection, table: str) -> bool:
     """Whether ``table`` has the shard column (revision 0020): the older migrations' backfills run before it."""
     connection = bind.connection() if isinstance(bind, Session) else bind
     return any(c["name"] == "shard" for c in inspect(connection).get_columns(table))
+
+
+def _has_table(bind: Session | Connection, table: str) -> bool:
+    """Whether ``table`` exists yet (the older migrations run this module's rebuilds before it does)."""
+    connection = bind.connection() if isinstance(bind, Session) else bind
+    return inspect(connection).has_table(table)
 
 
 def _dialect(bind: Session | Connection) -> str:
@@ -268,8 +290,9 @@ JobInfo = tuple[str, str, str, str, str]  # a job's (project_id, job_id, owner_t
 
 
 def _write_counts(bind: Session | Connection, deltas: Mapping[tuple, int], info: Mapping[tuple, str],
-                  *, sharded: bool = True) -> None:
-    """Add ``deltas`` (JOB_COUNT_KEY -> jobs) to ``usage_job_counts``, keys sorted (one lock order).
+                  *, sharded: bool = True, appended: bool = False) -> None:
+    """Add ``deltas`` (JOB_COUNT_KEY -> jobs) to ``usage_job_counts``, keys sorted (one lock order), or
+    ``appended`` as rows of ``usage_job_count_deltas`` (the live path, as ``Contributions.write``).
 
     ``sharded``: False before revision 0020 (the 0018 migration), where the key has no shard.
     """
@@ -284,6 +307,9 @@ def _write_counts(bind: Session | Connection, deltas: Mapping[tuple, int], info:
     rows = [{**dict(zip(key, k, strict=True)), "labels_json": info[k], "jobs": n}
             for k, n in sorted(deltas.items()) if n]
     if not rows:
+        return
+    if appended:
+        _execute_chunks(bind, _insert(bind)(UsageJobCountDelta.__table__), rows)
         return
     table: Table = UsageJobCount.__table__  # type: ignore[assignment]
     stmt = _insert(bind)(table)
@@ -336,13 +362,15 @@ def count_jobs(session: Session, batch: Contributions) -> None:
             continue
         _add_links(deltas, labels, info[job], _links(old), -1)
         _add_links(deltas, labels, info[job], _links(old | added[job]), +1)
-    _write_counts(session, deltas, labels)
+    _write_counts(session, deltas, labels, appended=True)
 
 
 def rebuild_job_counts(bind: Session | Connection) -> None:
     """Empty ``usage_job_counts`` and derive it from ``usage_job_days`` (``rebuild``, the 0018 and 0020 migrations)."""
     sharded = _sharded(bind, UsageJobCount.__tablename__)
     bind.execute(delete(UsageJobCount))
+    if _has_table(bind, UsageJobCountDelta.__tablename__):  # revision 0021 on: what was appended goes too
+        bind.execute(delete(UsageJobCountDelta))
     d = UsageJobDay
     deltas: Counter = Counter()
     labels: dict[tuple, str] = {}
@@ -391,7 +419,7 @@ def add_closed(session: Session, rows: Iterable[IntervalLike], prices: PriceBook
 def _write(session: Session, batch: Contributions) -> None:
     if batch.rollups:
         count_jobs(session, batch)  # before the write: it reads the days the jobs held before this batch
-        batch.write(session)
+        batch.write(session, appended=True)
 
 
 @event.listens_for(Session, "before_commit")
@@ -402,7 +430,8 @@ def _write_pending(session: Session) -> None:
         _write(session, pending.batch)
 
 
-_READ_BACK = frozenset(t.__tablename__ for t in (UsageRollup, UsageJobDay, UsageJobCount))
+_READ_BACK = frozenset(t.__tablename__ for t in (UsageRollup, UsageRollupDelta, UsageJobDay, UsageJobCount,
+                                                  UsageJobCountDelta))
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -443,9 +472,62 @@ def backfill(bind: Session | Connection, select_page: Callable[[int, int], list[
         after = rows[-1].id
 
 
+def rollup_rows() -> Subquery:
+    """``usage_rollups`` and the deltas not folded yet, as one selectable (``.c``: the rollup columns).
+
+    Every reader sums rows per key already (shards, hours), so a key's deltas are more rows to sum; in
+    one statement, a fold that commits meanwhile is seen whole or not at all, never twice."""
+    names = [c.name for c in UsageRollup.__table__.columns if c.name != "id"]
+    return union_all(select(*(UsageRollup.__table__.c[n] for n in names)),
+                     select(*(UsageRollupDelta.__table__.c[n] for n in names))).subquery("rollup_rows")
+
+
+def job_count_rows() -> Subquery:
+    """``usage_job_counts`` and its deltas not folded yet, as one selectable (as :func:`rollup_rows`)."""
+    names = [c.name for c in UsageJobCount.__table__.columns if c.name != "id"]
+    return union_all(select(*(UsageJobCount.__table__.c[n] for n in names)),
+                     select(*(UsageJobCountDelta.__table__.c[n] for n in names))).subquery("job_count_rows")
+
+
+def fold(session: Session) -> int:
+    """Move the appended deltas into ``usage_rollups`` and ``usage_job_counts``; returns the deltas moved.
+
+    ``DELETE .. RETURNING`` takes exactly the deltas committed when it runs (one inserted meanwhile stays
+    for the next fold), and they are added in the same transaction: a reader sees them in the deltas or
+    in the sums, never both (``rollup_rows``). Two folds at once take disjoint rows. Called by the
+    admitter's loop on its timer (``admitter.loop``); nothing is lost if it never runs, only summed later.
+    """
+    delta: Table = UsageRollupDelta.__table__  # type: ignore[assignment]
+    moved = 0
+    rollups: dict[tuple, dict[str, Any]] = {}
+    for row in session.execute(delete(delta).returning(*delta.c)).mappings():
+        moved += 1
+        key = tuple(row[k] for k in KEY)
+        into = rollups.get(key)
+        if into is None:
+            rollups[key] = {k: v for k, v in row.items() if k != "id"}
+            continue
+        for name in (*QUANTITIES, "intervals"):
+            into[name] += row[name]
+        into["max_gpu_memory_mib"] = max(into["max_gpu_memory_mib"], row["max_gpu_memory_mib"])
+    if rollups:
+        _upsert_rollups(session, [rollups[k] for k in sorted(rollups)])
+    counts_delta: Table = UsageJobCountDelta.__table__  # type: ignore[assignment]
+    counts: Counter = Counter()
+    labels: dict[tuple, str] = {}
+    for row in session.execute(delete(counts_delta).returning(*counts_delta.c)).mappings():
+        moved += 1
+        key = tuple(row[k] for k in JOB_COUNT_KEY)
+        counts[key] += row["jobs"]
+        labels[key] = row["labels_json"]
+    _write_counts(session, counts, labels)
+    return moved
+
+
 def rebuild(session: Session) -> int:
     """Empty the rollups and sum the whole ledger again (repairs, tests); returns the intervals read."""
     session.execute(delete(UsageRollup))
+    session.execute(delete(UsageRollupDelta))
     session.execute(delete(UsageJobDay))
 
     columns = [getattr(UsageInterval, c) for c in (

@@ -113,20 +113,8 @@ class GpuSample(Base):
 # --- usage rollups (revision 0011): what closed intervals held, summed per UTC hour and reporting key -------------
 
 
-class UsageRollup(Base):
-    """Closed ledger intervals summed per UTC hour and key (``billing.rollups``), written in the close's transaction.
-
-    Key: hour, project, owner token, workload class, labels (canonical JSON, keyed by its hash) and GPU model
-    (the price key: a model's price list prices it; the cost is summed already split where a list changed).
-    Every quantity is a resource-second sum, so any set of whole hours and keys adds up exactly; open
-    intervals are never here.
-    """
-
-    __tablename__ = "usage_rollups"
-    __table_args__ = (
-        Index("uq_usage_rollups_key", "project_id", "hour", "owner_token_id", "workload", "labels_hash",
-              "gpu_model", "shard", unique=True),
-    )
+class _RollupColumns:
+    """The columns of a rollup row: its key and its sums (``UsageRollup``, ``UsageRollupDelta``)."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     hour: Mapped[datetime] = mapped_column(DateTime)  # the bucket's start, a whole UTC hour
@@ -152,6 +140,36 @@ class UsageRollup(Base):
     intervals: Mapped[int] = mapped_column(Integer, default=0)  # interval pieces summed here
 
 
+class UsageRollup(_RollupColumns, Base):
+    """Closed ledger intervals summed per UTC hour and key (``billing.rollups``), written in the close's transaction.
+
+    Key: hour, project, owner token, workload class, labels (canonical JSON, keyed by its hash) and GPU model
+    (the price key: a model's price list prices it; the cost is summed already split where a list changed).
+    Every quantity is a resource-second sum, so any set of whole hours and keys adds up exactly; open
+    intervals are never here.
+    """
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (
+        Index("uq_usage_rollups_key", "project_id", "hour", "owner_token_id", "workload", "labels_hash",
+              "gpu_model", "shard", unique=True),
+    )
+
+
+class UsageRollupDelta(_RollupColumns, Base):
+    """One transaction's additions to ``usage_rollups``, appended and never updated (revision 0021).
+
+    Every exit of a busy cluster added to the same hour's rollup row, and waited for the exits before it
+    to commit (1,000 simulated hosts: half of an API process's request threads queued on that row, and
+    heartbeats waited for a free thread). An exit now appends its sums here; the admitter's loop folds
+    them into ``usage_rollups`` now and then (``rollups.fold``: delete-returning and add, in one
+    transaction), and readers sum both tables in one statement (``rollups.rollup_rows``).
+    """
+
+    __tablename__ = "usage_rollup_deltas"
+    __table_args__ = (Index("ix_usage_rollup_deltas_key", "project_id", "hour"),)
+
+
 class UsageJobDay(Base):
     """A job held something (a closed interval of positive length) on this UTC day: distinct-job counts."""
 
@@ -174,7 +192,22 @@ class UsageJobDay(Base):
 NO_PREVIOUS_DAY = datetime(1970, 1, 1)  # usage_job_counts.prev_day of a job's first day (a key column: no NULL)
 
 
-class UsageJobCount(Base):
+class _JobCountColumns:
+    """The columns of a job-count row (``UsageJobCount``, ``UsageJobCountDelta``)."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[datetime] = mapped_column(DateTime)
+    project_id: Mapped[str] = mapped_column(String(32))
+    owner_token_id: Mapped[str] = mapped_column(String(32), default="")
+    workload: Mapped[str] = mapped_column(String(32), default="batch")
+    labels_hash: Mapped[str] = mapped_column(String(40), default="")
+    labels_json: Mapped[str] = mapped_column(Text, default="{}")
+    prev_day: Mapped[datetime] = mapped_column(DateTime)
+    shard: Mapped[int] = mapped_column(Integer, server_default="0")  # split by job, as ``UsageRollup.shard``
+    jobs: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UsageJobCount(_JobCountColumns, Base):
     """Jobs per (UTC day, project, owner, workload, labels, previous day the job held something): distinct counts.
 
     A job is counted once on each day it held something, under the last earlier day it did
@@ -189,13 +222,9 @@ class UsageJobCount(Base):
               "prev_day", "shard", unique=True),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    day: Mapped[datetime] = mapped_column(DateTime)
-    project_id: Mapped[str] = mapped_column(String(32))
-    owner_token_id: Mapped[str] = mapped_column(String(32), default="")
-    workload: Mapped[str] = mapped_column(String(32), default="batch")
-    labels_hash: Mapped[str] = mapped_column(String(40), default="")
-    labels_json: Mapped[str] = mapped_column(Text, default="{}")
-    prev_day: Mapped[datetime] = mapped_column(DateTime)
-    shard: Mapped[int] = mapped_column(Integer, server_default="0")  # split by job, as ``UsageRollup.shard``
-    jobs: Mapped[int] = mapped_column(Integer, default=0)
+
+class UsageJobCountDelta(_JobCountColumns, Base):
+    """One transaction's additions to ``usage_job_counts``, appended (revision 0021; as ``UsageRollupDelta``)."""
+
+    __tablename__ = "usage_job_count_deltas"
+    __table_args__ = (Index("ix_usage_job_count_deltas_key", "project_id", "day"),)

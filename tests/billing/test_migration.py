@@ -97,3 +97,37 @@ def test_0020_shards_rollups_and_job_counts_and_folds_them_back(db_url: str) -> 
             assert conn.execute(text("SELECT sum(jobs) FROM usage_job_counts")).scalar_one() == 2
     finally:
         engine.dispose()
+
+
+def test_0021_adds_the_delta_tables_and_folds_them_on_the_way_down(db_url: str) -> None:
+    """Deltas appended at 0021 are not lost by a downgrade: they are added into the sums first."""
+    from datetime import datetime
+
+    from sqlalchemy import insert, text
+
+    from queue_service.db.billing_models import UsageJobCountDelta, UsageRollup, UsageRollupDelta
+    from queue_service.db.session import normalize_url
+
+    upgrade(db_url, "0021")
+    assert {"usage_rollup_deltas", "usage_job_count_deltas"} <= _tables(normalize_url(db_url))
+    engine = create_engine(normalize_url(db_url))
+    key = {"hour": datetime(2026, 11, 1, 9), "project_id": "p", "project_name": "p", "owner_token_id": "",
+           "workload": "batch", "labels_hash": "", "labels_json": "{}", "gpu_model": "h100", "shard": 0,
+           "block_seconds": 0, "mig_seconds": 0, "gpu_memory_gib_seconds": 0, "cpu_seconds": 0,
+           "ram_gib_seconds": 0, "intervals": 1}
+    try:
+        with engine.begin() as conn:  # through the models' types: SQLite compares the stored datetime text
+            for table, g, m in ((UsageRollup, 100.0, 10), (UsageRollupDelta, 20.0, 30), (UsageRollupDelta, 5.0, 1)):
+                conn.execute(insert(table.__table__), {**key, "gpu_seconds": g, "gpu_equivalent_seconds": g,
+                                                       "cost": g, "max_gpu_memory_mib": m})
+            conn.execute(insert(UsageJobCountDelta.__table__), {
+                "day": datetime(2026, 11, 1), "project_id": "p", "owner_token_id": "", "workload": "batch",
+                "labels_hash": "", "labels_json": "{}", "prev_day": datetime(1970, 1, 1), "shard": 3, "jobs": 2})
+        downgrade(db_url, "0020")
+        assert not {"usage_rollup_deltas", "usage_job_count_deltas"} & _tables(normalize_url(db_url))
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT gpu_seconds, cost, max_gpu_memory_mib, intervals FROM usage_rollups"))
+            assert rows.all() == [(125.0, 125.0, 30, 3)]
+            assert conn.execute(text("SELECT shard, jobs FROM usage_job_counts")).all() == [(3, 2)]
+    finally:
+        engine.dispose()

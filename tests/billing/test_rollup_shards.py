@@ -1,10 +1,11 @@
-"""Job-count rows are split by job (``rollups.shard``): exits of two jobs of one day do not queue on one row.
+"""Exits never queue on a shared usage row: they append deltas (``usage_rollup_deltas``,
+``usage_job_count_deltas``) that ``rollups.fold`` adds into the summed rows, split by job
+(``rollups.shard``) for the job counts.
 
-Every exit of a busy cluster used to update the same day's first-day job count (one project, owner,
-workload and labels) and hold its lock until its commit. Rollup rows keep one shard
-(``rollups.ROLLUP_SHARDS``): reads sum them. The sums stay exact
-(``test_rollup_reports``: reports equal the interval-by-interval reference, a rebuild gives the same rows);
-these tests pin the split itself and what it is for.
+Every exit of a busy cluster used to update the same hour's rollup row and the same day's first-day job
+count (one project, owner, workload and labels) and hold their locks until its commit. The sums stay
+exact (``test_rollup_reports``: reports equal the interval-by-interval reference, folded or not, and a
+rebuild gives the same rows); these tests pin the appends, the fold and what they are for.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from queue_service.billing import ledger, rollups
-from queue_service.db.billing_models import UsageInterval, UsageJobCount, UsageRollup
+from queue_service.db.billing_models import UsageInterval, UsageJobCount, UsageRollup, UsageRollupDelta
 from queue_service.db.migrate import upgrade
 from queue_service.db.session import normalize_url
 
@@ -42,18 +43,23 @@ def _open(session: Session, job_id: str, start: datetime) -> None:
     ))
 
 
+def _gpu_seconds(session: Session) -> float:
+    """The GPU-seconds summed and appended, read in one statement as reports read them."""
+    return session.scalar(select(func.sum(rollups.rollup_rows().c.gpu_seconds))) or 0.0
+
+
 def _close_while_another_is_open(engine: Engine, held: tuple[str, datetime], other: tuple[str, datetime], *,
-                                 before_commit: Callable[[Session], None] = lambda _s: None) -> None:
-    """Close ``held``'s interval in a transaction left open, then ``other``'s in a second one that must commit
-    within 2 s (a lock wait fails it), then ``before_commit(holder)`` and the first commit."""
+                                 after_close: Callable[[Session], None] = lambda _s: None) -> None:
+    """Close ``held``'s interval in a transaction left open (then ``after_close(holder)``), then ``other``'s in
+    a second one that must commit within 2 s (a lock wait fails it), then the first commit."""
     holder, second = Session(engine), Session(engine)
     try:
         ledger.close_intervals(holder, allocation_ids=[f"a-{held[0]}"], at=held[1])
         holder.flush()
+        after_close(holder)
         second.execute(text("SET LOCAL lock_timeout = '2s'"))
         ledger.close_intervals(second, allocation_ids=[f"a-{other[0]}"], at=other[1])
         second.commit()
-        before_commit(holder)
         holder.commit()
     finally:
         holder.close()
@@ -76,6 +82,12 @@ def test_closes_in_one_hour_spread_over_the_jobs_shards_and_add_up(db_url: str) 
         session.flush()
         for job in jobs:  # each held one GPU for 10 minutes, inside one hour: one key, four jobs
             ledger.close_intervals(session, allocation_ids=[f"a-{job}"], at=HOUR0 + timedelta(minutes=10))
+        session.flush()
+        assert _gpu_seconds(session) == pytest.approx(4 * 600), "read with the deltas, before any fold"
+        assert session.scalar(select(func.count()).select_from(UsageRollup)) == 0, "an exit only appends"
+        assert rollups.fold(session) == 1 + 4  # one transaction: its rollup delta per key, a job count per job
+        assert session.scalar(select(func.count()).select_from(UsageRollupDelta)) == 0
+        assert rollups.fold(session) == 0
         rows = session.execute(select(UsageRollup.shard, UsageRollup.gpu_seconds)).all()
         assert rows == [(0, pytest.approx(4 * 600))]  # the rollup key has one shard: one row, the sum
         counts = session.execute(select(UsageJobCount.shard, UsageJobCount.jobs)).all()
@@ -101,15 +113,17 @@ def test_exits_of_two_jobs_of_one_day_do_not_wait_for_each_other(db_url: str) ->
     _close_while_another_is_open(engine, (first, HOUR0 + timedelta(minutes=5)),
                                  (second, HOUR0 + timedelta(hours=1, minutes=7)))
     with Session(engine) as session:
-        assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
+        assert _gpu_seconds(session) == pytest.approx(300 + 420)
+        rollups.fold(session)
+        session.commit()
         assert session.scalar(select(func.count()).select_from(UsageRollup)) == 2
     engine.dispose()
 
 
-def test_a_close_holds_the_hours_rollup_row_only_at_its_commit(db_url: str) -> None:
-    """The hour's rollup row is one row every exit updates: a transaction writes it as its last statements
-    (``rollups._write_pending``), so an open transaction that closed an interval does not hold it, and a
-    second close of the same hour and key commits at once."""
+def test_a_close_holds_no_rollup_row_even_with_its_deltas_written(db_url: str) -> None:
+    """The hour's rollup row is one row every exit added to: an exit appends a delta instead, so a
+    transaction that closed an interval and wrote its deltas (a read of the rollups writes them) holds no
+    row another close of the same hour and key waits for."""
     if not db_url.startswith("postgresql"):
         pytest.skip("row locks: SQLite has one writer at a time whatever the rows")
     upgrade(db_url)
@@ -120,15 +134,54 @@ def test_a_close_holds_the_hours_rollup_row_only_at_its_commit(db_url: str) -> N
         _open(session, second, HOUR0)
         session.commit()
     def reads_its_own(holder: Session) -> None:  # pending contributions go in before a rollup read
-        assert holder.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
+        assert _gpu_seconds(holder) == pytest.approx(300)
 
-    # the interval is closed in the holder's open transaction (flushed); its rollup waits for the commit:
-    # written mid-transaction, the second close waited for the holder
+    # the holder closes and writes its deltas, and stays open; the second close must not wait for it
     _close_while_another_is_open(engine, (first, HOUR0 + timedelta(minutes=5)), (second, HOUR0 + timedelta(minutes=7)),
-                                 before_commit=reads_its_own)
+                                 after_close=reads_its_own)
     with Session(engine) as session:
+        assert _gpu_seconds(session) == pytest.approx(300 + 420)
+        rollups.fold(session)
+        session.commit()
         assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
         assert session.scalar(select(func.count()).select_from(UsageRollup)) == 1
+    engine.dispose()
+
+
+def test_a_fold_takes_only_committed_deltas_and_loses_none(db_url: str) -> None:
+    """A fold while an exit's transaction is open (its deltas written, not committed) takes what was
+    committed; the open one's deltas stay for the next fold. Read in one statement, the sums never count
+    a delta twice or drop it, before, between and after the folds."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("concurrent transactions: SQLite has one writer at a time")
+    upgrade(db_url)
+    engine = create_engine(normalize_url(db_url))
+    done, open_ = _jobs_on_distinct_shards(2)
+    with Session(engine) as session:
+        _open(session, done, HOUR0)
+        _open(session, open_, HOUR0)
+        session.commit()
+        ledger.close_intervals(session, allocation_ids=[f"a-{done}"], at=HOUR0 + timedelta(minutes=5))
+        session.commit()
+    holder = Session(engine)
+    try:
+        ledger.close_intervals(holder, allocation_ids=[f"a-{open_}"], at=HOUR0 + timedelta(minutes=7))
+        assert _gpu_seconds(holder) == pytest.approx(300 + 420)  # its deltas are written now, uncommitted
+        with Session(engine) as folder:
+            folder.execute(text("SET LOCAL lock_timeout = '2s'"))
+            assert rollups.fold(folder) == 2  # the committed close's rollup and job-count deltas only
+            folder.commit()
+            assert _gpu_seconds(folder) == pytest.approx(300)
+        holder.commit()
+    finally:
+        holder.close()
+    with Session(engine) as session:
+        assert _gpu_seconds(session) == pytest.approx(300 + 420)
+        assert rollups.fold(session) == 2
+        session.commit()
+        assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(300 + 420)
+        assert session.scalar(select(func.sum(UsageJobCount.jobs))) == 2
+        assert session.scalar(select(func.count()).select_from(UsageRollupDelta)) == 0
     engine.dispose()
 
 
@@ -150,6 +203,6 @@ def test_a_rolled_back_close_adds_nothing(db_url: str) -> None:
         ledger.close_intervals(session, allocation_ids=[f"a-{kept}"], at=HOUR0 + timedelta(minutes=10))
         session.commit()
     with Session(engine) as session:
-        assert session.scalar(select(func.sum(UsageRollup.gpu_seconds))) == pytest.approx(600)
-        assert session.scalar(select(func.sum(UsageJobCount.jobs))) == 1
+        assert _gpu_seconds(session) == pytest.approx(600)
+        assert session.scalar(select(func.sum(rollups.job_count_rows().c.jobs))) == 1
     engine.dispose()
