@@ -22,9 +22,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         if run_admitter:
-            ctx.admitter.start()
-            ctx.admitter.wake()
-            ctx.webhooks.start()
+            ctx.start_background()
         try:
             yield
         finally:
@@ -33,8 +31,7 @@ def create_app(ctx: ServiceContext, *, run_admitter: bool = True) -> FastAPI:
             if cache is not None:
                 cache.close()
             if run_admitter:
-                ctx.webhooks.stop()
-                ctx.admitter.stop()
+                ctx.stop_background()
 
     app = FastAPI(
         title="gpuq",

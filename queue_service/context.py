@@ -64,3 +64,13 @@ class ServiceContext:
                                                cluster_changed=feasibility.invalidate, job_events=webhooks.wake))
         return cls(settings, engine, sessions, dispatcher, admitter, packer_factory, feasibility, webhooks,
                    GroupCommitter(sessions))
+
+    def start_background(self) -> None:
+        """What runs beside the requests: the admitter (a cycle at once) and the webhook sender."""
+        self.admitter.start()
+        self.admitter.wake()
+        self.webhooks.start()
+
+    def stop_background(self) -> None:
+        self.webhooks.stop()
+        self.admitter.stop()  # a cycle in flight finishes and commits first

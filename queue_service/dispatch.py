@@ -53,16 +53,11 @@ class Dispatcher:
         self.broker = broker
 
     def _send(self, actor_name: str, node_name: str, payload: dict) -> bool:
-        queue = node_queue_name(node_name)
         try:
-            self.broker.declare_queue(queue)
-            message: dramatiq.Message[None] = dramatiq.Message(
-                queue_name=queue, actor_name=actor_name, args=(payload,), kwargs={}, options={}
-            )
-            self.broker.enqueue(message)
+            self.broker.enqueue(self._message(actor_name, node_name, payload))
             return True
         except Exception:  # the reconciler resends; never fail the caller
-            log.exception("could not send %s to %s", actor_name, queue)
+            log.exception("could not send %s to %s", actor_name, node_queue_name(node_name))
             return False
 
     def launch(self, spec: LaunchSpec) -> bool:

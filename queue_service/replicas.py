@@ -87,14 +87,11 @@ def serve_admitter(settings: Settings) -> None:
     configure_logging()
     ctx = ServiceContext.build(settings, admits=True)
     warm_partitioner()
-    ctx.admitter.start()
-    ctx.admitter.wake()
-    ctx.webhooks.start()
+    ctx.start_background()
     try:
         wait_for_signal()
     finally:
-        ctx.admitter.stop()  # a cycle in flight finishes and commits first
-        ctx.webhooks.stop()
+        ctx.stop_background()
         ctx.engine.dispose()
 
 

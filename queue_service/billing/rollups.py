@@ -24,11 +24,14 @@ job's first day in the window) - a sum over a few rows per day instead of a
 DISTINCT over every job-day (``count_jobs``, in the close's transaction; a
 close that adds a day before a job's other days re-links the later one).
 
-Writes are upserts (``INSERT .. ON CONFLICT DO UPDATE``), keys sorted, one
-statement per chunk: two transactions closing intervals of one row's key
-serialise on that row and never deadlock. A transaction writes them as its last
-statements, before its commit (``add_closed``), so it holds a rollup row's lock
-for its commit only; a read of the rollups inside it writes them first. The job-count key ends in a shard, a
+A close appends its sums as rows of ``usage_rollup_deltas`` and
+``usage_job_count_deltas`` (revision 0021), written as its transaction's last
+statements (``add_closed``; a read of the rollups inside it writes them
+first): plain inserts, so no exit waits for another's commit on a shared row.
+:func:`fold`, on the admitter's timer, moves them into the summed tables with
+upserts (``INSERT .. ON CONFLICT DO UPDATE``, keys sorted: two writers never
+deadlock), and readers sum both in one statement (:func:`rollup_rows`,
+:func:`job_count_rows`); rebuilds and backfills upsert directly. The job-count key ends in a shard, a
 digest of the job id (:func:`shard`): without it every exit of a busy cluster
 updated the same day's first-day job count (one project, owner, workload and
 labels) and exits queued on that row lock until the commit (100 simulated
@@ -252,14 +255,17 @@ def _upsert_rollups(bind: Session | Connection, rows: list[dict[str, Any]], *, s
 
 def _sharded(bind: Session | Connection, table: str) -> bool:
     """Whether ``table`` has the shard column (revision 0020): the older migrations' backfills run before it."""
-    connection = bind.connection() if isinstance(bind, Session) else bind
-    return any(c["name"] == "shard" for c in inspect(connection).get_columns(table))
+    return any(c["name"] == "shard" for c in _inspect(bind).get_columns(table))
+
+
+def _inspect(bind: Session | Connection) -> Any:
+    """The schema inspector of ``bind``'s connection (the one its transaction runs on)."""
+    return inspect(bind.connection() if isinstance(bind, Session) else bind)
 
 
 def _has_table(bind: Session | Connection, table: str) -> bool:
     """Whether ``table`` exists yet (the older migrations run this module's rebuilds before it does)."""
-    connection = bind.connection() if isinstance(bind, Session) else bind
-    return inspect(connection).has_table(table)
+    return bool(_inspect(bind).has_table(table))
 
 
 def _dialect(bind: Session | Connection) -> str:
@@ -400,12 +406,9 @@ class _Pending:
 def add_closed(session: Session, rows: Iterable[IntervalLike], prices: PriceBook | None = None) -> None:
     """Add just-closed intervals to the rollups, in the caller's transaction (``ledger.close_intervals``).
 
-    Written as the transaction's last statements (``_write_pending``, before its commit), not here: the
-    hour's rollup row is one row that every exit of the cluster updates, and a transaction holds its lock
-    from the update to its commit. Updated mid-transaction, the lock was held across the rest of the exit
-    (its events, its attempt, the next statements' round trips), and exits queued on it: at 1,000 simulated
-    hosts about 30 of each API process's request threads waited there. Inside a SAVEPOINT it is written at
-    once, so a savepoint rolled back takes its contributions with it.
+    Appended as deltas with the transaction's last statements (``_write_pending``, before its commit), one
+    row per key for all of the transaction's closes; :func:`fold` adds them into the sums later. Inside a
+    SAVEPOINT they are written at once, so a savepoint rolled back takes its contributions with it.
     """
     nested = session.in_nested_transaction()
     pending = _Pending(prices) if nested else session.info.setdefault(_PENDING, _Pending(prices))
@@ -477,16 +480,18 @@ def rollup_rows() -> Subquery:
 
     Every reader sums rows per key already (shards, hours), so a key's deltas are more rows to sum; in
     one statement, a fold that commits meanwhile is seen whole or not at all, never twice."""
-    names = [c.name for c in UsageRollup.__table__.columns if c.name != "id"]
-    return union_all(select(*(UsageRollup.__table__.c[n] for n in names)),
-                     select(*(UsageRollupDelta.__table__.c[n] for n in names))).subquery("rollup_rows")
+    return _with_deltas(UsageRollup.__table__, UsageRollupDelta.__table__, "rollup_rows")
 
 
 def job_count_rows() -> Subquery:
     """``usage_job_counts`` and its deltas not folded yet, as one selectable (as :func:`rollup_rows`)."""
-    names = [c.name for c in UsageJobCount.__table__.columns if c.name != "id"]
-    return union_all(select(*(UsageJobCount.__table__.c[n] for n in names)),
-                     select(*(UsageJobCountDelta.__table__.c[n] for n in names))).subquery("job_count_rows")
+    return _with_deltas(UsageJobCount.__table__, UsageJobCountDelta.__table__, "job_count_rows")
+
+
+def _with_deltas(summed: Any, appended: Any, name: str) -> Subquery:
+    """``summed``'s rows and ``appended``'s (the same columns), but their ids, as one subquery."""
+    names = [c.name for c in summed.columns if c.name != "id"]
+    return union_all(select(*(summed.c[n] for n in names)), select(*(appended.c[n] for n in names))).subquery(name)
 
 
 def fold(session: Session) -> int:

@@ -141,7 +141,7 @@ class _RollupColumns:
 
 
 class UsageRollup(_RollupColumns, Base):
-    """Closed ledger intervals summed per UTC hour and key (``billing.rollups``), written in the close's transaction.
+    """Closed ledger intervals summed per UTC hour and key (``billing.rollups``), folded in from the deltas.
 
     Key: hour, project, owner token, workload class, labels (canonical JSON, keyed by its hash) and GPU model
     (the price key: a model's price list prices it; the cost is summed already split where a list changed).
